@@ -1,6 +1,7 @@
 //! Sending and receiving contexts: keys by KID, counters, replay windows.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 
 use crate::Error;
 use crate::aead::{Aad, FrameAead};
@@ -46,7 +47,7 @@ struct SendKey {
 pub struct Sender {
     suite: CipherSuite,
     backend: Backend,
-    keys: HashMap<KeyId, SendKey>,
+    keys: KidMap<SendKey>,
     active: Option<KeyId>,
 }
 
@@ -72,7 +73,7 @@ impl Sender {
         Self {
             suite,
             backend,
-            keys: HashMap::new(),
+            keys: KidMap::default(),
             active: None,
         }
     }
@@ -202,7 +203,7 @@ pub struct Receiver {
     suite: CipherSuite,
     backend: Backend,
     window: u64,
-    keys: HashMap<KeyId, RecvKey>,
+    keys: KidMap<RecvKey>,
 }
 
 impl core::fmt::Debug for Receiver {
@@ -228,7 +229,7 @@ impl Receiver {
             suite,
             backend,
             window: DEFAULT_REPLAY_WINDOW,
-            keys: HashMap::new(),
+            keys: KidMap::default(),
         }
     }
 
@@ -338,5 +339,57 @@ impl Receiver {
         let mut buf = frame.to_vec();
         let (_, pt) = self.decrypt_in_place(metadata, &mut buf)?;
         Ok(pt.to_vec())
+    }
+}
+
+/// KID-keyed map with a cheap seeded hash: a frame costs one lookup, and
+/// SipHash would be a visible share of a small frame's cost.
+type KidMap<V> = HashMap<KeyId, V, KidHashBuilder>;
+
+/// Builds [`KidHasher`]s with a per-map random seed, so an attacker who
+/// picks KIDs cannot predict bucket collisions (lookups only: KIDs are
+/// inserted by the application, never by the network).
+#[derive(Clone)]
+struct KidHashBuilder {
+    seed: u64,
+}
+
+impl Default for KidHashBuilder {
+    fn default() -> Self {
+        // RandomState is seeded from the OS once per process and varied per instance.
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0x5f_7261_6d65u64);
+        Self { seed }
+    }
+}
+
+impl BuildHasher for KidHashBuilder {
+    type Hasher = KidHasher;
+    fn build_hasher(&self) -> KidHasher {
+        KidHasher { state: self.seed }
+    }
+}
+
+/// Folded-multiply hash of one u64 (the construction of foldhash/wyhash).
+struct KidHasher {
+    state: u64,
+}
+
+impl Hasher for KidHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let m = u128::from(self.state ^ x) * u128::from(K);
+        self.state = (m as u64) ^ ((m >> 64) as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.state
     }
 }

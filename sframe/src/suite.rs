@@ -111,7 +111,7 @@ pub const NONCE_LEN: usize = 12;
 pub const MAX_TAG_LEN: usize = 16;
 
 /// Which implementation performs AES-GCM. The CTR + HMAC suites always use
-/// the RustCrypto crates, whatever the backend, because `ring` has no AES-CTR.
+/// RustCrypto: `ring` has no AES-CTR, and its HMAC measured slower here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Backend {
