@@ -41,5 +41,5 @@ pub use context::{Receiver, Sender};
 pub use error::Error;
 pub use header::{Counter, EncodedHeader, Header, KeyId, MAX_HEADER_LEN};
 pub use key::{DerivedKey, Secret, key_label, salt_label};
-pub use replay::{DEFAULT_REPLAY_WINDOW, MAX_REPLAY_WINDOW};
+pub use replay::{DEFAULT_REPLAY_WINDOW, MAX_REPLAY_WINDOW, ReplayWindow, Verdict};
 pub use suite::{ALL_SUITES, Backend, CipherSuite, MAX_TAG_LEN, NONCE_LEN};

@@ -1,5 +1,6 @@
-//! Per-KID anti-replay: a sliding window over counters (RFC 9605 §9.3,
-//! adapted from the SRTP replay list of RFC 3711 §3.3.2).
+//! Anti-replay: a sliding window over counters (RFC 9605 §9.3, adapted
+//! from the SRTP replay list of RFC 3711 §3.3.2). Used per KID here and
+//! per pairwise channel by hush-e2ee.
 
 /// Default window: the newest counter and the 127 before it.
 pub const DEFAULT_REPLAY_WINDOW: u64 = 128;
@@ -9,7 +10,7 @@ pub const MAX_REPLAY_WINDOW: u64 = 1 << 16;
 
 /// What the window says about a counter before decryption.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub enum Verdict {
     /// Not seen and recent enough: may be accepted once authenticated.
     Fresh,
     /// Already accepted.
@@ -20,7 +21,7 @@ pub(crate) enum Verdict {
 
 /// Remembers which of the last `size` counters were accepted.
 #[derive(Debug, Clone)]
-pub(crate) struct ReplayWindow {
+pub struct ReplayWindow {
     size: u64,
     /// Highest accepted counter, if any.
     newest: Option<u64>,
@@ -30,8 +31,10 @@ pub(crate) struct ReplayWindow {
 
 impl ReplayWindow {
     /// A window judging the newest counter and the `size - 1` before it.
-    pub(crate) fn new(size: u64) -> Self {
-        debug_assert!((1..=MAX_REPLAY_WINDOW).contains(&size));
+    ///
+    /// `size` is clamped to 1..=[`MAX_REPLAY_WINDOW`].
+    pub fn new(size: u64) -> Self {
+        let size = size.clamp(1, MAX_REPLAY_WINDOW);
         let words = size.div_ceil(64) as usize;
         Self {
             size,
@@ -50,7 +53,7 @@ impl ReplayWindow {
     }
 
     /// Judges `ctr` without changing anything.
-    pub(crate) fn check(&self, ctr: u64) -> Verdict {
+    pub fn check(&self, ctr: u64) -> Verdict {
         let Some(newest) = self.newest else {
             return Verdict::Fresh;
         };
@@ -70,7 +73,7 @@ impl ReplayWindow {
 
     /// Records `ctr` as accepted; call only after [`Self::check`] said
     /// `Fresh` and the frame authenticated.
-    pub(crate) fn accept(&mut self, ctr: u64) {
+    pub fn accept(&mut self, ctr: u64) {
         match self.newest {
             Some(newest) if ctr <= newest => {}
             Some(newest) => {
