@@ -69,6 +69,8 @@ mod ids;
 mod keypackage;
 mod safety;
 pub mod store;
+#[cfg(test)]
+mod vectors;
 mod wire;
 
 pub use channel::{
