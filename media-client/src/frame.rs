@@ -1,0 +1,247 @@
+//! Media frames on the wire: the codec-aware clear prefix and SFrame
+//! (docs/PROTOCOL.md §6), with one SFrame context for our own frames and
+//! one per remote sender.
+
+use std::collections::HashMap;
+
+use hush_e2ee::{KeyEvent, ParticipantId};
+use hush_sframe::{CipherSuite, KeyId, Receiver, Sender};
+
+use crate::Error;
+
+/// The SFrame cipher suite of every hush media frame.
+pub const MEDIA_SUITE: CipherSuite = CipherSuite::AesGcm128Sha256;
+
+/// A codec whose frames hush carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// Opus audio: no clear prefix.
+    Opus,
+    /// VP8 video: the payload header stays clear (10 bytes on a key frame, 3 otherwise).
+    Vp8,
+}
+
+/// Bytes at the start of `frame` that stay in clear (and are authenticated
+/// as SFrame metadata) so the SFU and depacketizer can read them.
+pub fn clear_prefix_len(codec: Codec, frame: &[u8]) -> usize {
+    match codec {
+        Codec::Opus => 0,
+        Codec::Vp8 => {
+            let wanted = if is_vp8_key_frame(frame) { 10 } else { 3 };
+            wanted.min(frame.len())
+        }
+    }
+}
+
+/// Whether a VP8 frame is a key frame (bit 0 of the frame tag is 0, RFC 6386 §9.1).
+pub fn is_vp8_key_frame(frame: &[u8]) -> bool {
+    frame.first().is_some_and(|b| b & 0x01 == 0)
+}
+
+/// Seals our frames and opens everyone else's, following the key events
+/// of the e2ee layer.
+pub struct FrameCrypto {
+    tx: Sender,
+    rx: HashMap<ParticipantId, Receiver>,
+}
+
+impl core::fmt::Debug for FrameCrypto {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("FrameCrypto")
+            .field("send_kid", &self.tx.active_key())
+            .field("senders", &self.rx.len())
+            .finish()
+    }
+}
+
+impl Default for FrameCrypto {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A frame that arrived before its key: the caller may keep it briefly
+/// and retry after the next key event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingKey {
+    /// Whose frame.
+    pub sender: ParticipantId,
+    /// The KID it names.
+    pub kid: KeyId,
+}
+
+impl FrameCrypto {
+    /// No keys yet.
+    pub fn new() -> Self {
+        Self {
+            tx: Sender::new(MEDIA_SUITE),
+            rx: HashMap::new(),
+        }
+    }
+
+    /// Applies a key event from `hush_e2ee::Group`.
+    pub fn apply(&mut self, event: &KeyEvent) -> Result<(), Error> {
+        match event {
+            KeyEvent::UseSendKey { kid, base_key } => {
+                let old = self.tx.active_key();
+                self.tx.add_key(*kid, base_key.expose())?;
+                self.tx.set_active_key(*kid)?;
+                if let Some(old) = old.filter(|o| o != kid) {
+                    self.tx.remove_key(old);
+                }
+            }
+            KeyEvent::InstallReceiveKey {
+                sender,
+                kid,
+                base_key,
+            } => {
+                let rx = self
+                    .rx
+                    .entry(*sender)
+                    .or_insert_with(|| Receiver::new(MEDIA_SUITE));
+                // A key re-derived after its erasure replaces nothing live.
+                rx.remove_key(*kid);
+                rx.add_key(*kid, base_key.expose())?;
+            }
+            KeyEvent::RemoveReceiveKey { sender, kid } => {
+                if let Some(rx) = self.rx.get_mut(sender) {
+                    rx.remove_key(*kid);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Forgets a departed sender entirely.
+    pub fn forget(&mut self, sender: ParticipantId) {
+        self.rx.remove(&sender);
+    }
+
+    /// The KID our frames carry now, if we have a key.
+    pub fn send_kid(&self) -> Option<KeyId> {
+        self.tx.active_key()
+    }
+
+    /// Encrypts one encoded frame: clear prefix || SFrame(header || ct || tag).
+    pub fn seal(&mut self, codec: Codec, frame: &[u8]) -> Result<Vec<u8>, Error> {
+        let clear = clear_prefix_len(codec, frame);
+        let (prefix, payload) = frame.split_at(clear);
+        let mut out = vec![0u8; frame.len() + self.tx.max_overhead()];
+        out[..clear].copy_from_slice(prefix);
+        let n = self.tx.encrypt_into(prefix, payload, &mut out[clear..])?;
+        out.truncate(clear + n);
+        Ok(out)
+    }
+
+    /// Decrypts one frame from `sender`. An unknown KID comes back as
+    /// `Err(Error::MissingKey)` so the caller can ask the e2ee layer to
+    /// derive it, or hold the frame until the key arrives.
+    pub fn open(
+        &mut self,
+        sender: ParticipantId,
+        codec: Codec,
+        data: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        let clear = clear_prefix_len(codec, data);
+        let (prefix, sealed) = data.split_at(clear);
+        let rx = self
+            .rx
+            .get_mut(&sender)
+            .ok_or(Error::UnknownSender(sender))?;
+        let mut buf = sealed.to_vec();
+        match rx.decrypt_in_place(prefix, &mut buf) {
+            Ok((_, plaintext)) => {
+                let mut frame = Vec::with_capacity(clear + plaintext.len());
+                frame.extend_from_slice(prefix);
+                frame.extend_from_slice(plaintext);
+                Ok(frame)
+            }
+            Err(hush_sframe::Error::UnknownKeyId(kid)) => {
+                Err(Error::MissingKey(MissingKey { sender, kid }))
+            }
+            Err(e) => Err(Error::Frame(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hush_sframe::Secret;
+
+    fn pid(b: u8) -> ParticipantId {
+        ParticipantId([b; 16])
+    }
+
+    #[test]
+    fn clear_prefix_follows_the_codec() {
+        assert_eq!(clear_prefix_len(Codec::Opus, b"\x00\x01\x02"), 0);
+        assert_eq!(clear_prefix_len(Codec::Vp8, &[0x50; 40]), 10);
+        assert_eq!(clear_prefix_len(Codec::Vp8, &[0x31; 40]), 3);
+        assert_eq!(clear_prefix_len(Codec::Vp8, &[0x50; 4]), 4);
+        assert_eq!(clear_prefix_len(Codec::Vp8, &[]), 0);
+    }
+
+    #[test]
+    fn frames_round_trip_and_the_prefix_stays_clear_but_authenticated() {
+        let key = Secret::new(&[7u8; 32]);
+        let kid = KeyId(0x0101_0000_0000);
+        let mut alice = FrameCrypto::new();
+        alice
+            .apply(&KeyEvent::UseSendKey {
+                kid,
+                base_key: key.clone(),
+            })
+            .expect("send key");
+        let mut bob = FrameCrypto::new();
+        bob.apply(&KeyEvent::InstallReceiveKey {
+            sender: pid(1),
+            kid,
+            base_key: key,
+        })
+        .expect("recv key");
+        let frame = [
+            b"\x50\x2c\x00\x9d\x01\x2a\x40\x01\xf0\x00".as_slice(),
+            b"secret pixels",
+        ]
+        .concat();
+        let sealed = alice.seal(Codec::Vp8, &frame).expect("seal");
+        assert_eq!(&sealed[..10], &frame[..10]);
+        assert!(!sealed.windows(6).any(|w| w == b"secret"));
+        assert_eq!(bob.open(pid(1), Codec::Vp8, &sealed).expect("open"), frame);
+        let mut tampered = alice.seal(Codec::Vp8, &frame).expect("seal");
+        tampered[5] ^= 1; // inside the clear prefix
+        assert!(matches!(
+            bob.open(pid(1), Codec::Vp8, &tampered),
+            Err(Error::Frame(_))
+        ));
+        assert!(matches!(
+            bob.open(pid(2), Codec::Vp8, &sealed),
+            Err(Error::UnknownSender(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_kids_are_reported_for_derivation() {
+        let mut alice = FrameCrypto::new();
+        alice
+            .apply(&KeyEvent::UseSendKey {
+                kid: KeyId(5),
+                base_key: Secret::new(&[1; 32]),
+            })
+            .expect("send key");
+        let mut bob = FrameCrypto::new();
+        bob.apply(&KeyEvent::InstallReceiveKey {
+            sender: pid(1),
+            kid: KeyId(4),
+            base_key: Secret::new(&[1; 32]),
+        })
+        .expect("recv key");
+        let sealed = alice.seal(Codec::Opus, b"audio").expect("seal");
+        assert!(matches!(
+            bob.open(pid(1), Codec::Opus, &sealed),
+            Err(Error::MissingKey(m)) if m == MissingKey { sender: pid(1), kid: KeyId(5) }
+        ));
+    }
+}
