@@ -66,7 +66,10 @@ pub struct FrameAead {
 }
 
 enum Inner {
-    CtrHmac { aes: Box<Aes128>, mac: CtrMac },
+    CtrHmac {
+        aes: Box<Aes128>,
+        mac: CtrMac,
+    },
     Gcm128(Box<Aes128Gcm>),
     Gcm256(Box<Aes256Gcm>),
     #[cfg(feature = "ring")]
