@@ -36,8 +36,12 @@ const SERVER_TYPES: [&str; 10] = [
 
 /// Parses each example in `dir` as `T`, re-serializes it pretty-printed and
 /// compares with the file; returns the `type` of each.
-fn check_examples<T: DeserializeOwned + Serialize + std::fmt::Debug>(dir: &str) -> BTreeSet<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wire").join(dir);
+fn check_examples<T: DeserializeOwned + Serialize + std::fmt::Debug>(
+    dir: &str,
+) -> BTreeSet<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/wire")
+        .join(dir);
     let mut types = BTreeSet::new();
     for entry in std::fs::read_dir(&dir).expect("wire examples directory") {
         let path = entry.expect("directory entry").path();
@@ -45,7 +49,12 @@ fn check_examples<T: DeserializeOwned + Serialize + std::fmt::Debug>(dir: &str) 
         let message: T = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()));
         let again = serde_json::to_string_pretty(&message).expect("serializes") + "\n";
-        assert_eq!(again, text, "{} does not re-serialize identically", path.display());
+        assert_eq!(
+            again,
+            text,
+            "{} does not re-serialize identically",
+            path.display()
+        );
         let value: serde_json::Value = serde_json::from_str(&text).expect("json");
         let kind = value["type"].as_str().expect("type").to_owned();
         assert_eq!(
@@ -106,9 +115,15 @@ fn every_message_round_trips() {
             key_package: bytes.clone(),
         },
         ClientMessage::Leave,
-        ClientMessage::SdpOffer { sdp: "o\r\n".into() },
-        ClientMessage::SdpAnswer { sdp: "a\r\n".into() },
-        ClientMessage::IceCandidate { candidate: candidate() },
+        ClientMessage::SdpOffer {
+            sdp: "o\r\n".into(),
+        },
+        ClientMessage::SdpAnswer {
+            sdp: "a\r\n".into(),
+        },
+        ClientMessage::IceCandidate {
+            candidate: candidate(),
+        },
         ClientMessage::Envelope {
             to: pid,
             payload: Opaque(vec![]),
@@ -136,7 +151,9 @@ fn every_message_round_trips() {
         ServerMessage::MemberLeft { id: pid },
         ServerMessage::SdpOffer { sdp: String::new() },
         ServerMessage::SdpAnswer { sdp: "x".into() },
-        ServerMessage::IceCandidate { candidate: candidate() },
+        ServerMessage::IceCandidate {
+            candidate: candidate(),
+        },
         ServerMessage::Envelope {
             from: ParticipantId(1),
             to: pid,
