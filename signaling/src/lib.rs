@@ -22,7 +22,7 @@
 //!     protocol: PROTOCOL_VERSION,
 //!     room,
 //!     name,
-//!     token: token.as_str().to_owned(),
+//!     token,
 //!     key_package: hush_signaling::Opaque(vec![1, 2, 3]),
 //! };
 //! let text = serde_json::to_string(&join)?;

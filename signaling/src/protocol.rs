@@ -14,6 +14,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::Error;
+use crate::token::JoinToken;
 
 /// The protocol version this crate speaks; a `join` with another is refused.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -38,7 +39,7 @@ pub enum ClientMessage {
         /// Display name shown to the other members.
         name: DisplayName,
         /// Join token minted for this room and name.
-        token: String,
+        token: JoinToken,
         /// The client's e2ee key package, relayed unread to the other members.
         key_package: Opaque,
     },

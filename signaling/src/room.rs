@@ -39,8 +39,8 @@ pub struct JoinRequest {
     pub room: RoomId,
     /// Display name.
     pub name: DisplayName,
-    /// Join token text (a bearer credential: never log it).
-    pub token: String,
+    /// Join token (its Debug is redacted).
+    pub token: JoinToken,
     /// e2ee key package.
     pub key_package: Opaque,
 }
@@ -53,7 +53,13 @@ pub fn authorize(secret: &ServerSecret, request: &JoinRequest, now: u64) -> Resu
             supported: PROTOCOL_VERSION,
         });
     }
-    JoinToken::verify(secret, &request.token, &request.room, &request.name, now)
+    JoinToken::verify(
+        secret,
+        request.token.as_str(),
+        &request.room,
+        &request.name,
+        now,
+    )
 }
 
 /// Every room on the server and who is in it.
@@ -305,7 +311,7 @@ mod tests {
             protocol: PROTOCOL_VERSION,
             room,
             name,
-            token: token.as_str().to_owned(),
+            token,
             key_package: Opaque::default(),
         };
         assert_eq!(authorize(&secret, &req, 10), Ok(()));

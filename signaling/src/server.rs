@@ -286,11 +286,11 @@ impl Connection {
                     }
                 },
                 Some(message) = self.out_rx.recv() => {
-                    send(&mut socket, &message).await
+                    send(&mut socket, limits.idle_timeout, &message).await
                 }
                 Some(event) = self.media_rx.recv() => {
                     self.shared.metrics.relayed(Relayed::FromSfu);
-                    send(&mut socket, &event.into_message()).await
+                    send(&mut socket, limits.idle_timeout, &event.into_message()).await
                 }
                 () = kick.notified() => Flow::Close {
                     reason: CloseReason::TooSlow,
@@ -299,13 +299,16 @@ impl Connection {
                 () = &mut join_deadline, if self.joined.is_none() => {
                     self.reject(ErrorCode::JoinTimeout);
                     let err = ServerMessage::error(ErrorCode::JoinTimeout, "no join in time");
-                    let _ = send(&mut socket, &err).await;
+                    let _ = send(&mut socket, limits.idle_timeout, &err).await;
                     Flow::Close { reason: CloseReason::JoinFailed, code: close_code::POLICY }
                 }
                 _ = pinger.tick() => {
                     if last_heard.elapsed() >= limits.idle_timeout {
                         Flow::Close { reason: CloseReason::IdleTimeout, code: close_code::AWAY }
-                    } else if socket.send(Message::Ping(Bytes::new())).await.is_err() {
+                    } else if !matches!(
+                        tokio::time::timeout(limits.idle_timeout, socket.send(Message::Ping(Bytes::new()))).await,
+                        Ok(Ok(()))
+                    ) {
                         Flow::Gone
                     } else {
                         Flow::Continue
@@ -327,7 +330,12 @@ impl Connection {
         self.leave();
         if let Flow::Close { reason, code } = flow {
             debug!(?reason, "closing connection");
-            let _ = send(&mut socket, &ServerMessage::Closing { reason }).await;
+            let _ = send(
+                &mut socket,
+                limits.idle_timeout,
+                &ServerMessage::Closing { reason },
+            )
+            .await;
             close(&mut socket, code, "").await;
         }
     }
@@ -353,7 +361,7 @@ impl Connection {
                 self.reject(ErrorCode::RateLimited);
                 if first {
                     let err = ServerMessage::error(ErrorCode::RateLimited, "slow down");
-                    return send(socket, &err).await;
+                    return send(socket, self.shared.limits.idle_timeout, &err).await;
                 }
                 return Flow::Continue;
             }
@@ -384,7 +392,9 @@ impl Connection {
         };
         match self.on_message(message) {
             Ok(Reply::None) => Flow::Continue,
-            Ok(Reply::Send(message)) => send(socket, &message).await,
+            Ok(Reply::Send(message)) => {
+                send(socket, self.shared.limits.idle_timeout, &message).await
+            }
             Ok(Reply::Leave) => Flow::Close {
                 reason: CloseReason::Left,
                 code: close_code::NORMAL,
@@ -503,7 +513,12 @@ impl Connection {
     async fn refuse(&self, socket: &mut WebSocket, code: ErrorCode, message: String) -> Flow {
         self.reject(code);
         debug!(%code, "refused a message");
-        send(socket, &ServerMessage::error(code, message)).await
+        send(
+            socket,
+            self.shared.limits.idle_timeout,
+            &ServerMessage::error(code, message),
+        )
+        .await
     }
 }
 
@@ -514,13 +529,14 @@ enum Reply {
     Leave,
 }
 
-async fn send(socket: &mut WebSocket, message: &ServerMessage) -> Flow {
-    match socket
-        .send(Message::Text(Utf8Bytes::from(message.to_json())))
-        .await
-    {
-        Ok(()) => Flow::Continue,
-        Err(_) => Flow::Gone,
+/// Sends one message. A client that cannot take it within `timeout` (its
+/// TCP window stays full) is treated as gone, so a client that stops reading
+/// cannot pin its connection task and its room membership forever.
+async fn send(socket: &mut WebSocket, timeout: Duration, message: &ServerMessage) -> Flow {
+    let frame = Message::Text(Utf8Bytes::from(message.to_json()));
+    match tokio::time::timeout(timeout, socket.send(frame)).await {
+        Ok(Ok(())) => Flow::Continue,
+        Ok(Err(_)) | Err(_) => Flow::Gone,
     }
 }
 
@@ -531,8 +547,9 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
         code,
         reason: Utf8Bytes::from_static(reason),
     };
-    if socket.send(Message::Close(Some(frame))).await.is_err() {
-        return;
+    match tokio::time::timeout(CLOSE_LINGER, socket.send(Message::Close(Some(frame)))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) | Err(_) => return,
     }
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
         while let Some(Ok(frame)) = socket.recv().await {

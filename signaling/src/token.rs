@@ -11,6 +11,7 @@ use core::fmt;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -89,9 +90,17 @@ impl fmt::Debug for ServerSecret {
     }
 }
 
-/// A minted join token; a bearer credential, so its Debug is redacted.
-#[derive(Clone, PartialEq, Eq)]
+/// A join token's text (minted or as a client sent it); a bearer
+/// credential, so its Debug is redacted. On the wire it is a plain string.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct JoinToken(String);
+
+impl From<String> for JoinToken {
+    fn from(text: String) -> Self {
+        Self(text)
+    }
+}
 
 impl JoinToken {
     /// Mints a token for `name` in `room`, valid until `expiry` (Unix seconds).

@@ -33,7 +33,7 @@ async fn bad_tokens_are_refused_each_with_its_own_code_and_the_client_may_retry(
         protocol,
         room: "r".parse().expect("room"),
         name: "Ann".parse().expect("name"),
-        token,
+        token: token.into(),
         key_package: Opaque(vec![1]),
     };
     let cases = [

@@ -121,7 +121,7 @@ async fn join(addr: SocketAddr, room: &str, name: &str, token: String) -> (Clien
         protocol: PROTOCOL_VERSION,
         room: room.parse().expect("room"),
         name: name.parse().expect("name"),
-        token,
+        token: token.into(),
         key_package: Opaque(vec![7]),
     })
     .await;

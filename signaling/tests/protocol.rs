@@ -111,7 +111,7 @@ fn every_message_round_trips() {
             protocol: 1,
             room: "r-1_x.y".parse().expect("room"),
             name: "Zoë \"the\" 🦀".parse().expect("name"),
-            token: "t".into(),
+            token: String::from("t").into(),
             key_package: bytes.clone(),
         },
         ClientMessage::Leave,
@@ -197,4 +197,17 @@ fn a_client_cannot_claim_a_sender() {
             payload: Opaque(vec![])
         })
     );
+}
+
+#[test]
+fn debug_output_never_shows_a_token_or_opaque_bytes() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wire/client/join.json"),
+    )
+    .expect("example");
+    let join = ClientMessage::parse(&text).expect("parses");
+    let debug = format!("{join:?}");
+    assert!(debug.contains("JoinToken([redacted])"), "{debug}");
+    assert!(!debug.contains("v1."), "{debug}");
+    assert!(!debug.contains("aHVza"), "{debug}");
 }

@@ -240,3 +240,40 @@ async fn shutdown_tells_every_member_and_ends_cleanly() {
         (Some(CloseReason::ServerShutdown), End::Closed(1001))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_from_its_room() {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(500),
+        send_queue: 8,
+        messages_per_sec: 1_000_000,
+        message_burst: 1_000_000,
+        ..Limits::default()
+    };
+    let server = TestServer::start(limits).await;
+    // Stuck joins and never reads again.
+    let stuck = server.join("r", "Stuck").await;
+    let mut busy = server.join("r", "Busy").await;
+    let payload = vec![0u8; 40 * 1024]; // ~54 KiB as base64, under the limit
+    let mut sent = 0;
+    // Bounded: loopback buffers hold a few MB, this can send up to ~300 MB.
+    while server.handle.participant_count() == 2 {
+        assert!(sent < 5_000, "the stuck client was never dropped");
+        busy.client.envelope(stuck.id, &payload).await;
+        sent += 1;
+    }
+    assert_eq!(server.handle.participant_count(), 1);
+    // Busy hears that Stuck left (after refusals for envelopes sent meanwhile).
+    loop {
+        match busy.client.recv().await {
+            ServerMessage::MemberLeft { id } => {
+                assert_eq!(id, stuck.id);
+                break;
+            }
+            ServerMessage::Error { code, .. } => assert_eq!(code, ErrorCode::UnknownRecipient),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    drop(stuck);
+    server.stop().await;
+}

@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use hush_signaling::{
-    ClientMessage, CloseReason, DisplayName, JoinToken, Limits, Member, NoMedia, Opaque,
-    PROTOCOL_VERSION, ParticipantId, RoomId, Server, ServerConfig, ServerHandle, ServerMessage,
-    ServerSecret,
+    ClientMessage, CloseReason, DisplayName, JoinToken, Limits, MediaRouter, Member, NoMedia,
+    Opaque, PROTOCOL_VERSION, ParticipantId, RoomId, Server, ServerConfig, ServerHandle,
+    ServerMessage, ServerSecret,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -33,18 +33,19 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server with `limits` on 127.0.0.1, port chosen by the OS.
     pub async fn start(limits: Limits) -> Self {
+        Self::start_with_router(limits, Arc::new(NoMedia)).await
+    }
+
+    /// Starts a server whose SFU seam is `router`.
+    pub async fn start_with_router(limits: Limits, router: Arc<dyn MediaRouter>) -> Self {
         let secret = ServerSecret::new(b"test-secret-0123456789abcdef".to_vec()).expect("secret");
         let config = ServerConfig {
             limits,
             secret: secret.clone(),
         };
-        let server = Server::bind(
-            "127.0.0.1:0".parse().expect("addr"),
-            config,
-            Arc::new(NoMedia),
-        )
-        .await
-        .expect("bind");
+        let server = Server::bind("127.0.0.1:0".parse().expect("addr"), config, router)
+            .await
+            .expect("bind");
         let addr = server.local_addr().expect("local addr");
         let handle = server.handle();
         let task = tokio::spawn(server.run());
@@ -86,7 +87,7 @@ impl TestServer {
             protocol: PROTOCOL_VERSION,
             room: room.parse().expect("room"),
             name: name.parse().expect("name"),
-            token: self.token(room, name),
+            token: self.token(room, name).into(),
             key_package: Opaque(name.as_bytes().to_vec()),
         }
     }
