@@ -1,0 +1,255 @@
+//! `hush-server`: the hush signaling server, and `hush-server token` to mint join tokens.
+
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use hush_signaling::{
+    DisplayName, JoinToken, Limits, NoMedia, RoomId, Server, ServerConfig, ServerSecret,
+    parse_duration, run_until,
+};
+use tracing_subscriber::EnvFilter;
+
+/// The hush signaling server: rooms, join tokens and end-to-end envelope relay
+/// over WebSocket (`/v1/ws`), with `/healthz` and `/metrics`.
+///
+/// Media is not available yet: this build has no SFU, so SDP offers are
+/// refused with `media_unavailable`. Logging: RUST_LOG (default `info`).
+#[derive(Debug, Parser)]
+#[command(name = "hush-server", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Mint a join token for a server started with the same secret; the token
+    /// is the last line of output.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+struct SecretArgs {
+    /// Join token secret (at least 16 bytes). Visible to other local users
+    /// in the process list: prefer --secret-file or the environment.
+    #[arg(
+        long,
+        env = "HUSH_SECRET",
+        hide_env_values = true,
+        conflicts_with = "secret_file"
+    )]
+    secret: Option<String>,
+    /// File holding the join token secret (surrounding whitespace ignored).
+    #[arg(long, env = "HUSH_SECRET_FILE", value_name = "FILE")]
+    secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "HUSH_LISTEN", default_value = "127.0.0.1:7880")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    secret: SecretArgs,
+    /// Largest WebSocket message in bytes; larger ones close the socket with code 1009.
+    #[arg(long, env = "HUSH_MAX_MESSAGE_BYTES", default_value_t = Limits::default().max_message_bytes)]
+    max_message_bytes: usize,
+    /// Sustained messages per second per connection (token bucket refill rate).
+    #[arg(long, env = "HUSH_MESSAGES_PER_SEC", default_value_t = Limits::default().messages_per_sec)]
+    messages_per_sec: u32,
+    /// Messages per connection allowed in a burst (token bucket size).
+    #[arg(long, env = "HUSH_MESSAGE_BURST", default_value_t = Limits::default().message_burst)]
+    message_burst: u32,
+    /// Over-rate messages (no second-long pause between them) before a disconnect.
+    #[arg(long, env = "HUSH_RATE_STRIKES", default_value_t = Limits::default().rate_strikes)]
+    rate_strikes: u32,
+    /// Participants per room.
+    #[arg(long, env = "HUSH_MAX_ROOM_PARTICIPANTS", default_value_t = Limits::default().max_room_participants)]
+    max_room_participants: usize,
+    /// Rooms per server.
+    #[arg(long, env = "HUSH_MAX_ROOMS", default_value_t = Limits::default().max_rooms)]
+    max_rooms: usize,
+    /// Time a new connection has to send `join` (e.g. 500ms, 10s, 1m).
+    #[arg(long, env = "HUSH_JOIN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    join_timeout: Duration,
+    /// Close a connection that sends nothing, not even a pong, for this long;
+    /// the server pings every third of it.
+    #[arg(long, env = "HUSH_IDLE_TIMEOUT", default_value = "30s", value_parser = duration)]
+    idle_timeout: Duration,
+    /// Messages queued for one client before it is disconnected as too slow.
+    #[arg(long, env = "HUSH_SEND_QUEUE", default_value_t = Limits::default().send_queue)]
+    send_queue: usize,
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    #[command(flatten)]
+    secret: SecretArgs,
+    /// Room the token admits to.
+    #[arg(long)]
+    room: RoomId,
+    /// Display name the token admits.
+    #[arg(long)]
+    name: DisplayName,
+    /// How long the token is valid (e.g. 30m, 1h, 7d).
+    #[arg(long, default_value = "1h", value_parser = duration)]
+    ttl: Duration,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    parse_duration(text).map_err(|e| e.to_string())
+}
+
+impl SecretArgs {
+    /// The configured secret, if any.
+    fn load(&self) -> anyhow::Result<Option<ServerSecret>> {
+        if let Some(text) = &self.secret {
+            return Ok(Some(ServerSecret::new(text.as_bytes().to_vec())?));
+        }
+        if let Some(path) = &self.secret_file {
+            let bytes = zeroize::Zeroizing::new(
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            );
+            return Ok(Some(ServerSecret::from_file_contents(&bytes)?));
+        }
+        Ok(None)
+    }
+}
+
+impl ServeArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_message_bytes: self.max_message_bytes,
+            messages_per_sec: self.messages_per_sec,
+            message_burst: self.message_burst,
+            rate_strikes: self.rate_strikes,
+            max_room_participants: self.max_room_participants,
+            max_rooms: self.max_rooms,
+            join_timeout: self.join_timeout,
+            idle_timeout: self.idle_timeout,
+            send_queue: self.send_queue,
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Token(args)) => mint(&args),
+        None => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(serve(cli.serve))
+        }
+    }
+}
+
+fn mint(args: &TokenArgs) -> anyhow::Result<()> {
+    let Some(secret) = args.secret.load()? else {
+        bail!("hush-server token needs --secret-file or --secret (the server's secret)");
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let expiry = now.saturating_add(args.ttl.as_secs());
+    let token = JoinToken::mint(&secret, &args.room, &args.name, expiry);
+    eprintln!(
+        "join token for {:?} in room {:?}, valid for {}s:",
+        args.name.as_str(),
+        args.room.as_str(),
+        args.ttl.as_secs()
+    );
+    println!("{}", token.as_str());
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let secret = match args.secret.load()? {
+        Some(secret) => secret,
+        None => {
+            let (secret, text) = ServerSecret::generate_development()?;
+            println!(
+                "No --secret or --secret-file given: using a DEVELOPMENT secret, for local use only."
+            );
+            println!(
+                "DEVELOPMENT SECRET (mint tokens with `hush-server token --secret <it>`): {}",
+                text.as_str()
+            );
+            secret
+        }
+    };
+    let config = ServerConfig {
+        limits: args.limits(),
+        secret,
+    };
+    let server = Server::bind(args.listen, config, Arc::new(NoMedia))
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = server.local_addr()?;
+    println!(
+        "hush-server listening on http://{addr} (WebSocket ws://{addr}/v1/ws); media: not available (no SFU yet)"
+    );
+    run_until(server, shutdown_signal()).await?;
+    println!("hush-server stopped");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        let cli = Cli::try_parse_from(["hush-server"]).map_err(|e| e.to_string());
+        let Ok(cli) = cli else {
+            panic!("{cli:?}");
+        };
+        assert_eq!(cli.serve.limits(), Limits::default());
+        assert_eq!(cli.serve.listen.to_string(), "127.0.0.1:7880");
+        assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,328 @@
+//! Rooms and membership as plain data: joins, leaves and relay decisions
+//! return the messages to deliver; the server only delivers them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::error::Error;
+use crate::limits::Limits;
+use crate::protocol::{
+    DisplayName, Member, Opaque, PROTOCOL_VERSION, ParticipantId, RoomId, ServerMessage,
+};
+use crate::token::{JoinToken, ServerSecret};
+
+/// One message for one participant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The addressee.
+    pub to: ParticipantId,
+    /// What to send it.
+    pub message: ServerMessage,
+}
+
+/// The outcome of a successful join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// The newcomer's id.
+    pub id: ParticipantId,
+    /// The `joined` message for the newcomer.
+    pub joined: ServerMessage,
+    /// `member_joined` for every member already there.
+    pub announcements: Vec<Delivery>,
+}
+
+/// A join request's fields, as the client sent them.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    /// Protocol version.
+    pub protocol: u32,
+    /// Room to join.
+    pub room: RoomId,
+    /// Display name.
+    pub name: DisplayName,
+    /// Join token (its Debug is redacted).
+    pub token: JoinToken,
+    /// e2ee key package.
+    pub key_package: Opaque,
+}
+
+/// Checks a join's protocol version and token at Unix time `now`.
+pub fn authorize(secret: &ServerSecret, request: &JoinRequest, now: u64) -> Result<(), Error> {
+    if request.protocol != PROTOCOL_VERSION {
+        return Err(Error::UnsupportedProtocol {
+            got: request.protocol,
+            supported: PROTOCOL_VERSION,
+        });
+    }
+    JoinToken::verify(
+        secret,
+        request.token.as_str(),
+        &request.room,
+        &request.name,
+        now,
+    )
+}
+
+/// Every room on the server and who is in it.
+#[derive(Debug)]
+pub struct Rooms {
+    max_rooms: usize,
+    max_room_participants: usize,
+    rooms: HashMap<RoomId, Room>,
+    room_of: HashMap<ParticipantId, RoomId>,
+    next_id: u64,
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    // Ids grow, so this is join order.
+    members: BTreeMap<ParticipantId, Member>,
+}
+
+impl Rooms {
+    /// An empty room table under `limits`.
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            max_rooms: limits.max_rooms,
+            max_room_participants: limits.max_room_participants,
+            rooms: HashMap::new(),
+            room_of: HashMap::new(),
+            next_id: 1,
+        }
+    }
+
+    /// Admits an authorized participant to `room`, creating the room if needed.
+    pub fn join(
+        &mut self,
+        room: RoomId,
+        name: DisplayName,
+        key_package: Opaque,
+    ) -> Result<Admission, Error> {
+        match self.rooms.get(&room) {
+            Some(r) if r.members.len() >= self.max_room_participants => {
+                return Err(Error::RoomFull {
+                    max: self.max_room_participants,
+                });
+            }
+            None if self.rooms.len() >= self.max_rooms => {
+                return Err(Error::ServerFull {
+                    max: self.max_rooms,
+                });
+            }
+            _ => {}
+        }
+        let id = ParticipantId(self.next_id);
+        self.next_id += 1;
+        let member = Member {
+            id,
+            name,
+            key_package,
+        };
+        let entry = self.rooms.entry(room.clone()).or_default();
+        let announcements = entry
+            .members
+            .keys()
+            .map(|&to| Delivery {
+                to,
+                message: ServerMessage::MemberJoined {
+                    member: member.clone(),
+                },
+            })
+            .collect();
+        let joined = ServerMessage::Joined {
+            protocol: PROTOCOL_VERSION,
+            room: room.clone(),
+            you: id,
+            members: entry.members.values().cloned().collect(),
+        };
+        entry.members.insert(id, member);
+        self.room_of.insert(id, room);
+        Ok(Admission {
+            id,
+            joined,
+            announcements,
+        })
+    }
+
+    /// Removes `id` from its room (dropping the room when it empties) and
+    /// returns the `member_left` announcements; nothing if it was not in one.
+    pub fn leave(&mut self, id: ParticipantId) -> Vec<Delivery> {
+        let Some(room_id) = self.room_of.remove(&id) else {
+            return Vec::new();
+        };
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return Vec::new();
+        };
+        room.members.remove(&id);
+        if room.members.is_empty() {
+            self.rooms.remove(&room_id);
+            return Vec::new();
+        }
+        room.members
+            .keys()
+            .map(|&to| Delivery {
+                to,
+                message: ServerMessage::MemberLeft { id },
+            })
+            .collect()
+    }
+
+    /// Decides an envelope from `from` to `to`: delivered only within one room,
+    /// with the server's idea of `from`.
+    pub fn relay_envelope(
+        &self,
+        from: ParticipantId,
+        to: ParticipantId,
+        payload: Opaque,
+    ) -> Result<Delivery, Error> {
+        let room = self.room_of.get(&from).ok_or(Error::NotJoined(from))?;
+        if self.room_of.get(&to) != Some(room) {
+            return Err(Error::UnknownRecipient(to));
+        }
+        Ok(Delivery {
+            to,
+            message: ServerMessage::Envelope { from, to, payload },
+        })
+    }
+
+    /// The room `id` is in.
+    pub fn room_of(&self, id: ParticipantId) -> Option<&RoomId> {
+        self.room_of.get(&id)
+    }
+
+    /// Number of rooms with at least one member.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Number of participants in all rooms.
+    pub fn participant_count(&self) -> usize {
+        self.room_of.len()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn rooms(max_rooms: usize, per_room: usize) -> Rooms {
+        Rooms::new(&Limits {
+            max_rooms,
+            max_room_participants: per_room,
+            ..Limits::default()
+        })
+    }
+
+    fn join(r: &mut Rooms, room: &str, name: &str) -> Result<Admission, Error> {
+        r.join(
+            room.parse().unwrap(),
+            name.parse().unwrap(),
+            Opaque(name.as_bytes().to_vec()),
+        )
+    }
+
+    #[test]
+    fn members_see_each_other_and_leaves() {
+        let mut r = rooms(10, 10);
+        let a = join(&mut r, "x", "Ann").unwrap();
+        assert!(a.announcements.is_empty());
+        let b = join(&mut r, "x", "Bob").unwrap();
+        let ServerMessage::Joined { members, you, .. } = &b.joined else {
+            panic!("not joined: {:?}", b.joined);
+        };
+        assert_eq!(*you, b.id);
+        assert_eq!(members.len(), 1);
+        assert_eq!(members[0].id, a.id);
+        assert_eq!(members[0].key_package, Opaque(b"Ann".to_vec()));
+        assert_eq!(b.announcements.len(), 1);
+        assert_eq!(b.announcements[0].to, a.id);
+        let left = r.leave(a.id);
+        assert_eq!(
+            left,
+            vec![Delivery {
+                to: b.id,
+                message: ServerMessage::MemberLeft { id: a.id }
+            }]
+        );
+        assert!(r.leave(a.id).is_empty(), "leaving twice announces nothing");
+        assert!(r.leave(b.id).is_empty());
+        assert_eq!((r.room_count(), r.participant_count()), (0, 0));
+    }
+
+    #[test]
+    fn envelopes_stay_in_their_room() {
+        let mut r = rooms(10, 10);
+        let a = join(&mut r, "x", "Ann").unwrap().id;
+        let b = join(&mut r, "x", "Bob").unwrap().id;
+        let c = join(&mut r, "y", "Cy").unwrap().id;
+        let d = r.relay_envelope(a, b, Opaque(vec![1])).unwrap();
+        assert_eq!(d.to, b);
+        assert_eq!(
+            d.message,
+            ServerMessage::Envelope {
+                from: a,
+                to: b,
+                payload: Opaque(vec![1])
+            }
+        );
+        assert_eq!(
+            r.relay_envelope(a, c, Opaque(vec![])),
+            Err(Error::UnknownRecipient(c))
+        );
+        assert_eq!(
+            r.relay_envelope(a, ParticipantId(999), Opaque(vec![])),
+            Err(Error::UnknownRecipient(ParticipantId(999)))
+        );
+        r.leave(b);
+        assert_eq!(
+            r.relay_envelope(a, b, Opaque(vec![])),
+            Err(Error::UnknownRecipient(b))
+        );
+        assert_eq!(
+            r.relay_envelope(b, a, Opaque(vec![])),
+            Err(Error::NotJoined(b))
+        );
+    }
+
+    #[test]
+    fn room_and_server_limits() {
+        let mut r = rooms(1, 2);
+        join(&mut r, "x", "A").unwrap();
+        let b = join(&mut r, "x", "B").unwrap().id;
+        assert_eq!(
+            join(&mut r, "x", "C").unwrap_err(),
+            Error::RoomFull { max: 2 }
+        );
+        assert_eq!(
+            join(&mut r, "y", "C").unwrap_err(),
+            Error::ServerFull { max: 1 }
+        );
+        r.leave(b);
+        assert!(join(&mut r, "x", "C").is_ok());
+    }
+
+    #[test]
+    fn authorize_checks_version_then_token() {
+        let secret = ServerSecret::new(vec![3; 32]).unwrap();
+        let room: RoomId = "x".parse().unwrap();
+        let name: DisplayName = "Ann".parse().unwrap();
+        let token = JoinToken::mint(&secret, &room, &name, 1000);
+        let mut req = JoinRequest {
+            protocol: PROTOCOL_VERSION,
+            room,
+            name,
+            token,
+            key_package: Opaque::default(),
+        };
+        assert_eq!(authorize(&secret, &req, 10), Ok(()));
+        assert_eq!(
+            authorize(&secret, &req, 1000),
+            Err(Error::TokenExpired { expired_at: 1000 })
+        );
+        req.protocol = 2;
+        assert!(matches!(
+            authorize(&secret, &req, 10),
+            Err(Error::UnsupportedProtocol { got: 2, .. })
+        ));
+    }
+}

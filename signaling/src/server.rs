@@ -1,0 +1,588 @@
+//! The axum shell around [`Rooms`]: `/v1/ws`, `/healthz` and `/metrics`.
+//!
+//! One task per WebSocket reads the client's frames, its own outbound queue
+//! (messages from other members), its media events, timers and the shutdown
+//! signal. Every decision is made by [`Rooms`], [`authorize`] and
+//! [`RateLimiter`]; this module only moves messages.
+//!
+//! Queue policy: each connection has a bounded queue of
+//! [`Limits::send_queue`] messages. A message for a client whose queue is
+//! full is dropped and that client is disconnected as too slow, so one slow
+//! reader never holds up a room.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::{Instrument as _, debug, info, info_span, warn};
+
+use crate::error::Error;
+use crate::limits::{Limits, RateLimiter, RateVerdict};
+use crate::media::{MediaEvent, MediaRouter, MediaSink};
+use crate::metrics::{Metrics, Relayed};
+use crate::protocol::{
+    ClientMessage, CloseReason, ErrorCode, ParticipantId, RoomId, ServerMessage,
+};
+use crate::room::{Delivery, JoinRequest, Rooms, authorize};
+use crate::token::ServerSecret;
+
+/// How long a closing connection waits for the client's close reply.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// How long shutdown waits for connections to say goodbye.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What a server needs besides its listening socket.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The limits to enforce.
+    pub limits: Limits,
+    /// The join token secret.
+    pub secret: ServerSecret,
+}
+
+/// A bound, not yet running signaling server.
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+/// A handle to a running server: counters and shutdown.
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    limits: Limits,
+    secret: ServerSecret,
+    router: Arc<dyn MediaRouter>,
+    hub: Mutex<Hub>,
+    metrics: Metrics,
+    shutdown: watch::Sender<bool>,
+}
+
+struct Hub {
+    rooms: Rooms,
+    peers: HashMap<ParticipantId, Peer>,
+}
+
+struct Peer {
+    tx: mpsc::Sender<ServerMessage>,
+    kick: Arc<Notify>,
+}
+
+impl Server {
+    /// Binds `addr` (port 0 picks a free port; see [`Server::local_addr`]).
+    pub async fn bind(
+        addr: SocketAddr,
+        config: ServerConfig,
+        router: Arc<dyn MediaRouter>,
+    ) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            hub: Mutex::new(Hub {
+                rooms: Rooms::new(&config.limits),
+                peers: HashMap::new(),
+            }),
+            limits: config.limits,
+            secret: config.secret,
+            router,
+            metrics: Metrics::default(),
+            shutdown,
+        });
+        Ok(Self { listener, shared })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A handle for counters and shutdown, usable while the server runs.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Serves until [`ServerHandle::shutdown`], then tells every member it is
+    /// closing and waits (a few seconds at most) for their connections to end.
+    pub async fn run(self) -> io::Result<()> {
+        let shared = self.shared;
+        let app = Router::new()
+            .route("/v1/ws", get(upgrade))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics))
+            .with_state(Arc::clone(&shared));
+        let mut stop = shared.shutdown.subscribe();
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            })
+            .await?;
+        // Upgraded WebSockets outlive axum's graceful shutdown; wait for them.
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while shared.metrics.connections() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+}
+
+impl ServerHandle {
+    /// Starts a graceful shutdown.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+    }
+
+    /// Rooms with at least one member.
+    pub fn room_count(&self) -> usize {
+        self.shared.hub().rooms.room_count()
+    }
+
+    /// Participants in all rooms.
+    pub fn participant_count(&self) -> usize {
+        self.shared.hub().rooms.participant_count()
+    }
+
+    /// Open WebSocket connections, joined or not.
+    pub fn connection_count(&self) -> u64 {
+        self.shared.metrics.connections()
+    }
+}
+
+impl Shared {
+    fn hub(&self) -> MutexGuard<'_, Hub> {
+        // No code panics while holding the lock; if one did, the room table
+        // is still consistent (every method updates it before returning).
+        self.hub.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Hub {
+    fn deliver(&self, delivery: Delivery) {
+        if let Some(peer) = self.peers.get(&delivery.to) {
+            if peer.tx.try_send(delivery.message).is_err() {
+                // Full (too slow) or already closing: disconnect it.
+                peer.kick.notify_one();
+            }
+        }
+    }
+}
+
+async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
+    let max = shared.limits.max_message_bytes;
+    // tungstenite's own limit is a memory guard well above ours, so a frame
+    // just over the limit is read whole and refused with a clean 1009 close.
+    let guard = max.saturating_mul(4).max(max);
+    ws.max_message_size(guard)
+        .max_frame_size(guard)
+        .on_upgrade(move |socket| async move {
+            shared.metrics.connection_opened();
+            let conn = Connection::new(Arc::clone(&shared));
+            let span = info_span!("conn", participant = tracing::field::Empty);
+            conn.run(socket).instrument(span).await;
+            shared.metrics.connection_closed();
+        })
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let (rooms, participants) = {
+        let hub = shared.hub();
+        (hub.rooms.room_count(), hub.rooms.participant_count())
+    };
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared.metrics.render(rooms, participants),
+    )
+}
+
+/// What the connection loop does after a frame.
+enum Flow {
+    Continue,
+    /// Say why, then close with this WebSocket close code.
+    Close {
+        reason: CloseReason,
+        code: u16,
+    },
+    /// The client is gone; nothing more can be sent.
+    Gone,
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    joined: Option<(ParticipantId, RoomId)>,
+    rate: RateLimiter,
+    out_tx: mpsc::Sender<ServerMessage>,
+    out_rx: mpsc::Receiver<ServerMessage>,
+    media_sink: MediaSink,
+    media_rx: mpsc::Receiver<MediaEvent>,
+    kick: Arc<Notify>,
+}
+
+impl Connection {
+    fn new(shared: Arc<Shared>) -> Self {
+        let queue = shared.limits.send_queue.max(1);
+        let (out_tx, out_rx) = mpsc::channel(queue);
+        let (media_sink, media_rx) = MediaSink::channel(queue);
+        Self {
+            rate: RateLimiter::new(&shared.limits, Instant::now()),
+            shared,
+            joined: None,
+            out_tx,
+            out_rx,
+            media_sink,
+            media_rx,
+            kick: Arc::new(Notify::new()),
+        }
+    }
+
+    async fn run(mut self, mut socket: WebSocket) {
+        let limits = self.shared.limits.clone();
+        let mut stop = self.shared.shutdown.subscribe();
+        let join_deadline = tokio::time::sleep(limits.join_timeout);
+        tokio::pin!(join_deadline);
+        let ping_every = (limits.idle_timeout / 3).max(Duration::from_millis(10));
+        let mut pinger =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        let mut last_heard = Instant::now();
+        let kick = Arc::clone(&self.kick);
+
+        let flow = loop {
+            if *stop.borrow_and_update() {
+                break Flow::Close {
+                    reason: CloseReason::ServerShutdown,
+                    code: close_code::AWAY,
+                };
+            }
+            let step = tokio::select! {
+                frame = socket.recv() => match frame {
+                    None | Some(Ok(Message::Close(_))) => Flow::Gone,
+                    Some(Err(e)) => {
+                        if is_too_big(e) {
+                            // Beyond tungstenite's guard: the frame was not read, best effort.
+                            self.reject(ErrorCode::MessageTooBig);
+                            close(&mut socket, close_code::SIZE, "message too big").await;
+                        }
+                        Flow::Gone
+                    }
+                    Some(Ok(frame)) => {
+                        last_heard = Instant::now();
+                        self.on_frame(&mut socket, frame).await
+                    }
+                },
+                Some(message) = self.out_rx.recv() => {
+                    send(&mut socket, limits.idle_timeout, &message).await
+                }
+                Some(event) = self.media_rx.recv() => {
+                    self.shared.metrics.relayed(Relayed::FromSfu);
+                    send(&mut socket, limits.idle_timeout, &event.into_message()).await
+                }
+                () = kick.notified() => Flow::Close {
+                    reason: CloseReason::TooSlow,
+                    code: close_code::POLICY,
+                },
+                () = &mut join_deadline, if self.joined.is_none() => {
+                    self.reject(ErrorCode::JoinTimeout);
+                    let err = ServerMessage::error(ErrorCode::JoinTimeout, "no join in time");
+                    let _ = send(&mut socket, limits.idle_timeout, &err).await;
+                    Flow::Close { reason: CloseReason::JoinFailed, code: close_code::POLICY }
+                }
+                _ = pinger.tick() => {
+                    if last_heard.elapsed() >= limits.idle_timeout {
+                        Flow::Close { reason: CloseReason::IdleTimeout, code: close_code::AWAY }
+                    } else if !matches!(
+                        tokio::time::timeout(limits.idle_timeout, socket.send(Message::Ping(Bytes::new()))).await,
+                        Ok(Ok(()))
+                    ) {
+                        Flow::Gone
+                    } else {
+                        Flow::Continue
+                    }
+                }
+                // The flag is read at the top of the loop; the sender lives
+                // as long as `Shared`, which this connection holds.
+                changed = stop.changed() => match changed {
+                    Ok(()) => Flow::Continue,
+                    Err(_) => Flow::Gone,
+                },
+            };
+            if !matches!(step, Flow::Continue) {
+                break step;
+            }
+        };
+
+        // Leave the room before the goodbye, so nobody relays to us meanwhile.
+        self.leave();
+        if let Flow::Close { reason, code } = flow {
+            debug!(?reason, "closing connection");
+            let _ = send(
+                &mut socket,
+                limits.idle_timeout,
+                &ServerMessage::Closing { reason },
+            )
+            .await;
+            close(&mut socket, code, "").await;
+        }
+    }
+
+    async fn on_frame(&mut self, socket: &mut WebSocket, frame: Message) -> Flow {
+        let text = match frame {
+            Message::Text(text) => Some(text),
+            Message::Binary(_) => None,
+            // tungstenite answers pings itself; either one proves liveness.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return Flow::Continue,
+        };
+        let size = text.as_ref().map_or(0, |t| t.len());
+        if size > self.shared.limits.max_message_bytes {
+            self.reject(ErrorCode::MessageTooBig);
+            return Flow::Close {
+                reason: CloseReason::MessageTooBig,
+                code: close_code::SIZE,
+            };
+        }
+        match self.rate.check(Instant::now()) {
+            RateVerdict::Allow => {}
+            RateVerdict::Refuse { first } => {
+                self.reject(ErrorCode::RateLimited);
+                if first {
+                    let err = ServerMessage::error(ErrorCode::RateLimited, "slow down");
+                    return send(socket, self.shared.limits.idle_timeout, &err).await;
+                }
+                return Flow::Continue;
+            }
+            RateVerdict::Disconnect => {
+                self.reject(ErrorCode::RateLimited);
+                return Flow::Close {
+                    reason: CloseReason::RateLimited,
+                    code: close_code::POLICY,
+                };
+            }
+        }
+        let Some(text) = text else {
+            return self
+                .refuse(
+                    socket,
+                    ErrorCode::BinaryFrame,
+                    "binary frames are not supported".into(),
+                )
+                .await;
+        };
+        let message = match ClientMessage::parse(&text) {
+            Ok(message) => message,
+            Err(code) => {
+                return self
+                    .refuse(socket, code, format!("bad message: {code}"))
+                    .await;
+            }
+        };
+        match self.on_message(message) {
+            Ok(Reply::None) => Flow::Continue,
+            Ok(Reply::Send(message)) => {
+                send(socket, self.shared.limits.idle_timeout, &message).await
+            }
+            Ok(Reply::Leave) => Flow::Close {
+                reason: CloseReason::Left,
+                code: close_code::NORMAL,
+            },
+            Err(error) => {
+                let code = error.code().unwrap_or(ErrorCode::InvalidField);
+                self.refuse(socket, code, error.to_string()).await
+            }
+        }
+    }
+
+    fn on_message(&mut self, message: ClientMessage) -> Result<Reply, Error> {
+        let joined = self.joined.as_ref().map(|(id, _)| *id);
+        match (message, joined) {
+            (ClientMessage::Ping { nonce }, _) => Ok(Reply::Send(ServerMessage::Pong { nonce })),
+            (
+                ClientMessage::Join {
+                    protocol,
+                    room,
+                    name,
+                    token,
+                    key_package,
+                },
+                None,
+            ) => {
+                let request = JoinRequest {
+                    protocol,
+                    room,
+                    name,
+                    token,
+                    key_package,
+                };
+                self.join(request).map(Reply::Send)
+            }
+            (ClientMessage::Join { .. }, Some(_)) => Err(Error::AlreadyJoined),
+            (_, None) => Err(Error::JoinFirst),
+            (ClientMessage::Leave, Some(_)) => Ok(Reply::Leave),
+            (ClientMessage::Envelope { to, payload }, Some(from)) => {
+                let hub = self.shared.hub();
+                let delivery = hub.rooms.relay_envelope(from, to, payload)?;
+                hub.deliver(delivery);
+                drop(hub);
+                self.shared.metrics.relayed(Relayed::Envelope);
+                Ok(Reply::None)
+            }
+            (ClientMessage::SdpOffer { sdp }, Some(id)) => {
+                self.shared.router.handle_offer(id, sdp)?;
+                self.shared.metrics.relayed(Relayed::ToSfu);
+                Ok(Reply::None)
+            }
+            (ClientMessage::SdpAnswer { sdp }, Some(id)) => {
+                self.shared.router.handle_answer(id, sdp)?;
+                self.shared.metrics.relayed(Relayed::ToSfu);
+                Ok(Reply::None)
+            }
+            (ClientMessage::IceCandidate { candidate }, Some(id)) => {
+                self.shared.router.add_ice_candidate(id, candidate)?;
+                self.shared.metrics.relayed(Relayed::ToSfu);
+                Ok(Reply::None)
+            }
+        }
+    }
+
+    fn join(&mut self, request: JoinRequest) -> Result<ServerMessage, Error> {
+        authorize(&self.shared.secret, &request, unix_now())?;
+        let room = request.room.clone();
+        let mut hub = self.shared.hub();
+        let admission = hub
+            .rooms
+            .join(request.room, request.name, request.key_package)?;
+        hub.peers.insert(
+            admission.id,
+            Peer {
+                tx: self.out_tx.clone(),
+                kick: Arc::clone(&self.kick),
+            },
+        );
+        for delivery in admission.announcements {
+            hub.deliver(delivery);
+        }
+        drop(hub);
+        let id = admission.id;
+        self.joined = Some((id, room.clone()));
+        self.shared.metrics.joined();
+        tracing::Span::current().record("participant", tracing::field::display(id));
+        info!(%room, "joined");
+        if let Err(error) = self
+            .shared
+            .router
+            .add_participant(&room, id, self.media_sink.clone())
+        {
+            // The room works without media; SDP requests will be refused.
+            warn!(%error, "media router refused the participant");
+        }
+        Ok(admission.joined)
+    }
+
+    fn leave(&mut self) {
+        let Some((id, room)) = self.joined.take() else {
+            return;
+        };
+        let mut hub = self.shared.hub();
+        hub.peers.remove(&id);
+        for delivery in hub.rooms.leave(id) {
+            hub.deliver(delivery);
+        }
+        drop(hub);
+        self.shared.router.remove_participant(id);
+        info!(%room, "left");
+    }
+
+    fn reject(&self, code: ErrorCode) {
+        self.shared.metrics.rejected(code);
+    }
+
+    async fn refuse(&self, socket: &mut WebSocket, code: ErrorCode, message: String) -> Flow {
+        self.reject(code);
+        debug!(%code, "refused a message");
+        send(
+            socket,
+            self.shared.limits.idle_timeout,
+            &ServerMessage::error(code, message),
+        )
+        .await
+    }
+}
+
+/// What to answer the sender of a well-formed message.
+enum Reply {
+    None,
+    Send(ServerMessage),
+    Leave,
+}
+
+/// Sends one message. A client that cannot take it within `timeout` (its
+/// TCP window stays full) is treated as gone, so a client that stops reading
+/// cannot pin its connection task and its room membership forever.
+async fn send(socket: &mut WebSocket, timeout: Duration, message: &ServerMessage) -> Flow {
+    let frame = Message::Text(Utf8Bytes::from(message.to_json()));
+    match tokio::time::timeout(timeout, socket.send(frame)).await {
+        Ok(Ok(())) => Flow::Continue,
+        Ok(Err(_)) | Err(_) => Flow::Gone,
+    }
+}
+
+/// Sends a close frame and waits briefly for the client's, so the close
+/// frame is not lost to a TCP reset caused by unread data.
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    match tokio::time::timeout(CLOSE_LINGER, socket.send(Message::Close(Some(frame)))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) | Err(_) => return,
+    }
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(frame)) = socket.recv().await {
+            if let Message::Close(_) = frame {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+fn is_too_big(error: axum::Error) -> bool {
+    matches!(
+        error.into_inner().downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Runs `server` until `signal` completes, then shuts it down gracefully.
+pub async fn run_until(
+    server: Server,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let handle = server.handle();
+    tokio::spawn(async move {
+        signal.await;
+        handle.shutdown();
+    });
+    server.run().await
+}

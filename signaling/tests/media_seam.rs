@@ -1,0 +1,158 @@
+//! The SFU seam: a scripted `MediaRouter` (a test double, not media) shows
+//! that the server passes SDP and ICE both ways, lets the router start a
+//! renegotiation, and tells it when a participant goes.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use hush_signaling::{
+    ClientMessage, Error, IceCandidate, Limits, MediaEvent, MediaRouter, MediaSink, ParticipantId,
+    RoomId, ServerMessage,
+};
+use support::TestServer;
+
+/// Records every call; answers offers and starts one renegotiation per join.
+#[derive(Default)]
+struct Scripted {
+    calls: Mutex<Vec<String>>,
+    sinks: Mutex<Vec<(ParticipantId, MediaSink)>>,
+}
+
+impl Scripted {
+    fn log(&self, call: String) {
+        self.calls.lock().expect("lock").push(call);
+    }
+
+    fn sink(&self, id: ParticipantId) -> MediaSink {
+        let sinks = self.sinks.lock().expect("lock");
+        sinks
+            .iter()
+            .find(|(p, _)| *p == id)
+            .expect("known participant")
+            .1
+            .clone()
+    }
+}
+
+impl MediaRouter for Scripted {
+    fn add_participant(
+        &self,
+        room: &RoomId,
+        id: ParticipantId,
+        sink: MediaSink,
+    ) -> Result<(), Error> {
+        self.log(format!("add {room} {id}"));
+        sink.send(MediaEvent::Offer {
+            sdp: format!("offer-for-{id}"),
+        })
+        .expect("sink");
+        self.sinks.lock().expect("lock").push((id, sink));
+        Ok(())
+    }
+
+    fn handle_offer(&self, id: ParticipantId, sdp: String) -> Result<(), Error> {
+        self.log(format!("offer {id} {sdp}"));
+        if sdp == "bad" {
+            return Err(Error::MediaRejected);
+        }
+        let sink = self.sink(id);
+        sink.send(MediaEvent::Answer {
+            sdp: format!("answer-to-{sdp}"),
+        })
+        .expect("sink");
+        sink.send(MediaEvent::IceCandidate(IceCandidate {
+            candidate: "candidate:sfu".into(),
+            sdp_mid: Some("0".into()),
+            sdp_m_line_index: Some(0),
+        }))
+        .expect("sink");
+        Ok(())
+    }
+
+    fn handle_answer(&self, id: ParticipantId, sdp: String) -> Result<(), Error> {
+        self.log(format!("answer {id} {sdp}"));
+        Ok(())
+    }
+
+    fn add_ice_candidate(&self, id: ParticipantId, candidate: IceCandidate) -> Result<(), Error> {
+        self.log(format!("ice {id} {}", candidate.candidate));
+        Ok(())
+    }
+
+    fn remove_participant(&self, id: ParticipantId) {
+        self.log(format!("remove {id}"));
+    }
+}
+
+#[tokio::test]
+async fn sdp_and_ice_flow_both_ways_through_the_router() {
+    let router = Arc::new(Scripted::default());
+    let server = TestServer::start_with_router(Limits::default(), router.clone()).await;
+    let mut ann = server.join("r", "Ann").await;
+    let id = ann.id;
+    // The router's own offer (renegotiation) reaches the client.
+    assert_eq!(
+        ann.client.recv().await,
+        ServerMessage::SdpOffer {
+            sdp: format!("offer-for-{id}")
+        }
+    );
+    ann.client
+        .send(&ClientMessage::SdpAnswer {
+            sdp: "client-answer".into(),
+        })
+        .await;
+    ann.client
+        .send(&ClientMessage::SdpOffer {
+            sdp: "client-offer".into(),
+        })
+        .await;
+    assert_eq!(
+        ann.client.recv().await,
+        ServerMessage::SdpAnswer {
+            sdp: "answer-to-client-offer".into()
+        }
+    );
+    assert!(
+        matches!(ann.client.recv().await, ServerMessage::IceCandidate { candidate } if candidate.candidate == "candidate:sfu")
+    );
+    ann.client
+        .send(&ClientMessage::IceCandidate {
+            candidate: IceCandidate {
+                candidate: "candidate:client".into(),
+                sdp_mid: None,
+                sdp_m_line_index: Some(0),
+            },
+        })
+        .await;
+    // A refusal from the router is a typed error; the connection stays.
+    ann.client
+        .send(&ClientMessage::SdpOffer { sdp: "bad".into() })
+        .await;
+    assert!(matches!(
+        ann.client.recv().await,
+        ServerMessage::Error {
+            code: hush_signaling::ErrorCode::MediaFailed,
+            ..
+        }
+    ));
+    ann.client.send(&ClientMessage::Leave).await;
+    ann.client.until_closed().await;
+    server
+        .wait_for_metric("hush_signaling_participants", 0)
+        .await;
+    server.stop().await;
+    let calls = router.calls.lock().expect("lock").clone();
+    assert_eq!(
+        calls,
+        vec![
+            format!("add r {id}"),
+            format!("answer {id} client-answer"),
+            format!("offer {id} client-offer"),
+            format!("ice {id} candidate:client"),
+            format!("offer {id} bad"),
+            format!("remove {id}"),
+        ]
+    );
+}
