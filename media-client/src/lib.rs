@@ -8,7 +8,10 @@
 #![forbid(unsafe_code)]
 
 pub mod audio;
+pub mod call;
 pub mod frame;
+pub mod session;
+pub mod signal;
 
 use hush_e2ee::ParticipantId;
 
@@ -31,4 +34,13 @@ pub enum Error {
     /// A WAV file could not be read or written.
     #[error("wav file {0}: {1}")]
     Wav(String, String),
+    /// The e2ee layer refused something.
+    #[error("e2ee: {0}")]
+    E2ee(#[from] hush_e2ee::Error),
+    /// The signaling connection failed or sent something unreadable.
+    #[error("signaling: {0}")]
+    Signaling(String),
+    /// A value the user gave is not valid (room id, display name, ...).
+    #[error("invalid {0}")]
+    Invalid(&'static str),
 }

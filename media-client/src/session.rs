@@ -1,0 +1,457 @@
+//! One participant's call, without sockets: signaling messages, e2ee key
+//! agreement and frame encryption driven by events and the time. The async
+//! driver (WebSocket, WebRTC) feeds it and carries out what it returns.
+//!
+//! Two kinds of participant id meet here: the signaling server's numeric
+//! id (who a message or an RTP stream is from, as the server says) and the
+//! e2ee participant id inside each member's signed key package (who holds
+//! which key). The session keeps the mapping, learned from the key package
+//! each member joined with.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use hush_e2ee::{
+    Config, EnvelopeHeader, Group, Identity, KeyPackage, LocalMember, Millis, Output,
+    PublicIdentity, RoomId, SafetyNumber,
+};
+use hush_signaling::{
+    ClientMessage, DisplayName, JoinToken, Member, Opaque, PROTOCOL_VERSION,
+    ParticipantId as SigId, ServerMessage,
+};
+
+use crate::Error;
+use crate::frame::{Codec, FrameCrypto};
+
+/// How long a frame whose key has not arrived yet is kept (ms).
+pub const HOLD_MS: u64 = 1_000;
+
+/// How many such frames are kept at most.
+pub const HOLD_MAX: usize = 256;
+
+/// A remote member as this client knows it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Signaling id.
+    pub id: SigId,
+    /// Display name.
+    pub name: String,
+    /// e2ee participant id from its key package.
+    pub e2ee: hush_e2ee::ParticipantId,
+    /// Its identity key.
+    pub identity: PublicIdentity,
+}
+
+/// What the driver must do, or may show.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CallEvent {
+    /// Send this to the signaling server.
+    Send(ClientMessage),
+    /// A decrypted frame from a member.
+    Frame {
+        /// Signaling id of the sender.
+        from: SigId,
+        /// Codec of the frame.
+        codec: Codec,
+        /// The decrypted encoded frame (clear prefix included).
+        frame: Vec<u8>,
+    },
+    /// We are in the room.
+    Joined {
+        /// Our signaling id.
+        you: SigId,
+    },
+    /// A member arrived (or was there when we joined).
+    PeerJoined(Peer),
+    /// A member left.
+    PeerLeft(Peer),
+    /// Something the user should know (refused key package, bad envelope...).
+    Warning(String),
+    /// The server refused something or is closing the connection.
+    ServerError(String),
+}
+
+/// Counters a call keeps.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Frames sealed.
+    pub sent: u64,
+    /// Frames that arrived.
+    pub received: u64,
+    /// Frames that decrypted.
+    pub decrypted: u64,
+    /// Frames dropped, by reason.
+    pub failed: BTreeMap<&'static str, u64>,
+    /// Frames that waited for their key and then decrypted.
+    pub held_then_decrypted: u64,
+    /// Frames dropped because their key never came in time (lost to key changes).
+    pub lost_to_key_change: u64,
+}
+
+struct Held {
+    from: SigId,
+    codec: Codec,
+    data: Vec<u8>,
+    since: Millis,
+}
+
+/// The call state of one participant.
+pub struct Session {
+    local: Option<LocalMember>,
+    public: PublicIdentity,
+    room: RoomId,
+    config: Config,
+    group: Option<Group>,
+    crypto: FrameCrypto,
+    you: Option<SigId>,
+    peers: BTreeMap<SigId, Peer>,
+    by_e2ee: HashMap<hush_e2ee::ParticipantId, SigId>,
+    held: VecDeque<Held>,
+    stats: Stats,
+}
+
+impl core::fmt::Debug for Session {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Session")
+            .field("room", &self.room)
+            .field("you", &self.you)
+            .field("peers", &self.peers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Prepares to join `room`: makes the key package and the `join` message.
+    pub fn new(
+        identity: Identity,
+        room: &str,
+        name: &str,
+        token: &str,
+        now: Millis,
+        config: Config,
+    ) -> Result<(Self, ClientMessage), Error> {
+        let room_id = RoomId(room.to_owned());
+        let public = identity.public();
+        let local = LocalMember::new(identity, room_id.clone(), now)?;
+        let join = ClientMessage::Join {
+            protocol: PROTOCOL_VERSION,
+            room: room.parse().map_err(|_| Error::Invalid("room id"))?,
+            name: name
+                .parse::<DisplayName>()
+                .map_err(|_| Error::Invalid("display name"))?,
+            token: JoinToken::from(token.to_owned()),
+            key_package: Opaque(local.key_package().to_bytes()),
+        };
+        let session = Self {
+            local: Some(local),
+            public,
+            room: room_id,
+            config,
+            group: None,
+            crypto: FrameCrypto::new(),
+            you: None,
+            peers: BTreeMap::new(),
+            by_e2ee: HashMap::new(),
+            held: VecDeque::new(),
+            stats: Stats::default(),
+        };
+        Ok((session, join))
+    }
+
+    /// Our signaling id, once joined.
+    pub fn you(&self) -> Option<SigId> {
+        self.you
+    }
+
+    /// The members we share the room with.
+    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values()
+    }
+
+    /// Our identity.
+    pub fn identity(&self) -> &PublicIdentity {
+        &self.public
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The safety number with a member.
+    pub fn safety_number(&self, peer: SigId) -> Option<SafetyNumber> {
+        Some(SafetyNumber::new(
+            &self.public,
+            &self.peers.get(&peer)?.identity,
+        ))
+    }
+
+    /// Whether we hold a send key (frames can be sealed).
+    pub fn can_send(&self) -> bool {
+        self.crypto.send_kid().is_some()
+    }
+
+    /// A message from the signaling server.
+    pub fn handle_server(&mut self, msg: ServerMessage, now: Millis) -> Vec<CallEvent> {
+        let mut events = Vec::new();
+        match msg {
+            ServerMessage::Joined { you, members, .. } => {
+                let Some(local) = self.local.take() else {
+                    events.push(CallEvent::Warning("a second `joined` was ignored".into()));
+                    return events;
+                };
+                self.you = Some(you);
+                events.push(CallEvent::Joined { you });
+                let mut packages = Vec::new();
+                for m in &members {
+                    match self.admit_peer(m, now) {
+                        Ok(peer) => {
+                            packages.push(m.key_package.as_bytes().to_vec());
+                            events.push(CallEvent::PeerJoined(peer));
+                        }
+                        Err(e) => {
+                            events.push(CallEvent::Warning(format!("member {} refused: {e}", m.id)))
+                        }
+                    }
+                }
+                let joined = Group::join(local, &packages, now, self.config);
+                for e in joined.rejected {
+                    events.push(CallEvent::Warning(format!("key package refused: {e}")));
+                }
+                self.group = Some(joined.group);
+                self.carry_out(joined.outputs, now, &mut events);
+            }
+            ServerMessage::MemberJoined { member } => match self.admit_peer(&member, now) {
+                Ok(peer) => {
+                    let result = match self.group.as_mut() {
+                        Some(g) => g.member_joined(member.key_package.as_bytes(), now),
+                        None => Err(hush_e2ee::Error::UnknownMember(peer.e2ee)),
+                    };
+                    match result {
+                        Ok(outputs) => {
+                            events.push(CallEvent::PeerJoined(peer));
+                            self.carry_out(outputs, now, &mut events);
+                        }
+                        Err(e) => {
+                            self.forget_peer(member.id);
+                            events.push(CallEvent::Warning(format!(
+                                "member {} refused: {e}",
+                                member.id
+                            )));
+                        }
+                    }
+                }
+                Err(e) => events.push(CallEvent::Warning(format!(
+                    "member {} refused: {e}",
+                    member.id
+                ))),
+            },
+            ServerMessage::MemberLeft { id } => {
+                if let Some(peer) = self.forget_peer(id) {
+                    if let Some(g) = self.group.as_mut() {
+                        match g.member_left(peer.e2ee, now) {
+                            Ok(outputs) => self.carry_out(outputs, now, &mut events),
+                            Err(e) => events.push(CallEvent::Warning(e.to_string())),
+                        }
+                    }
+                    events.push(CallEvent::PeerLeft(peer));
+                }
+            }
+            ServerMessage::Envelope { from, payload, .. } => {
+                let claimed = EnvelopeHeader::parse(payload.as_bytes()).map(|h| h.from);
+                let expected = self.peers.get(&from).map(|p| p.e2ee);
+                match (claimed, expected, self.group.as_mut()) {
+                    (Ok(c), Some(e), Some(g)) if c == e => {
+                        match g.receive_envelope(payload.as_bytes(), now) {
+                            Ok(outputs) => self.carry_out(outputs, now, &mut events),
+                            Err(e) => events.push(CallEvent::Warning(format!(
+                                "envelope from {from} refused: {e}"
+                            ))),
+                        }
+                    }
+                    _ => events.push(CallEvent::Warning(format!(
+                        "envelope from {from} does not match its sender"
+                    ))),
+                }
+            }
+            ServerMessage::Error { code, message } => {
+                events.push(CallEvent::ServerError(format!("{code}: {message}")));
+            }
+            ServerMessage::Closing { reason } => {
+                events.push(CallEvent::ServerError(format!(
+                    "server closing the connection: {reason:?}"
+                )));
+            }
+            _ => {}
+        }
+        events
+    }
+
+    /// Deadlines of the e2ee layer and of held frames.
+    pub fn handle_timeout(&mut self, now: Millis) -> Vec<CallEvent> {
+        let mut events = Vec::new();
+        if let Some(g) = self.group.as_mut() {
+            let outputs = g.handle_timeout(now);
+            self.carry_out(outputs, now, &mut events);
+        }
+        while self
+            .held
+            .front()
+            .is_some_and(|h| h.since.plus(HOLD_MS) <= now)
+        {
+            self.held.pop_front();
+            self.stats.lost_to_key_change += 1;
+        }
+        events
+    }
+
+    /// When [`Session::handle_timeout`] next has work.
+    pub fn next_timeout(&self) -> Option<Millis> {
+        let g = self.group.as_ref().and_then(Group::next_timeout);
+        let h = self.held.front().map(|h| h.since.plus(HOLD_MS));
+        g.into_iter().chain(h).min()
+    }
+
+    /// Encrypts one of our encoded frames.
+    pub fn seal(&mut self, codec: Codec, frame: &[u8]) -> Result<Vec<u8>, Error> {
+        let sealed = self.crypto.seal(codec, frame)?;
+        self.stats.sent += 1;
+        Ok(sealed)
+    }
+
+    /// A media frame that arrived from `from` (as the SFU says).
+    pub fn receive_frame(
+        &mut self,
+        from: SigId,
+        codec: Codec,
+        data: &[u8],
+        now: Millis,
+    ) -> Vec<CallEvent> {
+        self.stats.received += 1;
+        let mut events = Vec::new();
+        self.open(from, codec, data.to_vec(), now, None, &mut events);
+        events
+    }
+
+    fn open(
+        &mut self,
+        from: SigId,
+        codec: Codec,
+        data: Vec<u8>,
+        now: Millis,
+        held_since: Option<Millis>,
+        events: &mut Vec<CallEvent>,
+    ) {
+        let Some(peer) = self.peers.get(&from) else {
+            *self.stats.failed.entry("unknown_sender").or_default() += 1;
+            return;
+        };
+        let e2ee = peer.e2ee;
+        let mut result = self.crypto.open(e2ee, codec, &data);
+        if let Err(Error::MissingKey(m)) = &result {
+            // A later ratchet step of a key we hold: derive it and retry.
+            if let Some(g) = self.group.as_mut() {
+                if let Ok(outputs) = g.derive_receive_key(m.sender, m.kid, now) {
+                    let mut sends = Vec::new();
+                    self.carry_out_keys(outputs, &mut sends);
+                    events.extend(sends);
+                    result = self.crypto.open(e2ee, codec, &data);
+                }
+            }
+        }
+        match result {
+            Ok(frame) => {
+                self.stats.decrypted += 1;
+                if held_since.is_some() {
+                    self.stats.held_then_decrypted += 1;
+                }
+                events.push(CallEvent::Frame { from, codec, frame });
+            }
+            Err(Error::MissingKey(_) | Error::UnknownSender(_)) => {
+                if self.held.len() >= HOLD_MAX {
+                    self.held.pop_front();
+                    self.stats.lost_to_key_change += 1;
+                }
+                self.held.push_back(Held {
+                    from,
+                    codec,
+                    data,
+                    since: held_since.unwrap_or(now),
+                });
+            }
+            Err(Error::Frame(e)) => {
+                let reason = match e {
+                    hush_sframe::Error::AuthenticationFailed { .. } => "authentication",
+                    hush_sframe::Error::Replayed { .. }
+                    | hush_sframe::Error::OutsideReplayWindow { .. } => "replay",
+                    _ => "malformed",
+                };
+                *self.stats.failed.entry(reason).or_default() += 1;
+            }
+            Err(_) => *self.stats.failed.entry("other").or_default() += 1,
+        }
+    }
+
+    /// Carries out e2ee outputs: envelopes become signaling messages, key
+    /// events go to the frame layer, and held frames are retried.
+    fn carry_out(&mut self, outputs: Vec<Output>, now: Millis, events: &mut Vec<CallEvent>) {
+        let installed = self.carry_out_keys(outputs, events);
+        if installed {
+            let held: Vec<Held> = self.held.drain(..).collect();
+            for h in held {
+                self.open(h.from, h.codec, h.data, now, Some(h.since), events);
+            }
+        }
+    }
+
+    /// Returns whether a receive key was installed.
+    fn carry_out_keys(&mut self, outputs: Vec<Output>, events: &mut Vec<CallEvent>) -> bool {
+        let mut installed = false;
+        for o in outputs {
+            match o {
+                Output::Send { to, envelope } => match self.by_e2ee.get(&to) {
+                    Some(&sig) => events.push(CallEvent::Send(ClientMessage::Envelope {
+                        to: sig,
+                        payload: Opaque(envelope),
+                    })),
+                    None => events.push(CallEvent::Warning(format!(
+                        "no signaling id for e2ee member {to}"
+                    ))),
+                },
+                Output::Key(k) => {
+                    installed |= matches!(k, hush_e2ee::KeyEvent::InstallReceiveKey { .. });
+                    if let Err(e) = self.crypto.apply(&k) {
+                        events.push(CallEvent::Warning(format!("key event failed: {e}")));
+                    }
+                }
+                _ => {}
+            }
+        }
+        installed
+    }
+
+    fn admit_peer(&mut self, m: &Member, now: Millis) -> Result<Peer, Error> {
+        let kp = KeyPackage::verify(
+            m.key_package.as_bytes(),
+            &self.room,
+            now,
+            self.config.freshness,
+        )?;
+        let peer = Peer {
+            id: m.id,
+            name: m.name.to_string(),
+            e2ee: kp.participant,
+            identity: kp.identity,
+        };
+        self.by_e2ee.insert(kp.participant, m.id);
+        self.peers.insert(m.id, peer.clone());
+        Ok(peer)
+    }
+
+    fn forget_peer(&mut self, id: SigId) -> Option<Peer> {
+        let peer = self.peers.remove(&id)?;
+        self.by_e2ee.remove(&peer.e2ee);
+        self.held.retain(|h| h.from != id);
+        Some(peer)
+    }
+}

@@ -1,0 +1,67 @@
+//! The WebSocket connection to `hush-server` (`/v1/ws`, JSON text frames).
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use hush_signaling::{ClientMessage, ServerMessage};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::Error;
+
+/// A connected signaling client.
+pub struct Signaling {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl core::fmt::Debug for Signaling {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Signaling")
+    }
+}
+
+impl Signaling {
+    /// Connects to `url` (e.g. `ws://127.0.0.1:7880`; `/v1/ws` is appended
+    /// when the URL has no path).
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        let url = if url.trim_end_matches('/').matches('/').count() <= 2 {
+            format!("{}/v1/ws", url.trim_end_matches('/'))
+        } else {
+            url.to_owned()
+        };
+        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .map_err(|e| Error::Signaling(format!("cannot connect to {url}: {e}")))?;
+        Ok(Self { ws })
+    }
+
+    /// Sends one message.
+    pub async fn send(&mut self, msg: &ClientMessage) -> Result<(), Error> {
+        let text = serde_json::to_string(msg).map_err(|e| Error::Signaling(e.to_string()))?;
+        self.ws
+            .send(Message::text(text))
+            .await
+            .map_err(|e| Error::Signaling(e.to_string()))
+    }
+
+    /// The next server message; `None` when the connection closed.
+    pub async fn recv(&mut self) -> Option<Result<ServerMessage, Error>> {
+        loop {
+            match self.ws.next().await? {
+                Ok(Message::Text(text)) => {
+                    return Some(
+                        serde_json::from_str(text.as_str())
+                            .map_err(|e| Error::Signaling(format!("bad server message: {e}"))),
+                    );
+                }
+                Ok(Message::Close(_)) => return None,
+                Ok(_) => continue,
+                Err(e) => return Some(Err(Error::Signaling(e.to_string()))),
+            }
+        }
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(&mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}

@@ -1,0 +1,185 @@
+//! Real clients against a real in-process hush-server (no SFU): key
+//! packages and envelopes travel through signaling, and every member can
+//! then read every other member's frames. Frames are handed over directly,
+//! standing in for the SFU.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hush_client::call::{Call, JoinSpec};
+use hush_client::frame::Codec;
+use hush_client::session::CallEvent;
+use hush_e2ee::{Config, Identity};
+use hush_signaling::{
+    DisplayName, JoinToken, Limits, NoMedia, ParticipantId, RoomId, Server, ServerConfig,
+    ServerSecret,
+};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const GUARD: Duration = Duration::from_secs(20);
+
+struct Member {
+    call: Call,
+    events: UnboundedReceiver<CallEvent>,
+    id: ParticipantId,
+}
+
+async fn server() -> (String, ServerSecret) {
+    let secret = ServerSecret::new(b"client-test-secret-0123456789".to_vec()).expect("secret");
+    let config = ServerConfig {
+        limits: Limits::default(),
+        secret: secret.clone(),
+    };
+    let server = Server::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        config,
+        Arc::new(NoMedia),
+    )
+    .await
+    .expect("bind");
+    let addr = server.local_addr().expect("addr");
+    tokio::spawn(server.run());
+    (format!("ws://{addr}"), secret)
+}
+
+fn token(secret: &ServerSecret, room: &str, name: &str) -> String {
+    let room: RoomId = room.parse().expect("room");
+    let name: DisplayName = name.parse().expect("name");
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs()
+        + 3600;
+    JoinToken::mint(secret, &room, &name, expiry)
+        .as_str()
+        .to_owned()
+}
+
+async fn join(url: &str, secret: &ServerSecret, room: &str, name: &str) -> Member {
+    let spec = JoinSpec {
+        server: url.into(),
+        room: room.into(),
+        name: name.into(),
+        token: token(secret, room, name),
+    };
+    let (call, mut events) = Call::start(&spec, Identity::generate(), Config::default())
+        .await
+        .expect("start");
+    let id = loop {
+        match tokio::time::timeout(GUARD, events.recv())
+            .await
+            .expect("hang guard")
+            .expect("events")
+        {
+            CallEvent::Joined { you } => break you,
+            CallEvent::ServerError(e) => panic!("{name}: {e}"),
+            _ => {}
+        }
+    };
+    Member { call, events, id }
+}
+
+/// Waits until `m` can seal and knows `n` peers.
+async fn settle(m: &Member, n: usize) {
+    tokio::time::timeout(GUARD, async {
+        loop {
+            {
+                let s = m.call.session();
+                if s.can_send() && s.peers().count() == n {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("hang guard");
+}
+
+/// `from` seals a frame, `to` receives it; retries briefly while keys are in flight.
+async fn deliver(from: &Member, to: &mut Member, payload: &[u8]) -> Result<Vec<u8>, String> {
+    let sealed = from
+        .call
+        .session()
+        .seal(Codec::Opus, payload)
+        .map_err(|e| e.to_string())?;
+    let events =
+        to.call
+            .session()
+            .receive_frame(from.id, Codec::Opus, &sealed, hush_client::call::now());
+    for e in events {
+        if let CallEvent::Frame { frame, .. } = e {
+            return Ok(frame);
+        }
+    }
+    // Held until its key arrives: it comes out of the driver's event stream.
+    let wait = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match to.events.recv().await {
+                Some(CallEvent::Frame { frame, .. }) => return Ok(frame),
+                Some(_) => {}
+                None => return Err("events closed".to_string()),
+            }
+        }
+    });
+    wait.await.unwrap_or_else(|_| Err("not decrypted".into()))
+}
+
+/// A shared reference to one member and a mutable one to another.
+fn pair(ms: &mut [Member], from: usize, to: usize) -> (&Member, &mut Member) {
+    assert_ne!(from, to);
+    if from < to {
+        let (l, r) = ms.split_at_mut(to);
+        (&l[from], &mut r[0])
+    } else {
+        let (l, r) = ms.split_at_mut(from);
+        (&r[0], &mut l[to])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_read_each_other_after_key_agreement_over_the_real_server() {
+    let (url, secret) = server().await;
+    let a = join(&url, &secret, "standup", "ann").await;
+    let b = join(&url, &secret, "standup", "bob").await;
+    let c = join(&url, &secret, "standup", "cy").await;
+    for m in [&a, &b, &c] {
+        settle(m, 2).await;
+    }
+    let mut members = vec![a, b, c];
+    for (from, to) in [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)] {
+        let (f, t) = pair(&mut members, from, to);
+        let payload = format!("frame from {from} to {to}");
+        assert_eq!(
+            deliver(f, t, payload.as_bytes()).await.as_deref(),
+            Ok(payload.as_bytes()),
+            "{from}->{to}"
+        );
+    }
+    let c = members.pop().expect("c");
+    let mut b = members.pop().expect("b");
+    let a = members.pop().expect("a");
+    // Safety numbers agree on both ends.
+    let ab = a.call.session().safety_number(b.id).expect("b known");
+    let ba = b.call.session().safety_number(a.id).expect("a known");
+    assert_eq!(ab, ba);
+
+    // c leaves; a's frames after the rekey are unreadable with c's keys.
+    c.call.leave().await.expect("leave");
+    tokio::time::timeout(GUARD, async {
+        loop {
+            if a.call.session().peers().count() == 1 && b.call.session().peers().count() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("hang guard");
+    assert_eq!(
+        deliver(&a, &mut b, b"after c left").await.as_deref(),
+        Ok(&b"after c left"[..])
+    );
+    a.call.leave().await.expect("leave");
+    b.call.leave().await.expect("leave");
+}
