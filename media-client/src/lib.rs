@@ -12,6 +12,7 @@ pub mod call;
 pub mod frame;
 pub mod session;
 pub mod signal;
+pub mod video;
 
 use hush_e2ee::ParticipantId;
 
@@ -37,6 +38,9 @@ pub enum Error {
     /// The e2ee layer refused something.
     #[error("e2ee: {0}")]
     E2ee(#[from] hush_e2ee::Error),
+    /// An IVF file could not be read or written.
+    #[error("ivf: {0}")]
+    Ivf(String),
     /// The signaling connection failed or sent something unreadable.
     #[error("signaling: {0}")]
     Signaling(String),
