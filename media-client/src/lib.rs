@@ -12,6 +12,7 @@ pub mod call;
 pub mod frame;
 pub mod session;
 pub mod signal;
+pub mod transport;
 pub mod video;
 
 use hush_e2ee::ParticipantId;
@@ -44,6 +45,9 @@ pub enum Error {
     /// The signaling connection failed or sent something unreadable.
     #[error("signaling: {0}")]
     Signaling(String),
+    /// The WebRTC connection failed.
+    #[error("transport: {0}")]
+    Transport(String),
     /// A value the user gave is not valid (room id, display name, ...).
     #[error("invalid {0}")]
     Invalid(&'static str),
