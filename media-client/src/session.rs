@@ -69,6 +69,30 @@ pub enum CallEvent {
     Warning(String),
     /// The server refused something or is closing the connection.
     ServerError(String),
+    /// The SFU's answer to our offer.
+    SdpAnswer(String),
+    /// An SFU-initiated offer to answer.
+    SdpOffer(String),
+    /// An ICE candidate from the SFU.
+    IceCandidate(hush_signaling::IceCandidate),
+    /// Frames on the track with this MSID stream id come from `publisher`.
+    TrackAdded {
+        /// Signaling id of the publisher.
+        publisher: SigId,
+        /// Audio or video.
+        kind: hush_signaling::MediaKind,
+        /// MSID stream id.
+        stream_id: String,
+    },
+    /// That track is gone.
+    TrackRemoved {
+        /// Signaling id of the publisher.
+        publisher: SigId,
+        /// MSID stream id.
+        stream_id: String,
+    },
+    /// The room's active speaker.
+    ActiveSpeaker(Option<SigId>),
 }
 
 /// Counters a call keeps.

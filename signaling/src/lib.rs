@@ -46,7 +46,7 @@ pub use error::Error;
 pub use limits::{Limits, RateLimiter, RateVerdict};
 pub use media::{MediaEvent, MediaRouter, MediaSink, NoMedia, SinkClosed};
 pub use protocol::{
-    ClientMessage, CloseReason, DisplayName, ErrorCode, IceCandidate, Member, Opaque,
+    ClientMessage, CloseReason, DisplayName, ErrorCode, IceCandidate, MediaKind, Member, Opaque,
     PROTOCOL_VERSION, ParticipantId, RoomId, ServerMessage,
 };
 pub use room::{Admission, Delivery, JoinRequest, Rooms, authorize};

@@ -13,7 +13,7 @@
 use tokio::sync::mpsc;
 
 use crate::error::Error;
-use crate::protocol::{IceCandidate, ParticipantId, RoomId, ServerMessage};
+use crate::protocol::{IceCandidate, MediaKind, ParticipantId, RoomId, ServerMessage};
 
 /// What a router sends to one participant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,27 @@ pub enum MediaEvent {
     },
     /// A trickled ICE candidate from the SFU.
     IceCandidate(IceCandidate),
+    /// A member's track is now forwarded to the participant.
+    TrackAdded {
+        /// Who publishes it.
+        publisher: ParticipantId,
+        /// Audio or video.
+        kind: MediaKind,
+        /// Its MSID stream id on the participant's connection.
+        stream_id: String,
+    },
+    /// A forwarded track stopped.
+    TrackRemoved {
+        /// Who published it.
+        publisher: ParticipantId,
+        /// Its MSID stream id.
+        stream_id: String,
+    },
+    /// The room's active speaker changed.
+    ActiveSpeaker {
+        /// The speaker, if any.
+        participant: Option<ParticipantId>,
+    },
 }
 
 impl MediaEvent {
@@ -40,6 +61,23 @@ impl MediaEvent {
             Self::Answer { sdp } => ServerMessage::SdpAnswer { sdp },
             Self::Offer { sdp } => ServerMessage::SdpOffer { sdp },
             Self::IceCandidate(candidate) => ServerMessage::IceCandidate { candidate },
+            Self::TrackAdded {
+                publisher,
+                kind,
+                stream_id,
+            } => ServerMessage::TrackAdded {
+                publisher,
+                kind,
+                stream_id,
+            },
+            Self::TrackRemoved {
+                publisher,
+                stream_id,
+            } => ServerMessage::TrackRemoved {
+                publisher,
+                stream_id,
+            },
+            Self::ActiveSpeaker { participant } => ServerMessage::ActiveSpeaker { participant },
         }
     }
 }

@@ -143,6 +143,39 @@ pub enum ServerMessage {
         /// Why.
         reason: CloseReason,
     },
+    /// The SFU now forwards a member's track to this client (sent before
+    /// the `sdp_offer` that carries it): frames on the track whose MSID
+    /// stream id is `stream_id` come from `publisher`.
+    TrackAdded {
+        /// Who publishes the track.
+        publisher: ParticipantId,
+        /// Audio or video.
+        kind: MediaKind,
+        /// The MSID stream id of the track on this client's connection.
+        stream_id: String,
+    },
+    /// The SFU stopped forwarding that track (its publisher stopped or left).
+    TrackRemoved {
+        /// Who published it.
+        publisher: ParticipantId,
+        /// The MSID stream id it had.
+        stream_id: String,
+    },
+    /// The room's active speaker changed (from RFC 6464 audio levels).
+    ActiveSpeaker {
+        /// The speaker, if anyone holds the floor.
+        participant: Option<ParticipantId>,
+    },
+}
+
+/// The kind of a media track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    /// Opus audio.
+    Audio,
+    /// VP8 video.
+    Video,
 }
 
 /// A room member as the other members see it.

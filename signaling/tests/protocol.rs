@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use hush_signaling::{
-    ClientMessage, CloseReason, ErrorCode, IceCandidate, Member, Opaque, ParticipantId,
+    ClientMessage, CloseReason, ErrorCode, IceCandidate, MediaKind, Member, Opaque, ParticipantId,
     ServerMessage,
 };
 use serde::Serialize;
@@ -21,7 +21,7 @@ const CLIENT_TYPES: [&str; 7] = [
     "ping",
 ];
 
-const SERVER_TYPES: [&str; 10] = [
+const SERVER_TYPES: [&str; 13] = [
     "joined",
     "member_joined",
     "member_left",
@@ -32,6 +32,9 @@ const SERVER_TYPES: [&str; 10] = [
     "error",
     "pong",
     "closing",
+    "track_added",
+    "track_removed",
+    "active_speaker",
 ];
 
 /// Parses each example in `dir` as `T`, re-serializes it pretty-printed and
@@ -160,6 +163,19 @@ fn every_message_round_trips() {
             payload: bytes,
         },
         ServerMessage::Pong { nonce: u64::MAX },
+        ServerMessage::TrackAdded {
+            publisher: pid,
+            kind: MediaKind::Video,
+            stream_id: "p9".into(),
+        },
+        ServerMessage::TrackRemoved {
+            publisher: pid,
+            stream_id: "p9".into(),
+        },
+        ServerMessage::ActiveSpeaker { participant: None },
+        ServerMessage::ActiveSpeaker {
+            participant: Some(pid),
+        },
     ];
     server.extend(ErrorCode::ALL.map(|code| ServerMessage::error(code, "m")));
     for reason in [
