@@ -42,6 +42,32 @@ pub struct ParticipantSpec {
     pub e2ee: hush_e2ee::Config,
     /// Keep every plaintext frame sent, for the ciphertext audit.
     pub keep_plaintext: bool,
+    /// Where to report members arriving and leaving, for a live display.
+    pub observer: Option<tokio::sync::mpsc::UnboundedSender<Observed>>,
+}
+
+/// What a live display learns while the call runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Observed {
+    /// We are in the room.
+    Joined,
+    /// A member arrived.
+    PeerJoined {
+        /// Display name.
+        name: String,
+        /// Its identity key.
+        identity: Box<hush_e2ee::PublicIdentity>,
+        /// Our safety number with it.
+        safety_number: String,
+    },
+    /// A member left.
+    PeerLeft {
+        /// Display name.
+        name: String,
+    },
+    /// Something went wrong but the call goes on.
+    Warning(String),
 }
 
 /// What one participant saw of one remote member.
@@ -87,6 +113,7 @@ pub struct ParticipantReport {
 /// A running participant.
 pub struct Participant {
     stop: watch::Sender<bool>,
+    session: Arc<std::sync::Mutex<crate::session::Session>>,
     task: JoinHandle<Result<ParticipantReport, Error>>,
 }
 
@@ -105,6 +132,7 @@ impl Participant {
         let (transport, t_events) = Transport::new(spec.video.is_some()).await?;
         let offer = transport.offer().await?;
         call.send(ClientMessage::SdpOffer { sdp: offer }).await?;
+        let session = call.session_handle();
         let task = tokio::spawn(run(
             spec,
             call,
@@ -114,7 +142,20 @@ impl Participant {
             stop_rx,
             started,
         ));
-        Ok(Self { stop, task })
+        Ok(Self {
+            stop,
+            session,
+            task,
+        })
+    }
+
+    /// The frame counters so far.
+    pub fn stats(&self) -> Stats {
+        self.session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stats()
+            .clone()
     }
 
     /// Leaves cleanly (a `leave` is sent, recordings are finalized) and reports.
@@ -171,6 +212,13 @@ impl Recorders {
             w.finish()?;
         }
         Ok(())
+    }
+}
+
+fn observe(spec: &ParticipantSpec, what: Observed) {
+    if let Some(o) = &spec.observer {
+        // The display may have gone; the call does not depend on it.
+        let _ = o.send(what);
     }
 }
 
@@ -275,7 +323,10 @@ async fn run(
                 None => break,
             },
             ev = events.recv() => match ev {
-                Some(CallEvent::Joined { you }) => report.id = Some(you),
+                Some(CallEvent::Joined { you }) => {
+                    report.id = Some(you);
+                    observe(&spec, Observed::Joined);
+                }
                 Some(CallEvent::SdpAnswer(sdp)) => {
                     if let Err(e) = transport.apply_answer(sdp).await {
                         report.warnings.push(e.to_string());
@@ -297,10 +348,16 @@ async fn run(
                     owners.remove(&stream_id);
                 }
                 Some(CallEvent::PeerJoined(p)) => {
+                    let safety_number = call.session().safety_number(p.id).map(|n| n.to_string()).unwrap_or_default();
+                    observe(&spec, Observed::PeerJoined { name: p.name.clone(), identity: Box::new(p.identity), safety_number });
                     report.remotes.entry(p.id).or_default().name = p.name;
                 }
+                Some(CallEvent::PeerLeft(p)) => observe(&spec, Observed::PeerLeft { name: p.name }),
                 Some(CallEvent::Frame { from, codec, frame }) => decrypted.push((from, codec, frame)),
-                Some(CallEvent::Warning(w) | CallEvent::ServerError(w)) => report.warnings.push(w),
+                Some(CallEvent::Warning(w) | CallEvent::ServerError(w)) => {
+                    observe(&spec, Observed::Warning(w.clone()));
+                    report.warnings.push(w);
+                }
                 Some(_) => {}
                 None => break,
             },

@@ -1,0 +1,324 @@
+//! `hush`: end-to-end encrypted calls from the command line.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use hush_client::audio::AudioSource;
+use hush_client::call::JoinSpec;
+use hush_client::participant::{Observed, Participant, ParticipantSpec};
+use hush_client::video::Clip;
+use hush_e2ee::Identity;
+use hush_e2ee::store::{FilePeerStore, KnownPeers, PeerStatus, load_identity, save_identity};
+
+#[derive(Parser)]
+#[command(
+    name = "hush",
+    version,
+    about = "End-to-end encrypted voice and video calls"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create or show this device's identity.
+    Identity {
+        #[command(subcommand)]
+        action: IdentityAction,
+        /// Identity file (default: ~/.config/hush/identity.pem).
+        #[arg(long, global = true)]
+        identity: Option<PathBuf>,
+    },
+    /// Join a call on a hush-server.
+    #[command(alias = "join")]
+    Call(CallArgs),
+    /// Show the safety numbers of the last call; mark a peer as verified.
+    Verify {
+        /// Mark this peer (by display name) as verified after comparing numbers.
+        #[arg(long)]
+        peer: Option<String>,
+        /// Configuration directory (default: ~/.config/hush).
+        #[arg(long)]
+        config_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum IdentityAction {
+    /// Create a new identity (refuses to overwrite an existing one).
+    New,
+    /// Show the identity's fingerprint.
+    Show,
+}
+
+#[derive(clap::Args)]
+struct CallArgs {
+    /// Signaling server, e.g. ws://127.0.0.1:7880.
+    #[arg(long, env = "HUSH_SERVER")]
+    server: String,
+    /// Room to join.
+    #[arg(long)]
+    room: String,
+    /// Join token (from `hush-server token`).
+    #[arg(long, env = "HUSH_TOKEN")]
+    token: String,
+    /// Display name (must match the token).
+    #[arg(long, default_value = "me")]
+    name: String,
+    /// Audio source: `sine:HZ`, `wav:FILE` (any rate and channels) or `silence`.
+    #[arg(long, default_value = "sine:440")]
+    audio: String,
+    /// Video source: `ivf:FILE` (VP8), or `test` for the built-in clip.
+    #[arg(long)]
+    video: Option<String>,
+    /// Write each remote member's audio (WAV) and video (IVF) here.
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Leave after this many seconds (default: until Ctrl-C).
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Identity file (default: ~/.config/hush/identity.pem, created if missing).
+    #[arg(long)]
+    identity: Option<PathBuf>,
+    /// Configuration directory (default: ~/.config/hush).
+    #[arg(long)]
+    config_dir: Option<PathBuf>,
+}
+
+fn config_dir(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_owned();
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("hush")
+}
+
+fn load_or_create_identity(path: &Path) -> Result<Identity> {
+    if path.exists() {
+        return Ok(load_identity(path)?);
+    }
+    let id = Identity::generate();
+    save_identity(path, &id)?;
+    eprintln!(
+        "created a new identity {} in {}",
+        id.public().fingerprint(),
+        path.display()
+    );
+    Ok(id)
+}
+
+fn parse_audio(spec: &str) -> Result<AudioSource> {
+    if spec == "silence" {
+        return Ok(AudioSource::Silence);
+    }
+    if let Some(hz) = spec.strip_prefix("sine:") {
+        let hz: f64 = hz.parse().context("--audio sine:HZ needs a number")?;
+        return Ok(AudioSource::sine(hz));
+    }
+    if let Some(file) = spec.strip_prefix("wav:") {
+        return Ok(AudioSource::wav(Path::new(file))?);
+    }
+    bail!("--audio must be sine:HZ, wav:FILE or silence")
+}
+
+fn parse_video(spec: Option<&str>) -> Result<Option<Clip>> {
+    match spec {
+        None => Ok(None),
+        Some("test") => Ok(Some(Clip::test_pattern()?)),
+        Some(s) => match s.strip_prefix("ivf:") {
+            Some(file) => Ok(Some(Clip::open(Path::new(file))?)),
+            None => bail!("--video must be ivf:FILE or test"),
+        },
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Identity { action, identity } => {
+            let path = identity.unwrap_or_else(|| config_dir(None).join("identity.pem"));
+            match action {
+                IdentityAction::New => {
+                    if path.exists() {
+                        bail!(
+                            "{} already exists; remove it first to replace this identity",
+                            path.display()
+                        );
+                    }
+                    let id = Identity::generate();
+                    save_identity(&path, &id)?;
+                    println!(
+                        "created identity {} in {}",
+                        id.public().fingerprint(),
+                        path.display()
+                    );
+                }
+                IdentityAction::Show => {
+                    let id = load_identity(&path)?;
+                    println!(
+                        "identity {} ({})",
+                        id.public().fingerprint(),
+                        path.display()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Call(args) => call(args).await,
+        Command::Verify {
+            peer,
+            config_dir: dir,
+        } => verify(&config_dir(dir.as_deref()), peer.as_deref()),
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LastCall {
+    room: String,
+    peers: Vec<LastPeer>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LastPeer {
+    name: String,
+    identity: String,
+    safety_number: String,
+}
+
+async fn call(args: CallArgs) -> Result<()> {
+    let dir = config_dir(args.config_dir.as_deref());
+    let identity = load_or_create_identity(
+        &args
+            .identity
+            .clone()
+            .unwrap_or_else(|| dir.join("identity.pem")),
+    )?;
+    println!(
+        "you are {} in room {}",
+        identity.public().fingerprint(),
+        args.room
+    );
+    if let Some(r) = &args.record {
+        std::fs::create_dir_all(r).with_context(|| format!("cannot create {}", r.display()))?;
+    }
+    let (observer, mut observed) = tokio::sync::mpsc::unbounded_channel();
+    let spec = ParticipantSpec {
+        join: JoinSpec {
+            server: args.server.clone(),
+            room: args.room.clone(),
+            name: args.name.clone(),
+            token: args.token.clone(),
+        },
+        audio: parse_audio(&args.audio)?,
+        video: parse_video(args.video.as_deref())?,
+        record: args.record.clone(),
+        e2ee: hush_e2ee::Config::default(),
+        keep_plaintext: false,
+        observer: Some(observer),
+    };
+    let participant = Participant::start(spec, identity).await?;
+    let mut known = KnownPeers::open(FilePeerStore(dir.join("known_peers.json")))?;
+    let mut last = LastCall {
+        room: args.room.clone(),
+        peers: Vec::new(),
+    };
+    let deadline = args
+        .seconds
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let until_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            () = until_deadline => break,
+            _ = tick.tick() => {
+                let s = participant.stats();
+                eprint!("\rsent {} | received {} | decrypted {} | failed {}   ", s.sent, s.received, s.decrypted, s.failed.values().sum::<u64>());
+            }
+            o = observed.recv() => match o {
+                Some(Observed::Joined) => println!("\njoined {}", args.room),
+                Some(Observed::PeerJoined { name, identity, safety_number }) => {
+                    let status = known.check(&name, &identity)?;
+                    match status {
+                        PeerStatus::IdentityChanged { pinned, presented } => {
+                            println!("\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+                            println!("WARNING: {name}'s identity CHANGED: pinned {pinned}, now {presented}.");
+                            println!("Someone may be impersonating {name}. Compare safety numbers before trusting this call.");
+                            println!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+                        }
+                        other => println!("\n{name} joined ({}, {})", identity.fingerprint(), match other { PeerStatus::New => "new peer, now pinned", PeerStatus::Verified => "verified", _ => "known" }),
+                    }
+                    println!("  safety number with {name}: {safety_number}");
+                    last.peers.push(LastPeer { name, identity: hex::encode(identity.to_bytes()), safety_number });
+                    let _ = std::fs::write(dir.join("last-call.json"), serde_json::to_string_pretty(&last)?);
+                }
+                Some(Observed::PeerLeft { name }) => println!("\n{name} left"),
+                Some(Observed::Warning(w)) => eprintln!("\nwarning: {w}"),
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+    let report = participant.stop().await?;
+    println!(
+        "\nleft {}: sent {} audio and {} video frames",
+        args.room, report.audio_sent, report.video_sent
+    );
+    for r in report.remotes.values() {
+        println!(
+            "  from {}: {} audio, {} video frames decrypted",
+            r.name, r.audio_frames, r.video_frames
+        );
+    }
+    if let Some(dir) = &args.record {
+        println!("recordings in {}", dir.display());
+    }
+    Ok(())
+}
+
+fn verify(dir: &Path, peer: Option<&str>) -> Result<()> {
+    let path = dir.join("last-call.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no call recorded yet ({})", path.display()))?;
+    let last: LastCall =
+        serde_json::from_str(&text).with_context(|| format!("{} is corrupt", path.display()))?;
+    let mut known = KnownPeers::open(FilePeerStore(dir.join("known_peers.json")))?;
+    match peer {
+        None => {
+            println!("safety numbers of the last call (room {}):", last.room);
+            for p in &last.peers {
+                println!("  {:<20} {}", p.name, p.safety_number);
+            }
+            println!("compare them with each peer out of band, then: hush verify --peer NAME");
+        }
+        Some(name) => {
+            let p = last
+                .peers
+                .iter()
+                .rev()
+                .find(|p| p.name == name)
+                .with_context(|| format!("{name} was not in the last call"))?;
+            let bytes: [u8; 32] = hex::decode(&p.identity)?
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("bad identity in {}", path.display()))?;
+            let identity =
+                hush_e2ee::PublicIdentity::from_bytes(&bytes).context("bad identity key")?;
+            known.mark_verified(name, &identity)?;
+            println!("{name} ({}) is now verified", identity.fingerprint());
+        }
+    }
+    Ok(())
+}
