@@ -228,13 +228,18 @@ mod tests {
         write_record(&mut buf, &rec(MediaKind::Video, 0x0102, b"xy")).unwrap();
         assert_eq!(
             &buf[8..],
-            &[1, 0xde, 0xad, 0xbe, 0xef, 0x01, 0x02, 0, 0, 0, 2, b'x', b'y']
+            &[
+                1, 0xde, 0xad, 0xbe, 0xef, 0x01, 0x02, 0, 0, 0, 2, b'x', b'y'
+            ]
         );
     }
 
     #[test]
     fn malformed_files_are_rejected() {
-        assert!(matches!(parse_capture(b"nope"), Err(CaptureError::BadMagic)));
+        assert!(matches!(
+            parse_capture(b"nope"),
+            Err(CaptureError::BadMagic)
+        ));
         let mut buf = MAGIC.to_vec();
         write_record(&mut buf, &rec(MediaKind::Audio, 1, b"abcd")).unwrap();
         assert!(matches!(

@@ -278,9 +278,9 @@ impl Router {
             });
         }
         r.participants.remove(participant);
-        if let Some(change) = r
-            .speaker
-            .remove(participant, &r.participants, now, &self.config.speaker)
+        if let Some(change) =
+            r.speaker
+                .remove(participant, &r.participants, now, &self.config.speaker)
         {
             out.push(Decision::ActiveSpeaker {
                 room: room.clone(),
@@ -462,12 +462,16 @@ impl Router {
     /// Who receives `key` (everyone in its room but the publisher).
     pub fn subscribers(&self, key: &TrackKey) -> Vec<ParticipantId> {
         match self.rooms.get(&key.room) {
-            Some(r) if r.tracks.contains_key(&(key.publisher.clone(), key.track.clone())) => r
-                .participants
-                .iter()
-                .filter(|p| **p != key.publisher)
-                .cloned()
-                .collect(),
+            Some(r)
+                if r.tracks
+                    .contains_key(&(key.publisher.clone(), key.track.clone())) =>
+            {
+                r.participants
+                    .iter()
+                    .filter(|p| **p != key.publisher)
+                    .cloned()
+                    .collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -810,8 +814,9 @@ mod tests {
         r.join(&other, &p("b")).unwrap();
         let d = r.publish(&key("a", "v"), MediaKind::Video).unwrap();
         assert!(
-            !d.iter()
-                .any(|d| matches!(d, Decision::Subscribe { subscriber, .. } if *subscriber == p("b")))
+            !d.iter().any(
+                |d| matches!(d, Decision::Subscribe { subscriber, .. } if *subscriber == p("b"))
+            )
         );
         assert!(r.subscribers(&key("a", "v")).is_empty());
     }
@@ -881,8 +886,14 @@ mod tests {
         assert_eq!(r.key_frame_requested(&key("a", "v"), t), want);
         assert_eq!(r.poll_timeout(), None);
         // Two more within the interval: held, one deadline.
-        assert!(r.key_frame_requested(&key("a", "v"), t + ms(100)).is_empty());
-        assert!(r.key_frame_requested(&key("a", "v"), t + ms(200)).is_empty());
+        assert!(
+            r.key_frame_requested(&key("a", "v"), t + ms(100))
+                .is_empty()
+        );
+        assert!(
+            r.key_frame_requested(&key("a", "v"), t + ms(200))
+                .is_empty()
+        );
         assert_eq!(r.poll_timeout(), Some(t + ms(500)));
         assert!(r.handle_timeout(t + ms(499)).is_empty());
         assert_eq!(r.handle_timeout(t + ms(500)), want);
@@ -911,7 +922,10 @@ mod tests {
             r.subscription_ready(&p("b"), &key("a", "v"), t0()),
             vec![Decision::RequestKeyFrame(key("a", "v"))]
         );
-        assert!(r.subscription_ready(&p("a"), &key("a", "v"), t0()).is_empty());
+        assert!(
+            r.subscription_ready(&p("a"), &key("a", "v"), t0())
+                .is_empty()
+        );
     }
 
     #[test]

@@ -527,12 +527,8 @@ impl Control {
             for who in std::mem::take(&mut self.evict) {
                 self.remove(&who, Some(CloseReason::EventsOverflowed)).await;
             }
-            self.metrics.set_rooms(
-                self.router
-                    .rooms()
-                    .map(|(id, n)| (id.clone(), n))
-                    .collect(),
-            );
+            self.metrics
+                .set_rooms(self.router.rooms().map(|(id, n)| (id.clone(), n)).collect());
         }
     }
 
@@ -733,7 +729,8 @@ impl Control {
         if !peer.neg.offer_outstanding {
             return Err(Error::NoOfferOutstanding);
         }
-        let answer = RTCSessionDescription::answer(sdp).map_err(|e| Error::rejected("answer", e))?;
+        let answer =
+            RTCSessionDescription::answer(sdp).map_err(|e| Error::rejected("answer", e))?;
         peer.pc
             .set_remote_description(answer)
             .await
