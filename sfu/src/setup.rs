@@ -78,7 +78,6 @@ fn media(metrics: Option<Arc<Metrics>>) -> Result<(MediaEngine, Registry), Error
                 RTCRtpCodecParameters {
                     rtp_codec: codec(kind),
                     payload_type: pt,
-                    ..Default::default()
                 },
                 rtp_kind,
             )

@@ -1,4 +1,5 @@
 //! The capture file contains exactly the payloads the SFU forwarded.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! A peer that vanishes: the others see its tracks end, nothing leaks, and
 //! a room that empties is gone from the metrics.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! A subscriber's PLI reaches the publisher, and a late joiner gets a key
 //! frame request sent on its behalf.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

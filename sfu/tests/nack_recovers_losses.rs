@@ -1,5 +1,6 @@
 //! With packets lost between the SFU and one subscriber (a lossy UDP shim
 //! on loopback), NACK and retransmission recover every payload.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Ten rooms of three in parallel: nothing crosses rooms.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

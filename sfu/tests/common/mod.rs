@@ -383,7 +383,6 @@ impl Client {
         let remotes: Vec<_> = self.remotes.lock().unwrap().clone();
         let mut sent = 0;
         for r in remotes {
-            use webrtc::media_stream::Track;
             if r.kind().await != RtpCodecKind::Video {
                 continue;
             }
