@@ -26,6 +26,8 @@ async fn nack_recovers_every_dropped_video_packet() {
     let first = n;
     send_rounds(&[(&a, 0, 0)], n, 300, Duration::from_millis(10)).await;
     let last = n + 299;
+    // A loss is only noticed when a later packet arrives: send a tail.
+    send_rounds(&[(&a, 0, 0)], last + 1, 20, Duration::from_millis(10)).await;
     let have = |b: &Client| -> BTreeMap<u32, bytes::Bytes> {
         b.received()
             .into_iter()
