@@ -1,0 +1,204 @@
+//! The control API of a standalone `hush-sfu` node, for a signaling server
+//! that drives the SFU remotely. Plain HTTP/1.1, JSON bodies.
+//!
+//! | method and path | body | reply |
+//! |---|---|---|
+//! | `POST /v1/rooms/{room}/participants/{participant}` | none | `201` |
+//! | `DELETE /v1/rooms/{room}/participants/{participant}` | none | `204` |
+//! | `POST .../{participant}/offer` | `{"sdp": "..."}` | `200 {"sdp": answer}`, `409` on glare |
+//! | `POST .../{participant}/answer` | `{"sdp": "..."}` | `204` |
+//! | `POST .../{participant}/candidates` | `{"candidate", "sdpMid", "sdpMLineIndex"}` | `204` |
+//! | `GET .../{participant}/events` | none | `200 [SfuEvent...]`, waits up to 20 s for one (long poll); `410` once closed |
+//! | `GET /metrics` | none | Prometheus text |
+//! | `GET /healthz` | none | `200 ok` |
+//!
+//! Errors are `{"error": "..."}` with `404` (unknown participant), `409`
+//! (already joined, glare, no offer outstanding), `400` (rejected SDP or
+//! candidate) or `500`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::error::Error;
+use crate::ids::{ParticipantId, RoomId};
+use crate::sfu::{IceCandidate, ParticipantEvents, Sfu, SfuEvent};
+
+/// An SDP body or reply.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Sdp {
+    /// The session description.
+    pub sdp: String,
+}
+
+type Key = (RoomId, ParticipantId);
+
+#[derive(Clone)]
+struct AppState {
+    sfu: Sfu,
+    events: Arc<Mutex<HashMap<Key, Arc<Mutex<ParticipantEvents>>>>>,
+}
+
+/// The control API's routes for `sfu`.
+pub fn control_router(sfu: Sfu) -> Router {
+    let state = AppState {
+        sfu,
+        events: Arc::new(Mutex::new(HashMap::new())),
+    };
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route(
+            "/v1/rooms/{room}/participants/{participant}",
+            post(create).delete(remove),
+        )
+        .route(
+            "/v1/rooms/{room}/participants/{participant}/offer",
+            post(offer),
+        )
+        .route(
+            "/v1/rooms/{room}/participants/{participant}/answer",
+            post(answer),
+        )
+        .route(
+            "/v1/rooms/{room}/participants/{participant}/candidates",
+            post(candidate),
+        )
+        .route(
+            "/v1/rooms/{room}/participants/{participant}/events",
+            get(events),
+        )
+        .with_state(state)
+}
+
+struct ApiError(Error);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self.0 {
+            Error::UnknownParticipant { .. } => StatusCode::NOT_FOUND,
+            Error::AlreadyJoined { .. } | Error::Glare | Error::NoOfferOutstanding => {
+                StatusCode::CONFLICT
+            }
+            Error::Rejected { .. } | Error::Routing(_) => StatusCode::BAD_REQUEST,
+            Error::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (
+            status,
+            Json(serde_json::json!({ "error": self.0.to_string() })),
+        )
+            .into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        Self(e)
+    }
+}
+
+fn key(room: String, participant: String) -> Key {
+    (RoomId(room), ParticipantId(participant))
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.sfu.metrics().render(),
+    )
+}
+
+async fn create(
+    State(s): State<AppState>,
+    Path((room, participant)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let k = key(room, participant);
+    let events = s.sfu.add_participant(&k.0, &k.1).await?;
+    s.events
+        .lock()
+        .await
+        .insert(k, Arc::new(Mutex::new(events)));
+    Ok(StatusCode::CREATED)
+}
+
+async fn remove(
+    State(s): State<AppState>,
+    Path((room, participant)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let k = key(room, participant);
+    s.events.lock().await.remove(&k);
+    s.sfu.remove_participant(&k.0, &k.1).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn offer(
+    State(s): State<AppState>,
+    Path((room, participant)): Path<(String, String)>,
+    Json(body): Json<Sdp>,
+) -> Result<Json<Sdp>, ApiError> {
+    let k = key(room, participant);
+    let sdp = s.sfu.handle_offer(&k.0, &k.1, body.sdp).await?;
+    Ok(Json(Sdp { sdp }))
+}
+
+async fn answer(
+    State(s): State<AppState>,
+    Path((room, participant)): Path<(String, String)>,
+    Json(body): Json<Sdp>,
+) -> Result<StatusCode, ApiError> {
+    let k = key(room, participant);
+    s.sfu.handle_answer(&k.0, &k.1, body.sdp).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn candidate(
+    State(s): State<AppState>,
+    Path((room, participant)): Path<(String, String)>,
+    Json(body): Json<IceCandidate>,
+) -> Result<StatusCode, ApiError> {
+    let k = key(room, participant);
+    s.sfu.add_ice_candidate(&k.0, &k.1, body).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn events(
+    State(s): State<AppState>,
+    Path((room, participant)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let k = key(room, participant);
+    let stream = s.events.lock().await.get(&k).cloned();
+    let Some(stream) = stream else {
+        return Err(Error::UnknownParticipant {
+            room: k.0,
+            participant: k.1,
+        }
+        .into());
+    };
+    let mut stream = stream.lock().await;
+    let mut out: Vec<SfuEvent> = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(20), stream.recv()).await {
+        Ok(Some(first)) => out.push(first),
+        Ok(None) => {
+            drop(stream);
+            s.events.lock().await.remove(&k);
+            return Ok(StatusCode::GONE.into_response());
+        }
+        Err(_) => {}
+    }
+    while out.len() < 256 {
+        match stream.try_recv() {
+            Some(e) => out.push(e),
+            None => break,
+        }
+    }
+    Ok(Json(out).into_response())
+}

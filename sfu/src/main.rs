@@ -1,0 +1,99 @@
+//! `hush-sfu`: a standalone SFU node driven over a small HTTP control API.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use hush_sfu::{RoutingConfig, Sfu, SfuConfig};
+
+/// A forwarding-only SFU node for hush calls.
+///
+/// Participants connect with WebRTC (ICE + DTLS-SRTP) on UDP; a signaling
+/// server creates them and relays SDP and ICE through the control API:
+/// POST/DELETE /v1/rooms/{room}/participants/{id}, POST .../offer,
+/// .../answer, .../candidates, GET .../events (long poll), GET /metrics,
+/// GET /healthz. The SFU forwards encrypted payloads it cannot read.
+#[derive(Debug, Parser)]
+#[command(name = "hush-sfu", version)]
+struct Args {
+    /// Address of the HTTP control API.
+    #[arg(long, default_value = "127.0.0.1:7880")]
+    listen: SocketAddr,
+    /// IP address to bind media (UDP) sockets on, one ephemeral port per
+    /// participant; must be reachable by the clients.
+    #[arg(long, default_value = "127.0.0.1")]
+    rtc_ip: IpAddr,
+    /// Write every forwarded RTP payload (after SRTP decryption) to FILE,
+    /// in the length-prefixed format documented in the crate (magic
+    /// "HUSHCAP1", then kind:u8 ssrc:u32 seq:u16 len:u32 payload).
+    #[arg(long, value_name = "FILE")]
+    capture: Option<PathBuf>,
+    /// Packets queued per subscriber track before new ones are dropped.
+    #[arg(long, default_value_t = 256)]
+    subscriber_queue: usize,
+    /// Minimum interval between key-frame requests per video track, in ms.
+    #[arg(long, default_value_t = 500)]
+    key_frame_interval_ms: u64,
+    /// Seconds without ICE traffic before a participant is dropped.
+    #[arg(long, default_value_t = 5)]
+    ice_failed_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let config = SfuConfig {
+        udp_addrs: vec![SocketAddr::new(args.rtc_ip, 0)],
+        routing: RoutingConfig {
+            key_frame_min_interval: Duration::from_millis(args.key_frame_interval_ms),
+            ..RoutingConfig::default()
+        },
+        subscriber_queue: args.subscriber_queue.max(1),
+        capture: args.capture,
+        ice_failed_timeout: Duration::from_secs(args.ice_failed_secs.max(1)),
+        ..SfuConfig::default()
+    };
+    let sfu = Sfu::new(config).context("starting the SFU")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(listen = %args.listen, rtc_ip = %args.rtc_ip, "hush-sfu ready");
+    axum::serve(listener, hush_sfu::http::control_router(sfu.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving the control API")?;
+    tracing::info!("shutting down");
+    sfu.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,358 @@
+//! Counters and gauges, rendered in the Prometheus text format at
+//! `/metrics`. Lock-free atomics on the forwarding path; the per-room
+//! gauge takes a lock only when membership changes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::ids::{MediaKind, RoomId};
+
+/// Why a packet was not forwarded to a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// The subscriber's bounded queue was full (a slow subscriber).
+    QueueFull,
+    /// The subscriber's outgoing track is not negotiated yet.
+    NotNegotiated,
+    /// Writing to the subscriber's connection failed.
+    WriteError,
+    /// The capture writer could not keep up (the packet was still forwarded).
+    CaptureOverflow,
+    /// Audio levels or key-frame requests for the control loop overflowed.
+    ControlOverflow,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 5] = [
+        DropReason::QueueFull,
+        DropReason::NotNegotiated,
+        DropReason::WriteError,
+        DropReason::CaptureOverflow,
+        DropReason::ControlOverflow,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::NotNegotiated => "not_negotiated",
+            DropReason::WriteError => "write_error",
+            DropReason::CaptureOverflow => "capture_overflow",
+            DropReason::ControlOverflow => "control_overflow",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Upper bounds (seconds) of the forwarding-time histogram buckets.
+const BUCKETS: [f64; 12] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+];
+
+#[derive(Debug, Default)]
+struct PerKind {
+    packets_in: AtomicU64,
+    bytes_in: AtomicU64,
+    packets_out: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+/// All of the SFU's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    audio: PerKind,
+    video: PerKind,
+    drops: [AtomicU64; 5],
+    nacks_received: AtomicU64,
+    nacks_sent: AtomicU64,
+    plis_received: AtomicU64,
+    plis_sent: AtomicU64,
+    subscriptions: AtomicI64,
+    peer_connections: AtomicI64,
+    tasks: AtomicI64,
+    hist: [AtomicU64; BUCKETS.len()],
+    hist_count: AtomicU64,
+    hist_sum_ns: AtomicU64,
+    rooms: Mutex<BTreeMap<RoomId, usize>>,
+}
+
+impl Metrics {
+    fn kind(&self, kind: MediaKind) -> &PerKind {
+        match kind {
+            MediaKind::Audio => &self.audio,
+            MediaKind::Video => &self.video,
+        }
+    }
+
+    pub(crate) fn packet_in(&self, kind: MediaKind, bytes: usize) {
+        let k = self.kind(kind);
+        k.packets_in.fetch_add(1, Relaxed);
+        k.bytes_in.fetch_add(bytes as u64, Relaxed);
+    }
+
+    pub(crate) fn packet_out(&self, kind: MediaKind, bytes: usize, took: Duration) {
+        let k = self.kind(kind);
+        k.packets_out.fetch_add(1, Relaxed);
+        k.bytes_out.fetch_add(bytes as u64, Relaxed);
+        let secs = took.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.hist[i].fetch_add(1, Relaxed);
+        }
+        self.hist_count.fetch_add(1, Relaxed);
+        self.hist_sum_ns
+            .fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    pub(crate) fn dropped(&self, reason: DropReason) {
+        self.drops[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn nack_received(&self) {
+        self.nacks_received.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn nack_sent(&self) {
+        self.nacks_sent.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn pli_received(&self) {
+        self.plis_received.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn pli_sent(&self) {
+        self.plis_sent.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn subscriptions_add(&self, delta: i64) {
+        self.subscriptions.fetch_add(delta, Relaxed);
+    }
+
+    pub(crate) fn peer_connections_add(&self, delta: i64) {
+        self.peer_connections.fetch_add(delta, Relaxed);
+    }
+
+    pub(crate) fn task_started(self: &Arc<Self>) -> TaskGuard {
+        self.tasks.fetch_add(1, Relaxed);
+        TaskGuard(Arc::clone(self))
+    }
+
+    pub(crate) fn set_rooms(&self, rooms: BTreeMap<RoomId, usize>) {
+        if let Ok(mut r) = self.rooms.lock() {
+            *r = rooms;
+        }
+    }
+
+    /// Packets forwarded out to subscribers, all kinds.
+    pub fn packets_out(&self) -> u64 {
+        self.audio.packets_out.load(Relaxed) + self.video.packets_out.load(Relaxed)
+    }
+
+    /// Packets dropped for `reason`.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason.index()].load(Relaxed)
+    }
+
+    /// NACK packets received from subscribers.
+    pub fn nacks_received(&self) -> u64 {
+        self.nacks_received.load(Relaxed)
+    }
+
+    /// PLI/FIR key-frame requests sent to publishers.
+    pub fn plis_sent(&self) -> u64 {
+        self.plis_sent.load(Relaxed)
+    }
+
+    /// Live peer connections.
+    pub fn peer_connections(&self) -> i64 {
+        self.peer_connections.load(Relaxed)
+    }
+
+    /// Live SFU tasks (publisher readers, subscriber writers, RTCP readers).
+    pub fn tasks(&self) -> i64 {
+        self.tasks.load(Relaxed)
+    }
+
+    /// Live subscriptions (forwarded tracks).
+    pub fn subscriptions(&self) -> i64 {
+        self.subscriptions.load(Relaxed)
+    }
+
+    /// The whole set in the Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(4096);
+        let mut counter = |name: &str, help: &str, rows: &[(String, u64)]| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (labels, v) in rows {
+                let _ = writeln!(s, "{name}{labels} {v}");
+            }
+        };
+        let per_kind = |f: fn(&PerKind) -> &AtomicU64| {
+            [MediaKind::Audio, MediaKind::Video]
+                .iter()
+                .map(|k| {
+                    (
+                        format!("{{kind=\"{}\"}}", k.as_str()),
+                        f(self.kind(*k)).load(Relaxed),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        counter(
+            "hush_sfu_packets_in_total",
+            "RTP packets received from publishers.",
+            &per_kind(|k| &k.packets_in),
+        );
+        counter(
+            "hush_sfu_bytes_in_total",
+            "RTP payload bytes received from publishers.",
+            &per_kind(|k| &k.bytes_in),
+        );
+        counter(
+            "hush_sfu_packets_out_total",
+            "RTP packets forwarded to subscribers.",
+            &per_kind(|k| &k.packets_out),
+        );
+        counter(
+            "hush_sfu_bytes_out_total",
+            "RTP payload bytes forwarded to subscribers.",
+            &per_kind(|k| &k.bytes_out),
+        );
+        let drops: Vec<_> = DropReason::ALL
+            .iter()
+            .map(|r| (format!("{{reason=\"{}\"}}", r.label()), self.drops(*r)))
+            .collect();
+        counter(
+            "hush_sfu_dropped_packets_total",
+            "Packets not forwarded (or not captured), by reason.",
+            &drops,
+        );
+        counter(
+            "hush_sfu_nacks_received_total",
+            "RTCP NACK packets received from subscribers (answered from the retransmission buffer).",
+            &[(String::new(), self.nacks_received.load(Relaxed))],
+        );
+        counter(
+            "hush_sfu_nacks_sent_total",
+            "RTCP NACK packets sent to publishers for the SFU's own losses.",
+            &[(String::new(), self.nacks_sent.load(Relaxed))],
+        );
+        counter(
+            "hush_sfu_plis_received_total",
+            "PLI/FIR key-frame requests received from subscribers.",
+            &[(String::new(), self.plis_received.load(Relaxed))],
+        );
+        counter(
+            "hush_sfu_plis_sent_total",
+            "PLI key-frame requests sent to publishers (after rate limiting).",
+            &[(String::new(), self.plis_sent.load(Relaxed))],
+        );
+        let gauge = |s: &mut String, name: &str, help: &str, v: i64| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        let rooms = self.rooms.lock().map(|r| r.clone()).unwrap_or_default();
+        gauge(
+            &mut s,
+            "hush_sfu_rooms",
+            "Rooms with at least one participant.",
+            rooms.len() as i64,
+        );
+        gauge(
+            &mut s,
+            "hush_sfu_subscribers",
+            "Forwarded tracks (one per subscriber per published track).",
+            self.subscriptions.load(Relaxed),
+        );
+        gauge(
+            &mut s,
+            "hush_sfu_peer_connections",
+            "Open peer connections.",
+            self.peer_connections.load(Relaxed),
+        );
+        gauge(
+            &mut s,
+            "hush_sfu_tasks",
+            "Running media tasks.",
+            self.tasks.load(Relaxed),
+        );
+        let _ = writeln!(
+            s,
+            "# HELP hush_sfu_room_participants Participants per room.\n# TYPE hush_sfu_room_participants gauge"
+        );
+        for (room, n) in &rooms {
+            let _ = writeln!(
+                s,
+                "hush_sfu_room_participants{{room=\"{}\"}} {n}",
+                escape_label(&room.0)
+            );
+        }
+        let name = "hush_sfu_forwarding_seconds";
+        let _ = writeln!(
+            s,
+            "# HELP {name} Time from a packet's arrival from the publisher to its hand-off to a subscriber's connection.\n# TYPE {name} histogram"
+        );
+        let mut cumulative = 0;
+        for (b, c) in BUCKETS.iter().zip(&self.hist) {
+            cumulative += c.load(Relaxed);
+            let _ = writeln!(s, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.hist_count.load(Relaxed);
+        let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.hist_sum_ns.load(Relaxed) as f64 / 1e9;
+        let _ = writeln!(s, "{name}_sum {sum}\n{name}_count {count}");
+        s
+    }
+}
+
+/// Counts a running task until dropped.
+pub(crate) struct TaskGuard(Arc<Metrics>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.tasks.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Prometheus label values escape backslash, double quote and newline.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_lists_every_family_and_rooms_by_label() {
+        let m = Metrics::default();
+        m.packet_in(MediaKind::Video, 100);
+        m.packet_out(MediaKind::Video, 100, Duration::from_micros(300));
+        m.dropped(DropReason::QueueFull);
+        m.set_rooms(BTreeMap::from([(RoomId::from("a\"b"), 2)]));
+        let text = m.render();
+        for needle in [
+            "hush_sfu_packets_in_total{kind=\"video\"} 1",
+            "hush_sfu_bytes_out_total{kind=\"video\"} 100",
+            "hush_sfu_packets_out_total{kind=\"audio\"} 0",
+            "hush_sfu_dropped_packets_total{reason=\"queue_full\"} 1",
+            "hush_sfu_rooms 1",
+            "hush_sfu_room_participants{room=\"a\\\"b\"} 2",
+            "hush_sfu_forwarding_seconds_bucket{le=\"0.00025\"} 0",
+            "hush_sfu_forwarding_seconds_bucket{le=\"0.0005\"} 1",
+            "hush_sfu_forwarding_seconds_count 1",
+            "hush_sfu_nacks_received_total 0",
+            "hush_sfu_plis_sent_total 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        m.set_rooms(BTreeMap::new());
+        assert!(!m.render().contains("room=\""));
+    }
+}

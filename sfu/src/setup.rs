@@ -1,0 +1,249 @@
+//! How hush peer connections are built on webrtc-rs 0.21: codecs, the
+//! audio-level extension, interceptors, and the network settings that work
+//! on loopback. Public so that clients (and the tests) build peers that
+//! negotiate exactly what the SFU expects.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::ice::network_type::NetworkType;
+use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+
+use crate::error::Error;
+use crate::ids::MediaKind;
+use crate::metrics::Metrics;
+
+/// RFC 6464 client-to-mixer audio level header extension.
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+/// Payload type registered for Opus.
+pub const OPUS_PAYLOAD_TYPE: u8 = 111;
+/// Payload type registered for VP8.
+pub const VP8_PAYLOAD_TYPE: u8 = 96;
+
+/// The codec a track of `kind` uses: Opus 48 kHz stereo, or VP8.
+pub fn codec(kind: MediaKind) -> RTCRtpCodec {
+    match kind {
+        MediaKind::Audio => RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: vec![],
+        },
+        MediaKind::Video => RTCRtpCodec {
+            mime_type: MIME_TYPE_VP8.to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        },
+    }
+}
+
+/// Media engine and interceptors for a hush peer: Opus and VP8 only, the
+/// audio-level extension, webrtc-rs's default interceptors (NACK generator
+/// and a 1,024-packet NACK responder for video, sender/receiver reports,
+/// TWCC receiver), and a last interceptor that hands PLI/FIR to the
+/// application (`TrackLocalEvent::OnRtcpPacket` on the sending side).
+pub fn peer_media() -> Result<(MediaEngine, Registry), Error> {
+    media(None)
+}
+
+pub(crate) fn sfu_media(metrics: Arc<Metrics>) -> Result<(MediaEngine, Registry), Error> {
+    media(Some(metrics))
+}
+
+fn media(metrics: Option<Arc<Metrics>>) -> Result<(MediaEngine, Registry), Error> {
+    let mut engine = MediaEngine::default();
+    for (kind, pt, rtp_kind) in [
+        (MediaKind::Audio, OPUS_PAYLOAD_TYPE, RtpCodecKind::Audio),
+        (MediaKind::Video, VP8_PAYLOAD_TYPE, RtpCodecKind::Video),
+    ] {
+        engine
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: codec(kind),
+                    payload_type: pt,
+                },
+                rtp_kind,
+            )
+            .map_err(Error::transport)?;
+    }
+    engine
+        .register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: AUDIO_LEVEL_URI.to_owned(),
+            },
+            RtpCodecKind::Audio,
+            None,
+        )
+        .map_err(Error::transport)?;
+    let mut registry =
+        register_default_interceptors(Registry::new(), &mut engine).map_err(Error::transport)?;
+    if let Some(metrics) = metrics {
+        // Between the pacer (3_000) and the NACK responder (4_000): sees
+        // inbound NACKs before the responder acts on them and the NACKs the
+        // generator (7_000) sends on their way out.
+        registry = registry.with(
+            Slot::from(3_500),
+            RtcpCounter {
+                metrics,
+                read: VecDeque::new(),
+                write: VecDeque::new(),
+            },
+        );
+    }
+    // Application-most, so every interceptor has seen the RTCP first.
+    let registry = registry.with(
+        Slot::from(14_000),
+        KeyFrameRequestForwarder {
+            read: VecDeque::new(),
+            write: VecDeque::new(),
+        },
+    );
+    Ok((engine, registry))
+}
+
+/// Network settings for hush peers: host candidates including loopback,
+/// UDP over IPv4, mDNS off, and ICE timeouts that notice a vanished peer
+/// quickly (`disconnected` after `disconnected`, `failed` after `failed`).
+pub fn setting_engine(disconnected: Duration, failed: Duration) -> SettingEngine {
+    SettingEngineBuilder::new()
+        .with_include_loopback_candidate(true)
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .with_network_types(vec![NetworkType::Udp4])
+        .with_ice_timeouts(
+            Some(disconnected),
+            Some(failed),
+            Some(Duration::from_millis(500)),
+        )
+        .build()
+}
+
+/// Whether an RTCP packet asks for a key frame.
+pub(crate) fn is_key_frame_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+/// Marks inbound PLI/FIR for delivery to the application and drops every
+/// other inbound RTCP packet here (the interceptors below have acted on it).
+struct KeyFrameRequestForwarder {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyFrameRequestForwarder {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+                .iter()
+                .filter(|p| is_key_frame_request(p.as_ref()))
+                .cloned()
+                .collect();
+            if requests.is_empty() {
+                return Ok(());
+            }
+            msg.message.packet = Packet::Rtcp(requests);
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for KeyFrameRequestForwarder {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// Counts NACKs in both directions for the metrics; passes everything on.
+struct RtcpCounter {
+    metrics: Arc<Metrics>,
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+fn count_nacks(msg: &TaggedPacket) -> usize {
+    match &msg.message.packet {
+        Packet::Rtcp(packets) => packets
+            .iter()
+            .filter(|p| p.as_any().is::<TransportLayerNack>())
+            .count(),
+        _ => 0,
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpCounter {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        for _ in 0..count_nacks(&msg) {
+            self.metrics.nack_received();
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        for _ in 0..count_nacks(&msg) {
+            self.metrics.nack_sent();
+        }
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for RtcpCounter {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}

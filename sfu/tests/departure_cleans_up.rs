@@ -1,0 +1,99 @@
+//! A peer that vanishes: the others see its tracks end, nothing leaks, and
+//! a room that empties is gone from the metrics.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use hush_sfu::{CloseReason, ParticipantId, RoomId, Sfu, SfuConfig, SfuEvent};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abrupt_departure_ends_tracks_and_empty_room_leaves_metrics() {
+    let config = SfuConfig {
+        ice_disconnected_timeout: Duration::from_secs(1),
+        ice_failed_timeout: Duration::from_secs(2),
+        ..SfuConfig::default()
+    };
+    let sfu = Sfu::new(config).unwrap();
+    let a = Client::join(&sfu, "room", "a", AV, None).await;
+    let b = Client::join(&sfu, "room", "b", AV, None).await;
+    let c = Client::join(&sfu, "room", "c", AV, None).await;
+    let clients = [(&a, 0u8, 0u8), (&b, 0, 1), (&c, 0, 2)];
+    let mut n = 0;
+    while !clients
+        .iter()
+        .all(|(x, _, _)| x.announced().len() == 4 && x.received().len() > 20)
+    {
+        assert!(n < 1500, "forwarding never started");
+        send_rounds(&clients, n, 5, Duration::from_millis(20)).await;
+        n += 5;
+    }
+    assert_eq!(sfu.metrics().peer_connections(), 3);
+    let tasks_with_three = sfu.metrics().tasks();
+
+    // c vanishes: its connection closes without a word to signaling.
+    c.pc.close().await.unwrap();
+    for x in [&a, &b] {
+        wait_until("c's tracks removed", || {
+            x.events()
+                .iter()
+                .filter(
+                    |e| matches!(e, SfuEvent::TrackRemoved { publisher, .. } if publisher.0 == "c"),
+                )
+                .count()
+                == 2
+        })
+        .await;
+    }
+    wait_until("c's connection released", || {
+        sfu.metrics().peer_connections() == 2
+    })
+    .await;
+    assert_eq!(sfu.metrics().subscriptions(), 4);
+    let text = sfu.metrics().render();
+    assert!(
+        text.contains("hush_sfu_room_participants{room=\"room\"} 2"),
+        "{text}"
+    );
+    assert!(sfu.metrics().tasks() < tasks_with_three);
+    // c's own signaling was told why.
+    let told = c.events();
+    assert!(
+        told.iter().any(|e| matches!(
+            e,
+            SfuEvent::Closed {
+                reason: CloseReason::ConnectionClosed | CloseReason::ConnectionFailed
+            }
+        )),
+        "{told:?}"
+    );
+    // a and b still hear each other.
+    let before = a.received().len();
+    send_rounds(&[(&a, 0, 0), (&b, 0, 1)], n, 10, Duration::from_millis(20)).await;
+    wait_until("a still receives b", || a.received().len() >= before + 10).await;
+
+    // Both leave cleanly: the room is gone and nothing is left running.
+    let room = RoomId::from("room");
+    sfu.remove_participant(&room, &ParticipantId::from("a"))
+        .await
+        .unwrap();
+    sfu.remove_participant(&room, &ParticipantId::from("b"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        sfu.remove_participant(&room, &ParticipantId::from("b"))
+            .await,
+        Err(hush_sfu::Error::UnknownParticipant { .. })
+    ));
+    wait_until("every connection and task gone", || {
+        sfu.metrics().peer_connections() == 0 && sfu.metrics().tasks() == 0
+    })
+    .await;
+    let text = sfu.metrics().render();
+    assert!(text.contains("hush_sfu_rooms 0"), "{text}");
+    assert!(!text.contains("room=\"room\""), "{text}");
+    assert_eq!(sfu.metrics().subscriptions(), 0);
+    sfu.shutdown().await;
+}
