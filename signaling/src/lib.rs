@@ -33,6 +33,7 @@
 
 #![forbid(unsafe_code)]
 
+mod embedded;
 mod error;
 mod limits;
 pub mod media;
@@ -42,6 +43,7 @@ mod room;
 mod server;
 mod token;
 
+pub use embedded::EmbeddedSfu;
 pub use error::Error;
 pub use limits::{Limits, RateLimiter, RateVerdict};
 pub use media::{MediaEvent, MediaRouter, MediaSink, NoMedia, SinkClosed};

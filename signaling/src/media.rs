@@ -52,6 +52,11 @@ pub enum MediaEvent {
         /// The speaker, if any.
         participant: Option<ParticipantId>,
     },
+    /// The SFU refused a request or lost the connection.
+    Failed {
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl MediaEvent {
@@ -78,6 +83,7 @@ impl MediaEvent {
                 stream_id,
             },
             Self::ActiveSpeaker { participant } => ServerMessage::ActiveSpeaker { participant },
+            Self::Failed { message } => ServerMessage::error(crate::protocol::ErrorCode::MediaFailed, message),
         }
     }
 }
@@ -129,6 +135,11 @@ pub trait MediaRouter: Send + Sync + 'static {
 
     /// The participant left or was disconnected; forget it.
     fn remove_participant(&self, id: ParticipantId);
+
+    /// Prometheus text the router adds to the server's `/metrics`.
+    fn metrics_text(&self) -> String {
+        String::new()
+    }
 }
 
 /// The router of a server without an SFU: joins succeed, media requests are

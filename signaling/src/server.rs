@@ -207,7 +207,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     };
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        shared.metrics.render(rooms, participants),
+        shared.metrics.render(rooms, participants) + &shared.router.metrics_text(),
     )
 }
 

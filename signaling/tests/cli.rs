@@ -227,8 +227,11 @@ async fn help_documents_every_flag() {
         "--join-timeout",
         "--idle-timeout",
         "--send-queue",
+        "--capture",
+        "--rtc-ip",
+        "--no-media",
         "token",
-        "media is not available",
+        "embedded sfu",
     ] {
         assert!(
             text.to_lowercase().contains(&flag.to_lowercase()),

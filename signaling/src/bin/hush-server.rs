@@ -18,8 +18,9 @@ use tracing_subscriber::EnvFilter;
 /// The hush signaling server: rooms, join tokens and end-to-end envelope relay
 /// over WebSocket (`/v1/ws`), with `/healthz` and `/metrics`.
 ///
-/// Media is not available yet: this build has no SFU, so SDP offers are
-/// refused with `media_unavailable`. Logging: RUST_LOG (default `info`).
+/// Media goes through the embedded SFU (forwarding-only: it sees SFrame
+/// ciphertext, never media); `--no-media` runs without it, refusing SDP
+/// offers with `media_unavailable`. Logging: RUST_LOG (default `info`).
 #[derive(Debug, Parser)]
 #[command(name = "hush-server", version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -87,6 +88,15 @@ struct ServeArgs {
     /// Messages queued for one client before it is disconnected as too slow.
     #[arg(long, env = "HUSH_SEND_QUEUE", default_value_t = Limits::default().send_queue)]
     send_queue: usize,
+    /// Write every RTP payload the embedded SFU forwards to FILE (ciphertext audit; format in hush-sfu's docs).
+    #[arg(long, env = "HUSH_CAPTURE", value_name = "FILE")]
+    capture: Option<std::path::PathBuf>,
+    /// IP address the embedded SFU gathers media candidates on.
+    #[arg(long, env = "HUSH_RTC_IP", default_value = "127.0.0.1")]
+    rtc_ip: std::net::IpAddr,
+    /// Run without the embedded SFU: rooms and e2ee envelopes only, no media.
+    #[arg(long)]
+    no_media: bool,
 }
 
 #[derive(Debug, Args)]
@@ -195,13 +205,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits: args.limits(),
         secret,
     };
-    let server = Server::bind(args.listen, config, Arc::new(NoMedia))
+    let (router, media): (Arc<dyn hush_signaling::MediaRouter>, String) = if args.no_media {
+        (Arc::new(NoMedia), "not available (--no-media)".into())
+    } else {
+        let sfu = hush_sfu::Sfu::new(hush_sfu::SfuConfig {
+            udp_addrs: vec![std::net::SocketAddr::new(args.rtc_ip, 0)],
+            capture: args.capture.clone(),
+            ..Default::default()
+        })
+        .context("starting the embedded SFU")?;
+        let what = match &args.capture {
+            Some(f) => format!("embedded SFU on {}, capturing to {}", args.rtc_ip, f.display()),
+            None => format!("embedded SFU on {}", args.rtc_ip),
+        };
+        (Arc::new(hush_signaling::EmbeddedSfu::new(sfu)), what)
+    };
+    let server = Server::bind(args.listen, config, router)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = server.local_addr()?;
-    println!(
-        "hush-server listening on http://{addr} (WebSocket ws://{addr}/v1/ws); media: not available (no SFU yet)"
-    );
+    println!("hush-server listening on http://{addr} (WebSocket ws://{addr}/v1/ws); media: {media}");
     run_until(server, shutdown_signal()).await?;
     println!("hush-server stopped");
     Ok(())
