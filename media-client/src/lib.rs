@@ -10,6 +10,7 @@
 pub mod audio;
 pub mod call;
 pub mod frame;
+pub mod local;
 pub mod participant;
 pub mod session;
 pub mod signal;

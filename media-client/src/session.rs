@@ -306,6 +306,34 @@ impl Session {
                     "server closing the connection: {reason:?}"
                 )));
             }
+            ServerMessage::SdpAnswer { sdp } => events.push(CallEvent::SdpAnswer(sdp)),
+            ServerMessage::SdpOffer { sdp } => events.push(CallEvent::SdpOffer(sdp)),
+            ServerMessage::IceCandidate { candidate } => {
+                events.push(CallEvent::IceCandidate(candidate))
+            }
+            ServerMessage::TrackAdded {
+                publisher,
+                kind,
+                stream_id,
+            } => {
+                events.push(CallEvent::TrackAdded {
+                    publisher,
+                    kind,
+                    stream_id,
+                });
+            }
+            ServerMessage::TrackRemoved {
+                publisher,
+                stream_id,
+            } => {
+                events.push(CallEvent::TrackRemoved {
+                    publisher,
+                    stream_id,
+                });
+            }
+            ServerMessage::ActiveSpeaker { participant } => {
+                events.push(CallEvent::ActiveSpeaker(participant));
+            }
             _ => {}
         }
         events

@@ -8,24 +8,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hush_signaling::IceCandidate;
-use rtc::ice::mdns::MulticastDnsMode;
-use rtc::ice::network_type::NetworkType;
-use rtc::interceptor::Registry;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
-};
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
 use rtc::rtp::packetizer::Depacketizer;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_local::TrackLocal;
@@ -39,12 +30,7 @@ use webrtc::peer_connection::{
 use crate::Error;
 use crate::frame::Codec;
 
-/// RFC 6464 audio level header extension (the SFU's speaker detection reads it).
-pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
-/// Opus payload type.
-pub const OPUS_PAYLOAD_TYPE: u8 = 111;
-/// VP8 payload type.
-pub const VP8_PAYLOAD_TYPE: u8 = 96;
+pub use hush_sfu::setup::{AUDIO_LEVEL_URI, OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE};
 
 /// What the connection reports.
 #[derive(Debug)]
@@ -75,53 +61,11 @@ pub enum TransportEvent {
 }
 
 fn codec(kind: RtpCodecKind) -> RTCRtpCodec {
-    if kind == RtpCodecKind::Audio {
-        RTCRtpCodec {
-            mime_type: MIME_TYPE_OPUS.to_owned(),
-            clock_rate: 48_000,
-            channels: 2,
-            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-            rtcp_feedback: vec![],
-        }
+    hush_sfu::setup::codec(if kind == RtpCodecKind::Audio {
+        hush_sfu::MediaKind::Audio
     } else {
-        RTCRtpCodec {
-            mime_type: MIME_TYPE_VP8.to_owned(),
-            clock_rate: 90_000,
-            channels: 0,
-            sdp_fmtp_line: String::new(),
-            rtcp_feedback: vec![],
-        }
-    }
-}
-
-fn media_engine() -> Result<(MediaEngine, Registry), Error> {
-    let mut engine = MediaEngine::default();
-    for (kind, pt) in [
-        (RtpCodecKind::Audio, OPUS_PAYLOAD_TYPE),
-        (RtpCodecKind::Video, VP8_PAYLOAD_TYPE),
-    ] {
-        engine
-            .register_codec(
-                RTCRtpCodecParameters {
-                    rtp_codec: codec(kind),
-                    payload_type: pt,
-                },
-                kind,
-            )
-            .map_err(transport)?;
-    }
-    engine
-        .register_header_extension(
-            RTCRtpHeaderExtensionCapability {
-                uri: AUDIO_LEVEL_URI.to_owned(),
-            },
-            RtpCodecKind::Audio,
-            None,
-        )
-        .map_err(transport)?;
-    let registry =
-        register_default_interceptors(Registry::new(), &mut engine).map_err(transport)?;
-    Ok((engine, registry))
+        hush_sfu::MediaKind::Video
+    })
 }
 
 fn transport(e: impl std::fmt::Display) -> Error {
@@ -282,17 +226,10 @@ impl Transport {
     pub async fn new(with_video: bool) -> Result<(Self, mpsc::Receiver<TransportEvent>), Error> {
         let (events_tx, events) = mpsc::channel(4096);
         let (gathered_tx, gathered) = watch::channel(false);
-        let (engine, registry) = media_engine()?;
-        let settings = SettingEngineBuilder::new()
-            .with_include_loopback_candidate(true)
-            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-            .with_network_types(vec![NetworkType::Udp4])
-            .with_ice_timeouts(
-                Some(Duration::from_secs(3)),
-                Some(Duration::from_secs(6)),
-                Some(Duration::from_millis(500)),
-            )
-            .build();
+        // The same codecs, extension and interceptors as the SFU's peers.
+        let (engine, registry) = hush_sfu::setup::peer_media().map_err(transport)?;
+        let settings =
+            hush_sfu::setup::setting_engine(Duration::from_secs(3), Duration::from_secs(6));
         let pc = PeerConnectionBuilder::new()
             .with_media_engine(engine)
             .with_interceptor_registry(registry)

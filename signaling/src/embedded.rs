@@ -34,7 +34,10 @@ impl core::fmt::Debug for EmbeddedSfu {
 impl EmbeddedSfu {
     /// Wraps an SFU created on the current Tokio runtime.
     pub fn new(sfu: Sfu) -> Self {
-        Self { sfu, participants: Mutex::new(HashMap::new()) }
+        Self {
+            sfu,
+            participants: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The SFU, e.g. for shutdown.
@@ -42,7 +45,9 @@ impl EmbeddedSfu {
         &self.sfu
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, mpsc::UnboundedSender<Request>>> {
+    fn table(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, mpsc::UnboundedSender<Request>>> {
         self.participants.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -64,7 +69,9 @@ fn signaling_id(id: &hush_sfu::ParticipantId) -> Option<ParticipantId> {
 }
 
 fn failed(message: impl Into<String>) -> MediaEvent {
-    MediaEvent::Failed { message: message.into() }
+    MediaEvent::Failed {
+        message: message.into(),
+    }
 }
 
 /// Translates one SFU event for the participant's connection.
@@ -76,7 +83,12 @@ fn translate(event: SfuEvent) -> Option<MediaEvent> {
             sdp_mid: candidate.sdp_mid,
             sdp_m_line_index: candidate.sdp_mline_index,
         }),
-        SfuEvent::TrackAdded { publisher, kind, stream_id, .. } => MediaEvent::TrackAdded {
+        SfuEvent::TrackAdded {
+            publisher,
+            kind,
+            stream_id,
+            ..
+        } => MediaEvent::TrackAdded {
             publisher: signaling_id(&publisher)?,
             kind: match kind {
                 hush_sfu::MediaKind::Audio => MediaKind::Audio,
@@ -84,10 +96,17 @@ fn translate(event: SfuEvent) -> Option<MediaEvent> {
             },
             stream_id,
         },
-        SfuEvent::TrackRemoved { publisher, track_id, .. } => {
+        SfuEvent::TrackRemoved {
+            publisher,
+            track_id,
+            ..
+        } => {
             // The SFU names forwarded streams by publisher; the track id starts with it.
             let stream_id = track_id.split('-').next().unwrap_or_default().to_owned();
-            MediaEvent::TrackRemoved { publisher: signaling_id(&publisher)?, stream_id }
+            MediaEvent::TrackRemoved {
+                publisher: signaling_id(&publisher)?,
+                stream_id,
+            }
         }
         SfuEvent::ActiveSpeaker { participant } => MediaEvent::ActiveSpeaker {
             participant: participant.as_ref().and_then(signaling_id),
@@ -98,7 +117,12 @@ fn translate(event: SfuEvent) -> Option<MediaEvent> {
 }
 
 impl MediaRouter for EmbeddedSfu {
-    fn add_participant(&self, room: &RoomId, id: ParticipantId, sink: MediaSink) -> Result<(), Error> {
+    fn add_participant(
+        &self,
+        room: &RoomId,
+        id: ParticipantId,
+        sink: MediaSink,
+    ) -> Result<(), Error> {
         let (tx, mut requests) = mpsc::unbounded_channel();
         self.table().insert(id, tx);
         let sfu = self.sfu.clone();

@@ -83,7 +83,9 @@ impl MediaEvent {
                 stream_id,
             },
             Self::ActiveSpeaker { participant } => ServerMessage::ActiveSpeaker { participant },
-            Self::Failed { message } => ServerMessage::error(crate::protocol::ErrorCode::MediaFailed, message),
+            Self::Failed { message } => {
+                ServerMessage::error(crate::protocol::ErrorCode::MediaFailed, message)
+            }
         }
     }
 }

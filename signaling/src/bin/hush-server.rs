@@ -215,7 +215,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })
         .context("starting the embedded SFU")?;
         let what = match &args.capture {
-            Some(f) => format!("embedded SFU on {}, capturing to {}", args.rtc_ip, f.display()),
+            Some(f) => format!(
+                "embedded SFU on {}, capturing to {}",
+                args.rtc_ip,
+                f.display()
+            ),
             None => format!("embedded SFU on {}", args.rtc_ip),
         };
         (Arc::new(hush_signaling::EmbeddedSfu::new(sfu)), what)
@@ -224,7 +228,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = server.local_addr()?;
-    println!("hush-server listening on http://{addr} (WebSocket ws://{addr}/v1/ws); media: {media}");
+    println!(
+        "hush-server listening on http://{addr} (WebSocket ws://{addr}/v1/ws); media: {media}"
+    );
     run_until(server, shutdown_signal()).await?;
     println!("hush-server stopped");
     Ok(())

@@ -1,0 +1,92 @@
+//! A `hush-server` with its embedded SFU running inside this process on an
+//! ephemeral loopback port: what `hush demo` and the end-to-end tests call.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hush_signaling::{
+    DisplayName, EmbeddedSfu, JoinToken, Limits, RoomId, Server, ServerConfig, ServerHandle,
+    ServerSecret,
+};
+
+use crate::Error;
+
+/// A running local server.
+pub struct LocalServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its handle (room counts, shutdown).
+    pub handle: ServerHandle,
+    secret: ServerSecret,
+    sfu: hush_sfu::Sfu,
+}
+
+impl core::fmt::Debug for LocalServer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "LocalServer({})", self.addr)
+    }
+}
+
+impl LocalServer {
+    /// Starts the server on 127.0.0.1 with a random secret; with `capture`,
+    /// the SFU writes every forwarded payload there.
+    pub async fn start(capture: Option<PathBuf>) -> Result<Self, Error> {
+        let (secret, _) =
+            ServerSecret::generate_development().map_err(|e| Error::Signaling(e.to_string()))?;
+        let sfu = hush_sfu::Sfu::new(hush_sfu::SfuConfig {
+            capture,
+            ..Default::default()
+        })
+        .map_err(|e| Error::Transport(e.to_string()))?;
+        let router = Arc::new(EmbeddedSfu::new(sfu.clone()));
+        let config = ServerConfig {
+            limits: Limits::default(),
+            secret: secret.clone(),
+        };
+        let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config, router)
+            .await
+            .map_err(|e| Error::Signaling(e.to_string()))?;
+        let addr = server
+            .local_addr()
+            .map_err(|e| Error::Signaling(e.to_string()))?;
+        let handle = server.handle();
+        tokio::spawn(server.run());
+        Ok(Self {
+            addr,
+            handle,
+            secret,
+            sfu,
+        })
+    }
+
+    /// The WebSocket URL clients join at.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// A token for `name` in `room`, valid for an hour.
+    pub fn token(&self, room: &str, name: &str) -> Result<String, Error> {
+        let room: RoomId = room.parse().map_err(|_| Error::Invalid("room id"))?;
+        let name: DisplayName = name.parse().map_err(|_| Error::Invalid("display name"))?;
+        let expiry = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default()
+            + 3600;
+        Ok(JoinToken::mint(&self.secret, &room, &name, expiry)
+            .as_str()
+            .to_owned())
+    }
+
+    /// The SFU's metrics in Prometheus text.
+    pub fn sfu_metrics(&self) -> String {
+        self.sfu.metrics().render()
+    }
+
+    /// Stops the server and the SFU.
+    pub async fn stop(self) {
+        self.handle.shutdown();
+        self.sfu.shutdown().await;
+    }
+}
