@@ -223,6 +223,28 @@ pub fn tone_snr_db(pcm: &[i16], hz: f64) -> f64 {
     10.0 * (signal / noise).log10()
 }
 
+/// The dominant frequency (Hz) of a tone, from upward zero crossings with
+/// a little hysteresis; `None` for silence.
+pub fn dominant_frequency(pcm: &[i16]) -> Option<f64> {
+    let threshold = 200;
+    let (mut armed, mut crossings, mut first, mut last) = (false, 0u32, None, 0usize);
+    for (i, &s) in pcm.iter().enumerate() {
+        if s < -threshold {
+            armed = true;
+        } else if armed && s > threshold {
+            armed = false;
+            crossings += 1;
+            first.get_or_insert(i);
+            last = i;
+        }
+    }
+    let first = first?;
+    if crossings < 3 || last <= first {
+        return None;
+    }
+    Some(f64::from(crossings - 1) * f64::from(SAMPLE_RATE) / (last - first) as f64)
+}
+
 /// Writes decoded audio as a 48 kHz mono 16-bit WAV file.
 pub struct WavSink(hound::WavWriter<std::io::BufWriter<std::fs::File>>, String);
 
@@ -288,6 +310,8 @@ mod tests {
         // Skip the codec's start-up; the rest is a clean 440 Hz tone.
         let snr = tone_snr_db(&out[FRAME_SAMPLES * 10..], 440.0);
         assert!(snr > 15.0, "snr {snr:.1} dB");
+        let hz = dominant_frequency(&out[FRAME_SAMPLES * 10..]).expect("a tone");
+        assert!((hz - 440.0).abs() < 2.0, "{hz}");
         // The wrong frequency does not fit.
         assert!(tone_snr_db(&out[FRAME_SAMPLES * 10..], 1000.0) < 0.0);
     }

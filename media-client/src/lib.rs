@@ -9,6 +9,7 @@
 
 pub mod audio;
 pub mod call;
+pub mod demo;
 pub mod frame;
 pub mod local;
 pub mod participant;

@@ -354,6 +354,11 @@ async fn run(
                 }
                 Some(CallEvent::PeerLeft(p)) => observe(&spec, Observed::PeerLeft { name: p.name }),
                 Some(CallEvent::Frame { from, codec, frame }) => decrypted.push((from, codec, frame)),
+                Some(CallEvent::ServerError(w)) if report.id.is_none() => {
+                    // Refused before joining (bad token, full room): the call cannot go on.
+                    transport.close().await;
+                    return Err(Error::Signaling(format!("join refused: {w}")));
+                }
                 Some(CallEvent::Warning(w) | CallEvent::ServerError(w)) => {
                     observe(&spec, Observed::Warning(w.clone()));
                     report.warnings.push(w);

@@ -1,0 +1,102 @@
+//! The `hush` command as a user runs it.
+
+use std::process::Command;
+
+fn hush() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hush"))
+}
+
+#[test]
+fn hush_demo_runs_a_real_call_and_exits_zero() {
+    let out = hush()
+        .args(["demo", "--seconds", "4"])
+        .output()
+        .expect("run hush demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "hush demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("0 of "), "{stdout}");
+    assert!(
+        stdout.contains("plaintext frames visible to the SFU"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("the call worked"), "{stdout}");
+}
+
+#[test]
+fn wrong_token_is_refused() {
+    // A real server with its SFU, run through its own binary is heavier;
+    // the demo's in-process server is the same code, so start one here.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = rt
+        .block_on(hush_client::local::LocalServer::start(None))
+        .expect("server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = server.token("room", "ann").expect("token");
+    for (token, code) in [
+        ("not-a-token", "token_malformed"),
+        (good.as_str(), "token_wrong_room"),
+    ] {
+        let room = if token == good { "other" } else { "room" };
+        let out = hush()
+            .args([
+                "call",
+                "--server",
+                &server.url(),
+                "--room",
+                room,
+                "--name",
+                "ann",
+                "--token",
+                token,
+                "--seconds",
+                "10",
+            ])
+            .arg("--config-dir")
+            .arg(dir.path())
+            .output()
+            .expect("run hush call");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a bad token was accepted");
+        assert!(stderr.contains(code), "expected {code} in:\n{stderr}");
+    }
+    rt.block_on(server.stop());
+}
+
+#[test]
+fn identity_new_and_show() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("id.pem");
+    let out = hush()
+        .args(["identity", "new", "--identity"])
+        .arg(&path)
+        .output()
+        .expect("new");
+    assert!(out.status.success());
+    let created = String::from_utf8_lossy(&out.stdout).to_string();
+    let out = hush()
+        .args(["identity", "show", "--identity"])
+        .arg(&path)
+        .output()
+        .expect("show");
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    let fp = shown
+        .split_whitespace()
+        .nth(1)
+        .expect("fingerprint")
+        .to_owned();
+    assert!(created.contains(&fp), "{created} / {shown}");
+    // Refuses to overwrite.
+    assert!(
+        !hush()
+            .args(["identity", "new", "--identity"])
+            .arg(&path)
+            .output()
+            .expect("new")
+            .status
+            .success()
+    );
+}
