@@ -192,6 +192,10 @@ impl Recorders {
 
     fn video(&mut self, from: SigId, name: &str, frame: &[u8], pts: u64) -> Result<(), Error> {
         let Some(dir) = &self.dir else { return Ok(()) };
+        // A recording starts at a key frame, so every player can decode it from the start.
+        if !self.ivf.contains_key(&from) && !crate::frame::is_vp8_key_frame(frame) {
+            return Ok(());
+        }
         let writer = match self.ivf.entry(from) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => v.insert(IvfWriter::create(
