@@ -75,6 +75,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<DemoOutcome, Error> {
             record: None,
             e2ee: hush_e2ee::Config::default(),
             keep_plaintext: true,
+            keep_keys: false,
             observer: None,
         })
     };

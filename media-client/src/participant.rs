@@ -42,6 +42,8 @@ pub struct ParticipantSpec {
     pub e2ee: hush_e2ee::Config,
     /// Keep every plaintext frame sent, for the ciphertext audit.
     pub keep_plaintext: bool,
+    /// Keep every key event (tests that play a removed member).
+    pub keep_keys: bool,
     /// Where to report members arriving and leaving, for a live display.
     pub observer: Option<tokio::sync::mpsc::UnboundedSender<Observed>>,
 }
@@ -108,6 +110,8 @@ pub struct ParticipantReport {
     pub warnings: Vec<String>,
     /// Frames that arrived on a stream no `track_added` named.
     pub unattributed_frames: u64,
+    /// Every key event, when asked to keep them.
+    pub key_log: Vec<hush_e2ee::KeyEvent>,
 }
 
 /// A running participant.
@@ -132,6 +136,9 @@ impl Participant {
         let (transport, t_events) = Transport::new(spec.video.is_some()).await?;
         let offer = transport.offer().await?;
         call.send(ClientMessage::SdpOffer { sdp: offer }).await?;
+        if spec.keep_keys {
+            call.session().keep_key_log();
+        }
         let session = call.session_handle();
         let task = tokio::spawn(run(
             spec,
@@ -412,6 +419,7 @@ async fn run(
     {
         let s = call.session();
         report.stats = s.stats().clone();
+        report.key_log = s.key_log().to_vec();
         for peer in s.peers() {
             let r = report.remotes.entry(peer.id).or_default();
             r.name = peer.name.clone();

@@ -132,6 +132,7 @@ pub struct Session {
     by_e2ee: HashMap<hush_e2ee::ParticipantId, SigId>,
     held: VecDeque<Held>,
     stats: Stats,
+    key_log: Option<Vec<hush_e2ee::KeyEvent>>,
 }
 
 impl core::fmt::Debug for Session {
@@ -178,8 +179,21 @@ impl Session {
             by_e2ee: HashMap::new(),
             held: VecDeque::new(),
             stats: Stats::default(),
+            key_log: None,
         };
         Ok((session, join))
+    }
+
+    /// Starts keeping every key event (for tests that play a removed
+    /// member trying every key it ever held). Off by default: keys are
+    /// otherwise only in the SFrame contexts.
+    pub fn keep_key_log(&mut self) {
+        self.key_log.get_or_insert_with(Vec::new);
+    }
+
+    /// The key events kept since [`Session::keep_key_log`].
+    pub fn key_log(&self) -> &[hush_e2ee::KeyEvent] {
+        self.key_log.as_deref().unwrap_or(&[])
     }
 
     /// Our signaling id, once joined.
@@ -472,6 +486,9 @@ impl Session {
                 },
                 Output::Key(k) => {
                     installed |= matches!(k, hush_e2ee::KeyEvent::InstallReceiveKey { .. });
+                    if let Some(log) = self.key_log.as_mut() {
+                        log.push(k.clone());
+                    }
                     if let Err(e) = self.crypto.apply(&k) {
                         events.push(CallEvent::Warning(format!("key event failed: {e}")));
                     }

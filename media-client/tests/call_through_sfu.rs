@@ -22,6 +22,7 @@ fn spec(server: &LocalServer, name: &str, hz: f64) -> ParticipantSpec {
         record: None,
         e2ee: hush_e2ee::Config::default(),
         keep_plaintext: false,
+        keep_keys: false,
         observer: None,
     }
 }

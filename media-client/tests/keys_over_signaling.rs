@@ -159,6 +159,44 @@ async fn members_read_each_other_after_key_agreement_over_the_real_server() {
     let c = members.pop().expect("c");
     let mut b = members.pop().expect("b");
     let a = members.pop().expect("a");
+    // A relay that flips a bit or forges a frame: counted, never decoded, and the call goes on.
+    let mut tampered = a
+        .call
+        .session()
+        .seal(Codec::Opus, b"genuine")
+        .expect("seal");
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    // A forgery under ann's real (visible) KID and a fresh counter, with made-up ciphertext.
+    let genuine = a
+        .call
+        .session()
+        .seal(Codec::Opus, b"template")
+        .expect("seal");
+    let (header, _) = hush_sframe::Header::parse(&genuine).expect("header");
+    let mut forged =
+        hush_sframe::Header::new(header.kid, hush_sframe::Counter(header.ctr.0 + 1000))
+            .encode()
+            .as_bytes()
+            .to_vec();
+    forged.extend_from_slice(&[0x42; 40]);
+    for bad in [&tampered[..], &forged[..]] {
+        let out = b
+            .call
+            .session()
+            .receive_frame(a.id, Codec::Opus, bad, hush_client::call::now());
+        assert!(
+            !out.iter().any(|e| matches!(e, CallEvent::Frame { .. })),
+            "a bad frame was decoded"
+        );
+    }
+    let failed = b.call.session().stats().failed.clone();
+    assert_eq!(failed.get("authentication"), Some(&2), "{failed:?}");
+    assert_eq!(
+        deliver(&a, &mut b, b"still fine").await.as_deref(),
+        Ok(&b"still fine"[..])
+    );
+
     // Safety numbers agree on both ends.
     let ab = a.call.session().safety_number(b.id).expect("b known");
     let ba = b.call.session().safety_number(a.id).expect("a known");

@@ -251,6 +251,7 @@ async fn call(args: CallArgs) -> Result<()> {
         record: args.record.clone(),
         e2ee: hush_e2ee::Config::default(),
         keep_plaintext: false,
+        keep_keys: false,
         observer: Some(observer),
     };
     let participant = Participant::start(spec, identity).await?;

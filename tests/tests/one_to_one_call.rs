@@ -1,0 +1,58 @@
+//! Two clients, a 440 Hz sine each way for 5 s: each decodes the other's
+//! audio at 440 ± 5 Hz, and at least 95 % of the frames sent while both
+//! were connected are decoded.
+
+use std::time::Duration;
+
+use hush_client::local::LocalServer;
+use hush_tests::{heard, heard_hz, join, spec, until_decrypted};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_to_one_call() {
+    let server = LocalServer::start(None).await.expect("server");
+    let a = join(spec(&server, "one", "ann", 440.0)).await;
+    let b = join(spec(&server, "one", "bob", 440.0)).await;
+    until_decrypted(&a, 5).await;
+    until_decrypted(&b, 5).await;
+    let (a0, b0) = (a.stats(), b.stats());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (a1, b1) = (a.stats(), b.stats());
+    let ra = a.stop().await.expect("ann");
+    let rb = b.stop().await.expect("bob");
+    for (who, sent, decoded) in [
+        (
+            "bob from ann",
+            a1.sent - a0.sent,
+            b1.decrypted - b0.decrypted,
+        ),
+        (
+            "ann from bob",
+            b1.sent - b0.sent,
+            a1.decrypted - a0.decrypted,
+        ),
+    ] {
+        assert!(sent >= 200, "{who}: only {sent} frames sent in 5 s");
+        let ratio = decoded as f64 / sent as f64;
+        eprintln!(
+            "{who}: {decoded} of {sent} frames decoded ({:.1} %)",
+            ratio * 100.0
+        );
+        assert!(ratio >= 0.95, "{who}: {decoded} of {sent}");
+    }
+    for (r, other) in [(&ra, "bob"), (&rb, "ann")] {
+        let remote = heard(r, other).expect("heard the other");
+        let hz = heard_hz(remote).expect("a tone");
+        assert!(
+            (hz - 440.0).abs() <= 5.0,
+            "{} hears {other} at {hz} Hz",
+            r.name
+        );
+        assert_eq!(
+            r.stats.failed.values().sum::<u64>(),
+            0,
+            "{:?}",
+            r.stats.failed
+        );
+    }
+    server.stop().await;
+}
