@@ -227,3 +227,20 @@ fn debug_output_never_shows_a_token_or_opaque_bytes() {
     assert!(!debug.contains("v1."), "{debug}");
     assert!(!debug.contains("aHVza"), "{debug}");
 }
+
+#[test]
+fn every_message_type_is_specified_in_the_protocol_document() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/PROTOCOL.md"))
+            .expect("docs/PROTOCOL.md");
+    for t in CLIENT_TYPES.iter().chain(SERVER_TYPES.iter()) {
+        assert!(
+            doc.contains(&format!("| `{t}` |")),
+            "docs/PROTOCOL.md has no table row for `{t}`"
+        );
+    }
+    assert!(
+        doc.contains("signaling/tests/wire/"),
+        "the document links to the wire examples"
+    );
+}
