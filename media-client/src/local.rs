@@ -32,13 +32,18 @@ impl LocalServer {
     /// Starts the server on 127.0.0.1 with a random secret; with `capture`,
     /// the SFU writes every forwarded payload there.
     pub async fn start(capture: Option<PathBuf>) -> Result<Self, Error> {
-        let (secret, _) =
-            ServerSecret::generate_development().map_err(|e| Error::Signaling(e.to_string()))?;
-        let sfu = hush_sfu::Sfu::new(hush_sfu::SfuConfig {
+        Self::start_with(hush_sfu::SfuConfig {
             capture,
             ..Default::default()
         })
-        .map_err(|e| Error::Transport(e.to_string()))?;
+        .await
+    }
+
+    /// Starts the server with this SFU configuration (tests use its hooks).
+    pub async fn start_with(sfu_config: hush_sfu::SfuConfig) -> Result<Self, Error> {
+        let (secret, _) =
+            ServerSecret::generate_development().map_err(|e| Error::Signaling(e.to_string()))?;
+        let sfu = hush_sfu::Sfu::new(sfu_config).map_err(|e| Error::Transport(e.to_string()))?;
         let router = Arc::new(EmbeddedSfu::new(sfu.clone()));
         let config = ServerConfig {
             limits: Limits::default(),

@@ -97,4 +97,4 @@ pub use error::Error;
 pub use ids::{MediaKind, ParticipantId, RoomId, TrackId, TrackKey};
 pub use metrics::Metrics;
 pub use routing::{Decision, Router, RoutingConfig, SpeakerConfig};
-pub use sfu::{CloseReason, IceCandidate, ParticipantEvents, Sfu, SfuConfig, SfuEvent};
+pub use sfu::{CloseReason, IceCandidate, ParticipantEvents, Sfu, SfuConfig, SfuEvent, TamperHook};

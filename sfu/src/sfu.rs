@@ -48,6 +48,18 @@ use crate::metrics::{DropReason, Metrics};
 use crate::routing::{AudioLevel, Decision, Router, RoutingConfig};
 use crate::setup::{self, AUDIO_LEVEL_URI};
 
+/// A test hook that may replace a forwarded payload before it reaches any
+/// subscriber: a tampering (or forging) SFU, for tests that check clients
+/// detect it. Returns `Some(bytes)` to substitute. Never set it in production.
+#[derive(Clone)]
+pub struct TamperHook(pub Arc<dyn Fn(MediaKind, &[u8]) -> Option<Vec<u8>> + Send + Sync>);
+
+impl std::fmt::Debug for TamperHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TamperHook")
+    }
+}
+
 /// How the SFU runs.
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
@@ -64,6 +76,8 @@ pub struct SfuConfig {
     pub event_queue: usize,
     /// Write every forwarded payload to this file (see [`crate::capture`]).
     pub capture: Option<PathBuf>,
+    /// Test hook: a tampering SFU (see [`TamperHook`]); `None` in production.
+    pub tamper: Option<TamperHook>,
     /// ICE reports "disconnected" after this long without traffic.
     pub ice_disconnected_timeout: Duration,
     /// ICE reports "failed" (and the participant is removed) after this long.
@@ -81,6 +95,7 @@ impl Default for SfuConfig {
             subscriber_queue: 256,
             event_queue: 1024,
             capture: None,
+            tamper: None,
             ice_disconnected_timeout: Duration::from_secs(2),
             ice_failed_timeout: Duration::from_secs(5),
             gather_timeout: Duration::from_secs(2),
@@ -837,6 +852,7 @@ impl Control {
             media: self.media.clone(),
             metrics: Arc::clone(&self.metrics),
             capture: self.capture.clone(),
+            tamper: self.config.tamper.clone(),
         };
         let guard = self.metrics.task_started();
         tokio::spawn(async move {
@@ -1214,6 +1230,7 @@ struct Reader {
     media: mpsc::Sender<MediaSignal>,
     metrics: Arc<Metrics>,
     capture: Option<Arc<CaptureWriter>>,
+    tamper: Option<TamperHook>,
 }
 
 impl Reader {
@@ -1233,9 +1250,14 @@ impl Reader {
 
     /// The hot path: no await, no lock held across a send, one `Bytes`
     /// reference per subscriber (the payload itself is never copied).
-    fn forward(&self, packet: rtp::Packet) {
+    fn forward(&self, mut packet: rtp::Packet) {
         let at = Instant::now();
         let kind = self.published.kind;
+        if let Some(hook) = &self.tamper
+            && let Some(replaced) = (hook.0)(kind, &packet.payload)
+        {
+            packet.payload = bytes::Bytes::from(replaced);
+        }
         self.metrics.packet_in(kind, packet.payload.len());
         if let Some(id) = self.published.audio_level_id
             && let Some(level) = packet
