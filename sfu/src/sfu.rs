@@ -52,7 +52,10 @@ use crate::setup::{self, AUDIO_LEVEL_URI};
 /// subscriber: a tampering (or forging) SFU, for tests that check clients
 /// detect it. Returns `Some(bytes)` to substitute. Never set it in production.
 #[derive(Clone)]
-pub struct TamperHook(pub Arc<dyn Fn(MediaKind, &[u8]) -> Option<Vec<u8>> + Send + Sync>);
+pub struct TamperHook(pub Arc<TamperFn>);
+
+/// The function a [`TamperHook`] wraps: payload in, replacement out.
+pub type TamperFn = dyn Fn(MediaKind, &[u8]) -> Option<Vec<u8>> + Send + Sync;
 
 impl std::fmt::Debug for TamperHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
