@@ -97,4 +97,6 @@ pub use error::Error;
 pub use ids::{MediaKind, ParticipantId, RoomId, TrackId, TrackKey};
 pub use metrics::Metrics;
 pub use routing::{Decision, Router, RoutingConfig, SpeakerConfig};
-pub use sfu::{CloseReason, IceCandidate, ParticipantEvents, Sfu, SfuConfig, SfuEvent, TamperHook};
+pub use sfu::{
+    CloseReason, IceCandidate, ParticipantEvents, Sfu, SfuConfig, SfuEvent, TamperFn, TamperHook,
+};
