@@ -11,6 +11,7 @@ pub mod audio;
 pub mod call;
 pub mod demo;
 pub mod frame;
+pub mod loadtest;
 pub mod local;
 pub mod participant;
 pub mod session;

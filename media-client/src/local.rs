@@ -43,10 +43,20 @@ impl LocalServer {
     pub async fn start_with(sfu_config: hush_sfu::SfuConfig) -> Result<Self, Error> {
         let (secret, _) =
             ServerSecret::generate_development().map_err(|e| Error::Signaling(e.to_string()))?;
+        Self::start_custom(secret, Limits::default(), sfu_config).await
+    }
+
+    /// Starts the server with this token secret, these limits and this SFU
+    /// configuration (the load test's server raises the limits).
+    pub async fn start_custom(
+        secret: ServerSecret,
+        limits: Limits,
+        sfu_config: hush_sfu::SfuConfig,
+    ) -> Result<Self, Error> {
         let sfu = hush_sfu::Sfu::new(sfu_config).map_err(|e| Error::Transport(e.to_string()))?;
         let router = Arc::new(EmbeddedSfu::new(sfu.clone()));
         let config = ServerConfig {
-            limits: Limits::default(),
+            limits,
             secret: secret.clone(),
         };
         let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config, router)

@@ -47,6 +47,7 @@ pub use embedded::EmbeddedSfu;
 pub use error::Error;
 pub use limits::{Limits, RateLimiter, RateVerdict};
 pub use media::{MediaEvent, MediaRouter, MediaSink, NoMedia, SinkClosed};
+pub use metrics::{process_cpu_seconds, thread_cpu_seconds};
 pub use protocol::{
     ClientMessage, CloseReason, DisplayName, ErrorCode, IceCandidate, MediaKind, Member, Opaque,
     PROTOCOL_VERSION, ParticipantId, RoomId, ServerMessage,

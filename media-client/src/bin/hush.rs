@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use hush_client::audio::AudioSource;
 use hush_client::call::JoinSpec;
 use hush_client::participant::{Observed, Participant, ParticipantSpec};
@@ -48,6 +48,16 @@ enum Command {
     /// Join a call on a hush-server.
     #[command(alias = "join")]
     Call(CallArgs),
+    /// Measure how much media one SFU carries: simulated participants send
+    /// real SFrame-encrypted media through it, beside a raw UDP relay baseline.
+    Loadtest(LoadtestArgs),
+    /// The embedded server of `hush loadtest --embedded` (started by it).
+    #[command(hide = true)]
+    LoadtestServer {
+        /// Stop after this many seconds in any case.
+        #[arg(long, default_value_t = 600)]
+        max_seconds: u64,
+    },
     /// Show the safety numbers of the last call; mark a peer as verified.
     Verify {
         /// Mark this peer (by display name) as verified after comparing numbers.
@@ -99,6 +109,148 @@ struct CallArgs {
     /// Configuration directory (default: ~/.config/hush).
     #[arg(long)]
     config_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("target").args(["server", "embedded"])))]
+struct LoadtestArgs {
+    /// A running hush-server (ws://host:port); needs its token secret.
+    #[arg(long)]
+    server: Option<String>,
+    /// Start a server with its SFU in a child process on loopback (the default).
+    #[arg(long)]
+    embedded: bool,
+    /// Token secret of --server. Prefer the environment or --secret-file.
+    #[arg(
+        long,
+        env = "HUSH_SECRET",
+        hide_env_values = true,
+        conflicts_with = "secret_file"
+    )]
+    secret: Option<String>,
+    /// File holding the token secret of --server.
+    #[arg(long, env = "HUSH_SECRET_FILE")]
+    secret_file: Option<PathBuf>,
+    /// Rooms.
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// Publishers per room (they send; everyone receives everyone).
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Subscribers per room (they only receive); with --ramp, the first step.
+    #[arg(long, default_value_t = 20)]
+    subscribers: usize,
+    /// Seconds measured (per step with --ramp).
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Publishers send video too (VP8-sized frames at --video-kbps).
+    #[arg(long)]
+    video: bool,
+    /// Video bitrate per publisher, kbit/s.
+    #[arg(long, default_value_t = 500)]
+    video_kbps: u32,
+    /// Video frames per second.
+    #[arg(long, default_value_t = 15)]
+    video_fps: u32,
+    /// Bytes of each 20 ms audio frame (Opus at 32 kbit/s: 80).
+    #[arg(long, default_value_t = 80)]
+    audio_bytes: usize,
+    /// Baseline measured in the same run: `udp-relay` or `none`.
+    #[arg(long, default_value = "udp-relay")]
+    baseline: String,
+    /// Add subscribers step by step until loss passes 1 % or p99 latency 50 ms.
+    #[arg(long)]
+    ramp: bool,
+    /// Subscribers added per room at each ramp step (default: --subscribers).
+    #[arg(long)]
+    ramp_step: Option<usize>,
+    /// Most subscribers per room the ramp tries.
+    #[arg(long, default_value_t = 400)]
+    ramp_max: usize,
+    /// Draw throughput and latency against subscribers (with --ramp) as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Write the report as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+async fn loadtest(args: LoadtestArgs) -> Result<()> {
+    use hush_client::loadtest::{self, LoadSpec, Ramp, server::Target};
+    let baseline = match args.baseline.as_str() {
+        "udp-relay" => true,
+        "none" => false,
+        other => bail!("--baseline must be udp-relay or none, not {other:?}"),
+    };
+    if args.plot.is_some() && !args.ramp {
+        bail!("--plot draws the steps of --ramp; add --ramp");
+    }
+    if args.rooms == 0 || args.publishers == 0 || args.seconds == 0 {
+        bail!("--rooms, --publishers and --seconds must be at least 1");
+    }
+    let participants = args.rooms
+        * (args.publishers + args.subscribers.max(args.ramp_max * usize::from(args.ramp)));
+    if participants > 5_000 || args.seconds > 600 {
+        bail!("the load test is bounded: at most 5,000 participants and 600 s per step");
+    }
+    let spec = LoadSpec {
+        rooms: args.rooms,
+        publishers: args.publishers,
+        subscribers: args.subscribers,
+        seconds: args.seconds,
+        audio_bytes: args.audio_bytes.clamp(8, 1000),
+        video_kbps: args.video.then_some(args.video_kbps.clamp(50, 20_000)),
+        video_fps: args.video_fps.clamp(1, 60),
+        baseline,
+        ramp: args.ramp.then(|| Ramp {
+            step: args.ramp_step.unwrap_or(args.subscribers).max(1),
+            max_subscribers: args.ramp_max,
+        }),
+        progress: loadtest::stderr_is_terminal(),
+    };
+    let target = match &args.server {
+        Some(url) => {
+            let secret = match (&args.secret, &args.secret_file) {
+                (Some(text), _) => hush_signaling::ServerSecret::new(text.as_bytes().to_vec())?,
+                (None, Some(path)) => hush_signaling::ServerSecret::from_file_contents(
+                    &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+                )?,
+                (None, None) => {
+                    bail!("--server needs the server's token secret: --secret-file or HUSH_SECRET")
+                }
+            };
+            Target::external(url, secret)?
+        }
+        None => {
+            // Long enough for every step, the ramp-up and the baseline; the child stops by itself after.
+            let steps = if args.ramp {
+                (args.ramp_max / spec.ramp.map_or(1, |r| r.step)).max(1) as u64 + 1
+            } else {
+                1
+            };
+            Target::embedded(Duration::from_secs(120 + steps * (args.seconds + 60))).await?
+        }
+    };
+    let report = loadtest::run(&spec, target).await?;
+    print!("{}", loadtest::table(&report));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("report written to {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        std::fs::write(path, loadtest::plot::svg(&report.steps))
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("plot written to {}", path.display());
+    }
+    if !report.ok {
+        bail!(
+            "{} frames failed decryption and {} carried no valid stamp",
+            report.decryption_failures,
+            report.unstamped_frames
+        );
+    }
+    Ok(())
 }
 
 fn config_dir(explicit: Option<&Path>) -> PathBuf {
@@ -155,6 +307,11 @@ fn parse_video(spec: Option<&str>) -> Result<Option<Clip>> {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Loadtest(args) => loadtest(args).await,
+        Command::LoadtestServer { max_seconds } => {
+            hush_client::loadtest::server::serve_child(Duration::from_secs(max_seconds)).await?;
+            Ok(())
+        }
         Command::Identity { action, identity } => {
             let path = identity.unwrap_or_else(|| config_dir(None).join("identity.pem"));
             match action {

@@ -1,0 +1,958 @@
+//! `hush loadtest`: how much media one SFU carries. Simulated participants
+//! really join through signaling, agree keys, negotiate WebRTC with the SFU
+//! and send SFrame-encrypted, stamped payloads at call rates; receivers
+//! decrypt and check every frame. The same fan-out then runs through a raw
+//! UDP relay ([`relay`]) in the same run, and the report gives the ratio of
+//! the SFU's packets per CPU-second to the relay's.
+
+pub mod peer;
+pub mod plot;
+pub mod relay;
+pub mod server;
+pub mod stamp;
+pub mod tally;
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal as _, Write as _};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::Error;
+use crate::call::JoinSpec;
+use crate::frame::Codec;
+use peer::{Media, Peer, SharedTally, VideoLoad, lock};
+use server::{ServerSample, Target};
+use stamp::Stamp;
+use tally::{Delivery, Latency, RoomShape, Tally, Window, WindowCounts};
+
+/// A step of `--ramp` holds its load if loss stays at or under this (percent).
+pub const HELD_MAX_LOSS_PERCENT: f64 = 1.0;
+/// ... and p99 latency at or under this (milliseconds).
+pub const HELD_MAX_P99_MS: f64 = 50.0;
+/// Frames sent just before a window closes may still be in flight this long.
+const DRAIN: Duration = Duration::from_millis(500);
+/// Participants joining at once.
+const JOIN_CONCURRENCY: usize = 8;
+
+/// What to load the server with.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// Rooms.
+    pub rooms: usize,
+    /// Publishers per room (they send; everyone receives).
+    pub publishers: usize,
+    /// Subscribers per room (they only receive); the first step of a ramp.
+    pub subscribers: usize,
+    /// Length of each measurement window.
+    pub seconds: u64,
+    /// Bytes of each 20 ms audio frame.
+    pub audio_bytes: usize,
+    /// Video bitrate per publisher in kbit/s, if publishers send video.
+    pub video_kbps: Option<u32>,
+    /// Video frames per second.
+    pub video_fps: u32,
+    /// Measure the raw UDP relay baseline too.
+    pub baseline: bool,
+    /// Grow subscribers until the load is not held.
+    pub ramp: Option<Ramp>,
+    /// Draw a progress bar on standard error.
+    pub progress: bool,
+}
+
+/// How `--ramp` grows the load.
+#[derive(Debug, Clone, Copy)]
+pub struct Ramp {
+    /// Subscribers added per room at each step.
+    pub step: usize,
+    /// Subscribers per room at which the ramp stops in any case.
+    pub max_subscribers: usize,
+}
+
+/// The test as configured, in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigReport {
+    /// `embedded` or the server URL.
+    pub server: String,
+    /// Rooms.
+    pub rooms: usize,
+    /// Publishers per room.
+    pub publishers: usize,
+    /// Subscribers per room (first step).
+    pub subscribers: usize,
+    /// Seconds per measurement window.
+    pub seconds: u64,
+    /// Audio frame bytes (before SFrame).
+    pub audio_frame_bytes: usize,
+    /// Video kbit/s per publisher, if any.
+    pub video_kbps: Option<u32>,
+    /// Whether the run ramped.
+    pub ramp: bool,
+}
+
+/// The raw UDP relay at the same fan-out, measured in the same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaselineReport {
+    /// What the baseline is.
+    pub kind: &'static str,
+    /// Bytes per relayed packet (the SFU's average forwarded packet).
+    pub packet_bytes: usize,
+    /// Packets the relay sent on in the window.
+    pub forwarded_packets: u64,
+    /// ... per second.
+    pub forwarded_packets_per_sec: f64,
+    /// CPU seconds of the relay thread in the window.
+    pub cpu_seconds: f64,
+    /// Forwarded packets per CPU-second.
+    pub forwarded_packets_per_cpu_second: Option<f64>,
+    /// Packets expected and received (units are packets here, not frames).
+    pub delivery: Delivery,
+    /// Loss in percent.
+    pub loss_percent: f64,
+    /// One-way latency through the relay.
+    pub latency: Latency,
+}
+
+/// One measured load.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    /// Subscribers per room.
+    pub subscribers_per_room: usize,
+    /// Participants in all rooms.
+    pub participants: usize,
+    /// Length of the window, seconds.
+    pub seconds: f64,
+    /// RTP packets the SFU forwarded in the window (its own count).
+    pub forwarded_packets: u64,
+    /// ... per second.
+    pub forwarded_packets_per_sec: f64,
+    /// Forwarded bits per second (RTP payload bytes as the SFU counts them).
+    pub forwarded_bits_per_sec: f64,
+    /// Packets the SFU dropped in the window (queues full and the like).
+    pub sfu_dropped_packets: u64,
+    /// Frames expected (each frame sent × its receivers) and decrypted.
+    pub delivery: Delivery,
+    /// Frame loss in percent.
+    pub loss_percent: f64,
+    /// One-way latency, publisher's seal to subscriber's decrypt.
+    pub latency: Latency,
+    /// Frames that failed decryption during the window (must be 0).
+    pub decryption_failures: u64,
+    /// CPU seconds the server process used in the window.
+    pub sfu_cpu_seconds: Option<f64>,
+    /// ... as a share of one core, percent.
+    pub sfu_cpu_percent_of_one_core: Option<f64>,
+    /// Forwarded packets per server CPU-second.
+    pub forwarded_packets_per_cpu_second: Option<f64>,
+    /// Peak resident memory of the server process so far.
+    pub sfu_peak_memory_bytes: Option<u64>,
+    /// Peak memory growth since before the first join, per receiving participant.
+    pub sfu_memory_per_subscriber_bytes: Option<f64>,
+    /// Whether the step held its load (loss ≤ 1 %, p99 ≤ 50 ms).
+    pub held: bool,
+    /// The raw relay at the same fan-out.
+    pub baseline: Option<BaselineReport>,
+    /// SFU packets per CPU-second ÷ relay packets per CPU-second: the headline.
+    pub ratio_to_udp_relay: Option<f64>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    /// What ran.
+    pub config: ConfigReport,
+    /// The headline step: the only one, or with `--ramp` the largest load held
+    /// (the first step if none held).
+    pub result: StepReport,
+    /// Every step, in order.
+    pub steps: Vec<StepReport>,
+    /// With `--ramp`: the most subscribers per room held.
+    pub largest_held_subscribers_per_room: Option<usize>,
+    /// Frames that failed decryption over the whole run, by reason.
+    pub decryption_failures_by_reason: BTreeMap<String, u64>,
+    /// Frames that failed decryption over the whole run (must be 0).
+    pub decryption_failures: u64,
+    /// Frames whose key never arrived in time over the whole run.
+    pub lost_to_key_change: u64,
+    /// Frames that decrypted but carried no valid stamp (must be 0).
+    pub unstamped_frames: u64,
+    /// Seconds from the first join until every participant heard every publisher.
+    pub ramp_up_seconds: f64,
+    /// Whether the run is clean: no decryption failure, no unstamped frame.
+    pub ok: bool,
+}
+
+struct Slot {
+    peer: Peer,
+    room: usize,
+}
+
+struct World {
+    slots: Vec<Slot>,
+    rooms: Vec<Vec<u32>>,
+    members: Vec<usize>,
+    next_index: u32,
+}
+
+impl World {
+    fn shapes(&self) -> Vec<RoomShape> {
+        self.rooms
+            .iter()
+            .zip(&self.members)
+            .map(|(p, m)| RoomShape {
+                publishers: p.clone(),
+                members: *m,
+            })
+            .collect()
+    }
+
+    fn tallies(&self) -> Vec<SharedTally> {
+        self.slots
+            .iter()
+            .map(|s| Arc::clone(&s.peer.tally))
+            .collect()
+    }
+}
+
+fn room_name(r: usize) -> String {
+    format!("load-{r}")
+}
+
+/// Runs the load test against `target` and reports. The target is stopped at the end.
+pub async fn run(spec: &LoadSpec, target: Target) -> Result<LoadReport, Error> {
+    let result = run_on(spec, &target).await;
+    target.stop().await;
+    result
+}
+
+async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
+    if spec.rooms == 0 || spec.publishers == 0 || spec.seconds == 0 {
+        return Err(Error::Invalid(
+            "load: rooms, publishers and seconds must be at least 1",
+        ));
+    }
+    let media = Media {
+        audio_bytes: spec.audio_bytes,
+        video: spec.video_kbps.map(|k| VideoLoad::at(k, spec.video_fps)),
+    };
+    let before = target.sample().await?;
+    let mut world = World {
+        slots: Vec::new(),
+        rooms: vec![Vec::new(); spec.rooms],
+        members: vec![0; spec.rooms],
+        next_index: 0,
+    };
+    let started = Instant::now();
+    let mut ramp_up_seconds = 0.0;
+    let mut steps: Vec<StepReport> = Vec::new();
+    let mut shapes: Vec<Vec<RoomShape>> = Vec::new();
+    let mut targets: Vec<usize> = vec![spec.subscribers];
+    if let Some(r) = spec.ramp {
+        let step = r.step.max(1);
+        let mut s = spec.subscribers + step;
+        while s <= r.max_subscribers {
+            targets.push(s);
+            s += step;
+        }
+    }
+    let outcome: Result<(), Error> = async {
+        join_publishers(spec, target, &mut world, media).await?;
+        for (i, &subs) in targets.iter().enumerate() {
+            join_subscribers(spec, target, &mut world, subs).await?;
+            wait_ready(spec, &world).await?;
+            if i == 0 {
+                ramp_up_seconds = started.elapsed().as_secs_f64();
+            }
+            let step = measure_sfu(spec, target, &world, subs, &before).await?;
+            let held = step.held;
+            steps.push(step);
+            shapes.push(world.shapes());
+            if spec.ramp.is_some() && !held {
+                break;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    let mut lost_to_key_change = 0;
+    let mut unstamped = 0;
+    for s in &world.slots {
+        let st = s.peer.stats();
+        for (reason, n) in st.failed {
+            *failures.entry(reason.to_owned()).or_default() += n;
+        }
+        lost_to_key_change += st.lost_to_key_change;
+        unstamped += lock(&s.peer.tally).unstamped;
+    }
+    for s in world.slots.drain(..) {
+        // Ending a peer can fail (its connection already down); the report is complete by now.
+        let _ = s.peer.stop().await;
+    }
+    outcome?;
+    if spec.baseline {
+        for (step, shape) in steps.iter_mut().zip(&shapes) {
+            let packet_bytes = if step.forwarded_packets > 0 {
+                (step.forwarded_bits_per_sec * step.seconds / 8.0 / step.forwarded_packets as f64)
+                    as usize
+            } else {
+                spec.audio_bytes + 40
+            };
+            let b = measure_relay(
+                spec,
+                shape,
+                packet_bytes.clamp(relay::HEADER_LEN + stamp::STAMP_LEN, 1200),
+            )
+            .await?;
+            step.ratio_to_udp_relay = match (
+                step.forwarded_packets_per_cpu_second,
+                b.forwarded_packets_per_cpu_second,
+            ) {
+                (Some(s), Some(r)) if r > 0.0 => Some(s / r),
+                _ => None,
+            };
+            step.baseline = Some(b);
+        }
+    }
+    let decryption_failures: u64 = failures.values().sum();
+    let largest_held = spec.ramp.and_then(|_| {
+        steps
+            .iter()
+            .filter(|s| s.held)
+            .map(|s| s.subscribers_per_room)
+            .max()
+    });
+    let result = largest_held
+        .and_then(|n| steps.iter().find(|s| s.subscribers_per_room == n))
+        .or_else(|| steps.first())
+        .cloned()
+        .ok_or_else(|| Error::Transport("no load step was measured".into()))?;
+    Ok(LoadReport {
+        config: ConfigReport {
+            server: if target.is_embedded() {
+                "embedded".into()
+            } else {
+                target.url.clone()
+            },
+            rooms: spec.rooms,
+            publishers: spec.publishers,
+            subscribers: spec.subscribers,
+            seconds: spec.seconds,
+            audio_frame_bytes: spec.audio_bytes,
+            video_kbps: spec.video_kbps,
+            ramp: spec.ramp.is_some(),
+        },
+        result,
+        steps,
+        largest_held_subscribers_per_room: largest_held,
+        decryption_failures_by_reason: failures,
+        decryption_failures,
+        lost_to_key_change,
+        unstamped_frames: unstamped,
+        ramp_up_seconds,
+        ok: decryption_failures == 0 && unstamped == 0,
+    })
+}
+
+async fn join_many(
+    target: &Target,
+    world: &mut World,
+    who: Vec<(usize, bool)>,
+    media: Media,
+    video: bool,
+    progress: bool,
+) -> Result<(), Error> {
+    let total = who.len();
+    let mut done = 0;
+    for chunk in who.chunks(JOIN_CONCURRENCY) {
+        let mut joins = Vec::new();
+        for &(room, publishes) in chunk {
+            let index = world.next_index;
+            world.next_index += 1;
+            let name = format!("{}{index}", if publishes { "p" } else { "s" });
+            let join = JoinSpec {
+                server: target.url.clone(),
+                room: room_name(room),
+                token: target.token(&room_name(room), &name)?,
+                name,
+            };
+            joins.push(async move {
+                let peer = Peer::start(&join, index, publishes.then_some(media), video).await;
+                (room, index, publishes, peer)
+            });
+        }
+        for (room, index, publishes, peer) in futures_util::future::join_all(joins).await {
+            let peer = peer?;
+            if publishes {
+                world.rooms[room].push(index);
+            }
+            world.members[room] += 1;
+            world.slots.push(Slot { peer, room });
+        }
+        done += chunk.len();
+        if progress {
+            eprint!("\rjoining {done}/{total}   ");
+        }
+    }
+    if progress && total > 0 {
+        eprintln!();
+    }
+    Ok(())
+}
+
+async fn join_publishers(
+    spec: &LoadSpec,
+    target: &Target,
+    world: &mut World,
+    media: Media,
+) -> Result<(), Error> {
+    let who = (0..spec.rooms)
+        .flat_map(|r| (0..spec.publishers).map(move |_| (r, true)))
+        .collect();
+    join_many(
+        target,
+        world,
+        who,
+        media,
+        spec.video_kbps.is_some(),
+        spec.progress,
+    )
+    .await
+}
+
+async fn join_subscribers(
+    spec: &LoadSpec,
+    target: &Target,
+    world: &mut World,
+    per_room: usize,
+) -> Result<(), Error> {
+    let mut who = Vec::new();
+    for r in 0..spec.rooms {
+        let have = world.members[r] - world.rooms[r].len();
+        who.extend((have..per_room).map(|_| (r, false)));
+    }
+    let media = Media {
+        audio_bytes: spec.audio_bytes,
+        video: None,
+    };
+    join_many(
+        target,
+        world,
+        who,
+        media,
+        spec.video_kbps.is_some(),
+        spec.progress,
+    )
+    .await
+}
+
+/// Who a member of `room` must hear: every other publisher, audio (and video).
+fn expected_heard(world: &World, room: usize, me: u32, video: bool) -> Vec<(u32, &'static str)> {
+    let mut out = Vec::new();
+    for &p in world.rooms[room].iter().filter(|&&p| p != me) {
+        out.push((p, "audio"));
+        if video {
+            out.push((p, "video"));
+        }
+    }
+    out
+}
+
+async fn wait_ready(spec: &LoadSpec, world: &World) -> Result<(), Error> {
+    let bound = Duration::from_secs(30) + Duration::from_millis(250) * world.slots.len() as u32;
+    let deadline = Instant::now() + bound;
+    let video = spec.video_kbps.is_some();
+    loop {
+        let mut waiting = 0;
+        for (i, s) in world.slots.iter().enumerate() {
+            if s.peer.finished() {
+                return Err(Error::Transport(format!(
+                    "participant {i} ended during ramp-up"
+                )));
+            }
+            // Stamp indices are handed out in join order, one per slot.
+            let me = i as u32;
+            let t = lock(&s.peer.tally);
+            if !expected_heard(world, s.room, me, video)
+                .iter()
+                .all(|k| t.heard.contains(k))
+            {
+                waiting += 1;
+            }
+        }
+        if waiting == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Transport(format!(
+                "{waiting} of {} participants did not hear every publisher within {} s",
+                world.slots.len(),
+                bound.as_secs()
+            )));
+        }
+        if spec.progress {
+            eprint!("\rwaiting for media: {waiting} participants left   ");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn progress_bar(label: &str, elapsed: Duration, total: Duration, extra: &str) {
+    let frac = (elapsed.as_secs_f64() / total.as_secs_f64().max(1e-9)).clamp(0.0, 1.0);
+    let width = 30;
+    let filled = (frac * width as f64) as usize;
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\r{label} [{}{}] {:>5.1}/{:.0} s  {extra}   ",
+        "#".repeat(filled),
+        ".".repeat(width - filled),
+        elapsed.as_secs_f64().min(total.as_secs_f64()),
+        total.as_secs_f64()
+    );
+    let _ = err.flush();
+}
+
+/// Opens a window on every tally, waits it out with a progress bar, and
+/// closes it after the drain.
+async fn window(
+    tallies: &[SharedTally],
+    seconds: u64,
+    label: &str,
+    progress: bool,
+) -> (Window, Vec<WindowCounts>) {
+    let start_us = stamp::now_us();
+    let w = Window {
+        start_us,
+        end_us: start_us + seconds * 1_000_000,
+    };
+    for t in tallies {
+        lock(t).open(w);
+    }
+    let t0 = Instant::now();
+    let total = Duration::from_secs(seconds);
+    while t0.elapsed() < total {
+        if progress {
+            let received: u64 = tallies
+                .iter()
+                .map(|t| lock(t).received.values().sum::<u64>())
+                .sum();
+            let secs = t0.elapsed().as_secs_f64().max(1e-3);
+            progress_bar(
+                label,
+                t0.elapsed(),
+                total,
+                &format!("{:.0} frames/s received", received as f64 / secs),
+            );
+        }
+        tokio::time::sleep((total.saturating_sub(t0.elapsed())).min(Duration::from_millis(250)))
+            .await;
+    }
+    if progress {
+        progress_bar(label, total, total, "");
+        eprintln!();
+    }
+    tokio::time::sleep(DRAIN).await;
+    let counts = tallies.iter().map(|t| lock(t).close()).collect();
+    (w, counts)
+}
+
+fn add_up(shapes: &[RoomShape], counts: &mut [WindowCounts]) -> (Delivery, Latency) {
+    let mut sent_by: BTreeMap<u32, BTreeMap<&'static str, u64>> = BTreeMap::new();
+    for (i, c) in counts.iter().enumerate() {
+        if !c.sent.is_empty() {
+            sent_by.insert(i as u32, c.sent.clone());
+        }
+    }
+    let received: Vec<&BTreeMap<(u32, &'static str), u64>> =
+        counts.iter().map(|c| &c.received).collect();
+    let delivery = tally::delivery(shapes, &sent_by, &received);
+    let mut all: Vec<u32> = counts
+        .iter_mut()
+        .flat_map(|c| std::mem::take(&mut c.latencies_us))
+        .collect();
+    (delivery, Latency::of(&mut all))
+}
+
+async fn measure_sfu(
+    spec: &LoadSpec,
+    target: &Target,
+    world: &World,
+    subscribers: usize,
+    before: &ServerSample,
+) -> Result<StepReport, Error> {
+    let failures_before = failures(world);
+    let m0 = target.sample().await?;
+    let t0 = Instant::now();
+    let label = format!("sfu  {subscribers:>4} subs/room");
+    let (_, mut counts) = window(&world.tallies(), spec.seconds, &label, spec.progress).await;
+    // The server's counters over the window and its drain: rates use that span.
+    let m1 = target.sample().await?;
+    let secs = t0.elapsed().as_secs_f64();
+    let (delivery, latency) = add_up(&world.shapes(), &mut counts);
+    let forwarded = m1.packets_out.saturating_sub(m0.packets_out);
+    let cpu = match (m0.cpu_seconds, m1.cpu_seconds) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let receivers: usize = world
+        .rooms
+        .iter()
+        .zip(&world.members)
+        .map(|(p, m)| if p.len() > 1 { *m } else { m - p.len() })
+        .sum();
+    let memory_per_subscriber = match (m1.peak_rss_bytes, before.rss_bytes) {
+        (Some(peak), Some(base)) if receivers > 0 => {
+            Some(peak.saturating_sub(base) as f64 / receivers as f64)
+        }
+        _ => None,
+    };
+    let held = delivery.loss_percent <= HELD_MAX_LOSS_PERCENT && latency.p99_ms <= HELD_MAX_P99_MS;
+    Ok(StepReport {
+        subscribers_per_room: subscribers,
+        participants: world.slots.len(),
+        seconds: secs,
+        forwarded_packets: forwarded,
+        forwarded_packets_per_sec: forwarded as f64 / secs,
+        forwarded_bits_per_sec: m1.bytes_out.saturating_sub(m0.bytes_out) as f64 * 8.0 / secs,
+        sfu_dropped_packets: m1.dropped.saturating_sub(m0.dropped),
+        delivery,
+        loss_percent: delivery.loss_percent,
+        latency,
+        decryption_failures: failures(world).saturating_sub(failures_before),
+        sfu_cpu_seconds: cpu,
+        sfu_cpu_percent_of_one_core: cpu.map(|c| 100.0 * c / secs),
+        forwarded_packets_per_cpu_second: cpu.filter(|c| *c > 0.0).map(|c| forwarded as f64 / c),
+        sfu_peak_memory_bytes: m1.peak_rss_bytes,
+        sfu_memory_per_subscriber_bytes: memory_per_subscriber,
+        held,
+        baseline: None,
+        ratio_to_udp_relay: None,
+    })
+}
+
+fn failures(world: &World) -> u64 {
+    world
+        .slots
+        .iter()
+        .map(|s| s.peer.stats().failed.values().sum::<u64>())
+        .sum()
+}
+
+/// What a publishing member of the relay baseline sends.
+#[derive(Debug, Clone, Copy)]
+struct RelayPublish {
+    /// Its stamp index.
+    index: u32,
+    /// Bytes of each audio packet.
+    audio_bytes: usize,
+    /// Video frames, split into 1,200-byte packets.
+    video: Option<VideoLoad>,
+}
+
+/// One member of the relay baseline: a UDP socket that joins its room,
+/// sends stamped packets if it publishes, and counts what arrives.
+async fn relay_member(
+    socket: tokio::net::UdpSocket,
+    relay_addr: std::net::SocketAddr,
+    room: u32,
+    publish: Option<RelayPublish>,
+    tally: SharedTally,
+) {
+    let mut buf = vec![0u8; relay::MAX_PACKET];
+    let mut audio_tick = tokio::time::interval(Duration::from_millis(20));
+    let fps = publish.and_then(|p| p.video).map_or(15, |v| v.fps);
+    let mut video_tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(fps)));
+    let (mut audio_seq, mut video_seq, mut frames) = (0u64, 0u64, 0u64);
+    let packet = |codec: Codec, index: u32, seq: u64, bytes: usize| -> (Vec<u8>, u64) {
+        let mut p = relay::header(relay::MEDIA, room).to_vec();
+        p.resize(bytes.max(relay::HEADER_LEN + stamp::STAMP_LEN), 0xa5);
+        let sent_us = stamp::now_us();
+        stamp::write_at(
+            &mut p[relay::HEADER_LEN..],
+            Stamp {
+                publisher: index,
+                codec,
+                seq,
+                sent_us,
+            },
+        );
+        (p, sent_us)
+    };
+    loop {
+        tokio::select! {
+            r = socket.recv(&mut buf) => {
+                let Ok(n) = r else { continue };
+                if let Some(s) = buf.get(relay::HEADER_LEN..n).and_then(stamp::read_at) {
+                    lock(&tally).on_received(s, stamp::now_us());
+                }
+            }
+            _ = audio_tick.tick(), if publish.is_some() => {
+                if let Some(RelayPublish { index, audio_bytes, .. }) = publish {
+                    let (p, at) = packet(Codec::Opus, index, audio_seq, audio_bytes);
+                    audio_seq += 1;
+                    if socket.send_to(&p, relay_addr).await.is_ok() {
+                        lock(&tally).on_sent(Codec::Opus, at);
+                    }
+                }
+            }
+            _ = video_tick.tick(), if publish.and_then(|p| p.video).is_some() => {
+                if let Some(RelayPublish { index, video: Some(v), .. }) = publish {
+                    let key = frames % u64::from(v.key_every.max(1)) == 0;
+                    let bytes = if key { v.frame_bytes * 4 } else { v.frame_bytes };
+                    frames += 1;
+                    // The SFU's packets are at most about 1,200 bytes: split frames alike.
+                    for _ in 0..bytes.div_ceil(1200).max(1) {
+                        let (p, at) = packet(Codec::Vp8, index, video_seq, 1200);
+                        video_seq += 1;
+                        if socket.send_to(&p, relay_addr).await.is_ok() {
+                            lock(&tally).on_sent(Codec::Vp8, at);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn measure_relay(
+    spec: &LoadSpec,
+    shapes: &[RoomShape],
+    packet_bytes: usize,
+) -> Result<BaselineReport, Error> {
+    let io = |e: std::io::Error| Error::Transport(format!("udp relay: {e}"));
+    let relay = relay::UdpRelay::start(Duration::from_secs(spec.seconds + 60)).map_err(io)?;
+    let video = spec.video_kbps.map(|k| VideoLoad::at(k, spec.video_fps));
+    let mut tasks = Vec::new();
+    let mut tallies = Vec::new();
+    let mut relay_shapes = Vec::new();
+    let mut index = 0u32;
+    for (r, shape) in shapes.iter().enumerate() {
+        let mut publishers = Vec::new();
+        for m in 0..shape.members {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .map_err(io)?;
+            for _ in 0..2 {
+                socket
+                    .send_to(&relay::header(relay::JOIN, r as u32), relay.addr)
+                    .await
+                    .map_err(io)?;
+            }
+            let publish = (m < shape.publishers.len()).then_some(RelayPublish {
+                index,
+                audio_bytes: packet_bytes,
+                video,
+            });
+            if publish.is_some() {
+                publishers.push(index);
+            }
+            let tally = SharedTally::default();
+            tallies.push(Arc::clone(&tally));
+            tasks.push(tokio::spawn(relay_member(
+                socket, relay.addr, r as u32, publish, tally,
+            )));
+            index += 1;
+        }
+        relay_shapes.push(RoomShape {
+            publishers,
+            members: shape.members,
+        });
+    }
+    // Every member hears every publisher of its room before the window opens.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut base = 0usize;
+    let mut expected: Vec<Vec<(u32, &'static str)>> = Vec::new();
+    for shape in &relay_shapes {
+        for i in 0..shape.members {
+            let me = (base + i) as u32;
+            expected.push(
+                shape
+                    .publishers
+                    .iter()
+                    .filter(|&&p| p != me)
+                    .flat_map(|&p| {
+                        let mut v = vec![(p, "audio")];
+                        if video.is_some() {
+                            v.push((p, "video"));
+                        }
+                        v
+                    })
+                    .collect(),
+            );
+        }
+        base += shape.members;
+    }
+    loop {
+        let ready = tallies.iter().zip(&expected).all(|(t, e)| {
+            let t: std::sync::MutexGuard<'_, Tally> = lock(t);
+            e.iter().all(|k| t.heard.contains(k))
+        });
+        if ready {
+            break;
+        }
+        if Instant::now() >= deadline {
+            for t in &tasks {
+                t.abort();
+            }
+            return Err(Error::Transport(
+                "udp relay: members did not hear every publisher in 20 s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let subs = relay_shapes
+        .first()
+        .map_or(0, |s| s.members - s.publishers.len());
+    let (cpu0, fwd0, t0) = (relay.cpu_seconds(), relay.forwarded(), Instant::now());
+    let label = format!("relay {subs:>4} subs/room");
+    let (_, mut counts) = window(&tallies, spec.seconds, &label, spec.progress).await;
+    // Counters over the window and its drain, as for the SFU.
+    let (cpu1, fwd1, secs) = (
+        relay.cpu_seconds(),
+        relay.forwarded(),
+        t0.elapsed().as_secs_f64(),
+    );
+    for t in &tasks {
+        t.abort();
+    }
+    relay.stop().map_err(io)?;
+    let (delivery, latency) = add_up(&relay_shapes, &mut counts);
+    let forwarded = fwd1.saturating_sub(fwd0);
+    let cpu = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => b - a,
+        _ => 0.0,
+    };
+    Ok(BaselineReport {
+        kind: "udp-relay",
+        packet_bytes,
+        forwarded_packets: forwarded,
+        forwarded_packets_per_sec: forwarded as f64 / secs,
+        cpu_seconds: cpu,
+        forwarded_packets_per_cpu_second: (cpu > 0.0).then(|| forwarded as f64 / cpu),
+        delivery,
+        loss_percent: delivery.loss_percent,
+        latency,
+    })
+}
+
+/// Whether a progress bar suits standard error (a terminal).
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "n/a".into(), |v| format!("{v:.digits$}"))
+}
+
+fn mib(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".into(), |b| format!("{:.1} MiB", b / 1048576.0))
+}
+
+/// The report as a table for the terminal.
+pub fn table(r: &LoadReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let c = &r.config;
+    let _ = writeln!(
+        out,
+        "hush loadtest: server {}, {} room(s) x ({} publisher(s) + {} subscriber(s)), {} s per step{}",
+        c.server,
+        c.rooms,
+        c.publishers,
+        c.subscribers,
+        c.seconds,
+        c.video_kbps
+            .map_or_else(String::new, |k| format!(", video {k} kbit/s"))
+    );
+    let _ = writeln!(
+        out,
+        "\n{:>9} {:>12} {:>11} {:>7} {:>7} {:>7} {:>7} {:>9} {:>12} {:>12} {:>8}",
+        "subs/room",
+        "fwd pkt/s",
+        "fwd Mbit/s",
+        "loss %",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "SFU CPU %",
+        "pkt/CPU-s",
+        "relay pkt/CPU-s",
+        "ratio"
+    );
+    for s in &r.steps {
+        let _ = writeln!(
+            out,
+            "{:>9} {:>12.0} {:>11.2} {:>7.2} {:>7.1} {:>7.1} {:>7.1} {:>9} {:>12} {:>15} {:>8}{}",
+            s.subscribers_per_room,
+            s.forwarded_packets_per_sec,
+            s.forwarded_bits_per_sec / 1e6,
+            s.loss_percent,
+            s.latency.p50_ms,
+            s.latency.p95_ms,
+            s.latency.p99_ms,
+            opt(s.sfu_cpu_percent_of_one_core, 1),
+            opt(s.forwarded_packets_per_cpu_second, 0),
+            opt(
+                s.baseline
+                    .as_ref()
+                    .and_then(|b| b.forwarded_packets_per_cpu_second),
+                0
+            ),
+            opt(s.ratio_to_udp_relay, 3),
+            if s.held { "" } else { "  (not held)" }
+        );
+    }
+    let s = &r.result;
+    let _ = writeln!(
+        out,
+        "\nSFU memory: peak {}, {} per subscriber; SFU dropped {} packets",
+        mib(s.sfu_peak_memory_bytes.map(|b| b as f64)),
+        s.sfu_memory_per_subscriber_bytes
+            .map_or_else(|| "n/a".into(), |b| format!("{:.0} KiB", b / 1024.0)),
+        s.sfu_dropped_packets
+    );
+    if let Some(b) = &s.baseline {
+        let _ = writeln!(
+            out,
+            "UDP relay at the same fan-out: {:.0} pkt/s, {:.3} CPU-s, loss {:.2} %, p99 {:.1} ms ({}-byte packets)",
+            b.forwarded_packets_per_sec,
+            b.cpu_seconds,
+            b.loss_percent,
+            b.latency.p99_ms,
+            b.packet_bytes
+        );
+    }
+    if let Some(n) = r.largest_held_subscribers_per_room {
+        let _ = writeln!(
+            out,
+            "largest load held (loss <= {HELD_MAX_LOSS_PERCENT} %, p99 <= {HELD_MAX_P99_MS} ms): {n} subscribers per room"
+        );
+    } else if r.config.ramp {
+        let _ = writeln!(out, "no step held its load");
+    }
+    let _ = writeln!(
+        out,
+        "frames: {} decrypted of {} expected; decryption failures {}; unstamped {}; lost to key changes {}; ramp-up {:.1} s",
+        s.delivery.received,
+        s.delivery.expected,
+        r.decryption_failures,
+        r.unstamped_frames,
+        r.lost_to_key_change,
+        r.ramp_up_seconds
+    );
+    if let Some(ratio) = s.ratio_to_udp_relay {
+        let _ = writeln!(
+            out,
+            "headline: the SFU forwards {:.0} packets per CPU-second, {:.1} % of the raw UDP relay's {:.0}",
+            s.forwarded_packets_per_cpu_second.unwrap_or_default(),
+            100.0 * ratio,
+            s.baseline
+                .as_ref()
+                .and_then(|b| b.forwarded_packets_per_cpu_second)
+                .unwrap_or_default()
+        );
+    }
+    out
+}

@@ -1,0 +1,277 @@
+//! The server a load test drives: an embedded one in a child process (so
+//! its CPU and memory are its own, read from its `/metrics`), or a running
+//! `hush-server` given by URL and token secret.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use hush_signaling::{DisplayName, JoinToken, Limits, RoomId, ServerSecret};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+use crate::Error;
+use crate::local::LocalServer;
+
+/// The environment variable that hands the child server its token secret.
+pub const SECRET_ENV: &str = "HUSH_LOADTEST_SECRET";
+
+/// The limits of the load test's embedded server: the defaults protect a
+/// public server from abuse; the load test is its only client.
+pub fn load_limits() -> Limits {
+    Limits {
+        messages_per_sec: 10_000,
+        message_burst: 10_000,
+        rate_strikes: 10_000,
+        max_room_participants: 10_000,
+        max_rooms: 10_000,
+        join_timeout: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(120),
+        send_queue: 65_536,
+        ..Limits::default()
+    }
+}
+
+/// Runs the child side of `--embedded`: a server and SFU on loopback that
+/// prints `LISTEN <url>` and serves until its standard input closes (the
+/// load test ended or died) or `max_run` passes.
+pub async fn serve_child(max_run: Duration) -> Result<(), Error> {
+    let text = std::env::var(SECRET_ENV)
+        .map_err(|_| Error::Signaling(format!("{SECRET_ENV} is not set")))?;
+    let secret =
+        ServerSecret::new(text.into_bytes()).map_err(|e| Error::Signaling(e.to_string()))?;
+    let server =
+        LocalServer::start_custom(secret, load_limits(), hush_sfu::SfuConfig::default()).await?;
+    println!("LISTEN {}", server.url());
+    let mut stdin = tokio::io::stdin();
+    let mut sink = [0u8; 64];
+    let until_closed = async {
+        while let Ok(n) = stdin.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        () = until_closed => {}
+        () = tokio::time::sleep(max_run) => eprintln!("loadtest-server: stopping after {max_run:?}"),
+    }
+    server.stop().await;
+    Ok(())
+}
+
+/// What the server's `/metrics` says at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerSample {
+    /// `process_cpu_seconds_total`.
+    pub cpu_seconds: Option<f64>,
+    /// `process_resident_memory_bytes`.
+    pub rss_bytes: Option<u64>,
+    /// `process_resident_memory_peak_bytes`.
+    pub peak_rss_bytes: Option<u64>,
+    /// `hush_sfu_packets_out_total`, all kinds.
+    pub packets_out: u64,
+    /// `hush_sfu_bytes_out_total`, all kinds.
+    pub bytes_out: u64,
+    /// `hush_sfu_dropped_packets_total`, all reasons.
+    pub dropped: u64,
+}
+
+/// Sums a metric family's samples (every label set) in Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let value = match rest.as_bytes().first() {
+            Some(b' ') => rest.trim(),
+            Some(b'{') => rest.rsplit_once(' ').map_or("", |(_, v)| v),
+            _ => continue,
+        };
+        if let Ok(v) = value.parse::<f64>() {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+impl ServerSample {
+    /// Reads a sample from `/metrics` text.
+    pub fn parse(text: &str) -> Self {
+        let int = |name| metric(text, name).map_or(0, |v| v as u64);
+        Self {
+            cpu_seconds: metric(text, "process_cpu_seconds_total"),
+            rss_bytes: metric(text, "process_resident_memory_bytes").map(|v| v as u64),
+            peak_rss_bytes: metric(text, "process_resident_memory_peak_bytes").map(|v| v as u64),
+            packets_out: int("hush_sfu_packets_out_total"),
+            bytes_out: int("hush_sfu_bytes_out_total"),
+            dropped: int("hush_sfu_dropped_packets_total"),
+        }
+    }
+}
+
+/// The server under test.
+pub struct Target {
+    /// WebSocket URL clients join at.
+    pub url: String,
+    /// `host:port` serving `/metrics`.
+    http: String,
+    secret: ServerSecret,
+    child: Option<tokio::process::Child>,
+}
+
+impl core::fmt::Debug for Target {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Target({})", self.url)
+    }
+}
+
+impl Target {
+    /// Starts `hush loadtest-server` (this same program) as a child on loopback.
+    pub async fn embedded(max_run: Duration) -> Result<Self, Error> {
+        let (secret, text) =
+            ServerSecret::generate_development().map_err(|e| Error::Signaling(e.to_string()))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::Transport(format!("cannot find this program: {e}")))?;
+        let mut child = tokio::process::Command::new(exe)
+            .arg("loadtest-server")
+            .arg("--max-seconds")
+            .arg(max_run.as_secs().max(1).to_string())
+            .env(SECRET_ENV, text.as_str())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Error::Transport(format!("starting the embedded server: {e}")))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::Transport("embedded server has no stdout".into()))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .map_err(|_| Error::Transport("embedded server did not start in 30 s".into()))?
+            .map_err(|e| Error::Transport(e.to_string()))?
+            .ok_or_else(|| Error::Transport("embedded server exited".into()))?;
+        let url = line
+            .strip_prefix("LISTEN ")
+            .ok_or_else(|| Error::Transport(format!("embedded server said {line:?}")))?
+            .to_owned();
+        Self::with(url, secret, Some(child))
+    }
+
+    /// A server already running at `url` that mints tokens with `secret`.
+    pub fn external(url: &str, secret: ServerSecret) -> Result<Self, Error> {
+        Self::with(url.to_owned(), secret, None)
+    }
+
+    fn with(
+        url: String,
+        secret: ServerSecret,
+        child: Option<tokio::process::Child>,
+    ) -> Result<Self, Error> {
+        let http = url
+            .strip_prefix("ws://")
+            .ok_or(Error::Invalid(
+                "server URL (the load test needs ws://host:port)",
+            ))?
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Self {
+            url,
+            http,
+            secret,
+            child,
+        })
+    }
+
+    /// Whether the server runs as our child process.
+    pub fn is_embedded(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// A join token for `name` in `room`, valid for an hour.
+    pub fn token(&self, room: &str, name: &str) -> Result<String, Error> {
+        let room: RoomId = room.parse().map_err(|_| Error::Invalid("room id"))?;
+        let name: DisplayName = name.parse().map_err(|_| Error::Invalid("display name"))?;
+        let expiry = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default()
+            + 3600;
+        Ok(JoinToken::mint(&self.secret, &room, &name, expiry)
+            .as_str()
+            .to_owned())
+    }
+
+    /// Reads the server's `/metrics`.
+    pub async fn sample(&self) -> Result<ServerSample, Error> {
+        let fetch = async {
+            let mut stream = tokio::net::TcpStream::connect(&self.http).await?;
+            let request = format!(
+                "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                self.http
+            );
+            stream.write_all(request.as_bytes()).await?;
+            let mut body = Vec::new();
+            stream.take(16 << 20).read_to_end(&mut body).await?;
+            Ok::<_, std::io::Error>(body)
+        };
+        let body = tokio::time::timeout(Duration::from_secs(10), fetch)
+            .await
+            .map_err(|_| Error::Signaling("/metrics did not answer in 10 s".into()))?
+            .map_err(|e| Error::Signaling(format!("/metrics: {e}")))?;
+        let text = String::from_utf8_lossy(&body);
+        if !text.starts_with("HTTP/1.1 200") && !text.starts_with("HTTP/1.0 200") {
+            let status = text.lines().next().unwrap_or_default();
+            return Err(Error::Signaling(format!("/metrics answered {status:?}")));
+        }
+        Ok(ServerSample::parse(&text))
+    }
+
+    /// Stops the child server (if ours): closes its input, waits, kills it if it lingers.
+    pub async fn stop(mut self) {
+        if let Some(mut child) = self.child.take() {
+            drop(child.stdin.take());
+            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_families_are_summed_over_labels() {
+        let text = "# HELP x\n# TYPE hush_sfu_packets_out_total counter\n\
+                    hush_sfu_packets_out_total{kind=\"audio\"} 10\n\
+                    hush_sfu_packets_out_total{kind=\"video\"} 5\n\
+                    hush_sfu_packets_out_total_extra 99\n\
+                    process_cpu_seconds_total 1.25\n";
+        assert_eq!(metric(text, "hush_sfu_packets_out_total"), Some(15.0));
+        assert_eq!(metric(text, "process_cpu_seconds_total"), Some(1.25));
+        assert_eq!(metric(text, "missing"), None);
+        let s = ServerSample::parse(text);
+        assert_eq!(
+            (s.packets_out, s.cpu_seconds, s.rss_bytes),
+            (15, Some(1.25), None)
+        );
+    }
+
+    #[test]
+    fn only_plain_websocket_urls_are_accepted() {
+        let secret = ServerSecret::new(vec![7; 32]).expect("secret");
+        let t = Target::external("ws://127.0.0.1:7880", secret.clone()).expect("ws");
+        assert_eq!(t.http, "127.0.0.1:7880");
+        assert!(!t.is_embedded());
+        assert!(Target::external("wss://example.invalid", secret).is_err());
+    }
+}

@@ -1,0 +1,273 @@
+//! What each simulated participant counts, and the figures a measurement
+//! window adds up to. Pure: no IO, no clock of its own.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::frame::Codec;
+use crate::loadtest::stamp::Stamp;
+
+/// Most latency samples one participant keeps per window (a bound on memory).
+pub const MAX_LATENCIES: usize = 200_000;
+
+/// A measurement window, in microseconds since the Unix epoch: frames
+/// *sent* inside it count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Window {
+    /// First microsecond of the window.
+    pub start_us: u64,
+    /// First microsecond after it.
+    pub end_us: u64,
+}
+
+impl Window {
+    /// Whether a frame sent at `t` belongs to the window.
+    pub fn contains(&self, t: u64) -> bool {
+        self.start_us <= t && t < self.end_us
+    }
+}
+
+/// One participant's counts in the current window (and what it has seen so far).
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// The window being counted (empty: nothing counts).
+    pub window: Window,
+    /// Units (frames, or packets for the raw relay) sent in the window, per codec.
+    pub sent: BTreeMap<&'static str, u64>,
+    /// Units received that were sent in the window, per (publisher, codec).
+    pub received: BTreeMap<(u32, &'static str), u64>,
+    /// One-way latencies of those units, in microseconds.
+    pub latencies_us: Vec<u32>,
+    /// (publisher, codec) pairs ever heard from, window or not (readiness).
+    pub heard: BTreeSet<(u32, &'static str)>,
+    /// Frames that decrypted but carried no valid stamp.
+    pub unstamped: u64,
+}
+
+/// The label of a codec in reports.
+pub fn codec_label(codec: Codec) -> &'static str {
+    match codec {
+        Codec::Opus => "audio",
+        Codec::Vp8 => "video",
+    }
+}
+
+impl Tally {
+    /// Starts counting a new window, forgetting the last one.
+    pub fn open(&mut self, window: Window) {
+        self.window = window;
+        self.sent.clear();
+        self.received.clear();
+        self.latencies_us.clear();
+    }
+
+    /// Counts a unit we sent at `sent_us`.
+    pub fn on_sent(&mut self, codec: Codec, sent_us: u64) {
+        if self.window.contains(sent_us) {
+            *self.sent.entry(codec_label(codec)).or_default() += 1;
+        }
+    }
+
+    /// Counts a received unit with its stamp, at `now_us`.
+    pub fn on_received(&mut self, s: Stamp, now_us: u64) {
+        let codec = codec_label(s.codec);
+        self.heard.insert((s.publisher, codec));
+        if self.window.contains(s.sent_us) {
+            *self.received.entry((s.publisher, codec)).or_default() += 1;
+            if self.latencies_us.len() < MAX_LATENCIES {
+                let us = now_us.saturating_sub(s.sent_us);
+                self.latencies_us
+                    .push(u32::try_from(us).unwrap_or(u32::MAX));
+            }
+        }
+    }
+
+    /// Takes this window's counts, leaving the tally counting nothing.
+    pub fn close(&mut self) -> WindowCounts {
+        self.window = Window::default();
+        WindowCounts {
+            sent: std::mem::take(&mut self.sent),
+            received: std::mem::take(&mut self.received),
+            latencies_us: std::mem::take(&mut self.latencies_us),
+        }
+    }
+}
+
+/// One participant's counts for a closed window.
+#[derive(Debug, Default, Clone)]
+pub struct WindowCounts {
+    /// Units sent in the window, per codec.
+    pub sent: BTreeMap<&'static str, u64>,
+    /// Units received, per (publisher, codec).
+    pub received: BTreeMap<(u32, &'static str), u64>,
+    /// Latencies in microseconds.
+    pub latencies_us: Vec<u32>,
+}
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Latency {
+    /// Median.
+    pub p50_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+    /// Samples behind the figures.
+    pub samples: u64,
+}
+
+impl Latency {
+    /// Nearest-rank percentiles of microsecond samples (sorted in place).
+    pub fn of(samples: &mut [u32]) -> Self {
+        samples.sort_unstable();
+        let pick = |q: f64| -> f64 {
+            if samples.is_empty() {
+                return 0.0;
+            }
+            let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+            f64::from(samples[rank - 1]) / 1000.0
+        };
+        Self {
+            p50_ms: pick(0.50),
+            p95_ms: pick(0.95),
+            p99_ms: pick(0.99),
+            max_ms: pick(1.0),
+            samples: samples.len() as u64,
+        }
+    }
+}
+
+/// Who receives whom: the members of one room, by publisher index.
+#[derive(Debug, Clone)]
+pub struct RoomShape {
+    /// Publisher indices in the room.
+    pub publishers: Vec<u32>,
+    /// Members of the room (publishers included) that should receive each publisher.
+    pub members: usize,
+}
+
+/// Units expected, received and lost over a window.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Delivery {
+    /// Units that should have arrived (each unit sent × its receivers).
+    pub expected: u64,
+    /// Units that did arrive.
+    pub received: u64,
+    /// Share lost, in percent.
+    pub loss_percent: f64,
+}
+
+/// Adds up what publishers sent and receivers got: every unit a publisher
+/// sent in the window should reach every other member of its room.
+/// `sent_by` maps a publisher index to its counts; `received` is every
+/// receiver's counts.
+pub fn delivery(
+    rooms: &[RoomShape],
+    sent_by: &BTreeMap<u32, BTreeMap<&'static str, u64>>,
+    received: &[&BTreeMap<(u32, &'static str), u64>],
+) -> Delivery {
+    let mut expected = 0u64;
+    for room in rooms {
+        let receivers = room.members.saturating_sub(1) as u64;
+        for p in &room.publishers {
+            let sent: u64 = sent_by.get(p).map_or(0, |m| m.values().sum());
+            expected += sent * receivers;
+        }
+    }
+    let got: u64 = received.iter().flat_map(|m| m.values()).sum();
+    let loss_percent = if expected == 0 {
+        0.0
+    } else {
+        100.0 * expected.saturating_sub(got) as f64 / expected as f64
+    };
+    Delivery {
+        expected,
+        received: got,
+        loss_percent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(publisher: u32, seq: u64, sent_us: u64) -> Stamp {
+        Stamp {
+            publisher,
+            codec: Codec::Opus,
+            seq,
+            sent_us,
+        }
+    }
+
+    #[test]
+    fn only_units_sent_inside_the_window_count() {
+        let mut t = Tally::default();
+        t.on_received(stamp(1, 0, 50), 60);
+        assert!(t.received.is_empty(), "no window yet");
+        assert!(t.heard.contains(&(1, "audio")), "but it was heard");
+        t.open(Window {
+            start_us: 100,
+            end_us: 200,
+        });
+        t.on_sent(Codec::Opus, 99);
+        t.on_sent(Codec::Opus, 100);
+        t.on_sent(Codec::Opus, 199);
+        t.on_sent(Codec::Vp8, 200);
+        t.on_received(stamp(1, 1, 150), 1_150);
+        t.on_received(stamp(1, 2, 99), 1_150);
+        t.on_received(stamp(2, 2, 199), 5_199);
+        let c = t.close();
+        assert_eq!(c.sent.get("audio"), Some(&2));
+        assert_eq!(c.sent.get("video"), None);
+        assert_eq!(c.received.get(&(1, "audio")), Some(&1));
+        assert_eq!(c.received.get(&(2, "audio")), Some(&1));
+        assert_eq!(c.latencies_us, vec![1_000, 5_000]);
+        t.on_sent(Codec::Opus, 150);
+        assert!(t.sent.is_empty(), "closed windows count nothing");
+    }
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let mut v: Vec<u32> = (1..=100).rev().map(|ms| ms * 1000).collect();
+        let l = Latency::of(&mut v);
+        assert_eq!(
+            (l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms),
+            (50.0, 95.0, 99.0, 100.0)
+        );
+        assert_eq!(l.samples, 100);
+        assert_eq!(Latency::of(&mut []), Latency::default());
+        let one = Latency::of(&mut [2_500]);
+        assert_eq!((one.p50_ms, one.p99_ms), (2.5, 2.5));
+    }
+
+    #[test]
+    fn loss_counts_every_receiver_of_every_publisher() {
+        // Room A: publishers 0 and 1 among 4 members; room B: publisher 2 among 3.
+        let rooms = [
+            RoomShape {
+                publishers: vec![0, 1],
+                members: 4,
+            },
+            RoomShape {
+                publishers: vec![2],
+                members: 3,
+            },
+        ];
+        let mut sent = BTreeMap::new();
+        sent.insert(0, BTreeMap::from([("audio", 10u64)]));
+        sent.insert(1, BTreeMap::from([("audio", 10u64), ("video", 5)]));
+        sent.insert(2, BTreeMap::from([("audio", 20u64)]));
+        // Expected: (10 + 15) * 3 + 20 * 2 = 115.
+        let full = BTreeMap::from([((0, "audio"), 75u64), ((2, "audio"), 39)]);
+        let d = delivery(&rooms, &sent, &[&full]);
+        assert_eq!((d.expected, d.received), (115, 114));
+        assert!((d.loss_percent - 100.0 / 115.0).abs() < 1e-9);
+        let none = delivery(&rooms, &BTreeMap::new(), &[]);
+        assert_eq!(none.loss_percent, 0.0);
+    }
+}

@@ -1,0 +1,150 @@
+//! `hush loadtest` as an operator runs it: a small, short load through the
+//! real server, SFU and clients (and the raw UDP relay baseline). Asserts
+//! that every frame decrypted and that every report figure is present;
+//! never a timing.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn loadtest(args: &[&str]) -> (Value, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("out.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_hush"))
+        .arg("loadtest")
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run hush loadtest");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "hush loadtest {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&json).expect("the JSON report is written");
+    (serde_json::from_str(&text).expect("valid JSON"), stdout)
+}
+
+fn number(v: &Value, path: &str) -> f64 {
+    let mut at = v;
+    for key in path.split('.') {
+        at = at
+            .get(key)
+            .unwrap_or_else(|| panic!("report lacks {path} ({key}): {v:#}"));
+    }
+    at.as_f64()
+        .unwrap_or_else(|| panic!("{path} is not a number: {at}"))
+}
+
+/// Every figure the issue asks for, in one step of the report.
+fn assert_complete_step(step: &Value) {
+    for path in [
+        "forwarded_packets_per_sec",
+        "forwarded_bits_per_sec",
+        "loss_percent",
+        "latency.p50_ms",
+        "latency.p95_ms",
+        "latency.p99_ms",
+        "sfu_cpu_seconds",
+        "forwarded_packets_per_cpu_second",
+        "sfu_peak_memory_bytes",
+        "sfu_memory_per_subscriber_bytes",
+        "decryption_failures",
+        "baseline.forwarded_packets_per_cpu_second",
+        "baseline.loss_percent",
+        "baseline.latency.p99_ms",
+        "ratio_to_udp_relay",
+    ] {
+        let n = number(step, path);
+        assert!(n.is_finite() && n >= 0.0, "{path} = {n}");
+    }
+    assert_eq!(number(step, "decryption_failures"), 0.0);
+    // Something really crossed the SFU and was decrypted and checked.
+    assert!(number(step, "forwarded_packets") > 0.0, "{step:#}");
+    assert!(number(step, "delivery.received") > 0.0, "{step:#}");
+    assert!(number(step, "sfu_cpu_seconds") > 0.0, "{step:#}");
+    assert!(number(step, "ratio_to_udp_relay") > 0.0, "{step:#}");
+    assert!(
+        number(step, "delivery.received") <= number(step, "delivery.expected"),
+        "no frame counted twice: {step:#}"
+    );
+}
+
+#[test]
+fn a_small_audio_load_decrypts_every_frame_and_reports_every_figure() {
+    let (report, stdout) = loadtest(&[
+        "--embedded",
+        "--rooms",
+        "2",
+        "--publishers",
+        "2",
+        "--subscribers",
+        "2",
+        "--seconds",
+        "2",
+    ]);
+    assert_complete_step(&report["result"]);
+    assert_eq!(report["decryption_failures"], 0, "{report:#}");
+    assert_eq!(report["unstamped_frames"], 0, "{report:#}");
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["result"]["participants"], 8);
+    assert!(stdout.contains("headline:"), "{stdout}");
+}
+
+#[test]
+fn video_and_a_ramp_report_each_step_and_draw_a_plot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svg = dir.path().join("ramp.svg");
+    let svg_arg = svg.to_str().expect("utf-8 path");
+    let (report, _) = loadtest(&[
+        "--rooms",
+        "1",
+        "--publishers",
+        "1",
+        "--subscribers",
+        "1",
+        "--seconds",
+        "1",
+        "--video",
+        "--video-kbps",
+        "300",
+        "--ramp",
+        "--ramp-step",
+        "1",
+        "--ramp-max",
+        "2",
+        "--plot",
+        svg_arg,
+    ]);
+    let steps = report["steps"].as_array().expect("steps");
+    assert!(!steps.is_empty());
+    for step in steps {
+        assert_complete_step(step);
+    }
+    assert_eq!(report["decryption_failures"], 0, "{report:#}");
+    assert!(report.get("largest_held_subscribers_per_room").is_some());
+    let drawn = std::fs::read_to_string(&svg).expect("plot written");
+    assert!(drawn.starts_with("<svg") && drawn.contains("<polyline"), "{drawn}");
+}
+
+#[test]
+fn bad_arguments_are_refused_before_anything_starts() {
+    for args in [
+        vec!["loadtest", "--baseline", "tcp"],
+        vec!["loadtest", "--plot", "x.svg"],
+        vec!["loadtest", "--server", "ws://127.0.0.1:9"],
+        vec!["loadtest", "--rooms", "0"],
+        vec!["loadtest", "--subscribers", "100000"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_hush"))
+            .args(&args)
+            .env_remove("HUSH_SECRET")
+            .env_remove("HUSH_SECRET_FILE")
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(!out.stderr.is_empty(), "{args:?} failed silently");
+    }
+}
