@@ -111,6 +111,9 @@ struct Member {
     package: KeyPackage,
     channel: Channel,
     keys: BTreeMap<Generation, ReceiveKey>,
+    /// Joins seen while we held no key of this member: its first key, when
+    /// it arrives, may be that many ratchet steps behind its frames.
+    missed_joins: u16,
 }
 
 struct SenderKey {
@@ -227,8 +230,10 @@ impl Group {
             if id == newcomer {
                 continue;
             }
-            if let Some(event) = ratchet_newest(id, member, &self.config, now) {
-                outputs.push(Output::Key(event));
+            match ratchet_newest(id, member, &self.config, now) {
+                Some(event) => outputs.push(Output::Key(event)),
+                // Its key is still on the way; it will be this much behind.
+                None => member.missed_joins = member.missed_joins.saturating_add(1),
             }
         }
         outputs.push(self.send_sender_key(newcomer, &self.active_message())?);
@@ -374,8 +379,18 @@ impl Group {
             .next_back()
             .filter(|(g, _)| g.rekey == target.rekey)
             .ok_or_else(unknown)?;
-        if target.ratchet - from.ratchet > self.config.max_ratchet_ahead {
+        // Bounded, so a forged KID cannot cost more than real joins justify.
+        let limit = self
+            .config
+            .max_ratchet_ahead
+            .saturating_add(member.missed_joins);
+        let gap = target.ratchet - from.ratchet;
+        if gap > limit {
             return Err(unknown());
+        }
+        if gap > self.config.max_ratchet_ahead {
+            // The late first key has caught up: the extra allowance is spent.
+            member.missed_joins = 0;
         }
         let inherited = held.expires;
         let mut base = held.base.clone();
@@ -478,6 +493,7 @@ impl Group {
                 package: kp,
                 channel,
                 keys: BTreeMap::new(),
+                missed_joins: 0,
             },
         );
         Ok(id)
@@ -782,6 +798,55 @@ mod tests {
                 .base,
             tx_key
         );
+    }
+
+    #[test]
+    fn a_first_key_that_arrives_after_many_joins_still_opens_frames() {
+        // Under load, a newcomer may see more joins than `max_ratchet_ahead`
+        // before an existing member's key reaches it; the sender ratcheted
+        // once per join meanwhile.
+        let room = RoomId("busy".into());
+        let new_member = |room: &RoomId| {
+            let m = LocalMember::new(Identity::generate(), room.clone(), T0).expect("member");
+            let kp = m.key_package().to_bytes();
+            (m, kp)
+        };
+        let (a, a_kp) = new_member(&room);
+        let (b, b_kp) = new_member(&room);
+        let mut a = Group::join(a, &[], T0, Config::default()).group;
+        let mut b = Group::join(b, &[a_kp], T0, Config::default()).group;
+        let delayed = sends(a.member_joined(&b_kp, T0).expect("b joined"));
+        let joins = Config::default().max_ratchet_ahead + 4;
+        for _ in 0..joins {
+            let (_, kp) = new_member(&room);
+            a.member_joined(&kp, T0).expect("a sees the join");
+            b.member_joined(&kp, T0).expect("b sees the join");
+        }
+        for (_, e) in delayed {
+            b.receive_envelope(&e, T0).expect("a's key, late");
+        }
+        let now_kid = kid(a.me().slot(), a.active.generation);
+        assert_eq!(a.active.generation.ratchet, 1 + joins);
+        let out = b
+            .derive_receive_key(a.me(), now_kid, T0)
+            .expect("derivable: every step is a join b saw");
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            b.members[&a.me()].keys[&a.active.generation].base,
+            a.active.base
+        );
+        // The bound grew by the joins seen, no more.
+        let beyond = kid(
+            a.me().slot(),
+            Generation {
+                rekey: 0,
+                ratchet: a.active.generation.ratchet + Config::default().max_ratchet_ahead + 1,
+            },
+        );
+        assert!(matches!(
+            b.derive_receive_key(a.me(), beyond, T0),
+            Err(Error::UnknownKey { .. })
+        ));
     }
 
     #[test]

@@ -126,7 +126,10 @@ fn video_and_a_ramp_report_each_step_and_draw_a_plot() {
     assert_eq!(report["decryption_failures"], 0, "{report:#}");
     assert!(report.get("largest_held_subscribers_per_room").is_some());
     let drawn = std::fs::read_to_string(&svg).expect("plot written");
-    assert!(drawn.starts_with("<svg") && drawn.contains("<polyline"), "{drawn}");
+    assert!(
+        drawn.starts_with("<svg") && drawn.contains("<polyline"),
+        "{drawn}"
+    );
 }
 
 #[test]

@@ -465,6 +465,7 @@ async fn wait_ready(spec: &LoadSpec, world: &World) -> Result<(), Error> {
     let video = spec.video_kbps.is_some();
     loop {
         let mut waiting = 0;
+        let mut example = String::new();
         for (i, s) in world.slots.iter().enumerate() {
             if s.peer.finished() {
                 return Err(Error::Transport(format!(
@@ -479,6 +480,13 @@ async fn wait_ready(spec: &LoadSpec, world: &World) -> Result<(), Error> {
                 .all(|k| t.heard.contains(k))
             {
                 waiting += 1;
+                if example.is_empty() {
+                    let st = s.peer.stats();
+                    example = format!(
+                        "; e.g. participant {i} heard {:?}, its session: {st:?}",
+                        t.heard
+                    );
+                }
             }
         }
         if waiting == 0 {
@@ -486,7 +494,7 @@ async fn wait_ready(spec: &LoadSpec, world: &World) -> Result<(), Error> {
         }
         if Instant::now() >= deadline {
             return Err(Error::Transport(format!(
-                "{waiting} of {} participants did not hear every publisher within {} s",
+                "{waiting} of {} participants did not hear every publisher within {} s{example}",
                 world.slots.len(),
                 bound.as_secs()
             )));
