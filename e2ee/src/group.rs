@@ -114,6 +114,11 @@ struct Member {
     /// Joins seen while we held no key of this member: its first key, when
     /// it arrives, may be that many ratchet steps behind its frames.
     missed_joins: u16,
+    /// The generation this member sends under, as its key messages and the
+    /// joins since say. Frames may have made us derive later keys already
+    /// (their joins reached the sender before they reached us); joins then
+    /// advance this, not the newest key, or we would ratchet past the sender.
+    current: Option<Generation>,
 }
 
 struct SenderKey {
@@ -230,10 +235,11 @@ impl Group {
             if id == newcomer {
                 continue;
             }
-            match ratchet_newest(id, member, &self.config, now) {
-                Some(event) => outputs.push(Output::Key(event)),
+            if member.current.is_none() {
                 // Its key is still on the way; it will be this much behind.
-                None => member.missed_joins = member.missed_joins.saturating_add(1),
+                member.missed_joins = member.missed_joins.saturating_add(1);
+            } else if let Some(event) = ratchet_current(id, member, &self.config, now) {
+                outputs.push(Output::Key(event));
             }
         }
         outputs.push(self.send_sender_key(newcomer, &self.active_message())?);
@@ -314,6 +320,9 @@ impl Group {
                 let mut outputs = Vec::new();
                 let newest = member.keys.keys().next_back().copied();
                 let stale = newest.is_some_and(|n| generation.rekey < n.rekey);
+                if !stale && member.current.is_none_or(|c| generation > c) {
+                    member.current = Some(generation);
+                }
                 if !stale && !member.keys.contains_key(&generation) {
                     let base = Secret::new(&base_key);
                     install(
@@ -494,6 +503,7 @@ impl Group {
                 channel,
                 keys: BTreeMap::new(),
                 missed_joins: 0,
+                current: None,
             },
         );
         Ok(id)
@@ -568,24 +578,46 @@ fn random_key() -> Secret {
 
 /// Ratchets our copy of a member's newest key one step, as the member does
 /// itself when someone joins.
-fn ratchet_newest(
+/// A join: the member's current generation moves one ratchet step, and we
+/// install its key, derived from the nearest earlier key we hold, unless a
+/// frame made us derive it already.
+fn ratchet_current(
     id: ParticipantId,
     member: &mut Member,
     config: &Config,
     now: Millis,
 ) -> Option<KeyEvent> {
-    let (&newest, key) = member.keys.iter().next_back()?;
+    let current = member.current?;
     let next = Generation {
-        rekey: newest.rekey,
-        ratchet: newest.ratchet.checked_add(1)?,
+        rekey: current.rekey,
+        ratchet: current.ratchet.checked_add(1)?,
     };
-    let base = ratchet(&key.base, next);
+    member.current = Some(next);
+    if member.keys.contains_key(&next) {
+        return None;
+    }
+    let (&from, held) = member
+        .keys
+        .range(..next)
+        .next_back()
+        .filter(|(g, _)| g.rekey == next.rekey)?;
+    let inherited = held.expires;
+    let mut base = held.base.clone();
+    for step in from.ratchet + 1..=next.ratchet {
+        base = ratchet(
+            &base,
+            Generation {
+                rekey: next.rekey,
+                ratchet: step,
+            },
+        );
+    }
     install(
         member,
         next,
         base.clone(),
         now.plus(config.grace_ms),
-        key.expires,
+        inherited,
     );
     Some(KeyEvent::InstallReceiveKey {
         sender: id,
@@ -847,6 +879,52 @@ mod tests {
             b.derive_receive_key(a.me(), beyond, T0),
             Err(Error::UnknownKey { .. })
         ));
+    }
+
+    #[test]
+    fn keys_derived_from_frames_ahead_of_joins_are_not_ratcheted_twice() {
+        // The sender saw joins before we did and already sends under the
+        // later key; a frame made us derive it. When those joins reach us,
+        // we must not ratchet past the sender, or its key is erased after
+        // the grace period and every later frame fails.
+        let room = RoomId("lag".into());
+        let new_member = |room: &RoomId| {
+            let m = LocalMember::new(Identity::generate(), room.clone(), T0).expect("member");
+            let kp = m.key_package().to_bytes();
+            (m, kp)
+        };
+        let (a, a_kp) = new_member(&room);
+        let (b, b_kp) = new_member(&room);
+        let mut a = Group::join(a, &[], T0, Config::default()).group;
+        let mut b = Group::join(b, &[a_kp], T0, Config::default()).group;
+        for (_, e) in sends(a.member_joined(&b_kp, T0).expect("b joined")) {
+            b.receive_envelope(&e, T0).expect("a's key");
+        }
+        let packages: Vec<Vec<u8>> = (0..5).map(|_| new_member(&room).1).collect();
+        for kp in &packages {
+            a.member_joined(kp, T0).expect("a sees the join first");
+        }
+        let at_a = |a: &Group| kid(a.me().slot(), a.active.generation);
+        b.derive_receive_key(a.me(), at_a(&a), T0)
+            .expect("a frame from a, 5 ahead");
+        for kp in &packages {
+            b.member_joined(kp, T0).expect("b sees the joins later");
+        }
+        // Long after the grace period, a's current key is still held...
+        let later = T0.plus(10 * Config::default().grace_ms);
+        b.handle_timeout(later);
+        let held = |b: &Group, a: &Group| {
+            b.members[&a.me()]
+                .keys
+                .get(&a.active.generation)
+                .map(|k| k.base.clone())
+        };
+        assert_eq!(held(&b, &a), Some(a.active.base.clone()));
+        // ...and both move in step on the next join.
+        let (_, kp) = new_member(&room);
+        a.member_joined(&kp, later).expect("join");
+        b.member_joined(&kp, later).expect("join");
+        assert_eq!(held(&b, &a), Some(a.active.base.clone()));
     }
 
     #[test]
