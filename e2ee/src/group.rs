@@ -111,8 +111,9 @@ struct Member {
     package: KeyPackage,
     channel: Channel,
     keys: BTreeMap<Generation, ReceiveKey>,
-    /// Joins seen while we held no key of this member: its first key, when
-    /// it arrives, may be that many ratchet steps behind its frames.
+    /// Joins seen (since the last departure) while we held no key of this
+    /// member: its first key, when it arrives, is that many ratchet steps
+    /// behind the generation it sends under.
     missed_joins: u16,
     /// The generation this member sends under, as its key messages and the
     /// joins since say. Frames may have made us derive later keys already
@@ -144,6 +145,9 @@ pub struct Group {
     departed: BTreeMap<ParticipantId, BTreeMap<Generation, ReceiveKey>>,
     active: SenderKey,
     pending: Option<PendingKey>,
+    /// Joins since the last departure: how far every sender has ratcheted
+    /// the fresh key that departure made it send.
+    joins_since_leave: u16,
 }
 
 impl core::fmt::Debug for Group {
@@ -181,6 +185,7 @@ impl Group {
             me,
             members: BTreeMap::new(),
             departed: BTreeMap::new(),
+            joins_since_leave: 0,
             active,
             pending: None,
         };
@@ -230,6 +235,7 @@ impl Group {
             base: ratchet(&base, next),
         };
         let mut outputs = vec![Output::Key(self.use_send_key_event())];
+        self.joins_since_leave = self.joins_since_leave.saturating_add(1);
         // Everyone else ratchets too, with no message: do the same for them.
         for (&id, member) in self.members.iter_mut() {
             if id == newcomer {
@@ -257,6 +263,11 @@ impl Group {
             key.expires = Some(key.expires.map_or(expiry, |e| e.min(expiry)));
         }
         self.departed.insert(who, member.keys);
+        // Every sender now makes a fresh key; joins count from here for it.
+        self.joins_since_leave = 0;
+        for m in self.members.values_mut().filter(|m| m.current.is_none()) {
+            m.missed_joins = 0;
+        }
         let last = self
             .pending
             .as_ref()
@@ -320,9 +331,6 @@ impl Group {
                 let mut outputs = Vec::new();
                 let newest = member.keys.keys().next_back().copied();
                 let stale = newest.is_some_and(|n| generation.rekey < n.rekey);
-                if !stale && member.current.is_none_or(|c| generation > c) {
-                    member.current = Some(generation);
-                }
                 if !stale && !member.keys.contains_key(&generation) {
                     let base = Secret::new(&base_key);
                     install(
@@ -337,6 +345,27 @@ impl Group {
                         kid,
                         base_key: base,
                     }));
+                }
+                if !stale {
+                    // The sender has ratcheted this key once per join since
+                    // it made it; we saw those joins before the key arrived.
+                    let behind = match member.current {
+                        None => Some(member.missed_joins),
+                        Some(c) if generation.rekey > c.rekey => Some(self.joins_since_leave),
+                        Some(c) if generation > c => Some(0),
+                        Some(_) => None,
+                    };
+                    if let Some(behind) = behind {
+                        let now_at = Generation {
+                            rekey: generation.rekey,
+                            ratchet: generation.ratchet.saturating_add(behind),
+                        };
+                        member.current = Some(now_at);
+                        member.missed_joins = 0;
+                        if let Some(event) = derive_up_to(from, member, now_at, &self.config, now) {
+                            outputs.push(Output::Key(event));
+                        }
+                    }
                 }
                 // Acknowledge even duplicates and stale keys, so the sender stops waiting.
                 let ack = Message::KeyAck { kid: kid.0 }.encode();
@@ -388,18 +417,8 @@ impl Group {
             .next_back()
             .filter(|(g, _)| g.rekey == target.rekey)
             .ok_or_else(unknown)?;
-        // Bounded, so a forged KID cannot cost more than real joins justify.
-        let limit = self
-            .config
-            .max_ratchet_ahead
-            .saturating_add(member.missed_joins);
-        let gap = target.ratchet - from.ratchet;
-        if gap > limit {
+        if target.ratchet - from.ratchet > self.config.max_ratchet_ahead {
             return Err(unknown());
-        }
-        if gap > self.config.max_ratchet_ahead {
-            // The late first key has caught up: the extra allowance is spent.
-            member.missed_joins = 0;
         }
         let inherited = held.expires;
         let mut base = held.base.clone();
@@ -579,8 +598,7 @@ fn random_key() -> Secret {
 /// Ratchets our copy of a member's newest key one step, as the member does
 /// itself when someone joins.
 /// A join: the member's current generation moves one ratchet step, and we
-/// install its key, derived from the nearest earlier key we hold, unless a
-/// frame made us derive it already.
+/// install its key, unless a frame made us derive it already.
 fn ratchet_current(
     id: ParticipantId,
     member: &mut Member,
@@ -593,35 +611,48 @@ fn ratchet_current(
         ratchet: current.ratchet.checked_add(1)?,
     };
     member.current = Some(next);
-    if member.keys.contains_key(&next) {
+    derive_up_to(id, member, next, config, now)
+}
+
+/// Installs the key of generation `target`, derived from the nearest
+/// earlier key of the same `rekey` we hold; nothing if it is held already
+/// or no such key is held.
+fn derive_up_to(
+    id: ParticipantId,
+    member: &mut Member,
+    target: Generation,
+    config: &Config,
+    now: Millis,
+) -> Option<KeyEvent> {
+    if member.keys.contains_key(&target) {
         return None;
     }
     let (&from, held) = member
         .keys
-        .range(..next)
+        .range(..target)
         .next_back()
-        .filter(|(g, _)| g.rekey == next.rekey)?;
+        .filter(|(g, _)| g.rekey == target.rekey)?;
     let inherited = held.expires;
     let mut base = held.base.clone();
-    for step in from.ratchet + 1..=next.ratchet {
+    for step in from.ratchet + 1..=target.ratchet {
         base = ratchet(
             &base,
             Generation {
-                rekey: next.rekey,
+                rekey: target.rekey,
                 ratchet: step,
             },
         );
     }
     install(
         member,
-        next,
+        target,
         base.clone(),
         now.plus(config.grace_ms),
         inherited,
     );
     Some(KeyEvent::InstallReceiveKey {
         sender: id,
-        kid: kid(id.slot(), next),
+        kid: kid(id.slot(), target),
         base_key: base,
     })
 }
@@ -836,7 +867,7 @@ mod tests {
     fn a_first_key_that_arrives_after_many_joins_still_opens_frames() {
         // Under load, a newcomer may see more joins than `max_ratchet_ahead`
         // before an existing member's key reaches it; the sender ratcheted
-        // once per join meanwhile.
+        // once per join meanwhile, and so must the newcomer's copy.
         let room = RoomId("busy".into());
         let new_member = |room: &RoomId| {
             let m = LocalMember::new(Identity::generate(), room.clone(), T0).expect("member");
@@ -859,15 +890,25 @@ mod tests {
         }
         let now_kid = kid(a.me().slot(), a.active.generation);
         assert_eq!(a.active.generation.ratchet, 1 + joins);
-        let out = b
-            .derive_receive_key(a.me(), now_kid, T0)
-            .expect("derivable: every step is a join b saw");
-        assert_eq!(out.len(), 1);
+        // b counted the joins and installed a's current key on arrival.
         assert_eq!(
             b.members[&a.me()].keys[&a.active.generation].base,
             a.active.base
         );
-        // The bound grew by the joins seen, no more.
+        assert!(
+            b.derive_receive_key(a.me(), now_kid, T0)
+                .expect("held")
+                .is_empty()
+        );
+        // And stays in step with a from then on.
+        let (_, kp) = new_member(&room);
+        a.member_joined(&kp, T0).expect("join");
+        b.member_joined(&kp, T0).expect("join");
+        assert_eq!(
+            b.members[&a.me()].keys[&a.active.generation].base,
+            a.active.base
+        );
+        // Frames still derive at most `max_ratchet_ahead` steps on their own.
         let beyond = kid(
             a.me().slot(),
             Generation {
@@ -925,6 +966,74 @@ mod tests {
         a.member_joined(&kp, later).expect("join");
         b.member_joined(&kp, later).expect("join");
         assert_eq!(held(&b, &a), Some(a.active.base.clone()));
+    }
+
+    #[test]
+    fn a_fresh_key_that_arrives_after_joins_is_ratcheted_for_them() {
+        // After a departure every sender makes a fresh key; joins that reach
+        // us before that key does were applied to it by the sender.
+        let room = RoomId("churn".into());
+        let new_member = |room: &RoomId| {
+            let m = LocalMember::new(Identity::generate(), room.clone(), T0).expect("member");
+            let kp = m.key_package().to_bytes();
+            (m, kp)
+        };
+        let (a, a_kp) = new_member(&room);
+        let (b, b_kp) = new_member(&room);
+        let (c, c_kp) = new_member(&room);
+        let (a_id, b_id, c_id) = (a.participant(), b.participant(), c.participant());
+        let mut groups = BTreeMap::new();
+        let mut log = Vec::new();
+        let ga = Group::join(a, &[], T0, Config::default());
+        groups.insert(ga.group.me(), ga.group);
+        for (m, kp, before) in [
+            (b, &b_kp, vec![a_kp.clone()]),
+            (c, &c_kp, vec![a_kp.clone(), b_kp.clone()]),
+        ] {
+            let joined = Group::join(m, &before, T0, Config::default());
+            let mut queue = sends(joined.outputs);
+            for g in groups.values_mut() {
+                queue.extend(sends(g.member_joined(kp, T0).expect("joined")));
+            }
+            groups.insert(joined.group.me(), joined.group);
+            settle(&mut groups, queue, &mut log);
+        }
+        let (mut a, mut b) = {
+            let mut a = groups.remove(&a_id).expect("a");
+            let mut b = groups.remove(&b_id).expect("b");
+            // c leaves: a's fresh key to b is delayed.
+            let delayed = sends(a.member_left(c_id, T0).expect("left"));
+            b.member_left(c_id, T0).expect("left");
+            for _ in 0..3 {
+                let (_, kp) = new_member(&room);
+                a.member_joined(&kp, T0).expect("join");
+                b.member_joined(&kp, T0).expect("join");
+            }
+            for (to, e) in delayed {
+                if to == b.me() {
+                    b.receive_envelope(&e, T0).expect("fresh key, late");
+                }
+            }
+            (a, b)
+        };
+        assert_eq!(
+            a.active.generation,
+            Generation {
+                rekey: 1,
+                ratchet: 3
+            }
+        );
+        assert_eq!(
+            b.members[&a.me()].keys[&a.active.generation].base,
+            a.active.base
+        );
+        let (_, kp) = new_member(&room);
+        a.member_joined(&kp, T0).expect("join");
+        b.member_joined(&kp, T0).expect("join");
+        assert_eq!(
+            b.members[&a.me()].keys[&a.active.generation].base,
+            a.active.base
+        );
     }
 
     #[test]
