@@ -169,6 +169,9 @@ pub struct LoadReport {
     pub steps: Vec<StepReport>,
     /// With `--ramp`: the most subscribers per room held.
     pub largest_held_subscribers_per_room: Option<usize>,
+    /// With `--ramp`: why the ramp stopped before `--ramp-max` without a
+    /// measurement (participants that could not join or connect at that load).
+    pub ramp_stopped_by: Option<String>,
     /// Frames that failed decryption over the whole run, by reason.
     pub decryption_failures_by_reason: BTreeMap<String, u64>,
     /// Frames that failed decryption over the whole run (must be 0).
@@ -247,6 +250,7 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
     let mut ramp_up_seconds = 0.0;
     let mut steps: Vec<StepReport> = Vec::new();
     let mut shapes: Vec<Vec<RoomShape>> = Vec::new();
+    let mut ramp_stopped_by = None;
     let mut targets: Vec<usize> = vec![spec.subscribers];
     if let Some(r) = spec.ramp {
         let step = r.step.max(1);
@@ -259,8 +263,18 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
     let outcome: Result<(), Error> = async {
         join_publishers(spec, target, &mut world, media).await?;
         for (i, &subs) in targets.iter().enumerate() {
-            join_subscribers(spec, target, &mut world, subs).await?;
-            wait_ready(spec, &world).await?;
+            let ready = match join_subscribers(spec, target, &mut world, subs).await {
+                Ok(()) => wait_ready(spec, &world).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = ready {
+                if i == 0 {
+                    return Err(e);
+                }
+                // A later ramp step that cannot even connect is a load not held.
+                ramp_stopped_by = Some(format!("{subs} subscribers per room: {e}"));
+                break;
+            }
             if i == 0 {
                 ramp_up_seconds = started.elapsed().as_secs_f64();
             }
@@ -346,6 +360,7 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
         result,
         steps,
         largest_held_subscribers_per_room: largest_held,
+        ramp_stopped_by,
         decryption_failures_by_reason: failures,
         decryption_failures,
         lost_to_key_change,
@@ -468,8 +483,9 @@ async fn wait_ready(spec: &LoadSpec, world: &World) -> Result<(), Error> {
         let mut example = String::new();
         for (i, s) in world.slots.iter().enumerate() {
             if s.peer.finished() {
+                let why = s.peer.failure().unwrap_or_else(|| "it stopped".into());
                 return Err(Error::Transport(format!(
-                    "participant {i} ended during ramp-up"
+                    "participant {i} ended during ramp-up: {why}"
                 )));
             }
             // Stamp indices are handed out in join order, one per slot.
@@ -939,6 +955,9 @@ pub fn table(r: &LoadReport) -> String {
         );
     } else if r.config.ramp {
         let _ = writeln!(out, "no step held its load");
+    }
+    if let Some(why) = &r.ramp_stopped_by {
+        let _ = writeln!(out, "the ramp stopped at {why}");
     }
     let _ = writeln!(
         out,

@@ -68,6 +68,7 @@ pub struct Peer {
     pub tally: SharedTally,
     session: Arc<Mutex<Session>>,
     stop: watch::Sender<bool>,
+    ended: Arc<Mutex<Option<String>>>,
     task: JoinHandle<Result<(), Error>>,
 }
 
@@ -94,20 +95,24 @@ impl Peer {
         let tally = SharedTally::default();
         let session = call.session_handle();
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(
-            call,
-            events,
-            transport,
-            t_events,
-            stop_rx,
-            Arc::clone(&tally),
-            index,
-            publish,
-        ));
+        let ended = Arc::new(Mutex::new(None));
+        let why = Arc::clone(&ended);
+        let tally_ = Arc::clone(&tally);
+        let task = tokio::spawn(async move {
+            let result = run(
+                call, events, transport, t_events, stop_rx, tally_, index, publish,
+            )
+            .await;
+            if let Err(e) = &result {
+                *why.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            }
+            result
+        });
         Ok(Self {
             tally,
             session,
             stop,
+            ended,
             task,
         })
     }
@@ -124,6 +129,11 @@ impl Peer {
     /// Whether the task has ended (an error or a closed connection).
     pub fn finished(&self) -> bool {
         self.task.is_finished()
+    }
+
+    /// Why the task ended, if it failed.
+    pub fn failure(&self) -> Option<String> {
+        self.ended.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Stops sending and receiving, closes the media connection and drops
