@@ -33,6 +33,8 @@ pub const HELD_MAX_LOSS_PERCENT: f64 = 1.0;
 pub const HELD_MAX_P99_MS: f64 = 50.0;
 /// Frames sent just before a window closes may still be in flight this long.
 const DRAIN: Duration = Duration::from_millis(500);
+/// What SFrame and RTP add to an audio frame on the wire to the SFU's count.
+const AUDIO_OVERHEAD_BYTES: usize = 24;
 /// Participants joining at once.
 const JOIN_CONCURRENCY: usize = 8;
 
@@ -96,7 +98,7 @@ pub struct ConfigReport {
 pub struct BaselineReport {
     /// What the baseline is.
     pub kind: &'static str,
-    /// Bytes per relayed packet (the SFU's average forwarded packet).
+    /// Bytes per relayed audio packet (the SFU's audio packet size).
     pub packet_bytes: usize,
     /// Packets the relay sent on in the window.
     pub forwarded_packets: u64,
@@ -307,12 +309,10 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
     outcome?;
     if spec.baseline {
         for (step, shape) in steps.iter_mut().zip(&shapes) {
-            let packet_bytes = if step.forwarded_packets > 0 {
-                (step.forwarded_bits_per_sec * step.seconds / 8.0 / step.forwarded_packets as f64)
-                    as usize
-            } else {
-                spec.audio_bytes + 40
-            };
+            // An audio packet as the SFU forwards it: the frame, SFrame's
+            // header and tag, the RTP header (104 bytes for 80-byte frames,
+            // as the SFU's byte counter shows); video packets are 1,200 bytes.
+            let packet_bytes = spec.audio_bytes + AUDIO_OVERHEAD_BYTES;
             let b = measure_relay(
                 spec,
                 shape,
