@@ -82,16 +82,7 @@ impl LocalServer {
 
     /// A token for `name` in `room`, valid for an hour.
     pub fn token(&self, room: &str, name: &str) -> Result<String, Error> {
-        let room: RoomId = room.parse().map_err(|_| Error::Invalid("room id"))?;
-        let name: DisplayName = name.parse().map_err(|_| Error::Invalid("display name"))?;
-        let expiry = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default()
-            + 3600;
-        Ok(JoinToken::mint(&self.secret, &room, &name, expiry)
-            .as_str()
-            .to_owned())
+        mint_token(&self.secret, room, name)
     }
 
     /// The SFU's metrics in Prometheus text.
@@ -104,4 +95,18 @@ impl LocalServer {
         self.handle.shutdown();
         self.sfu.shutdown().await;
     }
+}
+
+/// A join token for `name` in `room` signed with `secret`, valid for an hour.
+pub fn mint_token(secret: &ServerSecret, room: &str, name: &str) -> Result<String, Error> {
+    let room: RoomId = room.parse().map_err(|_| Error::Invalid("room id"))?;
+    let name: DisplayName = name.parse().map_err(|_| Error::Invalid("display name"))?;
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+        + 3600;
+    Ok(JoinToken::mint(secret, &room, &name, expiry)
+        .as_str()
+        .to_owned())
 }

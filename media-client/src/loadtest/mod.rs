@@ -371,13 +371,13 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
 }
 
 async fn join_many(
+    spec: &LoadSpec,
     target: &Target,
     world: &mut World,
     who: Vec<(usize, bool)>,
     media: Media,
-    video: bool,
-    progress: bool,
 ) -> Result<(), Error> {
+    let (video, progress) = (spec.video_kbps.is_some(), spec.progress);
     let total = who.len();
     let mut done = 0;
     for chunk in who.chunks(JOIN_CONCURRENCY) {
@@ -425,15 +425,7 @@ async fn join_publishers(
     let who = (0..spec.rooms)
         .flat_map(|r| (0..spec.publishers).map(move |_| (r, true)))
         .collect();
-    join_many(
-        target,
-        world,
-        who,
-        media,
-        spec.video_kbps.is_some(),
-        spec.progress,
-    )
-    .await
+    join_many(spec, target, world, who, media).await
 }
 
 async fn join_subscribers(
@@ -451,15 +443,7 @@ async fn join_subscribers(
         audio_bytes: spec.audio_bytes,
         video: None,
     };
-    join_many(
-        target,
-        world,
-        who,
-        media,
-        spec.video_kbps.is_some(),
-        spec.progress,
-    )
-    .await
+    join_many(spec, target, world, who, media).await
 }
 
 /// Who a member of `room` must hear: every other publisher, audio (and video).
