@@ -151,3 +151,71 @@ fn bad_arguments_are_refused_before_anything_starts() {
         assert!(!out.stderr.is_empty(), "{args:?} failed silently");
     }
 }
+
+#[test]
+fn a_running_server_is_measured_through_its_metrics() {
+    use std::io::BufRead as _;
+    // A server started on its own (the load test's server command), then
+    // driven with --server and its secret, as an operator would.
+    let secret = "an-operator-secret-of-enough-length";
+    let mut server = Command::new(env!("CARGO_BIN_EXE_hush"))
+        .args(["loadtest-server", "--max-seconds", "120"])
+        .env("HUSH_LOADTEST_SECRET", secret)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the server");
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("LISTEN line");
+    let url = line
+        .trim()
+        .strip_prefix("LISTEN ")
+        .unwrap_or_else(|| panic!("unexpected {line:?}"))
+        .to_owned();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("out.json");
+    let run = |secret: &str| {
+        Command::new(env!("CARGO_BIN_EXE_hush"))
+            .args(["loadtest", "--server", &url, "--subscribers", "2"])
+            .args(["--seconds", "1", "--baseline", "none", "--json"])
+            .arg(&json)
+            .env("HUSH_SECRET", secret)
+            .env_remove("HUSH_SECRET_FILE")
+            .output()
+            .expect("run hush loadtest")
+    };
+    let wrong = run("not-the-operator-secret-at-all");
+    assert!(
+        !wrong.status.success(),
+        "tokens under a wrong secret were accepted"
+    );
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        said.contains("token_forged"),
+        "refused for another reason: {said}"
+    );
+    let out = run(secret);
+    drop(server.stdin.take());
+    let _ = server.wait();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("JSON");
+    assert_eq!(report["config"]["server"], url.as_str());
+    assert_eq!(report["decryption_failures"], 0);
+    assert!(
+        number(&report["result"], "forwarded_packets") > 0.0,
+        "{report:#}"
+    );
+    assert!(
+        number(&report["result"], "sfu_cpu_seconds") > 0.0,
+        "{report:#}"
+    );
+    assert!(report["result"]["baseline"].is_null(), "--baseline none");
+}
