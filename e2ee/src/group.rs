@@ -728,6 +728,13 @@ mod tests {
         }
     }
 
+    /// A new member of `room` and its key package.
+    fn new_member(room: &RoomId) -> (LocalMember, Vec<u8>) {
+        let m = LocalMember::new(Identity::generate(), room.clone(), T0).expect("member");
+        let kp = m.key_package().to_bytes();
+        (m, kp)
+    }
+
     fn sends(outputs: Vec<Output>) -> Vec<(ParticipantId, Vec<u8>)> {
         outputs
             .into_iter()
@@ -869,11 +876,6 @@ mod tests {
         // before an existing member's key reaches it; the sender ratcheted
         // once per join meanwhile, and so must the newcomer's copy.
         let room = RoomId("busy".into());
-        let new_member = |room: &RoomId| {
-            let m = LocalMember::new(Identity::generate(), room.clone(), T0).expect("member");
-            let kp = m.key_package().to_bytes();
-            (m, kp)
-        };
         let (a, a_kp) = new_member(&room);
         let (b, b_kp) = new_member(&room);
         let mut a = Group::join(a, &[], T0, Config::default()).group;
@@ -929,11 +931,6 @@ mod tests {
         // we must not ratchet past the sender, or its key is erased after
         // the grace period and every later frame fails.
         let room = RoomId("lag".into());
-        let new_member = |room: &RoomId| {
-            let m = LocalMember::new(Identity::generate(), room.clone(), T0).expect("member");
-            let kp = m.key_package().to_bytes();
-            (m, kp)
-        };
         let (a, a_kp) = new_member(&room);
         let (b, b_kp) = new_member(&room);
         let mut a = Group::join(a, &[], T0, Config::default()).group;
@@ -973,11 +970,6 @@ mod tests {
         // After a departure every sender makes a fresh key; joins that reach
         // us before that key does were applied to it by the sender.
         let room = RoomId("churn".into());
-        let new_member = |room: &RoomId| {
-            let m = LocalMember::new(Identity::generate(), room.clone(), T0).expect("member");
-            let kp = m.key_package().to_bytes();
-            (m, kp)
-        };
         let (a, a_kp) = new_member(&room);
         let (b, b_kp) = new_member(&room);
         let (c, c_kp) = new_member(&room);
