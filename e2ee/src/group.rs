@@ -111,10 +111,13 @@ struct Member {
     package: KeyPackage,
     channel: Channel,
     keys: BTreeMap<Generation, ReceiveKey>,
-    /// Joins seen (since the last departure) while we held no key of this
-    /// member: its first key, when it arrives, is that many ratchet steps
-    /// behind the generation it sends under.
+    /// Joins seen while we held no key of this member: its first key, when
+    /// it arrives, is that many ratchet steps behind the generation it sends
+    /// under. Counting stops at a departure, which moves the member to a
+    /// fresh key and leaves the first key's chain where it was.
     missed_joins: u16,
+    /// Whether joins still count towards `missed_joins`.
+    counting_missed: bool,
     /// The generation this member sends under, as its key messages and the
     /// joins since say. Frames may have made us derive later keys already
     /// (their joins reached the sender before they reached us); joins then
@@ -243,7 +246,9 @@ impl Group {
             }
             if member.current.is_none() {
                 // Its key is still on the way; it will be this much behind.
-                member.missed_joins = member.missed_joins.saturating_add(1);
+                if member.counting_missed {
+                    member.missed_joins = member.missed_joins.saturating_add(1);
+                }
             } else if let Some(event) = ratchet_current(id, member, &self.config, now) {
                 outputs.push(Output::Key(event));
             }
@@ -263,11 +268,7 @@ impl Group {
             key.expires = Some(key.expires.map_or(expiry, |e| e.min(expiry)));
         }
         self.departed.insert(who, member.keys);
-        // Every sender now makes a fresh key; joins count from here for it.
-        self.joins_since_leave = 0;
-        for m in self.members.values_mut().filter(|m| m.current.is_none()) {
-            m.missed_joins = 0;
-        }
+        self.departure_seen();
         let last = self
             .pending
             .as_ref()
@@ -302,6 +303,16 @@ impl Group {
             outputs.extend(self.activate_pending());
         }
         Ok(outputs)
+    }
+
+    /// A member left that we had refused (so [`Group::member_left`] does
+    /// not apply): the others, who accepted it, each make a fresh key now,
+    /// and the joins that follow ratchet that key. `member_left` does this too.
+    pub fn departure_seen(&mut self) {
+        self.joins_since_leave = 0;
+        for m in self.members.values_mut().filter(|m| m.current.is_none()) {
+            m.counting_missed = false;
+        }
     }
 
     /// An envelope arrived from the relay. Errors (tampered, replayed,
@@ -522,6 +533,7 @@ impl Group {
                 channel,
                 keys: BTreeMap::new(),
                 missed_joins: 0,
+                counting_missed: true,
                 current: None,
             },
         );
@@ -595,8 +607,6 @@ fn random_key() -> Secret {
     Secret::new(key.as_slice())
 }
 
-/// Ratchets our copy of a member's newest key one step, as the member does
-/// itself when someone joins.
 /// A join: the member's current generation moves one ratchet step, and we
 /// install its key, unless a frame made us derive it already.
 fn ratchet_current(
@@ -1024,6 +1034,57 @@ mod tests {
         b.member_joined(&kp, T0).expect("join");
         assert_eq!(
             b.members[&a.me()].keys[&a.active.generation].base,
+            a.active.base
+        );
+    }
+
+    #[test]
+    fn a_departure_of_a_member_we_refused_still_starts_the_count_for_fresh_keys() {
+        // b refused x (say its key package collided with b's own), a
+        // accepted it. When x leaves, a sends a fresh key; b must not count
+        // the joins from before that departure onto it, or b runs ahead of
+        // a and a's real key is erased after the grace period.
+        let room = RoomId("split".into());
+        let (a, a_kp) = new_member(&room);
+        let (b, b_kp) = new_member(&room);
+        let mut a = Group::join(a, &[], T0, Config::default()).group;
+        let joined = Group::join(b, &[a_kp], T0, Config::default());
+        let b = joined.group;
+        let mut log = Vec::new();
+        let mut queue = sends(a.member_joined(&b_kp, T0).expect("b joined"));
+        queue.extend(sends(joined.outputs));
+        let (aid, bid) = (a.me(), b.me());
+        let mut groups = BTreeMap::from([(aid, a), (bid, b)]);
+        settle(&mut groups, queue, &mut log);
+        let (_, j_kp) = new_member(&room);
+        for g in groups.values_mut() {
+            let out = sends(g.member_joined(&j_kp, T0).expect("j joined"));
+            drop(out); // j itself is not simulated
+        }
+        let (x, x_kp) = new_member(&room);
+        let x_id = x.participant();
+        let a = groups.get_mut(&aid).expect("a");
+        drop(sends(a.member_joined(&x_kp, T0).expect("a accepts x")));
+        // b refuses x: no member_joined at b. x leaves.
+        let fresh = sends(a.member_left(x_id, T0).expect("x left"));
+        groups.get_mut(&bid).expect("b").departure_seen();
+        let fresh: Vec<_> = fresh.into_iter().filter(|(to, _)| *to == bid).collect();
+        settle(&mut groups, fresh, &mut log);
+        let later = T0.plus(10 * Config::default().grace_ms);
+        for g in groups.values_mut() {
+            g.handle_timeout(later);
+        }
+        let (a, b) = (&groups[&aid], &groups[&bid]);
+        assert_eq!(
+            a.active.generation,
+            Generation {
+                rekey: 1,
+                ratchet: 0
+            }
+        );
+        assert_eq!(b.members[&aid].current, Some(a.active.generation));
+        assert_eq!(
+            b.members[&aid].keys[&a.active.generation].base,
             a.active.base
         );
     }

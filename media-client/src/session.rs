@@ -293,6 +293,9 @@ impl Session {
                         }
                     }
                     events.push(CallEvent::PeerLeft(peer));
+                } else if let Some(g) = self.group.as_mut() {
+                    // One we refused: the others rekey all the same.
+                    g.departure_seen();
                 }
             }
             ServerMessage::Envelope { from, payload, .. } => {
