@@ -157,6 +157,8 @@ pub struct StepReport {
     pub baseline: Option<BaselineReport>,
     /// SFU packets per CPU-second ÷ relay packets per CPU-second: the headline.
     pub ratio_to_udp_relay: Option<f64>,
+    /// Why the baseline of this step could not be measured, if it could not.
+    pub baseline_error: Option<String>,
 }
 
 /// The whole report.
@@ -280,7 +282,15 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
             if i == 0 {
                 ramp_up_seconds = started.elapsed().as_secs_f64();
             }
-            let step = measure_sfu(spec, target, &world, subs, &before).await?;
+            let step = match measure_sfu(spec, target, &world, subs, &before).await {
+                Ok(step) => step,
+                Err(e) if i > 0 => {
+                    // Steps measured so far stand; this load was not held.
+                    ramp_stopped_by = Some(format!("{subs} subscribers per room: {e}"));
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
             let held = step.held;
             steps.push(step);
             shapes.push(world.shapes());
@@ -302,10 +312,8 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
         lost_to_key_change += st.lost_to_key_change;
         unstamped += lock(&s.peer.tally).unstamped;
     }
-    for s in world.slots.drain(..) {
-        // Ending a peer can fail (its connection already down); the report is complete by now.
-        let _ = s.peer.stop().await;
-    }
+    // Ending a peer can fail (its connection already down); the report is complete by now.
+    futures_util::future::join_all(world.slots.drain(..).map(|s| s.peer.stop())).await;
     outcome?;
     if spec.baseline {
         for (step, shape) in steps.iter_mut().zip(&shapes) {
@@ -313,12 +321,20 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
             // header and tag, the RTP header (104 bytes for 80-byte frames,
             // as the SFU's byte counter shows); video packets are 1,200 bytes.
             let packet_bytes = spec.audio_bytes + AUDIO_OVERHEAD_BYTES;
-            let b = measure_relay(
+            let b = match measure_relay(
                 spec,
                 shape,
                 packet_bytes.clamp(relay::HEADER_LEN + stamp::STAMP_LEN, 1200),
             )
-            .await?;
+            .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    // The SFU's figures stand without their baseline.
+                    step.baseline_error = Some(e.to_string());
+                    continue;
+                }
+            };
             step.ratio_to_udp_relay = match (
                 step.forwarded_packets_per_cpu_second,
                 b.forwarded_packets_per_cpu_second,
@@ -530,7 +546,9 @@ async fn window(
     label: &str,
     progress: bool,
 ) -> (Window, Vec<WindowCounts>) {
-    let start_us = stamp::now_us();
+    // Every tally is open before the window starts, so no frame counts on one side only.
+    let lead = Duration::from_millis(100);
+    let start_us = stamp::now_us() + lead.as_micros() as u64;
     let w = Window {
         start_us,
         end_us: start_us + seconds * 1_000_000,
@@ -538,6 +556,10 @@ async fn window(
     for t in tallies {
         lock(t).open(w);
     }
+    tokio::time::sleep(Duration::from_micros(
+        start_us.saturating_sub(stamp::now_us()),
+    ))
+    .await;
     let t0 = Instant::now();
     let total = Duration::from_secs(seconds);
     while t0.elapsed() < total {
@@ -637,6 +659,7 @@ async fn measure_sfu(
         held,
         baseline: None,
         ratio_to_udp_relay: None,
+        baseline_error: None,
     })
 }
 

@@ -226,7 +226,11 @@ fn relay_loop(
                 out.push((i, *m));
             }
         }
-        for chunk in out.chunks(SEND_BATCH) {
+        // A short count or an error on the first message: that packet is
+        // lost (as UDP packets are) and the batch goes on after it.
+        let mut at = 0;
+        while at < out.len() {
+            let chunk = &out[at..(at + SEND_BATCH).min(out.len())];
             let slices: Vec<[IoSlice<'_>; 1]> = chunk
                 .iter()
                 .map(|(i, _)| [IoSlice::new(&bufs[*i][..lens[*i].0])])
@@ -241,10 +245,13 @@ fn relay_loop(
                 MsgFlags::empty(),
             ) {
                 Ok(sent) => {
-                    forwarded.fetch_add(sent.count() as u64, Ordering::Relaxed);
+                    // Only the count is used: nix's result items describe
+                    // received messages, not sent ones.
+                    let n = sent.count();
+                    forwarded.fetch_add(n as u64, Ordering::Relaxed);
+                    at += if n < chunk.len() { n + 1 } else { n };
                 }
-                // A full socket buffer or a member gone: those packets are lost, as UDP is.
-                Err(Errno::EAGAIN | Errno::EINTR | Errno::ECONNREFUSED | Errno::ENOBUFS) => {}
+                Err(Errno::EAGAIN | Errno::EINTR | Errno::ECONNREFUSED | Errno::ENOBUFS) => at += 1,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -178,7 +178,20 @@ pub fn delivery(
             expected += sent * receivers;
         }
     }
-    let got: u64 = received.iter().flat_map(|m| m.values()).sum();
+    // A receiver can get no more of a publisher's units than it sent: a
+    // duplicate must not hide a loss elsewhere.
+    let got: u64 = received
+        .iter()
+        .flat_map(|m| m.iter())
+        .map(|((p, codec), n)| {
+            let sent = sent_by
+                .get(p)
+                .and_then(|m| m.get(codec))
+                .copied()
+                .unwrap_or(0);
+            (*n).min(sent)
+        })
+        .sum();
     let loss_percent = if expected == 0 {
         0.0
     } else {
@@ -263,10 +276,18 @@ mod tests {
         sent.insert(1, BTreeMap::from([("audio", 10u64), ("video", 5)]));
         sent.insert(2, BTreeMap::from([("audio", 20u64)]));
         // Expected: (10 + 15) * 3 + 20 * 2 = 115.
-        let full = BTreeMap::from([((0, "audio"), 75u64), ((2, "audio"), 39)]);
-        let d = delivery(&rooms, &sent, &[&full]);
+        let r1 = BTreeMap::from([((0, "audio"), 10u64), ((1, "audio"), 10), ((1, "video"), 5)]);
+        let r2 = BTreeMap::from([((0, "audio"), 10u64), ((1, "audio"), 10), ((1, "video"), 5)]);
+        let r3 = BTreeMap::from([((0, "audio"), 10u64), ((1, "audio"), 10), ((1, "video"), 4)]);
+        let r4 = BTreeMap::from([((2, "audio"), 20u64)]);
+        let r5 = BTreeMap::from([((2, "audio"), 20u64)]);
+        let d = delivery(&rooms, &sent, &[&r1, &r2, &r3, &r4, &r5]);
         assert_eq!((d.expected, d.received), (115, 114));
         assert!((d.loss_percent - 100.0 / 115.0).abs() < 1e-9);
+        // Duplicates at one receiver do not hide a loss at another.
+        let dup = BTreeMap::from([((0, "audio"), 11u64), ((1, "audio"), 10), ((1, "video"), 5)]);
+        let d = delivery(&rooms, &sent, &[&dup, &r2, &r3, &r4, &r5]);
+        assert_eq!(d.received, 114);
         let none = delivery(&rooms, &BTreeMap::new(), &[]);
         assert_eq!(none.loss_percent, 0.0);
     }
