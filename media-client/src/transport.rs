@@ -224,12 +224,22 @@ fn local_track(kind: RtpCodecKind, label: &str) -> Result<LocalTrack, Error> {
 impl Transport {
     /// Builds the connection with an audio track (and a video track if asked).
     pub async fn new(with_video: bool) -> Result<(Self, mpsc::Receiver<TransportEvent>), Error> {
+        Self::with_ice_timeouts(with_video, Duration::from_secs(3), Duration::from_secs(6)).await
+    }
+
+    /// As [`Transport::new`], with the ICE timeouts after which an
+    /// unanswered connection counts as disconnected, then failed (the load
+    /// test, whose clients share their cores with the SFU, waits longer).
+    pub async fn with_ice_timeouts(
+        with_video: bool,
+        disconnected: Duration,
+        failed: Duration,
+    ) -> Result<(Self, mpsc::Receiver<TransportEvent>), Error> {
         let (events_tx, events) = mpsc::channel(4096);
         let (gathered_tx, gathered) = watch::channel(false);
         // The same codecs, extension and interceptors as the SFU's peers.
         let (engine, registry) = hush_sfu::setup::peer_media().map_err(transport)?;
-        let settings =
-            hush_sfu::setup::setting_engine(Duration::from_secs(3), Duration::from_secs(6));
+        let settings = hush_sfu::setup::setting_engine(disconnected, failed);
         let pc = PeerConnectionBuilder::new()
             .with_media_engine(engine)
             .with_interceptor_registry(registry)

@@ -33,6 +33,12 @@ pub const HELD_MAX_LOSS_PERCENT: f64 = 1.0;
 pub const HELD_MAX_P99_MS: f64 = 50.0;
 /// Frames sent just before a window closes may still be in flight this long.
 const DRAIN: Duration = Duration::from_millis(500);
+/// ICE timeouts of the load test's clients and server: the clients share
+/// the machine's cores with the SFU, and at the top of a ramp their answers
+/// to ICE consent checks can be seconds late without the SFU being at fault.
+pub const ICE_DISCONNECTED: Duration = Duration::from_secs(10);
+/// ... after which a connection counts as failed.
+pub const ICE_FAILED: Duration = Duration::from_secs(30);
 /// What SFrame and RTP add to an audio frame on the wire to the SFU's count.
 const AUDIO_OVERHEAD_BYTES: usize = 24;
 /// Participants joining at once.

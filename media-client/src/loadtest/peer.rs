@@ -89,7 +89,8 @@ impl Peer {
         let (call, events) =
             Call::start(join, Identity::generate(), hush_e2ee::Config::default()).await?;
         let video = publish.and_then(|m| m.video).is_some() || receive_video;
-        let (transport, t_events) = Transport::new(video).await?;
+        let (transport, t_events) =
+            Transport::with_ice_timeouts(video, super::ICE_DISCONNECTED, super::ICE_FAILED).await?;
         let offer = transport.offer().await?;
         call.send(ClientMessage::SdpOffer { sdp: offer }).await?;
         let tally = SharedTally::default();

@@ -38,8 +38,12 @@ pub async fn serve_child(max_run: Duration) -> Result<(), Error> {
         .map_err(|_| Error::Signaling(format!("{SECRET_ENV} is not set")))?;
     let secret =
         ServerSecret::new(text.into_bytes()).map_err(|e| Error::Signaling(e.to_string()))?;
-    let server =
-        LocalServer::start_custom(secret, load_limits(), hush_sfu::SfuConfig::default()).await?;
+    let sfu = hush_sfu::SfuConfig {
+        ice_disconnected_timeout: super::ICE_DISCONNECTED,
+        ice_failed_timeout: super::ICE_FAILED,
+        ..Default::default()
+    };
+    let server = LocalServer::start_custom(secret, load_limits(), sfu).await?;
     println!("LISTEN {}", server.url());
     let mut stdin = tokio::io::stdin();
     let mut sink = [0u8; 64];
