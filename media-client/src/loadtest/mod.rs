@@ -322,6 +322,8 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
     futures_util::future::join_all(world.slots.drain(..).map(|s| s.peer.stop())).await;
     outcome?;
     if spec.baseline {
+        // Let the ended connections' last work drain before timing the relay.
+        tokio::time::sleep(Duration::from_secs(2)).await;
         for (step, shape) in steps.iter_mut().zip(&shapes) {
             // An audio packet as the SFU forwards it: the frame, SFrame's
             // header and tag, the RTP header (104 bytes for 80-byte frames,
@@ -717,13 +719,22 @@ async fn relay_member(
         );
         (p, sent_us)
     };
+    // Joins are datagrams too: repeat them (the relay ignores repeats) until
+    // something arrives, a bounded number of times.
+    let mut join_tick = tokio::time::interval(Duration::from_millis(250));
+    let mut joins_left = 240u32;
     loop {
         tokio::select! {
             r = socket.recv(&mut buf) => {
                 let Ok(n) = r else { continue };
+                joins_left = 0;
                 if let Some(s) = buf.get(relay::HEADER_LEN..n).and_then(stamp::read_at) {
                     lock(&tally).on_received(s, stamp::now_us());
                 }
+            }
+            _ = join_tick.tick(), if joins_left > 0 => {
+                joins_left -= 1;
+                let _ = socket.send_to(&relay::header(relay::JOIN, room), relay_addr).await;
             }
             _ = audio_tick.tick(), if publish.is_some() => {
                 if let Some(RelayPublish { index, audio_bytes, .. }) = publish {
@@ -771,12 +782,6 @@ async fn measure_relay(
             let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
                 .await
                 .map_err(io)?;
-            for _ in 0..2 {
-                socket
-                    .send_to(&relay::header(relay::JOIN, r as u32), relay.addr)
-                    .await
-                    .map_err(io)?;
-            }
             let publish = (m < shape.publishers.len()).then_some(RelayPublish {
                 index,
                 audio_bytes: packet_bytes,
@@ -798,7 +803,8 @@ async fn measure_relay(
         });
     }
     // Every member hears every publisher of its room before the window opens.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let bound = Duration::from_secs(20) + Duration::from_millis(50) * tasks.len() as u32;
+    let deadline = Instant::now() + bound;
     let mut base = 0usize;
     let mut expected: Vec<Vec<(u32, &'static str)>> = Vec::new();
     for shape in &relay_shapes {
@@ -833,9 +839,19 @@ async fn measure_relay(
             for t in &tasks {
                 t.abort();
             }
-            return Err(Error::Transport(
-                "udp relay: members did not hear every publisher in 20 s".into(),
-            ));
+            let waiting = tallies
+                .iter()
+                .zip(&expected)
+                .filter(|(t, e)| {
+                    let t = lock(t);
+                    !e.iter().all(|k| t.heard.contains(k))
+                })
+                .count();
+            return Err(Error::Transport(format!(
+                "udp relay: {waiting} of {} members did not hear every publisher in {} s",
+                tallies.len(),
+                bound.as_secs()
+            )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -961,6 +977,14 @@ pub fn table(r: &LoadReport) -> String {
             b.packet_bytes
         );
     }
+    for st in r.steps.iter().filter(|st| st.baseline_error.is_some()) {
+        let _ = writeln!(
+            out,
+            "UDP relay baseline at {} subscribers per room failed: {}",
+            st.subscribers_per_room,
+            st.baseline_error.as_deref().unwrap_or_default()
+        );
+    }
     if let Some(n) = r.largest_held_subscribers_per_room {
         let _ = writeln!(
             out,
@@ -995,4 +1019,34 @@ pub fn table(r: &LoadReport) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_relay_baseline_reaches_every_member_of_a_large_room() {
+        let spec = LoadSpec {
+            rooms: 1,
+            publishers: 1,
+            subscribers: 400,
+            seconds: 1,
+            audio_bytes: 80,
+            video_kbps: None,
+            video_fps: 15,
+            baseline: true,
+            ramp: None,
+            progress: false,
+        };
+        let shape = [RoomShape {
+            publishers: vec![0],
+            members: 401,
+        }];
+        let b = measure_relay(&spec, &shape, 104)
+            .await
+            .expect("relay baseline");
+        assert!(b.delivery.expected > 0 && b.delivery.received > 0, "{b:?}");
+        assert!(b.forwarded_packets > 0);
+    }
 }
