@@ -422,7 +422,7 @@ impl Group {
         if member.keys.contains_key(&target) {
             return Ok(Vec::new());
         }
-        let (&from, held) = member
+        let (&from, _) = member
             .keys
             .range(..target)
             .next_back()
@@ -431,31 +431,8 @@ impl Group {
         if target.ratchet - from.ratchet > self.config.max_ratchet_ahead {
             return Err(unknown());
         }
-        let inherited = held.expires;
-        let mut base = held.base.clone();
-        for step in from.ratchet + 1..=target.ratchet {
-            base = ratchet(
-                &base,
-                Generation {
-                    rekey: target.rekey,
-                    ratchet: step,
-                },
-            );
-        }
-        // A key derived from one already on its way out leaves with it:
-        // deriving never extends an old key's life.
-        install(
-            member,
-            target,
-            base.clone(),
-            now.plus(self.config.grace_ms),
-            inherited,
-        );
-        Ok(vec![Output::Key(KeyEvent::InstallReceiveKey {
-            sender,
-            kid: kid_,
-            base_key: base,
-        })])
+        let event = derive_up_to(sender, member, target, &self.config, now).ok_or_else(unknown)?;
+        Ok(vec![Output::Key(event)])
     }
 
     /// Acts on every deadline up to `now`: erases keys whose grace ended,
@@ -626,7 +603,8 @@ fn ratchet_current(
 
 /// Installs the key of generation `target`, derived from the nearest
 /// earlier key of the same `rekey` we hold; nothing if it is held already
-/// or no such key is held.
+/// or no such key is held. A key derived from one already on its way out
+/// leaves with it: deriving never extends an old key's life.
 fn derive_up_to(
     id: ParticipantId,
     member: &mut Member,
