@@ -723,6 +723,16 @@ mod tests {
         (m, kp)
     }
 
+    /// `a` alone in `room`, then `b` joined with `a`'s package; `a` has not
+    /// yet seen `b`'s (here is its key package).
+    fn two_members(room: &RoomId) -> (Group, Group, Vec<u8>) {
+        let (a, a_kp) = new_member(room);
+        let (b, b_kp) = new_member(room);
+        let a = Group::join(a, &[], T0, Config::default()).group;
+        let b = Group::join(b, &[a_kp], T0, Config::default()).group;
+        (a, b, b_kp)
+    }
+
     fn sends(outputs: Vec<Output>) -> Vec<(ParticipantId, Vec<u8>)> {
         outputs
             .into_iter()
@@ -864,10 +874,7 @@ mod tests {
         // before an existing member's key reaches it; the sender ratcheted
         // once per join meanwhile, and so must the newcomer's copy.
         let room = RoomId("busy".into());
-        let (a, a_kp) = new_member(&room);
-        let (b, b_kp) = new_member(&room);
-        let mut a = Group::join(a, &[], T0, Config::default()).group;
-        let mut b = Group::join(b, &[a_kp], T0, Config::default()).group;
+        let (mut a, mut b, b_kp) = two_members(&room);
         let delayed = sends(a.member_joined(&b_kp, T0).expect("b joined"));
         let joins = Config::default().max_ratchet_ahead + 4;
         for _ in 0..joins {
@@ -919,10 +926,7 @@ mod tests {
         // we must not ratchet past the sender, or its key is erased after
         // the grace period and every later frame fails.
         let room = RoomId("lag".into());
-        let (a, a_kp) = new_member(&room);
-        let (b, b_kp) = new_member(&room);
-        let mut a = Group::join(a, &[], T0, Config::default()).group;
-        let mut b = Group::join(b, &[a_kp], T0, Config::default()).group;
+        let (mut a, mut b, b_kp) = two_members(&room);
         for (_, e) in sends(a.member_joined(&b_kp, T0).expect("b joined")) {
             b.receive_envelope(&e, T0).expect("a's key");
         }
