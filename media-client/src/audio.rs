@@ -48,8 +48,11 @@ impl AudioSource {
     /// Reads a WAV file of any rate and channel count, mixed to mono and
     /// resampled to 48 kHz.
     pub fn wav(path: &Path) -> Result<Self, Error> {
-        let reader = hound::WavReader::open(path)
-            .map_err(|e| Error::Wav(path.display().to_string(), e.to_string()))?;
+        let wav = |source| Error::Wav {
+            path: path.to_owned(),
+            source,
+        };
+        let reader = hound::WavReader::open(path).map_err(wav)?;
         let spec = reader.spec();
         let channels = usize::from(spec.channels.max(1));
         let samples: Vec<f32> = match spec.sample_format {
@@ -62,7 +65,7 @@ impl AudioSource {
                     .collect::<Result<_, _>>()
             }
         }
-        .map_err(|e| Error::Wav(path.display().to_string(), e.to_string()))?;
+        .map_err(wav)?;
         let mono: Vec<f32> = samples
             .chunks(channels)
             .map(|c| c.iter().sum::<f32>() / c.len() as f32)
@@ -72,7 +75,9 @@ impl AudioSource {
             .map(|v| (v.clamp(-1.0, 1.0) * 32767.0) as i16)
             .collect::<Vec<_>>();
         if pcm.is_empty() {
-            return Err(Error::Wav(path.display().to_string(), "no samples".into()));
+            return Err(Error::WavEmpty {
+                path: path.to_owned(),
+            });
         }
         Ok(Self::Samples { pcm, pos: 0 })
     }
@@ -131,16 +136,13 @@ impl core::fmt::Debug for OpusEncoder {
 impl OpusEncoder {
     /// A VoIP-tuned encoder.
     pub fn new() -> Result<Self, Error> {
-        let enc = opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)
-            .map_err(|e| Error::Opus(e.to_string()))?;
+        let enc = opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)?;
         Ok(Self(enc))
     }
 
     /// Encodes one 20 ms frame.
     pub fn encode(&mut self, pcm: &Pcm) -> Result<Vec<u8>, Error> {
-        self.0
-            .encode_vec(pcm, MAX_OPUS_FRAME)
-            .map_err(|e| Error::Opus(e.to_string()))
+        Ok(self.0.encode_vec(pcm, MAX_OPUS_FRAME)?)
     }
 }
 
@@ -156,22 +158,18 @@ impl core::fmt::Debug for OpusDecoder {
 impl OpusDecoder {
     /// A decoder for 48 kHz mono.
     pub fn new() -> Result<Self, Error> {
-        opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono)
-            .map(Self)
-            .map_err(|e| Error::Opus(e.to_string()))
+        Ok(Self(opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono)?))
     }
 
     /// Decodes one frame, or conceals a lost one when `frame` is `None`.
     pub fn decode(&mut self, frame: Option<&[u8]>) -> Result<Pcm, Error> {
         let mut out = [0i16; FRAME_SAMPLES];
-        let n = self
-            .0
-            .decode(frame.unwrap_or(&[]), &mut out, false)
-            .map_err(|e| Error::Opus(e.to_string()))?;
+        let n = self.0.decode(frame.unwrap_or(&[]), &mut out, false)?;
         if n != FRAME_SAMPLES {
-            return Err(Error::Opus(format!(
-                "decoded {n} samples, expected {FRAME_SAMPLES}"
-            )));
+            return Err(Error::OpusFrameSize {
+                samples: n,
+                expected: FRAME_SAMPLES,
+            });
         }
         Ok(out)
     }
@@ -246,11 +244,14 @@ pub fn dominant_frequency(pcm: &[i16]) -> Option<f64> {
 }
 
 /// Writes decoded audio as a 48 kHz mono 16-bit WAV file.
-pub struct WavSink(hound::WavWriter<std::io::BufWriter<std::fs::File>>, String);
+pub struct WavSink(
+    hound::WavWriter<std::io::BufWriter<std::fs::File>>,
+    std::path::PathBuf,
+);
 
 impl core::fmt::Debug for WavSink {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "WavSink({})", self.1)
+        write!(f, "WavSink({})", self.1.display())
     }
 }
 
@@ -263,28 +264,31 @@ impl WavSink {
             bits_per_sample: 16,
             sample_format: hound::SampleFormat::Int,
         };
-        let name = path.display().to_string();
         hound::WavWriter::create(path, spec)
-            .map(|w| Self(w, name.clone()))
-            .map_err(|e| Error::Wav(name, e.to_string()))
+            .map(|w| Self(w, path.to_owned()))
+            .map_err(|source| Error::Wav {
+                path: path.to_owned(),
+                source,
+            })
     }
 
     /// Appends samples.
     pub fn write(&mut self, pcm: &[i16]) -> Result<(), Error> {
         for &s in pcm {
-            self.0
-                .write_sample(s)
-                .map_err(|e| Error::Wav(self.1.clone(), e.to_string()))?;
+            self.0.write_sample(s).map_err(|source| Error::Wav {
+                path: self.1.clone(),
+                source,
+            })?;
         }
         Ok(())
     }
 
     /// Finalizes the header; the file is playable afterwards.
     pub fn finish(self) -> Result<(), Error> {
-        let name = self.1;
+        let path = self.1;
         self.0
             .finalize()
-            .map_err(|e| Error::Wav(name, e.to_string()))
+            .map_err(|source| Error::Wav { path, source })
     }
 }
 

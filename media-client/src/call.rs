@@ -1,17 +1,28 @@
-//! The async driver of a [`Session`]: owns the signaling connection, feeds
-//! the session its messages and deadlines, and sends what it returns.
+//! The client driver: one task owns a call's [`Session`], its signaling
+//! connection and its media connection, and feeds the session, in order,
+//! everything that happens to the call (server messages, media frames,
+//! timers, the application's commands), carrying out what it returns.
+//!
+//! What differs between `hush call`, `hush demo` and the load tester's
+//! simulated participants is only what media they send and what they do
+//! with what they receive: the [`Media`] trait, whose methods run inside the
+//! driver task. Nothing else shares the session, so there is no lock: the
+//! application reads it through [`Call::with_session`], which runs on the
+//! driver's turn like any other input.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hush_e2ee::{Config, Identity, Millis};
-use hush_signaling::ClientMessage;
-use tokio::sync::mpsc;
+use hush_proto::{ClientMessage, ParticipantId as SigId};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::Error;
-use crate::session::{CallEvent, Session};
+use crate::error::{Error, SignalingError, TransportError};
+use crate::frame::Codec;
+use crate::session::{CallEvent, Session, Warning};
 use crate::signal::Signaling;
+use crate::transport::{Transport, TransportEvent};
 
 /// Where and how to join.
 #[derive(Debug, Clone)]
@@ -26,21 +37,144 @@ pub struct JoinSpec {
     pub token: String,
 }
 
+/// How the call's connections are set up.
+#[derive(Debug, Clone, Copy)]
+pub struct CallOptions {
+    /// e2ee tunables.
+    pub e2ee: Config,
+    /// ICE timeouts of the media connection, or `None` for a call without
+    /// one (signaling and keys only; frames come through [`Call::deliver_frame`]).
+    pub media: Option<IceTimeouts>,
+    /// Keep every key event (tests that play a removed member).
+    pub keep_key_log: bool,
+}
+
+impl Default for CallOptions {
+    fn default() -> Self {
+        Self {
+            e2ee: Config::default(),
+            media: Some(IceTimeouts::default()),
+            keep_key_log: false,
+        }
+    }
+}
+
+/// After how long an unanswered media connection counts as disconnected,
+/// then failed.
+#[derive(Debug, Clone, Copy)]
+pub struct IceTimeouts {
+    /// Until disconnected.
+    pub disconnected: Duration,
+    /// Until failed.
+    pub failed: Duration,
+}
+
+impl Default for IceTimeouts {
+    fn default() -> Self {
+        Self {
+            disconnected: Duration::from_secs(3),
+            failed: Duration::from_secs(6),
+        }
+    }
+}
+
+/// What the application does with a call's media. Its methods run inside
+/// the driver task, between the session's other inputs: they must not block.
+pub trait Media: Send + 'static {
+    /// Whether this call publishes audio (a frame every 20 ms).
+    fn sends_audio(&self) -> bool {
+        true
+    }
+
+    /// The time between outgoing video frames, if this call publishes video.
+    fn video_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Whether the media connection carries video, to send or only to receive.
+    fn wants_video(&self) -> bool {
+        self.video_interval().is_some()
+    }
+
+    /// The next 20 ms of audio, encoded, with its RFC 6464 level; `None` skips it.
+    fn audio_frame(&mut self) -> Result<Option<(Vec<u8>, u8)>, Error> {
+        Ok(None)
+    }
+
+    /// The next encoded video frame; `None` skips it.
+    fn video_frame(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        Ok(None)
+    }
+
+    /// A frame of ours was sealed and went out on the media connection.
+    fn sent(&mut self, _codec: Codec, _frame: &[u8]) {}
+
+    /// A member's frame decrypted. An error ends the call.
+    fn received(
+        &mut self,
+        from: SigId,
+        codec: Codec,
+        frame: Vec<u8>,
+        session: &Session,
+    ) -> Result<(), Error>;
+
+    /// Anything else the application may show: joined, members arriving
+    /// and leaving, warnings, the active speaker. An error ends the call.
+    fn event(&mut self, _event: &CallEvent, _session: &Session) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// How a call ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// We left (a `leave` was sent).
+    Left,
+    /// We dropped the connection without a `leave`.
+    Dropped,
+    /// The server closed the signaling connection.
+    ServerClosed,
+}
+
+/// What a call hands back when it ends: the application's media state, the
+/// session (counters, members, safety numbers) and why it ended.
+#[derive(Debug)]
+pub struct Ended<M> {
+    /// The application's media state.
+    pub media: M,
+    /// The session as the call left it.
+    pub session: Session,
+    /// Why the call ended.
+    pub reason: EndReason,
+}
+
+type Inspect = Box<dyn FnOnce(&mut Session) + Send>;
+
 enum Command {
-    Send(ClientMessage),
-    Leave,
+    Close {
+        leave: bool,
+    },
+    Inspect(Inspect),
+    Frame {
+        from: SigId,
+        codec: Codec,
+        data: Vec<u8>,
+    },
 }
 
-/// A running call: the session, shared with the driver task.
-pub struct Call {
-    session: Arc<Mutex<Session>>,
+/// A running call: the handle to its driver task.
+pub struct Call<M> {
     commands: mpsc::Sender<Command>,
-    task: JoinHandle<Result<(), Error>>,
+    task: JoinHandle<Result<Ended<M>, Error>>,
+    failure: Arc<OnceLock<String>>,
 }
 
-impl core::fmt::Debug for Call {
+impl<M> core::fmt::Debug for Call<M> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("Call")
+        f.debug_struct("Call")
+            .field("finished", &self.task.is_finished())
+            .finish_non_exhaustive()
     }
 }
 
@@ -49,114 +183,387 @@ pub fn now() -> Millis {
     Millis::now_unix()
 }
 
-impl Call {
-    /// Connects, sends the join, and starts the driver. Events other than
-    /// outgoing messages (frames, members, warnings) arrive on the returned
-    /// channel.
+impl<M: Media> Call<M> {
+    /// Connects, sends the join (and, with a media connection, our offer),
+    /// and starts the driver.
     pub async fn start(
         spec: &JoinSpec,
         identity: Identity,
-        config: Config,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<CallEvent>), Error> {
+        options: CallOptions,
+        media: M,
+    ) -> Result<Self, Error> {
         let mut sig = Signaling::connect(&spec.server).await?;
-        let (session, join) =
-            Session::new(identity, &spec.room, &spec.name, &spec.token, now(), config)?;
+        let (mut session, join) = Session::new(
+            identity,
+            &spec.room,
+            &spec.name,
+            &spec.token,
+            now(),
+            options.e2ee,
+        )?;
+        if options.keep_key_log {
+            session.keep_key_log();
+        }
         sig.send(&join).await?;
-        let session = Arc::new(Mutex::new(session));
+        let (transport, transport_events) = match options.media {
+            Some(ice) => {
+                let (t, events) =
+                    Transport::with_ice_timeouts(media.wants_video(), ice.disconnected, ice.failed)
+                        .await?;
+                let offer = t.offer().await?;
+                sig.send(&ClientMessage::SdpOffer { sdp: offer }).await?;
+                (Some(t), Some(events))
+            }
+            None => (None, None),
+        };
         let (commands, command_rx) = mpsc::channel(64);
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let task = tokio::spawn(drive(sig, Arc::clone(&session), command_rx, events_tx));
-        Ok((
-            Self {
-                session,
-                commands,
-                task,
-            },
-            events,
-        ))
+        let failure = Arc::new(OnceLock::new());
+        let driver = Driver {
+            session,
+            sig,
+            transport,
+            transport_events,
+            media,
+            commands: command_rx,
+        };
+        let why = Arc::clone(&failure);
+        let task = tokio::spawn(async move {
+            let result = driver.run().await;
+            if let Err(e) = &result {
+                let _ = why.set(e.to_string());
+            }
+            result
+        });
+        Ok(Self {
+            commands,
+            task,
+            failure,
+        })
     }
 
-    /// The session, for sealing and opening frames and reading state.
-    pub fn session(&self) -> MutexGuard<'_, Session> {
-        // A panic while holding the lock is a bug in this crate; recover the state anyway.
-        self.session.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A shared handle to the session (for media tasks).
-    pub fn session_handle(&self) -> Arc<Mutex<Session>> {
-        Arc::clone(&self.session)
-    }
-
-    /// Sends a message to the server (SDP, ICE).
-    pub async fn send(&self, msg: ClientMessage) -> Result<(), Error> {
+    /// Runs `f` on the session, on the driver's turn, and returns its result.
+    pub async fn with_session<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Session) -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        let (tx, rx) = oneshot::channel();
+        let inspect: Inspect = Box::new(move |s| {
+            let _ = tx.send(f(s));
+        });
         self.commands
-            .send(Command::Send(msg))
+            .send(Command::Inspect(inspect))
             .await
-            .map_err(|_| Error::Signaling("call ended".into()))
+            .map_err(|_| Error::CallEnded)?;
+        rx.await.map_err(|_| Error::CallEnded)
     }
 
-    /// Leaves the room and waits for the driver to finish.
-    pub async fn leave(self) -> Result<(), Error> {
-        let _ = self.commands.send(Command::Leave).await;
+    /// The session's frame counters so far.
+    pub async fn stats(&self) -> Result<crate::session::Stats, Error> {
+        self.with_session(|s| s.stats().clone()).await
+    }
+
+    /// Hands the driver a frame that arrived by other means than the media
+    /// connection (a call without one); it is opened like any other, and
+    /// what decrypts goes to [`Media::received`].
+    pub async fn deliver_frame(
+        &self,
+        from: SigId,
+        codec: Codec,
+        data: Vec<u8>,
+    ) -> Result<(), Error> {
+        self.commands
+            .send(Command::Frame { from, codec, data })
+            .await
+            .map_err(|_| Error::CallEnded)
+    }
+
+    /// Whether the driver has ended (an error, or the server closed).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Why the driver ended, if it failed.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
+    /// Leaves the room (a `leave` is sent), closes the media connection and
+    /// returns what the call ended with.
+    pub async fn leave(self) -> Result<Ended<M>, Error> {
+        self.close(true).await
+    }
+
+    /// Closes the media connection and drops the signaling connection
+    /// without a `leave` (the others see us go as on a lost connection).
+    pub async fn drop_connection(self) -> Result<Ended<M>, Error> {
+        self.close(false).await
+    }
+
+    async fn close(self, leave: bool) -> Result<Ended<M>, Error> {
+        // A driver that already ended has its result waiting.
+        let _ = self.commands.send(Command::Close { leave }).await;
         match self.task.await {
             Ok(r) => r,
-            Err(e) => Err(Error::Signaling(format!("driver task failed: {e}"))),
+            Err(_) => Err(Error::CallEnded),
         }
     }
 
-    /// Drops the connection without a `leave` (an abrupt departure).
+    /// Vanishes at once: the driver task is aborted, nothing is closed
+    /// politely (an abrupt departure).
     pub fn abort(self) {
         self.task.abort();
     }
 }
 
-async fn drive(
-    mut sig: Signaling,
-    session: Arc<Mutex<Session>>,
-    mut commands: mpsc::Receiver<Command>,
-    events: mpsc::UnboundedSender<CallEvent>,
-) -> Result<(), Error> {
-    let lock = |s: &Arc<Mutex<Session>>| -> Vec<CallEvent> {
-        let mut g = s.lock().unwrap_or_else(|p| p.into_inner());
-        g.handle_timeout(now())
-    };
-    loop {
-        let wait = {
-            let g = session.lock().unwrap_or_else(|p| p.into_inner());
-            g.next_timeout()
+struct Driver<M> {
+    session: Session,
+    sig: Signaling,
+    transport: Option<Transport>,
+    transport_events: Option<mpsc::Receiver<TransportEvent>>,
+    media: M,
+    commands: mpsc::Receiver<Command>,
+}
+
+/// What one turn of the loop decided.
+enum Turn {
+    Events(Vec<CallEvent>),
+    Close { leave: bool },
+    ServerClosed,
+}
+
+impl<M: Media> Driver<M> {
+    async fn run(mut self) -> Result<Ended<M>, Error> {
+        let result = self.turns().await;
+        if let Some(t) = &self.transport {
+            t.close().await;
+        }
+        let reason = match result {
+            Ok(Turn::Close { leave: true }) => {
+                let _ = self.sig.send(&ClientMessage::Leave).await;
+                self.sig.close().await;
+                EndReason::Left
+            }
+            Ok(Turn::Close { leave: false }) => EndReason::Dropped,
+            Ok(_) => EndReason::ServerClosed,
+            Err(e) => return Err(e),
+        };
+        Ok(Ended {
+            media: self.media,
+            session: self.session,
+            reason,
+        })
+    }
+
+    /// Runs turns until the call closes; returns the closing turn.
+    async fn turns(&mut self) -> Result<Turn, Error> {
+        let has_media = self.transport.is_some();
+        let audio = has_media && self.media.sends_audio();
+        let video_interval = self.media.video_interval().filter(|_| has_media);
+        let mut audio_tick = tokio::time::interval(Duration::from_millis(20));
+        let mut video_tick =
+            tokio::time::interval(video_interval.unwrap_or(Duration::from_secs(3600)));
+        loop {
+            let wait = self
+                .session
+                .next_timeout()
                 .map(|t| Duration::from_millis(t.0.saturating_sub(now().0)))
-                .unwrap_or(Duration::from_secs(3600))
-        };
-        let out: Vec<CallEvent> = tokio::select! {
-            msg = sig.recv() => match msg {
-                Some(Ok(m)) => {
-                    let mut g = session.lock().unwrap_or_else(|p| p.into_inner());
-                    g.handle_server(m, now())
+                .unwrap_or(Duration::from_secs(3600));
+            let turn = tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Close { leave }) => Turn::Close { leave },
+                    // Every handle is gone: nobody can end the call politely any more.
+                    None => Turn::Close { leave: true },
+                    Some(Command::Inspect(f)) => {
+                        f(&mut self.session);
+                        Turn::Events(Vec::new())
+                    }
+                    Some(Command::Frame { from, codec, data }) => {
+                        Turn::Events(self.session.receive_frame(from, codec, &data, now()))
+                    }
+                },
+                msg = self.sig.recv() => match msg {
+                    Some(Ok(m)) => Turn::Events(self.session.handle_server(m, now())),
+                    Some(Err(e)) => Turn::Events(vec![CallEvent::Warning(Warning::Signaling(e))]),
+                    None => Turn::ServerClosed,
+                },
+                () = tokio::time::sleep(wait) => Turn::Events(self.session.handle_timeout(now())),
+                _ = audio_tick.tick(), if audio => {
+                    self.send(Codec::Opus).await?;
+                    Turn::Events(Vec::new())
                 }
-                Some(Err(e)) => vec![CallEvent::Warning(e.to_string())],
-                None => {
-                    let _ = events.send(CallEvent::ServerError("connection closed".into()));
-                    return Ok(());
+                _ = video_tick.tick(), if video_interval.is_some() => {
+                    self.send(Codec::Vp8).await?;
+                    Turn::Events(Vec::new())
                 }
-            },
-            cmd = commands.recv() => match cmd {
-                Some(Command::Send(m)) => vec![CallEvent::Send(m)],
-                Some(Command::Leave) | None => {
-                    let _ = sig.send(&ClientMessage::Leave).await;
-                    sig.close().await;
-                    return Ok(());
-                }
-            },
-            () = tokio::time::sleep(wait) => lock(&session),
-        };
-        for e in out {
-            match e {
-                CallEvent::Send(m) => sig.send(&m).await?,
-                other => {
-                    // The application may have stopped listening; the call goes on.
-                    let _ = events.send(other);
-                }
+                ev = recv(&mut self.transport_events) => self.on_transport(ev).await?,
+            };
+            match turn {
+                Turn::Events(events) => self.carry_out(events).await?,
+                closing => return Ok(closing),
             }
         }
+    }
+
+    /// Seals the application's next frame of `codec` and sends it.
+    async fn send(&mut self, codec: Codec) -> Result<(), Error> {
+        let Some(transport) = &self.transport else {
+            return Ok(());
+        };
+        if !self.session.can_send() {
+            return Ok(());
+        }
+        let next = match codec {
+            Codec::Opus => self.media.audio_frame()?,
+            Codec::Vp8 => self.media.video_frame()?.map(|f| (f, 0)),
+        };
+        let Some((frame, level)) = next else {
+            return Ok(());
+        };
+        let sealed = self.session.seal(codec, &frame)?;
+        let sent = match codec {
+            Codec::Opus => transport.send_audio(sealed, level).await,
+            Codec::Vp8 => {
+                let interval = self.media.video_interval().unwrap_or_default();
+                transport.send_video(sealed, interval).await
+            }
+        };
+        // A send that fails (connection not up yet) is a frame not sent, not an error of the call.
+        if sent.is_ok() {
+            self.media.sent(codec, &frame);
+        }
+        Ok(())
+    }
+
+    async fn on_transport(&mut self, event: Option<TransportEvent>) -> Result<Turn, Error> {
+        Ok(Turn::Events(match event {
+            Some(TransportEvent::Frame {
+                stream_id,
+                codec,
+                data,
+                ..
+            }) => self.session.receive_media(&stream_id, codec, &data, now()),
+            Some(TransportEvent::IceCandidate(candidate)) => {
+                vec![CallEvent::Send(ClientMessage::IceCandidate { candidate })]
+            }
+            Some(TransportEvent::Failed) => vec![CallEvent::Warning(Warning::MediaFailed)],
+            Some(_) => Vec::new(),
+            None => {
+                // The connection's event source is gone: it will say nothing more.
+                self.transport_events = None;
+                vec![CallEvent::Warning(Warning::MediaFailed)]
+            }
+        }))
+    }
+
+    /// Carries out the session's outputs, in order.
+    async fn carry_out(&mut self, events: Vec<CallEvent>) -> Result<(), Error> {
+        for event in events {
+            match event {
+                CallEvent::Send(m) => self.sig.send(&m).await?,
+                CallEvent::Frame { from, codec, frame } => {
+                    self.media.received(from, codec, frame, &self.session)?;
+                }
+                CallEvent::ServerError { code, message } if self.session.you().is_none() => {
+                    // Refused before joining (bad token, full room): the call cannot go on.
+                    return Err(SignalingError::JoinRefused { code, message }.into());
+                }
+                CallEvent::ServerError { code, message } => {
+                    let w = CallEvent::Warning(Warning::Server { code, message });
+                    self.media.event(&w, &self.session)?;
+                }
+                CallEvent::SdpAnswer(sdp) => {
+                    if let Some(t) = &self.transport {
+                        if let Err(e) = t.apply_answer(sdp).await {
+                            self.warn_media(e)?;
+                        }
+                    }
+                }
+                CallEvent::SdpOffer(sdp) => {
+                    if let Some(t) = &self.transport {
+                        match t.answer(sdp).await {
+                            Ok(answer) => {
+                                self.sig
+                                    .send(&ClientMessage::SdpAnswer { sdp: answer })
+                                    .await?
+                            }
+                            Err(e) => self.warn_media(e)?,
+                        }
+                    }
+                }
+                CallEvent::IceCandidate(c) => {
+                    if let Some(t) = &self.transport {
+                        if let Err(e) = t.add_ice_candidate(c).await {
+                            self.warn_media(e)?;
+                        }
+                    }
+                }
+                other => self.media.event(&other, &self.session)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn warn_media(&mut self, e: TransportError) -> Result<(), Error> {
+        self.media
+            .event(&CallEvent::Warning(Warning::Media(e)), &self.session)
+    }
+}
+
+/// The next event of an optional channel; pending forever without one.
+async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A [`Media`] that sends nothing and forwards decrypted frames and member
+/// events to a channel: for programs and tests that drive frames themselves.
+/// The channel holds [`ChannelMedia::CAPACITY`] events; when the reader
+/// falls behind, newer events are dropped, never the call.
+#[derive(Debug)]
+pub struct ChannelMedia {
+    events: mpsc::Sender<CallEvent>,
+}
+
+impl ChannelMedia {
+    /// How many events wait for the reader at most.
+    pub const CAPACITY: usize = 1024;
+
+    /// The media and the receiving end of its events.
+    pub fn new() -> (Self, mpsc::Receiver<CallEvent>) {
+        let (events, rx) = mpsc::channel(Self::CAPACITY);
+        (Self { events }, rx)
+    }
+}
+
+impl Media for ChannelMedia {
+    fn sends_audio(&self) -> bool {
+        false
+    }
+
+    fn received(
+        &mut self,
+        from: SigId,
+        codec: Codec,
+        frame: Vec<u8>,
+        _: &Session,
+    ) -> Result<(), Error> {
+        // The receiver may have stopped listening; the call goes on.
+        let _ = self
+            .events
+            .try_send(CallEvent::Frame { from, codec, frame });
+        Ok(())
+    }
+
+    fn event(&mut self, event: &CallEvent, _: &Session) -> Result<(), Error> {
+        let copy = match event {
+            CallEvent::Joined { you } => CallEvent::Joined { you: *you },
+            CallEvent::PeerJoined(p) => CallEvent::PeerJoined(p.clone()),
+            CallEvent::PeerLeft(p) => CallEvent::PeerLeft(p.clone()),
+            _ => return Ok(()),
+        };
+        let _ = self.events.try_send(copy);
+        Ok(())
     }
 }

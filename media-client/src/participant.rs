@@ -1,24 +1,19 @@
-//! One participant of a call, end to end: signaling and keys ([`Call`]),
-//! the WebRTC connection ([`Transport`]), audio (Opus) and video (VP8 from
-//! IVF) out, decryption, decoding and recording in. Used by `hush call`,
-//! `hush demo` and the end-to-end tests.
+//! One participant of a call, end to end: the [`Call`] driver with Opus
+//! audio and VP8 video (from IVF) out, and decoding and recording of what
+//! decrypts. Used by `hush call`, `hush demo` and the end-to-end tests.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hush_e2ee::Identity;
-use hush_signaling::{ClientMessage, ParticipantId as SigId};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use hush_proto::ParticipantId as SigId;
 
 use crate::Error;
 use crate::audio::{AudioSource, OpusDecoder, OpusEncoder, WavSink, audio_level};
-use crate::call::{Call, JoinSpec, now};
+use crate::call::{Call, CallOptions, JoinSpec, Media};
 use crate::frame::Codec;
-use crate::session::{CallEvent, Stats};
-use crate::transport::{Transport, TransportEvent};
+use crate::session::{CallEvent, Session, Stats};
 use crate::video::{Clip, IvfWriter};
 
 /// Most decoded samples kept per remote sender for quality checks (60 s).
@@ -116,9 +111,7 @@ pub struct ParticipantReport {
 
 /// A running participant.
 pub struct Participant {
-    stop: watch::Sender<bool>,
-    session: Arc<std::sync::Mutex<crate::session::Session>>,
-    task: JoinHandle<Result<ParticipantReport, Error>>,
+    call: Call<ParticipantMedia>,
 }
 
 impl core::fmt::Debug for Participant {
@@ -130,52 +123,209 @@ impl core::fmt::Debug for Participant {
 impl Participant {
     /// Joins with `identity` and starts sending and receiving.
     pub async fn start(spec: ParticipantSpec, identity: Identity) -> Result<Self, Error> {
-        let (stop, stop_rx) = watch::channel(false);
-        let started = Instant::now();
-        let (call, events) = Call::start(&spec.join, identity, spec.e2ee).await?;
-        let (transport, t_events) = Transport::new(spec.video.is_some()).await?;
-        let offer = transport.offer().await?;
-        call.send(ClientMessage::SdpOffer { sdp: offer }).await?;
-        if spec.keep_keys {
-            call.session().keep_key_log();
-        }
-        let session = call.session_handle();
-        let task = tokio::spawn(run(
-            spec,
-            call,
-            events,
-            Arc::new(transport),
-            t_events,
-            stop_rx,
-            started,
-        ));
-        Ok(Self {
-            stop,
-            session,
-            task,
-        })
+        let options = CallOptions {
+            e2ee: spec.e2ee,
+            keep_key_log: spec.keep_keys,
+            ..CallOptions::default()
+        };
+        let join = spec.join.clone();
+        let media = ParticipantMedia::new(spec)?;
+        let call = Call::start(&join, identity, options, media).await?;
+        Ok(Self { call })
     }
 
     /// The frame counters so far.
-    pub fn stats(&self) -> Stats {
-        self.session
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .stats()
-            .clone()
+    pub async fn stats(&self) -> Result<Stats, Error> {
+        self.call.stats().await
     }
 
     /// Leaves cleanly (a `leave` is sent, recordings are finalized) and reports.
     pub async fn stop(self) -> Result<ParticipantReport, Error> {
-        let _ = self.stop.send(true);
-        self.task
-            .await
-            .map_err(|e| Error::Transport(format!("participant task failed: {e}")))?
+        let ended = self.call.leave().await?;
+        let (media, session) = (ended.media, ended.session);
+        let mut report = media.report;
+        report.stats = session.stats().clone();
+        report.unattributed_frames = report.stats.unattributed;
+        report.key_log = session.key_log().to_vec();
+        for peer in session.peers() {
+            let r = report.remotes.entry(peer.id).or_default();
+            r.name = peer.name.clone();
+            r.safety_number = session.safety_number(peer.id).map(|n| n.to_string());
+        }
+        media.recorders.finish()?;
+        Ok(report)
     }
 
     /// Vanishes without a `leave` (an abrupt departure).
     pub fn abort(self) {
-        self.task.abort();
+        self.call.abort();
+    }
+}
+
+/// A participant's media: Opus and VP8 out, decoding and recording in.
+struct ParticipantMedia {
+    audio: AudioSource,
+    encoder: OpusEncoder,
+    video: Option<Clip>,
+    video_index: usize,
+    keep_plaintext: bool,
+    observer: Option<tokio::sync::mpsc::UnboundedSender<Observed>>,
+    decoders: HashMap<SigId, OpusDecoder>,
+    recorders: Recorders,
+    video_pts: HashMap<SigId, u64>,
+    started: Instant,
+    report: ParticipantReport,
+}
+
+impl ParticipantMedia {
+    fn new(spec: ParticipantSpec) -> Result<Self, Error> {
+        Ok(Self {
+            encoder: OpusEncoder::new()?,
+            report: ParticipantReport {
+                name: spec.join.name,
+                ..Default::default()
+            },
+            recorders: Recorders {
+                dir: spec.record,
+                wav: HashMap::new(),
+                ivf: HashMap::new(),
+            },
+            audio: spec.audio,
+            video: spec.video,
+            video_index: 0,
+            keep_plaintext: spec.keep_plaintext,
+            observer: spec.observer,
+            decoders: HashMap::new(),
+            video_pts: HashMap::new(),
+            started: Instant::now(),
+        })
+    }
+
+    fn observe(&self, what: Observed) {
+        if let Some(o) = &self.observer {
+            // The display may have gone; the call does not depend on it.
+            let _ = o.send(what);
+        }
+    }
+
+    fn warn(&mut self, text: String) {
+        self.observe(Observed::Warning(text.clone()));
+        self.report.warnings.push(text);
+    }
+}
+
+impl Media for ParticipantMedia {
+    fn video_interval(&self) -> Option<Duration> {
+        let fps = self.video.as_ref()?.fps.max(1.0);
+        Some(Duration::from_secs_f64(1.0 / fps))
+    }
+
+    fn audio_frame(&mut self) -> Result<Option<(Vec<u8>, u8)>, Error> {
+        let pcm = self.audio.next_frame();
+        Ok(Some((self.encoder.encode(&pcm)?, audio_level(&pcm))))
+    }
+
+    fn video_frame(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        let Some(clip) = &self.video else {
+            return Ok(None);
+        };
+        let frame = clip.frames[self.video_index % clip.frames.len()]
+            .data
+            .clone();
+        self.video_index += 1;
+        Ok(Some(frame))
+    }
+
+    fn sent(&mut self, codec: Codec, frame: &[u8]) {
+        match codec {
+            Codec::Opus => self.report.audio_sent += 1,
+            Codec::Vp8 => self.report.video_sent += 1,
+        }
+        if self.keep_plaintext && self.report.plaintext.len() < MAX_KEPT_PLAINTEXT {
+            // The clear prefix is public by design; audit the encrypted part.
+            let clear = crate::frame::clear_prefix_len(codec, frame);
+            self.report.plaintext.push(frame[clear..].to_vec());
+        }
+    }
+
+    fn received(
+        &mut self,
+        from: SigId,
+        codec: Codec,
+        frame: Vec<u8>,
+        session: &Session,
+    ) -> Result<(), Error> {
+        if self.report.join_to_first_frame.is_none() {
+            self.report.join_to_first_frame = Some(self.started.elapsed());
+        }
+        let name = session
+            .peers()
+            .find(|p| p.id == from)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        let remote = self.report.remotes.entry(from).or_default();
+        if remote.name.is_empty() {
+            remote.name = name.clone();
+        }
+        match codec {
+            Codec::Opus => {
+                let decoder = match self.decoders.entry(from) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => v.insert(OpusDecoder::new()?),
+                };
+                // A frame that authenticates but does not decode (a member's
+                // broken encoder) is that frame's loss, not the call's end.
+                let pcm = match decoder.decode(Some(&frame)) {
+                    Ok(pcm) => pcm,
+                    Err(e) => {
+                        self.warn(format!("audio frame from {name} does not decode: {e}"));
+                        return Ok(());
+                    }
+                };
+                remote.audio_frames += 1;
+                if remote.pcm.len() < MAX_KEPT_SAMPLES {
+                    remote.pcm.extend_from_slice(&pcm);
+                }
+                self.recorders.audio(from, &name, &pcm)?;
+            }
+            Codec::Vp8 => {
+                remote.video_frames += 1;
+                let pts = self.video_pts.entry(from).or_insert(0);
+                self.recorders.video(from, &name, &frame, *pts)?;
+                *pts += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, event: &CallEvent, session: &Session) -> Result<(), Error> {
+        match event {
+            CallEvent::Joined { you } => {
+                self.report.id = Some(*you);
+                self.observe(Observed::Joined);
+            }
+            CallEvent::PeerJoined(p) => {
+                let safety_number = session
+                    .safety_number(p.id)
+                    .map(|n| n.to_string())
+                    .unwrap_or_default();
+                self.observe(Observed::PeerJoined {
+                    name: p.name.clone(),
+                    identity: Box::new(p.identity),
+                    safety_number,
+                });
+                self.report.remotes.entry(p.id).or_default().name = p.name.clone();
+            }
+            CallEvent::PeerLeft(p) => self.observe(Observed::PeerLeft {
+                name: p.name.clone(),
+            }),
+            CallEvent::Warning(w) => self.warn(w.to_string()),
+            CallEvent::Closing(reason) => {
+                self.warn(format!("server closing the connection: {reason:?}"));
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -226,13 +376,6 @@ impl Recorders {
     }
 }
 
-fn observe(spec: &ParticipantSpec, what: Observed) {
-    if let Some(o) = &spec.observer {
-        // The display may have gone; the call does not depend on it.
-        let _ = o.send(what);
-    }
-}
-
 fn file_safe(name: &str) -> String {
     name.chars()
         .map(|c| {
@@ -243,191 +386,4 @@ fn file_safe(name: &str) -> String {
             }
         })
         .collect()
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    mut spec: ParticipantSpec,
-    call: Call,
-    mut events: tokio::sync::mpsc::UnboundedReceiver<CallEvent>,
-    transport: Arc<Transport>,
-    mut t_events: tokio::sync::mpsc::Receiver<TransportEvent>,
-    mut stop: watch::Receiver<bool>,
-    started: Instant,
-) -> Result<ParticipantReport, Error> {
-    let mut report = ParticipantReport {
-        name: spec.join.name.clone(),
-        ..Default::default()
-    };
-    let mut encoder = OpusEncoder::new()?;
-    let mut decoders: HashMap<SigId, OpusDecoder> = HashMap::new();
-    let mut recorders = Recorders {
-        dir: spec.record.clone(),
-        wav: HashMap::new(),
-        ivf: HashMap::new(),
-    };
-    let mut owners: HashMap<String, SigId> = HashMap::new();
-    let mut audio_tick = tokio::time::interval(Duration::from_millis(20));
-    let fps = spec.video.as_ref().map_or(15.0, |c| c.fps.max(1.0));
-    let frame_time = Duration::from_secs_f64(1.0 / fps);
-    let mut video_tick = tokio::time::interval(frame_time);
-    let mut video_index = 0usize;
-    let mut video_pts: HashMap<SigId, u64> = HashMap::new();
-
-    loop {
-        // Decrypted frames to decode, from the transport or released by the session.
-        let mut decrypted: Vec<(SigId, Codec, Vec<u8>)> = Vec::new();
-        tokio::select! {
-            _ = stop.changed() => break,
-            _ = audio_tick.tick() => {
-                let pcm = spec.audio.next_frame();
-                let level = audio_level(&pcm);
-                let frame = encoder.encode(&pcm)?;
-                let sealed = {
-                    let mut s = call.session();
-                    if s.can_send() { Some(s.seal(Codec::Opus, &frame)?) } else { None }
-                };
-                if let Some(sealed) = sealed {
-                    if spec.keep_plaintext && report.plaintext.len() < MAX_KEPT_PLAINTEXT {
-                        report.plaintext.push(frame);
-                    }
-                    if transport.send_audio(sealed, level).await.is_ok() {
-                        report.audio_sent += 1;
-                    }
-                }
-            }
-            _ = video_tick.tick(), if spec.video.is_some() => {
-                let frame = spec.video.as_ref().map(|c| c.frames[video_index % c.frames.len()].data.clone()).unwrap_or_default();
-                video_index += 1;
-                let sealed = {
-                    let mut s = call.session();
-                    if s.can_send() { Some(s.seal(Codec::Vp8, &frame)?) } else { None }
-                };
-                if let Some(sealed) = sealed {
-                    if spec.keep_plaintext && report.plaintext.len() < MAX_KEPT_PLAINTEXT {
-                        // The clear prefix is public by design; audit the encrypted part.
-                        let clear = crate::frame::clear_prefix_len(Codec::Vp8, &frame);
-                        report.plaintext.push(frame[clear..].to_vec());
-                    }
-                    if transport.send_video(sealed, frame_time).await.is_ok() {
-                        report.video_sent += 1;
-                    }
-                }
-            }
-            ev = t_events.recv() => match ev {
-                Some(TransportEvent::Frame { stream_id, codec, data, .. }) => match owners.get(&stream_id) {
-                    Some(&from) => {
-                        let out = call.session().receive_frame(from, codec, &data, now());
-                        for e in out {
-                            if let CallEvent::Frame { from, codec, frame } = e {
-                                decrypted.push((from, codec, frame));
-                            }
-                        }
-                    }
-                    None => report.unattributed_frames += 1,
-                },
-                Some(TransportEvent::IceCandidate(c)) => {
-                    let _ = call.send(ClientMessage::IceCandidate { candidate: c }).await;
-                }
-                Some(TransportEvent::Failed) => report.warnings.push("media connection failed".into()),
-                Some(_) => {}
-                None => break,
-            },
-            ev = events.recv() => match ev {
-                Some(CallEvent::Joined { you }) => {
-                    report.id = Some(you);
-                    observe(&spec, Observed::Joined);
-                }
-                Some(CallEvent::SdpAnswer(sdp)) => {
-                    if let Err(e) = transport.apply_answer(sdp).await {
-                        report.warnings.push(e.to_string());
-                    }
-                }
-                Some(CallEvent::SdpOffer(sdp)) => match transport.answer(sdp).await {
-                    Ok(answer) => call.send(ClientMessage::SdpAnswer { sdp: answer }).await?,
-                    Err(e) => report.warnings.push(e.to_string()),
-                },
-                Some(CallEvent::IceCandidate(c)) => {
-                    if let Err(e) = transport.add_ice_candidate(c).await {
-                        report.warnings.push(e.to_string());
-                    }
-                }
-                Some(CallEvent::TrackAdded { publisher, stream_id, .. }) => {
-                    owners.insert(stream_id, publisher);
-                }
-                Some(CallEvent::TrackRemoved { stream_id, .. }) => {
-                    owners.remove(&stream_id);
-                }
-                Some(CallEvent::PeerJoined(p)) => {
-                    let safety_number = call.session().safety_number(p.id).map(|n| n.to_string()).unwrap_or_default();
-                    observe(&spec, Observed::PeerJoined { name: p.name.clone(), identity: Box::new(p.identity), safety_number });
-                    report.remotes.entry(p.id).or_default().name = p.name;
-                }
-                Some(CallEvent::PeerLeft(p)) => observe(&spec, Observed::PeerLeft { name: p.name }),
-                Some(CallEvent::Frame { from, codec, frame }) => decrypted.push((from, codec, frame)),
-                Some(CallEvent::ServerError(w)) if report.id.is_none() => {
-                    // Refused before joining (bad token, full room): the call cannot go on.
-                    transport.close().await;
-                    return Err(Error::Signaling(format!("join refused: {w}")));
-                }
-                Some(CallEvent::Warning(w) | CallEvent::ServerError(w)) => {
-                    observe(&spec, Observed::Warning(w.clone()));
-                    report.warnings.push(w);
-                }
-                Some(_) => {}
-                None => break,
-            },
-        }
-        for (from, codec, frame) in decrypted {
-            if report.join_to_first_frame.is_none() {
-                report.join_to_first_frame = Some(started.elapsed());
-            }
-            let name = call
-                .session()
-                .peers()
-                .find(|p| p.id == from)
-                .map(|p| p.name.clone())
-                .unwrap_or_default();
-            let remote = report.remotes.entry(from).or_default();
-            if remote.name.is_empty() {
-                remote.name = name.clone();
-            }
-            match codec {
-                Codec::Opus => {
-                    let decoder = match decoders.entry(from) {
-                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            v.insert(OpusDecoder::new()?)
-                        }
-                    };
-                    let pcm = decoder.decode(Some(&frame))?;
-                    remote.audio_frames += 1;
-                    if remote.pcm.len() < MAX_KEPT_SAMPLES {
-                        remote.pcm.extend_from_slice(&pcm);
-                    }
-                    recorders.audio(from, &name, &pcm)?;
-                }
-                Codec::Vp8 => {
-                    remote.video_frames += 1;
-                    let pts = video_pts.entry(from).or_insert(0);
-                    recorders.video(from, &name, &frame, *pts)?;
-                    *pts += 1;
-                }
-            }
-        }
-    }
-    {
-        let s = call.session();
-        report.stats = s.stats().clone();
-        report.key_log = s.key_log().to_vec();
-        for peer in s.peers() {
-            let r = report.remotes.entry(peer.id).or_default();
-            r.name = peer.name.clone();
-            r.safety_number = s.safety_number(peer.id).map(|n| n.to_string());
-        }
-    }
-    transport.close().await;
-    let _ = call.leave().await;
-    recorders.finish()?;
-    Ok(report)
 }

@@ -3,10 +3,11 @@
 //! driver (WebSocket, WebRTC) feeds it and carries out what it returns.
 //!
 //! Two kinds of participant id meet here: the signaling server's numeric
-//! id (who a message or an RTP stream is from, as the server says) and the
-//! e2ee participant id inside each member's signed key package (who holds
-//! which key). The session keeps the mapping, learned from the key package
-//! each member joined with.
+//! id (who a message or an RTP stream is from, as the server says; the SFU
+//! uses the same id) and the e2ee participant id inside each member's
+//! signed key package (who holds which key). The private `Roster` keeps the mapping,
+//! learned from the key package each member joined with; it is the only
+//! place the two meet (see `hush_proto::ids`).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -14,9 +15,9 @@ use hush_e2ee::{
     Config, EnvelopeHeader, Group, Identity, KeyPackage, LocalMember, Millis, Output,
     PublicIdentity, RoomId, SafetyNumber,
 };
-use hush_signaling::{
-    ClientMessage, DisplayName, JoinToken, Member, Opaque, PROTOCOL_VERSION,
-    ParticipantId as SigId, ServerMessage,
+use hush_proto::{
+    ClientMessage, CloseReason, DisplayName, ErrorCode, IceCandidate, JoinToken, MediaKind, Member,
+    Opaque, PROTOCOL_VERSION, ParticipantId as SigId, ServerMessage,
 };
 
 use crate::Error;
@@ -65,22 +66,29 @@ pub enum CallEvent {
     PeerJoined(Peer),
     /// A member left.
     PeerLeft(Peer),
-    /// Something the user should know (refused key package, bad envelope...).
-    Warning(String),
-    /// The server refused something or is closing the connection.
-    ServerError(String),
+    /// Something the user should know; the call goes on.
+    Warning(Warning),
+    /// The server refused a request.
+    ServerError {
+        /// The server's error code.
+        code: ErrorCode,
+        /// Its explanation.
+        message: String,
+    },
+    /// The server is closing the connection.
+    Closing(CloseReason),
     /// The SFU's answer to our offer.
     SdpAnswer(String),
     /// An SFU-initiated offer to answer.
     SdpOffer(String),
     /// An ICE candidate from the SFU.
-    IceCandidate(hush_signaling::IceCandidate),
+    IceCandidate(IceCandidate),
     /// Frames on the track with this MSID stream id come from `publisher`.
     TrackAdded {
         /// Signaling id of the publisher.
         publisher: SigId,
         /// Audio or video.
-        kind: hush_signaling::MediaKind,
+        kind: MediaKind,
         /// MSID stream id.
         stream_id: String,
     },
@@ -93,6 +101,66 @@ pub enum CallEvent {
     },
     /// The room's active speaker.
     ActiveSpeaker(Option<SigId>),
+}
+
+/// Something that went wrong without ending the call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Warning {
+    /// The server sent a second `joined`; it was ignored.
+    #[error("a second `joined` was ignored")]
+    SecondJoined,
+    /// A member's key package did not verify, or the group refused it.
+    #[error("member {id} refused: {error}")]
+    MemberRefused {
+        /// The member's signaling id.
+        id: SigId,
+        /// Why.
+        error: Error,
+    },
+    /// A key package among those present at our join was refused.
+    #[error("key package refused: {0}")]
+    KeyPackageRefused(hush_e2ee::Error),
+    /// Rekeying after a departure failed.
+    #[error("rekey after a departure failed: {0}")]
+    Rekey(hush_e2ee::Error),
+    /// An envelope did not open or was refused.
+    #[error("envelope from {from} refused: {error}")]
+    EnvelopeRefused {
+        /// The sender, as the server says.
+        from: SigId,
+        /// Why.
+        error: hush_e2ee::Error,
+    },
+    /// An envelope's claimed sender is not the member the server says sent it.
+    #[error("envelope from {from} does not match its sender")]
+    EnvelopeSenderMismatch {
+        /// The sender, as the server says.
+        from: SigId,
+    },
+    /// The e2ee layer addressed a member we have no signaling id for.
+    #[error("no signaling id for e2ee member {0}")]
+    NoSignalingId(hush_e2ee::ParticipantId),
+    /// A key could not be installed in the frame layer.
+    #[error("key event failed: {0}")]
+    KeyEvent(Error),
+    /// The server refused a request after we joined.
+    #[error("server: {code}: {message}")]
+    Server {
+        /// The server's error code.
+        code: ErrorCode,
+        /// Its explanation.
+        message: String,
+    },
+    /// The signaling connection sent something unreadable.
+    #[error("signaling: {0}")]
+    Signaling(crate::SignalingError),
+    /// The media connection refused an SDP or candidate.
+    #[error("media: {0}")]
+    Media(crate::TransportError),
+    /// The media connection failed (ICE or DTLS).
+    #[error("media connection failed")]
+    MediaFailed,
 }
 
 /// Counters a call keeps.
@@ -110,6 +178,8 @@ pub struct Stats {
     pub held_then_decrypted: u64,
     /// Frames dropped because their key never came in time (lost to key changes).
     pub lost_to_key_change: u64,
+    /// Frames that arrived on a stream no `track_added` named.
+    pub unattributed: u64,
 }
 
 struct Held {
@@ -128,8 +198,9 @@ pub struct Session {
     group: Option<Group>,
     crypto: FrameCrypto,
     you: Option<SigId>,
-    peers: BTreeMap<SigId, Peer>,
-    by_e2ee: HashMap<hush_e2ee::ParticipantId, SigId>,
+    roster: Roster,
+    /// Which member each forwarded stream (MSID stream id) comes from, as `track_added` said.
+    streams: HashMap<String, SigId>,
     held: VecDeque<Held>,
     stats: Stats,
     key_log: Option<Vec<hush_e2ee::KeyEvent>>,
@@ -140,7 +211,7 @@ impl core::fmt::Debug for Session {
         f.debug_struct("Session")
             .field("room", &self.room)
             .field("you", &self.you)
-            .field("peers", &self.peers.len())
+            .field("peers", &self.roster.by_sig.len())
             .finish_non_exhaustive()
     }
 }
@@ -160,10 +231,8 @@ impl Session {
         let local = LocalMember::new(identity, room_id.clone(), now)?;
         let join = ClientMessage::Join {
             protocol: PROTOCOL_VERSION,
-            room: room.parse().map_err(|_| Error::Invalid("room id"))?,
-            name: name
-                .parse::<DisplayName>()
-                .map_err(|_| Error::Invalid("display name"))?,
+            room: room.parse()?,
+            name: name.parse::<DisplayName>()?,
             token: JoinToken::from(token.to_owned()),
             key_package: Opaque(local.key_package().to_bytes()),
         };
@@ -175,8 +244,8 @@ impl Session {
             group: None,
             crypto: FrameCrypto::new(),
             you: None,
-            peers: BTreeMap::new(),
-            by_e2ee: HashMap::new(),
+            roster: Roster::default(),
+            streams: HashMap::new(),
             held: VecDeque::new(),
             stats: Stats::default(),
             key_log: None,
@@ -203,7 +272,7 @@ impl Session {
 
     /// The members we share the room with.
     pub fn peers(&self) -> impl Iterator<Item = &Peer> {
-        self.peers.values()
+        self.roster.by_sig.values()
     }
 
     /// Our identity.
@@ -220,7 +289,7 @@ impl Session {
     pub fn safety_number(&self, peer: SigId) -> Option<SafetyNumber> {
         Some(SafetyNumber::new(
             &self.public,
-            &self.peers.get(&peer)?.identity,
+            &self.roster.by_sig.get(&peer)?.identity,
         ))
     }
 
@@ -235,61 +304,59 @@ impl Session {
         match msg {
             ServerMessage::Joined { you, members, .. } => {
                 let Some(local) = self.local.take() else {
-                    events.push(CallEvent::Warning("a second `joined` was ignored".into()));
+                    events.push(CallEvent::Warning(Warning::SecondJoined));
                     return events;
                 };
                 self.you = Some(you);
                 events.push(CallEvent::Joined { you });
                 let mut packages = Vec::new();
                 for m in &members {
-                    match self.admit_peer(m, now) {
+                    match self.verify_peer(m, now) {
                         Ok(peer) => {
                             packages.push(m.key_package.as_bytes().to_vec());
+                            self.roster.insert(peer.clone());
                             events.push(CallEvent::PeerJoined(peer));
                         }
-                        Err(e) => {
-                            events.push(CallEvent::Warning(format!("member {} refused: {e}", m.id)))
-                        }
+                        Err(error) => events.push(CallEvent::Warning(Warning::MemberRefused {
+                            id: m.id,
+                            error,
+                        })),
                     }
                 }
                 let joined = Group::join(local, &packages, now, self.config);
                 for e in joined.rejected {
-                    events.push(CallEvent::Warning(format!("key package refused: {e}")));
+                    events.push(CallEvent::Warning(Warning::KeyPackageRefused(e)));
                 }
                 self.group = Some(joined.group);
                 self.carry_out(joined.outputs, now, &mut events);
             }
-            ServerMessage::MemberJoined { member } => match self.admit_peer(&member, now) {
-                Ok(peer) => {
-                    let result = match self.group.as_mut() {
-                        Some(g) => g.member_joined(member.key_package.as_bytes(), now),
-                        None => Err(hush_e2ee::Error::UnknownMember(peer.e2ee)),
-                    };
-                    match result {
-                        Ok(outputs) => {
-                            events.push(CallEvent::PeerJoined(peer));
-                            self.carry_out(outputs, now, &mut events);
-                        }
-                        Err(e) => {
-                            self.forget_peer(member.id);
-                            events.push(CallEvent::Warning(format!(
-                                "member {} refused: {e}",
-                                member.id
-                            )));
-                        }
+            ServerMessage::MemberJoined { member } => {
+                // Decide before committing state: the peer is recorded only
+                // once its key package verifies and the group accepts it.
+                let result = self.verify_peer(&member, now).and_then(|peer| {
+                    let group =
+                        (self.group.as_mut()).ok_or(hush_e2ee::Error::UnknownMember(peer.e2ee))?;
+                    let outputs = group.member_joined(member.key_package.as_bytes(), now)?;
+                    Ok((peer, outputs))
+                });
+                match result {
+                    Ok((peer, outputs)) => {
+                        self.roster.insert(peer.clone());
+                        events.push(CallEvent::PeerJoined(peer));
+                        self.carry_out(outputs, now, &mut events);
                     }
+                    Err(error) => events.push(CallEvent::Warning(Warning::MemberRefused {
+                        id: member.id,
+                        error,
+                    })),
                 }
-                Err(e) => events.push(CallEvent::Warning(format!(
-                    "member {} refused: {e}",
-                    member.id
-                ))),
-            },
+            }
             ServerMessage::MemberLeft { id } => {
                 if let Some(peer) = self.forget_peer(id) {
                     if let Some(g) = self.group.as_mut() {
                         match g.member_left(peer.e2ee, now) {
                             Ok(outputs) => self.carry_out(outputs, now, &mut events),
-                            Err(e) => events.push(CallEvent::Warning(e.to_string())),
+                            Err(e) => events.push(CallEvent::Warning(Warning::Rekey(e))),
                         }
                     }
                     events.push(CallEvent::PeerLeft(peer));
@@ -300,29 +367,22 @@ impl Session {
             }
             ServerMessage::Envelope { from, payload, .. } => {
                 let claimed = EnvelopeHeader::parse(payload.as_bytes()).map(|h| h.from);
-                let expected = self.peers.get(&from).map(|p| p.e2ee);
+                let expected = self.roster.by_sig.get(&from).map(|p| p.e2ee);
                 match (claimed, expected, self.group.as_mut()) {
                     (Ok(c), Some(e), Some(g)) if c == e => {
                         match g.receive_envelope(payload.as_bytes(), now) {
                             Ok(outputs) => self.carry_out(outputs, now, &mut events),
-                            Err(e) => events.push(CallEvent::Warning(format!(
-                                "envelope from {from} refused: {e}"
-                            ))),
+                            Err(error) => events
+                                .push(CallEvent::Warning(Warning::EnvelopeRefused { from, error })),
                         }
                     }
-                    _ => events.push(CallEvent::Warning(format!(
-                        "envelope from {from} does not match its sender"
-                    ))),
+                    _ => events.push(CallEvent::Warning(Warning::EnvelopeSenderMismatch { from })),
                 }
             }
             ServerMessage::Error { code, message } => {
-                events.push(CallEvent::ServerError(format!("{code}: {message}")));
+                events.push(CallEvent::ServerError { code, message });
             }
-            ServerMessage::Closing { reason } => {
-                events.push(CallEvent::ServerError(format!(
-                    "server closing the connection: {reason:?}"
-                )));
-            }
+            ServerMessage::Closing { reason } => events.push(CallEvent::Closing(reason)),
             ServerMessage::SdpAnswer { sdp } => events.push(CallEvent::SdpAnswer(sdp)),
             ServerMessage::SdpOffer { sdp } => events.push(CallEvent::SdpOffer(sdp)),
             ServerMessage::IceCandidate { candidate } => {
@@ -333,6 +393,7 @@ impl Session {
                 kind,
                 stream_id,
             } => {
+                self.streams.insert(stream_id.clone(), publisher);
                 events.push(CallEvent::TrackAdded {
                     publisher,
                     kind,
@@ -343,6 +404,7 @@ impl Session {
                 publisher,
                 stream_id,
             } => {
+                self.streams.remove(&stream_id);
                 events.push(CallEvent::TrackRemoved {
                     publisher,
                     stream_id,
@@ -402,6 +464,24 @@ impl Session {
         events
     }
 
+    /// A media frame that arrived on the stream `stream_id`: from the
+    /// member `track_added` named for it, or counted as unattributed.
+    pub fn receive_media(
+        &mut self,
+        stream_id: &str,
+        codec: Codec,
+        data: &[u8],
+        now: Millis,
+    ) -> Vec<CallEvent> {
+        match self.streams.get(stream_id) {
+            Some(&from) => self.receive_frame(from, codec, data, now),
+            None => {
+                self.stats.unattributed += 1;
+                Vec::new()
+            }
+        }
+    }
+
     fn open(
         &mut self,
         from: SigId,
@@ -411,7 +491,7 @@ impl Session {
         held_since: Option<Millis>,
         events: &mut Vec<CallEvent>,
     ) {
-        let Some(peer) = self.peers.get(&from) else {
+        let Some(peer) = self.roster.by_sig.get(&from) else {
             *self.stats.failed.entry("unknown_sender").or_default() += 1;
             return;
         };
@@ -478,14 +558,12 @@ impl Session {
         let mut installed = false;
         for o in outputs {
             match o {
-                Output::Send { to, envelope } => match self.by_e2ee.get(&to) {
+                Output::Send { to, envelope } => match self.roster.by_e2ee.get(&to) {
                     Some(&sig) => events.push(CallEvent::Send(ClientMessage::Envelope {
                         to: sig,
                         payload: Opaque(envelope),
                     })),
-                    None => events.push(CallEvent::Warning(format!(
-                        "no signaling id for e2ee member {to}"
-                    ))),
+                    None => events.push(CallEvent::Warning(Warning::NoSignalingId(to))),
                 },
                 Output::Key(k) => {
                     installed |= matches!(k, hush_e2ee::KeyEvent::InstallReceiveKey { .. });
@@ -493,7 +571,7 @@ impl Session {
                         log.push(k.clone());
                     }
                     if let Err(e) = self.crypto.apply(&k) {
-                        events.push(CallEvent::Warning(format!("key event failed: {e}")));
+                        events.push(CallEvent::Warning(Warning::KeyEvent(e)));
                     }
                 }
                 _ => {}
@@ -502,28 +580,49 @@ impl Session {
         installed
     }
 
-    fn admit_peer(&mut self, m: &Member, now: Millis) -> Result<Peer, Error> {
+    fn verify_peer(&self, m: &Member, now: Millis) -> Result<Peer, Error> {
         let kp = KeyPackage::verify(
             m.key_package.as_bytes(),
             &self.room,
             now,
             self.config.freshness,
         )?;
-        let peer = Peer {
+        Ok(Peer {
             id: m.id,
             name: m.name.to_string(),
             e2ee: kp.participant,
             identity: kp.identity,
-        };
-        self.by_e2ee.insert(kp.participant, m.id);
-        self.peers.insert(m.id, peer.clone());
-        Ok(peer)
+        })
     }
 
     fn forget_peer(&mut self, id: SigId) -> Option<Peer> {
-        let peer = self.peers.remove(&id)?;
-        self.by_e2ee.remove(&peer.e2ee);
+        let peer = self.roster.remove(id)?;
         self.held.retain(|h| h.from != id);
+        Some(peer)
+    }
+}
+
+/// The members we know, by signaling id and by e2ee id: the one place where
+/// the two id spaces meet on the client. An e2ee id already taken by another
+/// member is not re-pointed (the group refuses such a newcomer anyway), so a
+/// refused or forged newcomer can never take an existing member's entry.
+#[derive(Debug, Default)]
+struct Roster {
+    by_sig: BTreeMap<SigId, Peer>,
+    by_e2ee: HashMap<hush_e2ee::ParticipantId, SigId>,
+}
+
+impl Roster {
+    fn insert(&mut self, peer: Peer) {
+        self.by_e2ee.entry(peer.e2ee).or_insert(peer.id);
+        self.by_sig.insert(peer.id, peer);
+    }
+
+    fn remove(&mut self, id: SigId) -> Option<Peer> {
+        let peer = self.by_sig.remove(&id)?;
+        if self.by_e2ee.get(&peer.e2ee) == Some(&id) {
+            self.by_e2ee.remove(&peer.e2ee);
+        }
         Some(peer)
     }
 }

@@ -1,12 +1,12 @@
 //! The WebSocket connection to `hush-server` (`/v1/ws`, JSON text frames).
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use hush_signaling::{ClientMessage, ServerMessage};
+use hush_proto::{ClientMessage, ServerMessage};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::Error;
+use crate::error::SignalingError as Error;
 
 /// A connected signaling client.
 pub struct Signaling {
@@ -30,17 +30,20 @@ impl Signaling {
         };
         let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
             .await
-            .map_err(|e| Error::Signaling(format!("cannot connect to {url}: {e}")))?;
+            .map_err(|e| Error::Connect {
+                url: url.clone(),
+                source: Box::new(e),
+            })?;
         Ok(Self { ws })
     }
 
     /// Sends one message.
     pub async fn send(&mut self, msg: &ClientMessage) -> Result<(), Error> {
-        let text = serde_json::to_string(msg).map_err(|e| Error::Signaling(e.to_string()))?;
+        let text = serde_json::to_string(msg).map_err(Error::Encode)?;
         self.ws
             .send(Message::text(text))
             .await
-            .map_err(|e| Error::Signaling(e.to_string()))
+            .map_err(|e| Error::Connection(Box::new(e)))
     }
 
     /// The next server message; `None` when the connection closed.
@@ -48,14 +51,11 @@ impl Signaling {
         loop {
             match self.ws.next().await? {
                 Ok(Message::Text(text)) => {
-                    return Some(
-                        serde_json::from_str(text.as_str())
-                            .map_err(|e| Error::Signaling(format!("bad server message: {e}"))),
-                    );
+                    return Some(serde_json::from_str(text.as_str()).map_err(Error::BadMessage));
                 }
                 Ok(Message::Close(_)) => return None,
                 Ok(_) => continue,
-                Err(e) => return Some(Err(Error::Signaling(e.to_string()))),
+                Err(e) => return Some(Err(Error::Connection(Box::new(e)))),
             }
         }
     }

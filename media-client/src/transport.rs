@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hush_signaling::IceCandidate;
+use hush_proto::media::{OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE};
+use hush_proto::{IceCandidate, MediaKind};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -27,10 +28,9 @@ use webrtc::peer_connection::{
     RTCPeerConnectionIceEvent, RTCPeerConnectionState,
 };
 
-use crate::Error;
+use crate::error::TransportError as Error;
 use crate::frame::Codec;
-
-pub use hush_sfu::setup::{AUDIO_LEVEL_URI, OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE};
+use crate::setup;
 
 /// What the connection reports.
 #[derive(Debug)]
@@ -61,15 +61,15 @@ pub enum TransportEvent {
 }
 
 fn codec(kind: RtpCodecKind) -> RTCRtpCodec {
-    hush_sfu::setup::codec(if kind == RtpCodecKind::Audio {
-        hush_sfu::MediaKind::Audio
+    setup::codec(if kind == RtpCodecKind::Audio {
+        MediaKind::Audio
     } else {
-        hush_sfu::MediaKind::Video
+        MediaKind::Video
     })
 }
 
-fn transport(e: impl std::fmt::Display) -> Error {
-    Error::Transport(e.to_string())
+fn transport(e: webrtc::error::Error) -> Error {
+    Error::WebRtc(e)
 }
 
 struct LocalTrack {
@@ -237,9 +237,9 @@ impl Transport {
     ) -> Result<(Self, mpsc::Receiver<TransportEvent>), Error> {
         let (events_tx, events) = mpsc::channel(4096);
         let (gathered_tx, gathered) = watch::channel(false);
-        // The same codecs, extension and interceptors as the SFU's peers.
-        let (engine, registry) = hush_sfu::setup::peer_media().map_err(transport)?;
-        let settings = hush_sfu::setup::setting_engine(disconnected, failed);
+        // The codecs, extension and interceptors of PROTOCOL.md §11.
+        let (engine, registry) = setup::media_engine()?;
+        let settings = setup::setting_engine(disconnected, failed);
         let pc = PeerConnectionBuilder::new()
             .with_media_engine(engine)
             .with_interceptor_registry(registry)
@@ -285,7 +285,7 @@ impl Transport {
             .local_description()
             .await
             .map(|d| d.sdp)
-            .ok_or_else(|| Error::Transport("no local description".into()))
+            .ok_or(Error::NoLocalDescription)
     }
 
     /// Our offer (candidates included).
@@ -360,7 +360,7 @@ impl Transport {
     /// Sends one sealed VP8 frame lasting `duration`.
     pub async fn send_video(&self, sealed: Vec<u8>, duration: Duration) -> Result<(), Error> {
         let Some(v) = &self.video else {
-            return Err(Error::Transport("no video track".into()));
+            return Err(Error::NoVideoTrack);
         };
         let sample = Sample {
             data: Bytes::from(sealed),

@@ -4,12 +4,19 @@
 //! header size 32, FourCC `VP80`, width, height, timebase denominator and
 //! numerator, frame count, 4 unused bytes), then per frame a 12-byte header
 //! (u32 size, u64 timestamp) and the frame.
+//!
+//! Why not the `rtc` crate's `media::io` IVF reader and writer: its writer
+//! takes RTP packets and depacketizes them itself, while we record whole
+//! frames that were reassembled and decrypted first; its reader allocates
+//! whatever frame size a file claims before checking the file holds it,
+//! and ignores a header size over 32. This reader checks every length
+//! against the bytes it has.
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use crate::Error;
+use crate::error::{Error, IvfError};
 
 /// The VP8 clip shipped with hush (320x240, 15 fps, 4 s, key frame every second).
 pub const TEST_CLIP: &[u8] = include_bytes!("../assets/test-pattern.ivf");
@@ -36,8 +43,17 @@ pub struct Clip {
     pub frames: Vec<VideoFrame>,
 }
 
-fn bad(why: &str) -> Error {
-    Error::Ivf(why.to_owned())
+fn bad(why: &'static str) -> Error {
+    Error::Ivf(IvfError::Malformed(why))
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| {
+        Error::Ivf(IvfError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
 }
 
 impl Clip {
@@ -95,8 +111,7 @@ impl Clip {
 
     /// Reads and parses an IVF file.
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let bytes =
-            std::fs::read(path).map_err(|e| Error::Ivf(format!("{}: {e}", path.display())))?;
+        let bytes = std::fs::read(path).map_err(io(path))?;
         Self::parse(&bytes)
     }
 
@@ -110,6 +125,7 @@ impl Clip {
 pub struct IvfWriter {
     file: BufWriter<File>,
     frames: u32,
+    path: std::path::PathBuf,
 }
 
 impl core::fmt::Debug for IvfWriter {
@@ -121,8 +137,8 @@ impl core::fmt::Debug for IvfWriter {
 impl IvfWriter {
     /// Creates the file with a header for `width` x `height` at `fps` (integer).
     pub fn create(path: &Path, width: u16, height: u16, fps: u32) -> Result<Self, Error> {
-        let io = |e: std::io::Error| Error::Ivf(format!("{}: {e}", path.display()));
-        let mut file = BufWriter::new(File::create(path).map_err(io)?);
+        let io = io(path);
+        let mut file = BufWriter::new(File::create(path).map_err(&io)?);
         let mut h = Vec::with_capacity(32);
         h.extend_from_slice(b"DKIF");
         h.extend_from_slice(&0u16.to_le_bytes());
@@ -135,30 +151,31 @@ impl IvfWriter {
         h.extend_from_slice(&0u32.to_le_bytes());
         h.extend_from_slice(&0u32.to_le_bytes());
         file.write_all(&h).map_err(io)?;
-        Ok(Self { file, frames: 0 })
+        Ok(Self {
+            file,
+            frames: 0,
+            path: path.to_owned(),
+        })
     }
 
     /// Appends a frame.
     pub fn write(&mut self, pts: u64, frame: &[u8]) -> Result<(), Error> {
-        let io = |e: std::io::Error| Error::Ivf(e.to_string());
+        let io = io(&self.path);
         let size = u32::try_from(frame.len()).map_err(|_| bad("frame over 4 GiB"))?;
-        self.file.write_all(&size.to_le_bytes()).map_err(io)?;
-        self.file.write_all(&pts.to_le_bytes()).map_err(io)?;
-        self.file.write_all(frame).map_err(io)?;
+        self.file.write_all(&size.to_le_bytes()).map_err(&io)?;
+        self.file.write_all(&pts.to_le_bytes()).map_err(&io)?;
+        self.file.write_all(frame).map_err(&io)?;
         self.frames += 1;
         Ok(())
     }
 
     /// Writes the frame count into the header and flushes.
     pub fn finish(mut self) -> Result<(), Error> {
-        let io = |e: std::io::Error| Error::Ivf(e.to_string());
-        self.file.flush().map_err(io)?;
-        let mut f = self
-            .file
-            .into_inner()
-            .map_err(|e| Error::Ivf(e.to_string()))?;
-        f.seek(SeekFrom::Start(24)).map_err(io)?;
-        f.write_all(&self.frames.to_le_bytes()).map_err(io)?;
+        let io = io(&self.path);
+        self.file.flush().map_err(&io)?;
+        let mut f = self.file.into_inner().map_err(|e| io(e.into_error()))?;
+        f.seek(SeekFrom::Start(24)).map_err(&io)?;
+        f.write_all(&self.frames.to_le_bytes()).map_err(&io)?;
         f.sync_all().map_err(io)
     }
 }

@@ -1,27 +1,48 @@
 //! Real clients against a real in-process hush-server (no SFU): key
 //! packages and envelopes travel through signaling, and every member can
-//! then read every other member's frames. Frames are handed over directly,
-//! standing in for the SFU.
+//! then read every other member's frames. Each call runs on the client
+//! driver without a media connection; frames are handed to the receiving
+//! driver directly ([`Call::deliver_frame`]), standing in for the SFU.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hush_client::call::{Call, JoinSpec};
+use hush_client::call::{Call, CallOptions, ChannelMedia, JoinSpec};
 use hush_client::frame::Codec;
 use hush_client::session::CallEvent;
-use hush_e2ee::{Config, Identity};
+use hush_e2ee::Identity;
 use hush_signaling::{
     DisplayName, JoinToken, Limits, NoMedia, ParticipantId, RoomId, Server, ServerConfig,
     ServerSecret,
 };
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
 const GUARD: Duration = Duration::from_secs(20);
 
 struct Member {
-    call: Call,
-    events: UnboundedReceiver<CallEvent>,
+    call: Call<ChannelMedia>,
+    events: Receiver<CallEvent>,
     id: ParticipantId,
+}
+
+impl Member {
+    /// Seals a frame with this member's current send key.
+    async fn seal(&self, payload: &[u8]) -> Vec<u8> {
+        let payload = payload.to_vec();
+        self.call
+            .with_session(move |s| s.seal(Codec::Opus, &payload))
+            .await
+            .expect("driver running")
+            .expect("seal")
+    }
+
+    /// Runs `f` on this member's session.
+    async fn session<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut hush_client::session::Session) -> R + Send + 'static,
+    ) -> R {
+        self.call.with_session(f).await.expect("driver running")
+    }
 }
 
 async fn server() -> (String, ServerSecret) {
@@ -62,18 +83,22 @@ async fn join(url: &str, secret: &ServerSecret, room: &str, name: &str) -> Membe
         name: name.into(),
         token: token(secret, room, name),
     };
-    let (call, mut events) = Call::start(&spec, Identity::generate(), Config::default())
+    let (media, mut events) = ChannelMedia::new();
+    let options = CallOptions {
+        media: None,
+        ..CallOptions::default()
+    };
+    let call = Call::start(&spec, Identity::generate(), options, media)
         .await
         .expect("start");
     let id = loop {
-        match tokio::time::timeout(GUARD, events.recv())
+        // The events end (and this fails) if the server refused the join.
+        let event = tokio::time::timeout(GUARD, events.recv())
             .await
             .expect("hang guard")
-            .expect("events")
-        {
-            CallEvent::Joined { you } => break you,
-            CallEvent::ServerError(e) => panic!("{name}: {e}"),
-            _ => {}
+            .expect("joined, not refused");
+        if let CallEvent::Joined { you } = event {
+            break you;
         }
     };
     Member { call, events, id }
@@ -83,11 +108,10 @@ async fn join(url: &str, secret: &ServerSecret, room: &str, name: &str) -> Membe
 async fn settle(m: &Member, n: usize) {
     tokio::time::timeout(GUARD, async {
         loop {
+            if m.session(move |s| s.can_send() && s.peers().count() == n)
+                .await
             {
-                let s = m.call.session();
-                if s.can_send() && s.peers().count() == n {
-                    return;
-                }
+                return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -98,21 +122,12 @@ async fn settle(m: &Member, n: usize) {
 
 /// `from` seals a frame, `to` receives it; retries briefly while keys are in flight.
 async fn deliver(from: &Member, to: &mut Member, payload: &[u8]) -> Result<Vec<u8>, String> {
-    let sealed = from
-        .call
-        .session()
-        .seal(Codec::Opus, payload)
+    let sealed = from.seal(payload).await;
+    to.call
+        .deliver_frame(from.id, Codec::Opus, sealed)
+        .await
         .map_err(|e| e.to_string())?;
-    let events =
-        to.call
-            .session()
-            .receive_frame(from.id, Codec::Opus, &sealed, hush_client::call::now());
-    for e in events {
-        if let CallEvent::Frame { frame, .. } = e {
-            return Ok(frame);
-        }
-    }
-    // Held until its key arrives: it comes out of the driver's event stream.
+    // At once, or held until its key arrives: it comes out of the driver's event stream.
     let wait = tokio::time::timeout(Duration::from_secs(3), async {
         loop {
             match to.events.recv().await {
@@ -160,19 +175,11 @@ async fn members_read_each_other_after_key_agreement_over_the_real_server() {
     let mut b = members.pop().expect("b");
     let a = members.pop().expect("a");
     // A relay that flips a bit or forges a frame: counted, never decoded, and the call goes on.
-    let mut tampered = a
-        .call
-        .session()
-        .seal(Codec::Opus, b"genuine")
-        .expect("seal");
+    let mut tampered = a.seal(b"genuine").await;
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
     // A forgery under ann's real (visible) KID and a fresh counter, with made-up ciphertext.
-    let genuine = a
-        .call
-        .session()
-        .seal(Codec::Opus, b"template")
-        .expect("seal");
+    let genuine = a.seal(b"template").await;
     let (header, _) = hush_sframe::Header::parse(&genuine).expect("header");
     let mut forged =
         hush_sframe::Header::new(header.kid, hush_sframe::Counter(header.ctr.0 + 1000))
@@ -180,17 +187,17 @@ async fn members_read_each_other_after_key_agreement_over_the_real_server() {
             .as_bytes()
             .to_vec();
     forged.extend_from_slice(&[0x42; 40]);
-    for bad in [&tampered[..], &forged[..]] {
+    for bad in [tampered, forged] {
+        let from = a.id;
         let out = b
-            .call
-            .session()
-            .receive_frame(a.id, Codec::Opus, bad, hush_client::call::now());
+            .session(move |s| s.receive_frame(from, Codec::Opus, &bad, hush_client::call::now()))
+            .await;
         assert!(
             !out.iter().any(|e| matches!(e, CallEvent::Frame { .. })),
             "a bad frame was decoded"
         );
     }
-    let failed = b.call.session().stats().failed.clone();
+    let failed = b.session(|s| s.stats().failed.clone()).await;
     assert_eq!(failed.get("authentication"), Some(&2), "{failed:?}");
     assert_eq!(
         deliver(&a, &mut b, b"still fine").await.as_deref(),
@@ -198,15 +205,24 @@ async fn members_read_each_other_after_key_agreement_over_the_real_server() {
     );
 
     // Safety numbers agree on both ends.
-    let ab = a.call.session().safety_number(b.id).expect("b known");
-    let ba = b.call.session().safety_number(a.id).expect("a known");
+    let (aid, bid) = (a.id, b.id);
+    let ab = a
+        .session(move |s| s.safety_number(bid))
+        .await
+        .expect("b known");
+    let ba = b
+        .session(move |s| s.safety_number(aid))
+        .await
+        .expect("a known");
     assert_eq!(ab, ba);
 
     // c leaves; a's frames after the rekey are unreadable with c's keys.
     c.call.leave().await.expect("leave");
     tokio::time::timeout(GUARD, async {
         loop {
-            if a.call.session().peers().count() == 1 && b.call.session().peers().count() == 1 {
+            let a_peers = a.session(|s| s.peers().count()).await;
+            let b_peers = b.session(|s| s.peers().count()).await;
+            if a_peers == 1 && b_peers == 1 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;

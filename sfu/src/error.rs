@@ -1,6 +1,7 @@
 //! The one error type of this crate.
 
-use crate::ids::{ParticipantId, RoomId};
+use hush_proto::{ParticipantId, RoomId};
+
 use crate::routing::RoutingError;
 
 /// Everything the SFU API can refuse or fail at. What a client sent

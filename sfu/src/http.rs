@@ -7,14 +7,20 @@
 //! | `DELETE /v1/rooms/{room}/participants/{participant}` | none | `204` |
 //! | `POST .../{participant}/offer` | `{"sdp": "..."}` | `200 {"sdp": answer}`, `409` on glare |
 //! | `POST .../{participant}/answer` | `{"sdp": "..."}` | `204` |
-//! | `POST .../{participant}/candidates` | `{"candidate", "sdpMid", "sdpMLineIndex"}` | `204` |
+//! | `POST .../{participant}/candidates` | `{"candidate", "sdp_mid", "sdp_m_line_index"}` | `204` |
 //! | `GET .../{participant}/events` | none | `200 [SfuEvent...]`, waits up to 20 s for one (long poll); `410` once closed |
 //! | `GET /metrics` | none | Prometheus text |
 //! | `GET /healthz` | none | `200 ok` |
 //!
+//! `{room}` is a protocol room id (`hush_proto::RoomId`: 1 to 64 ASCII
+//! letters, digits, `-`, `_`, `.`) and `{participant}` the signaling
+//! server's participant id in decimal (`7`, or `p7` as in logs); see
+//! [`hush_proto::ids`]. Bodies and events use the protocol's types
+//! ([`hush_proto::IceCandidate`]).
+//!
 //! Errors are `{"error": "..."}` with `404` (unknown participant), `409`
-//! (already joined, glare, no offer outstanding), `400` (rejected SDP or
-//! candidate) or `500`.
+//! (already joined, glare, no offer outstanding), `400` (an invalid room or
+//! participant id in the path, rejected SDP or candidate) or `500`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,9 +34,10 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
+use hush_proto::{IceCandidate, ParticipantId, RoomId};
+
 use crate::error::Error;
-use crate::ids::{ParticipantId, RoomId};
-use crate::sfu::{IceCandidate, ParticipantEvents, Sfu, SfuEvent};
+use crate::sfu::{ParticipantEvents, Sfu, SfuEvent};
 
 /// An SDP body or reply.
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,35 +86,52 @@ pub fn control_router(sfu: Sfu) -> Router {
         .with_state(state)
 }
 
-struct ApiError(Error);
+/// Why a control request failed.
+enum ApiError {
+    /// The SFU refused or failed.
+    Sfu(Error),
+    /// The path's room id is not a protocol room id.
+    InvalidRoom(hush_proto::Error),
+    /// The path's participant id is not a number.
+    InvalidParticipant,
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = match &self.0 {
-            Error::UnknownParticipant { .. } => StatusCode::NOT_FOUND,
-            Error::AlreadyJoined { .. } | Error::Glare | Error::NoOfferOutstanding => {
-                StatusCode::CONFLICT
+        let (status, message) = match self {
+            Self::Sfu(e) => {
+                let status = match &e {
+                    Error::UnknownParticipant { .. } => StatusCode::NOT_FOUND,
+                    Error::AlreadyJoined { .. } | Error::Glare | Error::NoOfferOutstanding => {
+                        StatusCode::CONFLICT
+                    }
+                    Error::Rejected { .. } | Error::Routing(_) => StatusCode::BAD_REQUEST,
+                    Error::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                (status, e.to_string())
             }
-            Error::Rejected { .. } | Error::Routing(_) => StatusCode::BAD_REQUEST,
-            Error::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::InvalidRoom(e) => (StatusCode::BAD_REQUEST, e.to_string()),
+            Self::InvalidParticipant => (
+                StatusCode::BAD_REQUEST,
+                "invalid participant id: a decimal number, e.g. 7 or p7".to_owned(),
+            ),
         };
-        (
-            status,
-            Json(serde_json::json!({ "error": self.0.to_string() })),
-        )
-            .into_response()
+        (status, Json(serde_json::json!({ "error": message }))).into_response()
     }
 }
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        Self(e)
+        Self::Sfu(e)
     }
 }
 
-fn key(room: String, participant: String) -> Key {
-    (RoomId(room), ParticipantId(participant))
+/// The ids a request's path names, validated as the protocol defines them.
+fn key(room: &str, participant: &str) -> Result<Key, ApiError> {
+    let room = room.parse().map_err(ApiError::InvalidRoom)?;
+    let participant = ParticipantId::parse(participant).ok_or(ApiError::InvalidParticipant)?;
+    Ok((room, participant))
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
@@ -121,7 +145,7 @@ async fn create(
     State(s): State<AppState>,
     Path((room, participant)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let k = key(room, participant);
+    let k = key(&room, &participant)?;
     let events = s.sfu.add_participant(&k.0, &k.1).await?;
     s.events
         .lock()
@@ -134,7 +158,7 @@ async fn remove(
     State(s): State<AppState>,
     Path((room, participant)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let k = key(room, participant);
+    let k = key(&room, &participant)?;
     s.events.lock().await.remove(&k);
     s.sfu.remove_participant(&k.0, &k.1).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -145,7 +169,7 @@ async fn offer(
     Path((room, participant)): Path<(String, String)>,
     Json(body): Json<Sdp>,
 ) -> Result<Json<Sdp>, ApiError> {
-    let k = key(room, participant);
+    let k = key(&room, &participant)?;
     let sdp = s.sfu.handle_offer(&k.0, &k.1, body.sdp).await?;
     Ok(Json(Sdp { sdp }))
 }
@@ -155,7 +179,7 @@ async fn answer(
     Path((room, participant)): Path<(String, String)>,
     Json(body): Json<Sdp>,
 ) -> Result<StatusCode, ApiError> {
-    let k = key(room, participant);
+    let k = key(&room, &participant)?;
     s.sfu.handle_answer(&k.0, &k.1, body.sdp).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -165,7 +189,7 @@ async fn candidate(
     Path((room, participant)): Path<(String, String)>,
     Json(body): Json<IceCandidate>,
 ) -> Result<StatusCode, ApiError> {
-    let k = key(room, participant);
+    let k = key(&room, &participant)?;
     s.sfu.add_ice_candidate(&k.0, &k.1, body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -174,7 +198,7 @@ async fn events(
     State(s): State<AppState>,
     Path((room, participant)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let k = key(room, participant);
+    let k = key(&room, &participant)?;
     let stream = s.events.lock().await.get(&k).cloned();
     let Some(stream) = stream else {
         return Err(Error::UnknownParticipant {

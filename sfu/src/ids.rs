@@ -1,73 +1,34 @@
-//! Identifiers the SFU routes by. All are opaque strings chosen by the
-//! caller (the signaling server) or by the publishing client.
+//! Identifiers the SFU routes by. Rooms and participants are the protocol's
+//! ([`hush_proto::RoomId`], [`hush_proto::ParticipantId`]): the SFU routes
+//! by the ids the signaling server gave, so no mapping exists (see
+//! [`hush_proto::ids`]). Track ids are chosen by the publishing client.
 
 use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
-macro_rules! string_id {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(pub String);
+use hush_proto::{ParticipantId, RoomId};
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
+/// A published track, as named by its publisher (the MSID track id).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TrackId(pub String);
 
-        impl From<&str> for $name {
-            fn from(s: &str) -> Self {
-                Self(s.to_owned())
-            }
-        }
-
-        impl From<String> for $name {
-            fn from(s: String) -> Self {
-                Self(s)
-            }
-        }
-    };
-}
-
-string_id!(
-    /// A room: the set of participants whose media is forwarded to each other.
-    RoomId
-);
-string_id!(
-    /// A participant within a room (unique within that room only).
-    ParticipantId
-);
-string_id!(
-    /// A published track, as named by its publisher (the MSID track id).
-    TrackId
-);
-
-/// What a track carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MediaKind {
-    /// Opus audio.
-    Audio,
-    /// VP8 video.
-    Video,
-}
-
-impl MediaKind {
-    /// The lower-case name used in metrics labels and the capture file docs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MediaKind::Audio => "audio",
-            MediaKind::Video => "video",
-        }
+impl fmt::Display for TrackId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
-impl fmt::Display for MediaKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+impl From<&str> for TrackId {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl From<String> for TrackId {
+    fn from(s: String) -> Self {
+        Self(s)
     }
 }
 

@@ -24,7 +24,9 @@
 //! use hush_sfu::{ParticipantId, RoomId, Sfu, SfuConfig, SfuEvent};
 //!
 //! let sfu = Sfu::new(SfuConfig::default())?;
-//! let (room, alice) = (RoomId::from("standup"), ParticipantId::from("alice"));
+//! // The ids the signaling server gave (see `hush_proto::ids`).
+//! let room: RoomId = "standup".parse().expect("a valid room id");
+//! let alice = ParticipantId(7);
 //! let mut events = sfu.add_participant(&room, &alice).await?;
 //! let answer = sfu.handle_offer(&room, &alice, client_offer).await?;
 //! // ... send `answer` to the client, then relay events both ways:
@@ -81,10 +83,24 @@
 //! # Capture
 //!
 //! With [`SfuConfig::capture`] set, every forwarded payload is written to
-//! a file in the format documented in [`capture`].
+//! a file in the format documented in [`hush_proto::capture`] (which also
+//! reads it back).
+//!
+//! # Vocabulary
+//!
+//! Rooms, participants, media kinds and ICE candidates are the protocol's
+//! types ([`hush_proto`]), re-exported here: the SFU routes by the ids the
+//! signaling server gave, so there is nothing to convert.
+//!
+//! # Features
+//!
+//! - `test-hooks`: `SfuConfig::tamper` and `TamperHook`, a tampering SFU
+//!   for tests that check clients detect it. Off by default; production
+//!   builds never enable it, and without it the forwarding path has no
+//!   branch for it.
 #![forbid(unsafe_code)]
 
-pub mod capture;
+mod capture;
 mod error;
 pub mod http;
 mod ids;
@@ -94,9 +110,10 @@ pub mod setup;
 mod sfu;
 
 pub use error::Error;
-pub use ids::{MediaKind, ParticipantId, RoomId, TrackId, TrackKey};
+pub use hush_proto::{IceCandidate, MediaKind, ParticipantId, RoomId};
+pub use ids::{TrackId, TrackKey};
 pub use metrics::Metrics;
 pub use routing::{Decision, Router, RoutingConfig, SpeakerConfig};
-pub use sfu::{
-    CloseReason, IceCandidate, ParticipantEvents, Sfu, SfuConfig, SfuEvent, TamperFn, TamperHook,
-};
+pub use sfu::{CloseReason, ParticipantEvents, Sfu, SfuConfig, SfuEvent};
+#[cfg(feature = "test-hooks")]
+pub use sfu::{TamperFn, TamperHook};

@@ -2,6 +2,10 @@
 //! audio-level extension, interceptors, and the network settings that work
 //! on loopback. Public so that clients (and the tests) build peers that
 //! negotiate exactly what the SFU expects.
+//!
+//! The parameters themselves (payload types, codec lines, the audio-level
+//! extension URI) are the protocol's, in [`hush_proto::media`]; this module
+//! only turns them into webrtc-rs objects.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -11,9 +15,7 @@ use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
-};
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -23,34 +25,22 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::sansio::Protocol;
 
+use hush_proto::MediaKind;
+use hush_proto::media::{self, AUDIO_LEVEL_URI};
+
 use crate::error::Error;
-use crate::ids::MediaKind;
 use crate::metrics::Metrics;
 
-/// RFC 6464 client-to-mixer audio level header extension.
-pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
-/// Payload type registered for Opus.
-pub const OPUS_PAYLOAD_TYPE: u8 = 111;
-/// Payload type registered for VP8.
-pub const VP8_PAYLOAD_TYPE: u8 = 96;
-
-/// The codec a track of `kind` uses: Opus 48 kHz stereo, or VP8.
+/// The webrtc-rs codec for a track of `kind`, built from the protocol's
+/// [`hush_proto::media::codec`] (Opus 48 kHz stereo, or VP8).
 pub fn codec(kind: MediaKind) -> RTCRtpCodec {
-    match kind {
-        MediaKind::Audio => RTCRtpCodec {
-            mime_type: MIME_TYPE_OPUS.to_owned(),
-            clock_rate: 48_000,
-            channels: 2,
-            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-            rtcp_feedback: vec![],
-        },
-        MediaKind::Video => RTCRtpCodec {
-            mime_type: MIME_TYPE_VP8.to_owned(),
-            clock_rate: 90_000,
-            channels: 0,
-            sdp_fmtp_line: String::new(),
-            rtcp_feedback: vec![],
-        },
+    let spec = media::codec(kind);
+    RTCRtpCodec {
+        mime_type: spec.mime_type.to_owned(),
+        clock_rate: spec.clock_rate,
+        channels: spec.channels,
+        sdp_fmtp_line: spec.fmtp.to_owned(),
+        rtcp_feedback: vec![],
     }
 }
 
@@ -69,15 +59,15 @@ pub(crate) fn sfu_media(metrics: Arc<Metrics>) -> Result<(MediaEngine, Registry)
 
 fn media(metrics: Option<Arc<Metrics>>) -> Result<(MediaEngine, Registry), Error> {
     let mut engine = MediaEngine::default();
-    for (kind, pt, rtp_kind) in [
-        (MediaKind::Audio, OPUS_PAYLOAD_TYPE, RtpCodecKind::Audio),
-        (MediaKind::Video, VP8_PAYLOAD_TYPE, RtpCodecKind::Video),
+    for (kind, rtp_kind) in [
+        (MediaKind::Audio, RtpCodecKind::Audio),
+        (MediaKind::Video, RtpCodecKind::Video),
     ] {
         engine
             .register_codec(
                 RTCRtpCodecParameters {
                     rtp_codec: codec(kind),
-                    payload_type: pt,
+                    payload_type: media::codec(kind).payload_type,
                 },
                 rtp_kind,
             )
@@ -246,4 +236,17 @@ impl Interceptor for RtcpCounter {
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+
+    use super::*;
+
+    #[test]
+    fn protocol_mime_types_are_spelled_as_webrtc_rs_spells_them() {
+        assert_eq!(codec(MediaKind::Audio).mime_type, MIME_TYPE_OPUS);
+        assert_eq!(codec(MediaKind::Video).mime_type, MIME_TYPE_VP8);
+    }
 }

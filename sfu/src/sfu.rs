@@ -22,6 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use hush_proto::capture::CaptureRecord;
+use hush_proto::media::AUDIO_LEVEL_URI;
+use hush_proto::{IceCandidate, MediaKind, ParticipantId, RoomId};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::{RTCIceGatheringState, RTCPeerConnectionState};
@@ -31,7 +34,7 @@ use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -41,22 +44,26 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-use crate::capture::{CaptureRecord, CaptureWriter};
+use crate::capture::CaptureWriter;
 use crate::error::Error;
-use crate::ids::{MediaKind, ParticipantId, RoomId, TrackId, TrackKey};
+use crate::ids::{TrackId, TrackKey};
 use crate::metrics::{DropReason, Metrics};
 use crate::routing::{AudioLevel, Decision, Router, RoutingConfig};
-use crate::setup::{self, AUDIO_LEVEL_URI};
+use crate::setup;
 
 /// A test hook that may replace a forwarded payload before it reaches any
 /// subscriber: a tampering (or forging) SFU, for tests that check clients
-/// detect it. Returns `Some(bytes)` to substitute. Never set it in production.
+/// detect it. Returns `Some(bytes)` to substitute. Exists only with the
+/// `test-hooks` feature, which no production build enables.
+#[cfg(feature = "test-hooks")]
 #[derive(Clone)]
 pub struct TamperHook(pub Arc<TamperFn>);
 
 /// The function a [`TamperHook`] wraps: payload in, replacement out.
+#[cfg(feature = "test-hooks")]
 pub type TamperFn = dyn Fn(MediaKind, &[u8]) -> Option<Vec<u8>> + Send + Sync;
 
+#[cfg(feature = "test-hooks")]
 impl std::fmt::Debug for TamperHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("TamperHook")
@@ -77,9 +84,11 @@ pub struct SfuConfig {
     /// Events that may wait for the signaling layer per participant; a
     /// participant whose events are not consumed beyond this is removed.
     pub event_queue: usize,
-    /// Write every forwarded payload to this file (see [`crate::capture`]).
+    /// Write every forwarded payload to this file (format: [`hush_proto::capture`]).
     pub capture: Option<PathBuf>,
-    /// Test hook: a tampering SFU (see [`TamperHook`]); `None` in production.
+    /// Test hook: a tampering SFU (see [`TamperHook`]); only with the
+    /// `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
     pub tamper: Option<TamperHook>,
     /// ICE reports "disconnected" after this long without traffic.
     pub ice_disconnected_timeout: Duration,
@@ -98,26 +107,13 @@ impl Default for SfuConfig {
             subscriber_queue: 256,
             event_queue: 1024,
             capture: None,
+            #[cfg(feature = "test-hooks")]
             tamper: None,
             ice_disconnected_timeout: Duration::from_secs(2),
             ice_failed_timeout: Duration::from_secs(5),
             gather_timeout: Duration::from_secs(2),
         }
     }
-}
-
-/// An ICE candidate as exchanged through signaling (the browser's
-/// `RTCIceCandidateInit` JSON shape).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IceCandidate {
-    /// The `candidate:` attribute line.
-    pub candidate: String,
-    /// The media section's mid.
-    #[serde(rename = "sdpMid", default)]
-    pub sdp_mid: Option<String>,
-    /// The media section's index.
-    #[serde(rename = "sdpMLineIndex", default)]
-    pub sdp_mline_index: Option<u16>,
 }
 
 /// Why the SFU dropped a participant on its own.
@@ -160,7 +156,8 @@ pub enum SfuEvent {
         track: TrackId,
         /// Audio or video.
         kind: MediaKind,
-        /// The MSID stream id it has on this participant's connection.
+        /// The MSID stream id it has on this participant's connection:
+        /// [`hush_proto::stream_id`] of the publisher.
         stream_id: String,
         /// The MSID track id it has on this participant's connection.
         track_id: String,
@@ -175,6 +172,8 @@ pub enum SfuEvent {
         publisher: ParticipantId,
         /// The publisher's id for it.
         track: TrackId,
+        /// The MSID stream id it had on this participant's connection.
+        stream_id: String,
         /// The MSID track id it had on this participant's connection.
         track_id: String,
     },
@@ -347,7 +346,7 @@ impl Sfu {
 type Who = (RoomId, ParticipantId);
 
 fn who(room: &RoomId, participant: &ParticipantId) -> Who {
-    (room.clone(), participant.clone())
+    (room.clone(), *participant)
 }
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
@@ -579,7 +578,7 @@ impl Control {
                         .add_ice_candidate(RTCIceCandidateInit {
                             candidate: candidate.candidate,
                             sdp_mid: candidate.sdp_mid,
-                            sdp_mline_index: candidate.sdp_mline_index,
+                            sdp_mline_index: candidate.sdp_m_line_index,
                             ..Default::default()
                         })
                         .await
@@ -843,7 +842,7 @@ impl Control {
             .insert(track_id.clone(), Arc::clone(&published));
         let key = TrackKey {
             room: who.0.clone(),
-            publisher: who.1.clone(),
+            publisher: who.1,
             track: track_id,
         };
         tracing::info!(room = %key.room, publisher = %key.publisher, track = %key.track, %kind, "track published");
@@ -855,6 +854,7 @@ impl Control {
             media: self.media.clone(),
             metrics: Arc::clone(&self.metrics),
             capture: self.capture.clone(),
+            #[cfg(feature = "test-hooks")]
             tamper: self.config.tamper.clone(),
         };
         let guard = self.metrics.task_started();
@@ -877,7 +877,7 @@ impl Control {
                     key,
                     kind,
                 } => {
-                    let who = (key.room.clone(), subscriber.clone());
+                    let who = (key.room.clone(), subscriber);
                     if let Some(peer) = self.peers.get_mut(&who)
                         && !peer.neg.answered
                     {
@@ -888,18 +888,18 @@ impl Control {
                     touched.push(who);
                 }
                 Decision::Unsubscribe { subscriber, key } => {
-                    let who = (key.room.clone(), subscriber.clone());
+                    let who = (key.room.clone(), subscriber);
                     self.unsubscribe(&who, &key).await;
                     touched.push(who);
                 }
                 Decision::TrackUnpublished { key, .. } => {
-                    let who = (key.room.clone(), key.publisher.clone());
+                    let who = (key.room.clone(), key.publisher);
                     if let Some(peer) = self.peers.get_mut(&who) {
                         peer.published.remove(&key.track);
                     }
                 }
                 Decision::RequestKeyFrame(key) => {
-                    let who = (key.room.clone(), key.publisher.clone());
+                    let who = (key.room.clone(), key.publisher);
                     let Some(published) = self
                         .peers
                         .get(&who)
@@ -931,7 +931,7 @@ impl Control {
                         self.send_event(
                             &member,
                             SfuEvent::ActiveSpeaker {
-                                participant: speaker.clone(),
+                                participant: speaker,
                             },
                         );
                     }
@@ -949,11 +949,11 @@ impl Control {
     }
 
     async fn subscribe(&mut self, subscriber: &ParticipantId, key: &TrackKey, kind: MediaKind) {
-        let pub_who = (key.room.clone(), key.publisher.clone());
-        let Some(pub_serial) = self.peers.get(&pub_who).map(|p| p.serial) else {
+        let pub_who = (key.room.clone(), key.publisher);
+        if !self.peers.contains_key(&pub_who) {
             return;
-        };
-        let who = (key.room.clone(), subscriber.clone());
+        }
+        let who = (key.room.clone(), *subscriber);
         let Some(peer) = self.peers.get_mut(&who) else {
             return;
         };
@@ -961,8 +961,11 @@ impl Control {
             return;
         }
         let ssrc: u32 = rand::random();
-        let stream_id = format!("p{pub_serial}");
-        let track_id = format!("p{pub_serial}-{}-{}", kind.as_str(), ssrc);
+        // Named by the publisher (PROTOCOL.md §11): signaling ids are unique
+        // for the server's lifetime, and the random SSRC keeps track ids
+        // apart across a subscriber's renegotiations.
+        let stream_id = hush_proto::stream_id(key.publisher);
+        let track_id = format!("{stream_id}-{}-{ssrc}", kind.as_str());
         let local = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
             stream_id.clone(),
             track_id.clone(),
@@ -1009,7 +1012,7 @@ impl Control {
         self.send_event(
             &who,
             SfuEvent::TrackAdded {
-                publisher: key.publisher.clone(),
+                publisher: key.publisher,
                 track: key.track.clone(),
                 kind,
                 stream_id,
@@ -1021,7 +1024,7 @@ impl Control {
 
     /// The subscriber's connection now carries `key`: start forwarding.
     fn subscription_ready(&mut self, who: &Who, key: &TrackKey) {
-        let pub_who = (key.room.clone(), key.publisher.clone());
+        let pub_who = (key.room.clone(), key.publisher);
         let Some(published) = self
             .peers
             .get(&pub_who)
@@ -1076,7 +1079,7 @@ impl Control {
     }
 
     async fn unsubscribe(&mut self, who: &Who, key: &TrackKey) {
-        let pub_who = (key.room.clone(), key.publisher.clone());
+        let pub_who = (key.room.clone(), key.publisher);
         let Some(peer) = self.peers.get_mut(who) else {
             return;
         };
@@ -1096,8 +1099,9 @@ impl Control {
             self.send_event(
                 who,
                 SfuEvent::TrackRemoved {
-                    publisher: key.publisher.clone(),
+                    publisher: key.publisher,
                     track: key.track.clone(),
+                    stream_id: hush_proto::stream_id(key.publisher),
                     track_id: sub.track_id.clone(),
                 },
             );
@@ -1176,7 +1180,7 @@ impl Control {
 fn unknown(who: &Who) -> Error {
     Error::UnknownParticipant {
         room: who.0.clone(),
-        participant: who.1.clone(),
+        participant: who.1,
     }
 }
 
@@ -1203,7 +1207,7 @@ impl PeerConnectionEventHandler for PeerHandler {
                 candidate: IceCandidate {
                     candidate: init.candidate,
                     sdp_mid: init.sdp_mid,
-                    sdp_mline_index: init.sdp_mline_index,
+                    sdp_m_line_index: init.sdp_mline_index,
                 },
             });
         }
@@ -1233,6 +1237,7 @@ struct Reader {
     media: mpsc::Sender<MediaSignal>,
     metrics: Arc<Metrics>,
     capture: Option<Arc<CaptureWriter>>,
+    #[cfg(feature = "test-hooks")]
     tamper: Option<TamperHook>,
 }
 
@@ -1253,14 +1258,11 @@ impl Reader {
 
     /// The hot path: no await, no lock held across a send, one `Bytes`
     /// reference per subscriber (the payload itself is never copied).
-    fn forward(&self, mut packet: rtp::Packet) {
+    fn forward(&self, packet: rtp::Packet) {
         let at = Instant::now();
         let kind = self.published.kind;
-        if let Some(hook) = &self.tamper
-            && let Some(replaced) = (hook.0)(kind, &packet.payload)
-        {
-            packet.payload = bytes::Bytes::from(replaced);
-        }
+        #[cfg(feature = "test-hooks")]
+        let packet = self.tampered(packet);
         self.metrics.packet_in(kind, packet.payload.len());
         if let Some(id) = self.published.audio_level_id
             && let Some(level) = packet
@@ -1268,8 +1270,7 @@ impl Reader {
                 .get_extension(id)
                 .and_then(|b| AudioLevel::parse(&b))
         {
-            let signal =
-                MediaSignal::AudioLevel(self.key.room.clone(), self.key.publisher.clone(), level);
+            let signal = MediaSignal::AudioLevel(self.key.room.clone(), self.key.publisher, level);
             if self.media.try_send(signal).is_err() {
                 self.metrics.dropped(DropReason::ControlOverflow);
             }
@@ -1299,6 +1300,17 @@ impl Reader {
             );
         }
         self.offer(last, Queued { at, packet });
+    }
+
+    /// The packet as the test hook wants it forwarded.
+    #[cfg(feature = "test-hooks")]
+    fn tampered(&self, mut packet: rtp::Packet) -> rtp::Packet {
+        if let Some(hook) = &self.tamper
+            && let Some(replaced) = (hook.0)(self.published.kind, &packet.payload)
+        {
+            packet.payload = bytes::Bytes::from(replaced);
+        }
+        packet
     }
 
     fn offer(&self, outlet: &Outlet, queued: Queued) {

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use hush_sfu::capture::read_capture;
+use hush_proto::capture::read_capture;
 use hush_sfu::{MediaKind, Sfu, SfuConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,13 +17,13 @@ async fn capture_file_is_exactly_the_forwarded_payloads() {
         ..SfuConfig::default()
     })
     .unwrap();
-    let a = Client::join(&sfu, "room", "a", VIDEO, None).await;
+    let a = Client::join(&sfu, "room", 1, VIDEO, None).await;
     // Sent before anyone subscribes: received by the SFU, forwarded to nobody.
     for n in 0..20 {
         a.send(MediaKind::Video, 0, 0, n).await;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let b = Client::join(&sfu, "room", "b", NOTHING, None).await;
+    let b = Client::join(&sfu, "room", 2, NOTHING, None).await;
     let mut n = 20;
     while b.received().is_empty() {
         assert!(n < 1500, "b never received a's video");

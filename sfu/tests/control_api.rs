@@ -37,7 +37,14 @@ async fn control_api_creates_removes_and_reports() {
         request(addr, "GET", "/healthz", "").await,
         (200, "ok".into())
     );
-    let p = "/v1/rooms/r1/participants/alice";
+    // Ids in paths are validated as the protocol defines them.
+    let (status, body) = request(addr, "POST", "/v1/rooms/r1/participants/alice", "").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid participant id"), "{body}");
+    let (status, body) = request(addr, "POST", "/v1/rooms/r%20!/participants/1", "").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid room id"), "{body}");
+    let p = "/v1/rooms/r1/participants/1";
     assert_eq!(request(addr, "POST", p, "").await.0, 201);
     assert_eq!(request(addr, "POST", p, "").await.0, 409, "joined twice");
     let (status, metrics) = request(addr, "GET", "/metrics", "").await;

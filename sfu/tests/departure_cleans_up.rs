@@ -17,9 +17,9 @@ async fn abrupt_departure_ends_tracks_and_empty_room_leaves_metrics() {
         ..SfuConfig::default()
     };
     let sfu = Sfu::new(config).unwrap();
-    let a = Client::join(&sfu, "room", "a", AV, None).await;
-    let b = Client::join(&sfu, "room", "b", AV, None).await;
-    let c = Client::join(&sfu, "room", "c", AV, None).await;
+    let a = Client::join(&sfu, "room", 1, AV, None).await;
+    let b = Client::join(&sfu, "room", 2, AV, None).await;
+    let c = Client::join(&sfu, "room", 3, AV, None).await;
     let clients = [(&a, 0u8, 0u8), (&b, 0, 1), (&c, 0, 2)];
     let mut n = 0;
     while !clients
@@ -40,7 +40,7 @@ async fn abrupt_departure_ends_tracks_and_empty_room_leaves_metrics() {
             x.events()
                 .iter()
                 .filter(
-                    |e| matches!(e, SfuEvent::TrackRemoved { publisher, .. } if publisher.0 == "c"),
+                    |e| matches!(e, SfuEvent::TrackRemoved { publisher, .. } if publisher.0 == 3),
                 )
                 .count()
                 == 2
@@ -75,16 +75,15 @@ async fn abrupt_departure_ends_tracks_and_empty_room_leaves_metrics() {
     wait_until("a still receives b", || a.received().len() >= before + 10).await;
 
     // Both leave cleanly: the room is gone and nothing is left running.
-    let room = RoomId::from("room");
-    sfu.remove_participant(&room, &ParticipantId::from("a"))
+    let room: RoomId = "room".parse().unwrap();
+    sfu.remove_participant(&room, &ParticipantId(1))
         .await
         .unwrap();
-    sfu.remove_participant(&room, &ParticipantId::from("b"))
+    sfu.remove_participant(&room, &ParticipantId(2))
         .await
         .unwrap();
     assert!(matches!(
-        sfu.remove_participant(&room, &ParticipantId::from("b"))
-            .await,
+        sfu.remove_participant(&room, &ParticipantId(2)).await,
         Err(hush_sfu::Error::UnknownParticipant { .. })
     ));
     wait_until("every connection and task gone", || {

@@ -21,8 +21,8 @@ async fn pli_reaches_the_publisher_and_a_late_joiner_triggers_one() {
         ..SfuConfig::default()
     };
     let sfu = Sfu::new(config).unwrap();
-    let a = Client::join(&sfu, "room", "a", VIDEO, None).await;
-    let b = Client::join(&sfu, "room", "b", NOTHING, None).await;
+    let a = Client::join(&sfu, "room", 1, VIDEO, None).await;
+    let b = Client::join(&sfu, "room", 2, NOTHING, None).await;
     let mut n = 0;
     while b.received().is_empty() {
         assert!(n < 1500, "b never received a's video");
@@ -50,7 +50,7 @@ async fn pli_reaches_the_publisher_and_a_late_joiner_triggers_one() {
 
     // A late joiner triggers one without sending anything itself.
     let before = a.plis.load(Ordering::SeqCst);
-    let c = Client::join(&sfu, "room", "c", NOTHING, None).await;
+    let c = Client::join(&sfu, "room", 3, NOTHING, None).await;
     while c.received().is_empty() {
         assert!(n < 3000, "c never received a's video");
         a.send(MediaKind::Video, 0, 0, n).await;

@@ -50,9 +50,9 @@ fn cpu_per_thousand_forwarded_packets_per_second() {
         .build()
         .unwrap();
     clients_rt.block_on(async {
-        let a = Client::join(&sfu, "room", "a", AV, None).await;
-        let b = Client::join(&sfu, "room", "b", AV, None).await;
-        let c = Client::join(&sfu, "room", "c", AV, None).await;
+        let a = Client::join(&sfu, "room", 1, AV, None).await;
+        let b = Client::join(&sfu, "room", 2, AV, None).await;
+        let c = Client::join(&sfu, "room", 3, AV, None).await;
         let clients = [(&a, 0u8, 0u8), (&b, 0, 1), (&c, 0, 2)];
         send_rounds(&clients, 0, 100, Duration::from_millis(10)).await;
         let out0 = sfu.metrics().packets_out();

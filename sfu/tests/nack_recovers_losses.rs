@@ -14,9 +14,9 @@ use hush_sfu::{Sfu, SfuConfig};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nack_recovers_every_dropped_video_packet() {
     let sfu = Sfu::new(SfuConfig::default()).unwrap();
-    let a = Client::join(&sfu, "room", "a", VIDEO, None).await;
+    let a = Client::join(&sfu, "room", 1, VIDEO, None).await;
     let shim = LossyShim::start().await;
-    let b = Client::join(&sfu, "room", "b", NOTHING, Some(shim.filter())).await;
+    let b = Client::join(&sfu, "room", 2, NOTHING, Some(shim.filter())).await;
     let mut n = 0;
     while b.received().is_empty() {
         assert!(n < 1500, "b never received a's video through the shim");

@@ -14,14 +14,7 @@ async fn ten_rooms_of_three_never_cross() {
     let mut clients = Vec::new();
     for room in 0..10u8 {
         for me in 0..3u8 {
-            let c = Client::join(
-                &sfu,
-                &format!("room-{room}"),
-                &format!("p{me}"),
-                VIDEO,
-                None,
-            )
-            .await;
+            let c = Client::join(&sfu, &format!("room-{room}"), u64::from(me), VIDEO, None).await;
             clients.push((c, room, me));
         }
     }

@@ -12,9 +12,9 @@ use hush_sfu::{MediaKind, Sfu, SfuConfig};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_peer_receives_the_others_in_order_and_never_itself() {
     let sfu = Sfu::new(SfuConfig::default()).unwrap();
-    let a = Client::join(&sfu, "room", "a", AV, None).await;
-    let b = Client::join(&sfu, "room", "b", AV, None).await;
-    let c = Client::join(&sfu, "room", "c", AV, None).await;
+    let a = Client::join(&sfu, "room", 1, AV, None).await;
+    let b = Client::join(&sfu, "room", 2, AV, None).await;
+    let c = Client::join(&sfu, "room", 3, AV, None).await;
     let clients = [(&a, 0u8, 0u8), (&b, 0, 1), (&c, 0, 2)];
 
     // Send until every peer receives both kinds from both others...
@@ -82,7 +82,7 @@ async fn each_peer_receives_the_others_in_order_and_never_itself() {
         for r in &got {
             let (publisher, kind) = &announced[&r.track_id];
             let tag = parse_tag(&r.payload).unwrap();
-            assert_eq!(publisher.0, ["a", "b", "c"][tag.publisher as usize]);
+            assert_eq!(publisher.0, [1, 2, 3][tag.publisher as usize]);
             assert_eq!(*kind as u8, tag.kind);
         }
     }

@@ -1,7 +1,13 @@
 //! The in-process SFU behind the [`MediaRouter`] seam: `hush-server`'s
 //! default. Each participant gets one task that carries out its requests in
 //! the order they came (add, offer, answer, candidates, remove) and relays
-//! the SFU's events to its connection.
+//! the SFU's events to its connection as wire messages.
+//!
+//! Ids: the SFU routes by the signaling server's own [`RoomId`] and
+//! [`ParticipantId`], so the mapping signaling id ↔ SFU id is the identity
+//! and nothing is converted (see [`hush_proto::ids`]). The SFU names each
+//! forwarded stream by its publisher ([`hush_proto::stream_id`]) and says
+//! so in its events, so no string is parsed here either.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,9 +15,10 @@ use std::sync::Mutex;
 use hush_sfu::{Sfu, SfuEvent};
 use tokio::sync::mpsc;
 
+use hush_proto::{ErrorCode, IceCandidate, ParticipantId, RoomId, ServerMessage};
+
 use crate::error::Error;
-use crate::media::{MediaEvent, MediaRouter, MediaSink};
-use crate::protocol::{IceCandidate, MediaKind, ParticipantId, RoomId};
+use crate::media::{MediaRouter, MediaSink};
 
 enum Request {
     Offer(String),
@@ -58,59 +65,35 @@ impl EmbeddedSfu {
     }
 }
 
-/// The SFU's name for a signaling participant: its number in decimal.
-fn sfu_id(id: ParticipantId) -> hush_sfu::ParticipantId {
-    hush_sfu::ParticipantId(id.0.to_string())
+fn failed(message: impl Into<String>) -> ServerMessage {
+    ServerMessage::error(ErrorCode::MediaFailed, message)
 }
 
-/// The signaling participant an SFU id names.
-fn signaling_id(id: &hush_sfu::ParticipantId) -> Option<ParticipantId> {
-    id.0.parse().ok().map(ParticipantId)
-}
-
-fn failed(message: impl Into<String>) -> MediaEvent {
-    MediaEvent::Failed {
-        message: message.into(),
-    }
-}
-
-/// Translates one SFU event for the participant's connection.
-fn translate(event: SfuEvent) -> Option<MediaEvent> {
+/// The wire message for one SFU event, if the client is told of it.
+/// Ids pass through unchanged: the SFU's ids are the signaling ids.
+fn translate(event: SfuEvent) -> Option<ServerMessage> {
     Some(match event {
-        SfuEvent::Offer { sdp } => MediaEvent::Offer { sdp },
-        SfuEvent::IceCandidate { candidate } => MediaEvent::IceCandidate(IceCandidate {
-            candidate: candidate.candidate,
-            sdp_mid: candidate.sdp_mid,
-            sdp_m_line_index: candidate.sdp_mline_index,
-        }),
+        SfuEvent::Offer { sdp } => ServerMessage::SdpOffer { sdp },
+        SfuEvent::IceCandidate { candidate } => ServerMessage::IceCandidate { candidate },
         SfuEvent::TrackAdded {
             publisher,
             kind,
             stream_id,
             ..
-        } => MediaEvent::TrackAdded {
-            publisher: signaling_id(&publisher)?,
-            kind: match kind {
-                hush_sfu::MediaKind::Audio => MediaKind::Audio,
-                hush_sfu::MediaKind::Video => MediaKind::Video,
-            },
+        } => ServerMessage::TrackAdded {
+            publisher,
+            kind,
             stream_id,
         },
         SfuEvent::TrackRemoved {
             publisher,
-            track_id,
+            stream_id,
             ..
-        } => {
-            // The SFU names forwarded streams by publisher; the track id starts with it.
-            let stream_id = track_id.split('-').next().unwrap_or_default().to_owned();
-            MediaEvent::TrackRemoved {
-                publisher: signaling_id(&publisher)?,
-                stream_id,
-            }
-        }
-        SfuEvent::ActiveSpeaker { participant } => MediaEvent::ActiveSpeaker {
-            participant: participant.as_ref().and_then(signaling_id),
+        } => ServerMessage::TrackRemoved {
+            publisher,
+            stream_id,
         },
+        SfuEvent::ActiveSpeaker { participant } => ServerMessage::ActiveSpeaker { participant },
         SfuEvent::Closed { reason } => failed(format!("media connection closed: {reason:?}")),
         _ => return None,
     })
@@ -126,10 +109,9 @@ impl MediaRouter for EmbeddedSfu {
         let (tx, mut requests) = mpsc::unbounded_channel();
         self.table().insert(id, tx);
         let sfu = self.sfu.clone();
-        let room = hush_sfu::RoomId(room.as_str().to_owned());
-        let who = sfu_id(id);
+        let room = room.clone();
         tokio::spawn(async move {
-            let mut events = match sfu.add_participant(&room, &who).await {
+            let mut events = match sfu.add_participant(&room, &id).await {
                 Ok(e) => e,
                 Err(e) => {
                     let _ = sink.send(failed(e.to_string()));
@@ -140,15 +122,11 @@ impl MediaRouter for EmbeddedSfu {
                 tokio::select! {
                     r = requests.recv() => {
                         let result = match r {
-                            Some(Request::Offer(sdp)) => sfu.handle_offer(&room, &who, sdp).await.map(|sdp| {
-                                let _ = sink.send(MediaEvent::Answer { sdp });
+                            Some(Request::Offer(sdp)) => sfu.handle_offer(&room, &id, sdp).await.map(|sdp| {
+                                let _ = sink.send(ServerMessage::SdpAnswer { sdp });
                             }),
-                            Some(Request::Answer(sdp)) => sfu.handle_answer(&room, &who, sdp).await,
-                            Some(Request::Candidate(c)) => sfu.add_ice_candidate(&room, &who, hush_sfu::IceCandidate {
-                                candidate: c.candidate,
-                                sdp_mid: c.sdp_mid,
-                                sdp_mline_index: c.sdp_m_line_index,
-                            }).await,
+                            Some(Request::Answer(sdp)) => sfu.handle_answer(&room, &id, sdp).await,
+                            Some(Request::Candidate(c)) => sfu.add_ice_candidate(&room, &id, c).await,
                             // The participant was removed: the sender is gone.
                             None => break,
                         };
@@ -167,7 +145,7 @@ impl MediaRouter for EmbeddedSfu {
                     },
                 }
             }
-            let _ = sfu.remove_participant(&room, &who).await;
+            let _ = sfu.remove_participant(&room, &id).await;
         });
         Ok(())
     }
@@ -191,5 +169,63 @@ impl MediaRouter for EmbeddedSfu {
 
     fn metrics_text(&self) -> String {
         self.sfu.metrics().render()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hush_proto::MediaKind;
+
+    use super::*;
+
+    #[test]
+    fn sfu_events_become_wire_messages_with_the_same_ids() {
+        let ann = ParticipantId(7);
+        assert_eq!(
+            translate(SfuEvent::TrackAdded {
+                publisher: ann,
+                track: "mic".into(),
+                kind: MediaKind::Audio,
+                stream_id: hush_proto::stream_id(ann),
+                track_id: "p7-audio-1".into(),
+                ssrc: 1,
+            }),
+            Some(ServerMessage::TrackAdded {
+                publisher: ann,
+                kind: MediaKind::Audio,
+                stream_id: "p7".into(),
+            })
+        );
+        assert_eq!(
+            translate(SfuEvent::TrackRemoved {
+                publisher: ann,
+                track: "mic".into(),
+                stream_id: hush_proto::stream_id(ann),
+                track_id: "p7-audio-1".into(),
+            }),
+            Some(ServerMessage::TrackRemoved {
+                publisher: ann,
+                stream_id: "p7".into(),
+            })
+        );
+        assert_eq!(
+            translate(SfuEvent::ActiveSpeaker {
+                participant: Some(ann)
+            }),
+            Some(ServerMessage::ActiveSpeaker {
+                participant: Some(ann)
+            })
+        );
+        let candidate = IceCandidate {
+            candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(),
+            sdp_mid: Some("0".into()),
+            sdp_m_line_index: Some(0),
+        };
+        assert_eq!(
+            translate(SfuEvent::IceCandidate {
+                candidate: candidate.clone()
+            }),
+            Some(ServerMessage::IceCandidate { candidate })
+        );
     }
 }

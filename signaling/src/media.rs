@@ -2,117 +2,51 @@
 //!
 //! The server holds one [`MediaRouter`]. It calls it when a participant
 //! joins, sends SDP or ICE, and leaves; the router answers asynchronously
-//! through the participant's [`MediaSink`] (SDP answers, SFU-initiated
-//! offers for renegotiation, ICE candidates). The calls are synchronous and
-//! must not block: a router does its work on its own tasks.
+//! through the participant's [`MediaSink`] with wire messages
+//! ([`ServerMessage`]) that the server passes to the client as they are.
+//! The calls are synchronous and must not block: a router does its work on
+//! its own tasks.
 //!
-//! Until the SFU crate exists, the server runs with [`NoMedia`], which
-//! refuses every media request with [`Error::MediaUnavailable`]; rooms and
-//! e2ee envelopes work without media.
+//! A server without an SFU runs with [`NoMedia`], which refuses every
+//! media request with [`Error::MediaUnavailable`]; rooms and e2ee
+//! envelopes work without media.
 
 use tokio::sync::mpsc;
 
+use hush_proto::{IceCandidate, ParticipantId, RoomId, ServerMessage};
+
 use crate::error::Error;
-use crate::protocol::{IceCandidate, MediaKind, ParticipantId, RoomId, ServerMessage};
-
-/// What a router sends to one participant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MediaEvent {
-    /// The SFU's answer to the participant's offer.
-    Answer {
-        /// The session description.
-        sdp: String,
-    },
-    /// An SFU-initiated offer (renegotiation, e.g. a new track to subscribe to).
-    Offer {
-        /// The session description.
-        sdp: String,
-    },
-    /// A trickled ICE candidate from the SFU.
-    IceCandidate(IceCandidate),
-    /// A member's track is now forwarded to the participant.
-    TrackAdded {
-        /// Who publishes it.
-        publisher: ParticipantId,
-        /// Audio or video.
-        kind: MediaKind,
-        /// Its MSID stream id on the participant's connection.
-        stream_id: String,
-    },
-    /// A forwarded track stopped.
-    TrackRemoved {
-        /// Who published it.
-        publisher: ParticipantId,
-        /// Its MSID stream id.
-        stream_id: String,
-    },
-    /// The room's active speaker changed.
-    ActiveSpeaker {
-        /// The speaker, if any.
-        participant: Option<ParticipantId>,
-    },
-    /// The SFU refused a request or lost the connection.
-    Failed {
-        /// What went wrong.
-        message: String,
-    },
-}
-
-impl MediaEvent {
-    /// The wire message that carries this event.
-    pub fn into_message(self) -> ServerMessage {
-        match self {
-            Self::Answer { sdp } => ServerMessage::SdpAnswer { sdp },
-            Self::Offer { sdp } => ServerMessage::SdpOffer { sdp },
-            Self::IceCandidate(candidate) => ServerMessage::IceCandidate { candidate },
-            Self::TrackAdded {
-                publisher,
-                kind,
-                stream_id,
-            } => ServerMessage::TrackAdded {
-                publisher,
-                kind,
-                stream_id,
-            },
-            Self::TrackRemoved {
-                publisher,
-                stream_id,
-            } => ServerMessage::TrackRemoved {
-                publisher,
-                stream_id,
-            },
-            Self::ActiveSpeaker { participant } => ServerMessage::ActiveSpeaker { participant },
-            Self::Failed { message } => {
-                ServerMessage::error(crate::protocol::ErrorCode::MediaFailed, message)
-            }
-        }
-    }
-}
 
 /// The router's handle to one participant's connection.
+///
+/// A router sends only the media messages of PROTOCOL.md §11:
+/// [`ServerMessage::SdpAnswer`], [`ServerMessage::SdpOffer`],
+/// [`ServerMessage::IceCandidate`], [`ServerMessage::TrackAdded`],
+/// [`ServerMessage::TrackRemoved`], [`ServerMessage::ActiveSpeaker`], and
+/// [`ServerMessage::Error`] with code
+/// [`ErrorCode::MediaFailed`](hush_proto::ErrorCode::MediaFailed).
 #[derive(Debug, Clone)]
 pub struct MediaSink {
-    tx: mpsc::Sender<MediaEvent>,
+    tx: mpsc::Sender<ServerMessage>,
 }
 
-/// The participant's connection is gone or not reading; the event was dropped.
+/// The participant's connection is gone or not reading; the message was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("participant connection closed or full")]
 pub struct SinkClosed;
 
 impl MediaSink {
-    /// A sink and the receiving end the connection reads, holding `capacity` events.
-    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<MediaEvent>) {
+    /// A sink and the receiving end the connection reads, holding `capacity` messages.
+    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<ServerMessage>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         (Self { tx }, rx)
     }
 
-    /// Queues `event` for the participant without waiting. When the queue is
-    /// full the event is dropped and `Err` returned: the router decides
+    /// Queues `message` for the participant without waiting. When the queue
+    /// is full the message is dropped and `Err` returned: the router decides
     /// (e.g. remove the participant).
-    pub fn send(&self, event: MediaEvent) -> Result<(), SinkClosed> {
-        self.tx.try_send(event).map_err(|_| SinkClosed)
+    pub fn send(&self, message: ServerMessage) -> Result<(), SinkClosed> {
+        self.tx.try_send(message).map_err(|_| SinkClosed)
     }
 }
 

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::protocol::ErrorCode;
+use hush_proto::ErrorCode;
 
 /// Kinds of relayed messages.
 #[derive(Debug, Clone, Copy)]

@@ -3,12 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use hush_proto::{
+    DisplayName, JoinToken, Member, Opaque, PROTOCOL_VERSION, ParticipantId, RoomId, ServerMessage,
+    ServerSecret,
+};
+
 use crate::error::Error;
 use crate::limits::Limits;
-use crate::protocol::{
-    DisplayName, Member, Opaque, PROTOCOL_VERSION, ParticipantId, RoomId, ServerMessage,
-};
-use crate::token::{JoinToken, ServerSecret};
 
 /// One message for one participant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +60,8 @@ pub fn authorize(secret: &ServerSecret, request: &JoinRequest, now: u64) -> Resu
         &request.room,
         &request.name,
         now,
-    )
+    )?;
+    Ok(())
 }
 
 /// Every room on the server and who is in it.
@@ -317,7 +319,9 @@ mod tests {
         assert_eq!(authorize(&secret, &req, 10), Ok(()));
         assert_eq!(
             authorize(&secret, &req, 1000),
-            Err(Error::TokenExpired { expired_at: 1000 })
+            Err(Error::Protocol(hush_proto::Error::TokenExpired {
+                expired_at: 1000
+            }))
         );
         req.protocol = 2;
         assert!(matches!(

@@ -24,19 +24,18 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hush_proto::{
+    ClientMessage, CloseReason, ErrorCode, ParticipantId, RoomId, ServerMessage, ServerSecret,
+};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::error::Error;
 use crate::limits::{Limits, RateLimiter, RateVerdict};
-use crate::media::{MediaEvent, MediaRouter, MediaSink};
+use crate::media::{MediaRouter, MediaSink};
 use crate::metrics::{Metrics, Relayed};
-use crate::protocol::{
-    ClientMessage, CloseReason, ErrorCode, ParticipantId, RoomId, ServerMessage,
-};
 use crate::room::{Delivery, JoinRequest, Rooms, authorize};
-use crate::token::ServerSecret;
 
 /// How long a closing connection waits for the client's close reply.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
@@ -230,7 +229,7 @@ struct Connection {
     out_tx: mpsc::Sender<ServerMessage>,
     out_rx: mpsc::Receiver<ServerMessage>,
     media_sink: MediaSink,
-    media_rx: mpsc::Receiver<MediaEvent>,
+    media_rx: mpsc::Receiver<ServerMessage>,
     kick: Arc<Notify>,
 }
 
@@ -288,9 +287,9 @@ impl Connection {
                 Some(message) = self.out_rx.recv() => {
                     send(&mut socket, limits.idle_timeout, &message).await
                 }
-                Some(event) = self.media_rx.recv() => {
+                Some(message) = self.media_rx.recv() => {
                     self.shared.metrics.relayed(Relayed::FromSfu);
-                    send(&mut socket, limits.idle_timeout, &event.into_message()).await
+                    send(&mut socket, limits.idle_timeout, &message).await
                 }
                 () = kick.notified() => Flow::Close {
                     reason: CloseReason::TooSlow,
@@ -455,6 +454,9 @@ impl Connection {
                 self.shared.metrics.relayed(Relayed::ToSfu);
                 Ok(Reply::None)
             }
+            // `ClientMessage` is non-exhaustive: a message type added to the
+            // protocol crate that this server does not handle yet.
+            (_, Some(_)) => Err(Error::UnsupportedMessage),
         }
     }
 

@@ -7,8 +7,8 @@ mod support;
 use std::sync::{Arc, Mutex};
 
 use hush_signaling::{
-    ClientMessage, Error, IceCandidate, Limits, MediaEvent, MediaRouter, MediaSink, ParticipantId,
-    RoomId, ServerMessage,
+    ClientMessage, Error, IceCandidate, Limits, MediaRouter, MediaSink, ParticipantId, RoomId,
+    ServerMessage,
 };
 use support::TestServer;
 
@@ -43,7 +43,7 @@ impl MediaRouter for Scripted {
         sink: MediaSink,
     ) -> Result<(), Error> {
         self.log(format!("add {room} {id}"));
-        sink.send(MediaEvent::Offer {
+        sink.send(ServerMessage::SdpOffer {
             sdp: format!("offer-for-{id}"),
         })
         .expect("sink");
@@ -57,15 +57,17 @@ impl MediaRouter for Scripted {
             return Err(Error::MediaRejected);
         }
         let sink = self.sink(id);
-        sink.send(MediaEvent::Answer {
+        sink.send(ServerMessage::SdpAnswer {
             sdp: format!("answer-to-{sdp}"),
         })
         .expect("sink");
-        sink.send(MediaEvent::IceCandidate(IceCandidate {
-            candidate: "candidate:sfu".into(),
-            sdp_mid: Some("0".into()),
-            sdp_m_line_index: Some(0),
-        }))
+        sink.send(ServerMessage::IceCandidate {
+            candidate: IceCandidate {
+                candidate: "candidate:sfu".into(),
+                sdp_mid: Some("0".into()),
+                sdp_m_line_index: Some(0),
+            },
+        })
         .expect("sink");
         Ok(())
     }

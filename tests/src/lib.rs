@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
+use hush::local::LocalServer;
 use hush_client::audio::{AudioSource, FRAME_SAMPLES, dominant_frequency};
 use hush_client::call::JoinSpec;
-use hush_client::local::LocalServer;
 use hush_client::participant::{Participant, ParticipantReport, ParticipantSpec, RemoteReport};
 use hush_e2ee::Identity;
 
@@ -38,10 +38,15 @@ pub async fn join(spec: ParticipantSpec) -> Participant {
         .expect("participant starts")
 }
 
+/// The frame counters of a running participant.
+pub async fn stats(p: &Participant) -> hush_client::session::Stats {
+    p.stats().await.expect("participant running")
+}
+
 /// Waits until `p` has decrypted at least `n` frames.
 pub async fn until_decrypted(p: &Participant, n: u64) {
     tokio::time::timeout(Duration::from_secs(20), async {
-        while p.stats().decrypted < n {
+        while stats(p).await.decrypted < n {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hush_client::local::LocalServer;
+use hush::local::LocalServer;
 use hush_tests::{heard, heard_hz, join, spec, until_decrypted};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

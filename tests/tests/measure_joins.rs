@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use hush_client::local::LocalServer;
+use hush::local::LocalServer;
 use hush_tests::{join, spec, until_decrypted};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use hush_client::local::LocalServer;
-use hush_tests::{heard, heard_hz, join, spec, until_decrypted};
+use hush::local::LocalServer;
+use hush_tests::{heard, heard_hz, join, spec, stats, until_decrypted};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_to_one_call() {
@@ -14,9 +14,9 @@ async fn one_to_one_call() {
     let b = join(spec(&server, "one", "bob", 440.0)).await;
     until_decrypted(&a, 5).await;
     until_decrypted(&b, 5).await;
-    let (a0, b0) = (a.stats(), b.stats());
+    let (a0, b0) = (stats(&a).await, stats(&b).await);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let (a1, b1) = (a.stats(), b.stats());
+    let (a1, b1) = (stats(&a).await, stats(&b).await);
     let ra = a.stop().await.expect("ann");
     let rb = b.stop().await.expect("bob");
     for (who, sent, decoded) in [

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use hush_client::local::LocalServer;
+use hush::local::LocalServer;
 use hush_e2ee::{Generation, KeyEvent, ratchet, split_kid};
 use hush_sframe::{CipherSuite, Header, Receiver, Secret};
 use hush_tests::{join, spec, until_decrypted};
@@ -59,13 +59,13 @@ async fn removed_participant_cannot_decrypt() {
     for p in [&ann, &bob, &cy] {
         until_decrypted(p, 20).await;
     }
-    let before = hush_sfu::capture::read_capture(&capture)
+    let before = hush_proto::capture::read_capture(&capture)
         .expect("capture")
         .len();
     let cy_report = cy.stop().await.expect("cy leaves");
     // Past the re-key wait (1 s) and the grace period (2 s).
     tokio::time::sleep(Duration::from_millis(3_500)).await;
-    let mark = hush_sfu::capture::read_capture(&capture)
+    let mark = hush_proto::capture::read_capture(&capture)
         .expect("capture")
         .len();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -73,7 +73,7 @@ async fn removed_participant_cannot_decrypt() {
     bob.stop().await.expect("bob");
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.stop().await;
-    let records = hush_sfu::capture::read_capture(&capture).expect("capture");
+    let records = hush_proto::capture::read_capture(&capture).expect("capture");
 
     let keys: Vec<Secret> = cy_report
         .key_log

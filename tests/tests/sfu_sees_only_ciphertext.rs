@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use hush_client::local::LocalServer;
+use hush::local::LocalServer;
 use hush_client::video::Clip;
 use hush_tests::{heard, join, spec, until_decrypted};
 
@@ -34,7 +34,7 @@ async fn sfu_sees_only_ciphertext() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.stop().await;
-    let records = hush_sfu::capture::read_capture(&capture).expect("capture");
+    let records = hush_proto::capture::read_capture(&capture).expect("capture");
     assert!(
         records.len() > 200,
         "the SFU forwarded {} packets",

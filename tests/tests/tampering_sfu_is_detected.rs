@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hush_client::local::LocalServer;
+use hush::local::LocalServer;
 use hush_sfu::{MediaKind, SfuConfig, TamperHook};
 use hush_tests::{heard, join, spec, until_decrypted};
 

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hush_sfu::setup::{self, OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE};
+use hush_proto::media::{OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE};
+use hush_sfu::setup;
 use hush_sfu::{MediaKind, ParticipantId, RoomId, Sfu, SfuEvent};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -171,17 +172,17 @@ fn local_track(kind: MediaKind, name: &str) -> (Arc<TrackLocalStaticRTP>, u32) {
 }
 
 impl Client {
-    /// Joins `room` as `id`, publishing `publish`, and completes the first
-    /// offer/answer. `filter` rewrites every SDP in both directions.
+    /// Joins `room` as participant `id`, publishing `publish`, and completes
+    /// the first offer/answer. `filter` rewrites every SDP in both directions.
     pub async fn join(
         sfu: &Sfu,
         room: &str,
-        id: &str,
+        id: u64,
         publish: Publish,
         filter: Option<SdpFilter>,
     ) -> Client {
-        let room = RoomId::from(room);
-        let id = ParticipantId::from(id);
+        let room: RoomId = room.parse().unwrap();
+        let id = ParticipantId(id);
         let mut events_rx = sfu.add_participant(&room, &id).await.unwrap();
         let (gathered_tx, mut gathered) = watch::channel(false);
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -208,14 +209,14 @@ impl Client {
         let mut audio = None;
         let mut video = None;
         if publish.audio {
-            let (t, ssrc) = local_track(MediaKind::Audio, &id.0);
+            let (t, ssrc) = local_track(MediaKind::Audio, &id.to_string());
             pc.add_track(Arc::clone(&t) as Arc<dyn TrackLocal>)
                 .await
                 .unwrap();
             audio = Some((t, ssrc));
         }
         if publish.video {
-            let (t, ssrc) = local_track(MediaKind::Video, &id.0);
+            let (t, ssrc) = local_track(MediaKind::Video, &id.to_string());
             pc.add_track(Arc::clone(&t) as Arc<dyn TrackLocal>)
                 .await
                 .unwrap();
@@ -269,7 +270,7 @@ impl Client {
             let events = Arc::clone(&events);
             let pc = Arc::clone(&pc);
             let sfu = sfu.clone();
-            let (room, id) = (room.clone(), id.clone());
+            let room = room.clone();
             tokio::spawn(async move {
                 while let Some(ev) = events_rx.recv().await {
                     events.lock().unwrap().push(ev.clone());

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use hush_signaling::{
+use hush_proto::{
     ClientMessage, CloseReason, ErrorCode, IceCandidate, MediaKind, Member, Opaque, ParticipantId,
     ServerMessage,
 };
@@ -230,9 +230,10 @@ fn debug_output_never_shows_a_token_or_opaque_bytes() {
 
 #[test]
 fn every_message_type_is_specified_in_the_protocol_document() {
-    let doc =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/PROTOCOL.md"))
-            .expect("docs/PROTOCOL.md");
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/PROTOCOL.md"),
+    )
+    .expect("docs/PROTOCOL.md");
     for t in CLIENT_TYPES.iter().chain(SERVER_TYPES.iter()) {
         assert!(
             doc.contains(&format!("| `{t}` |")),
@@ -240,7 +241,7 @@ fn every_message_type_is_specified_in_the_protocol_document() {
         );
     }
     assert!(
-        doc.contains("signaling/tests/wire/"),
+        doc.contains("signaling/proto/tests/wire/"),
         "the document links to the wire examples"
     );
 }

@@ -32,7 +32,7 @@ fn wrong_token_is_refused() {
     // the demo's in-process server is the same code, so start one here.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let server = rt
-        .block_on(hush_client::local::LocalServer::start(None))
+        .block_on(hush::local::LocalServer::start(None))
         .expect("server");
     let dir = tempfile::tempdir().expect("tempdir");
     let good = server.token("room", "ann").expect("token");

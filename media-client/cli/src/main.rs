@@ -176,7 +176,7 @@ struct LoadtestArgs {
 }
 
 async fn loadtest(args: LoadtestArgs) -> Result<()> {
-    use hush_client::loadtest::{self, LoadSpec, Ramp, server::Target};
+    use hush::loadtest::{self, LoadSpec, Ramp, server::Target};
     let baseline = match args.baseline.as_str() {
         "udp-relay" => true,
         "none" => false,
@@ -211,13 +211,13 @@ async fn loadtest(args: LoadtestArgs) -> Result<()> {
             step: args.ramp_step.unwrap_or(args.subscribers).max(1),
             max_subscribers: args.ramp_max,
         }),
-        progress: loadtest::stderr_is_terminal(),
+        progress: hush::progress::stderr_is_terminal(),
     };
     let target = match &args.server {
         Some(url) => {
             let secret = match (&args.secret, &args.secret_file) {
-                (Some(text), _) => hush_signaling::ServerSecret::new(text.as_bytes().to_vec())?,
-                (None, Some(path)) => hush_signaling::ServerSecret::from_file_contents(
+                (Some(text), _) => hush_proto::ServerSecret::new(text.as_bytes().to_vec())?,
+                (None, Some(path)) => hush_proto::ServerSecret::from_file_contents(
                     &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
                 )?,
                 (None, None) => {
@@ -309,7 +309,7 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Loadtest(args) => loadtest(args).await,
         Command::LoadtestServer { max_seconds } => {
-            hush_client::loadtest::server::serve_child(Duration::from_secs(max_seconds)).await?;
+            hush::loadtest::server::serve_child(Duration::from_secs(max_seconds)).await?;
             Ok(())
         }
         Command::Identity { action, identity } => {
@@ -347,10 +347,11 @@ async fn main() -> Result<()> {
             seconds,
             video,
         } => {
-            let outcome = hush_client::demo::run_demo(hush_client::demo::DemoOptions {
+            let outcome = hush::demo::run_demo(hush::demo::DemoOptions {
                 participants,
                 seconds,
                 video,
+                progress: hush::progress::stderr_is_terminal(),
             })
             .await?;
             println!("{}", outcome.report);
@@ -421,6 +422,10 @@ async fn call(args: CallArgs) -> Result<()> {
         .seconds
         .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // One listener for the whole call: a Ctrl-C that arrives while the loop
+    // body runs is still seen on the next turn.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         let until_deadline = async {
             match deadline {
@@ -429,10 +434,10 @@ async fn call(args: CallArgs) -> Result<()> {
             }
         };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut ctrl_c => break,
             () = until_deadline => break,
             _ = tick.tick() => {
-                let s = participant.stats();
+                let Ok(s) = participant.stats().await else { break };
                 eprint!("\rsent {} | received {} | decrypted {} | failed {}   ", s.sent, s.received, s.decrypted, s.failed.values().sum::<u64>());
             }
             o = observed.recv() => match o {

@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 
 use hush_e2ee::Identity;
 
+use hush_client::audio::{AudioSource, FRAME_SAMPLES, dominant_frequency, tone_snr_db};
+use hush_client::call::JoinSpec;
+use hush_client::participant::{Participant, ParticipantReport, ParticipantSpec};
+use hush_client::video::Clip;
+
 use crate::Error;
-use crate::audio::{AudioSource, FRAME_SAMPLES, dominant_frequency, tone_snr_db};
-use crate::call::JoinSpec;
 use crate::local::LocalServer;
-use crate::participant::{Participant, ParticipantReport, ParticipantSpec};
-use crate::video::Clip;
+use crate::progress;
 
 /// What the demo does.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +29,8 @@ pub struct DemoOptions {
     pub seconds: u64,
     /// Send the built-in VP8 clip too.
     pub video: bool,
+    /// Draw a progress bar on standard error.
+    pub progress: bool,
 }
 
 /// The demo's verdict and the report it printed.
@@ -49,7 +53,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<DemoOutcome, Error> {
     let n = opts.participants.clamp(2, NAMES.len());
     let seconds = opts.seconds.max(2);
     let dir = std::env::temp_dir().join(format!("hush-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|_| Error::Invalid("temporary directory"))?;
+    std::fs::create_dir_all(&dir).map_err(Error::io("creating a temporary directory"))?;
     let capture = dir.join("sfu-capture.bin");
     let server = LocalServer::start(Some(capture.clone())).await?;
     eprintln!(
@@ -93,25 +97,24 @@ pub async fn run_demo(opts: DemoOptions) -> Result<DemoOutcome, Error> {
     let half = Duration::from_secs(seconds) / 2;
     let mut rejoined = false;
     let total = Duration::from_secs(seconds);
+    let bar = progress::bar("  call", seconds, "s", opts.progress);
     while started.elapsed() < total {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let el = started.elapsed();
-        let done = (el.as_secs_f64() / total.as_secs_f64()).min(1.0);
-        let bar = "#".repeat((done * 30.0) as usize);
-        eprint!("\r  [{bar:<30}] {:>4.1}s / {seconds}s", el.as_secs_f64());
+        bar.set_position(el.as_secs().min(seconds));
         if !rejoined && el >= half {
             rejoined = true;
             if let Some(p) = running[mover].take() {
                 earlier.push(p.stop().await?);
-                eprintln!("\n  {} left", NAMES[mover]);
+                bar.println(format!("  {} left", NAMES[mover]));
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 running[mover] =
                     Some(Participant::start(spec(mover)?, Identity::generate()).await?);
-                eprintln!("  {} rejoined", NAMES[mover]);
+                bar.println(format!("  {} rejoined", NAMES[mover]));
             }
         }
     }
-    eprintln!();
+    bar.finish_and_clear();
     let mut reports = Vec::new();
     for p in running.into_iter().flatten() {
         reports.push(p.stop().await?);
@@ -139,7 +142,7 @@ fn audit<'a>(
     reports: impl Iterator<Item = &'a ParticipantReport>,
 ) -> Audit {
     const W: usize = 16;
-    let records = match hush_sfu::capture::read_capture(capture) {
+    let records = match hush_proto::capture::read_capture(capture) {
         Ok(r) => r,
         Err(e) => {
             return Audit {

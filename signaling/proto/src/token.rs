@@ -16,7 +16,7 @@ use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::Error;
-use crate::protocol::{DisplayName, RoomId};
+use crate::ids::{DisplayName, RoomId};
 
 /// Shortest server secret accepted, in bytes.
 pub const MIN_SECRET_LEN: usize = 16;

@@ -6,7 +6,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::frame::{Codec, clear_prefix_len};
+use hush_client::frame::{Codec, clear_prefix_len};
 
 /// Marks a load-test frame.
 pub const MAGIC: [u8; 4] = *b"HLT1";
@@ -120,7 +120,7 @@ mod tests {
             let mut f = template(codec, 200, key);
             assert_eq!(f.len(), 200);
             assert_eq!(
-                crate::frame::is_vp8_key_frame(&f),
+                hush_client::frame::is_vp8_key_frame(&f),
                 key || codec == Codec::Opus
             );
             let s = Stamp {

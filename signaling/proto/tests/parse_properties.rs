@@ -2,7 +2,7 @@
 //! reads the network: any text gives a message or a typed error, never a
 //! panic; every valid message survives a JSON round trip.
 
-use hush_signaling::{ClientMessage, ErrorCode, IceCandidate, Opaque, ParticipantId};
+use hush_proto::{ClientMessage, ErrorCode, IceCandidate, Opaque, ParticipantId};
 use proptest::prelude::*;
 
 fn client_message() -> impl Strategy<Value = ClientMessage> {

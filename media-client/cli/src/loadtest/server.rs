@@ -5,7 +5,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use hush_signaling::{Limits, ServerSecret};
+use hush_proto::ServerSecret;
+use hush_signaling::Limits;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::Error;
@@ -35,9 +36,8 @@ pub fn load_limits() -> Limits {
 /// load test ended or died) or `max_run` passes.
 pub async fn serve_child(max_run: Duration) -> Result<(), Error> {
     let text = std::env::var(SECRET_ENV)
-        .map_err(|_| Error::Signaling(format!("{SECRET_ENV} is not set")))?;
-    let secret =
-        ServerSecret::new(text.into_bytes()).map_err(|e| Error::Signaling(e.to_string()))?;
+        .map_err(|_| Error::LoadTest(format!("{SECRET_ENV} is not set")))?;
+    let secret = ServerSecret::new(text.into_bytes())?;
     let sfu = hush_sfu::SfuConfig {
         ice_disconnected_timeout: super::ICE_DISCONNECTED,
         ice_failed_timeout: super::ICE_FAILED,
@@ -132,10 +132,8 @@ impl core::fmt::Debug for Target {
 impl Target {
     /// Starts `hush loadtest-server` (this same program) as a child on loopback.
     pub async fn embedded(max_run: Duration) -> Result<Self, Error> {
-        let (secret, text) =
-            ServerSecret::generate_development().map_err(|e| Error::Signaling(e.to_string()))?;
-        let exe = std::env::current_exe()
-            .map_err(|e| Error::Transport(format!("cannot find this program: {e}")))?;
+        let (secret, text) = ServerSecret::generate_development()?;
+        let exe = std::env::current_exe().map_err(Error::io("finding this program"))?;
         let mut child = tokio::process::Command::new(exe)
             .arg("loadtest-server")
             .arg("--max-seconds")
@@ -146,20 +144,20 @@ impl Target {
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| Error::Transport(format!("starting the embedded server: {e}")))?;
+            .map_err(Error::io("starting the embedded server"))?;
         let stdout = child
             .stdout
             .take()
-            .ok_or_else(|| Error::Transport("embedded server has no stdout".into()))?;
+            .ok_or_else(|| Error::LoadTest("embedded server has no stdout".into()))?;
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
             .await
-            .map_err(|_| Error::Transport("embedded server did not start in 30 s".into()))?
-            .map_err(|e| Error::Transport(e.to_string()))?
-            .ok_or_else(|| Error::Transport("embedded server exited".into()))?;
+            .map_err(|_| Error::LoadTest("embedded server did not start in 30 s".into()))?
+            .map_err(Error::io("reading the embedded server's output"))?
+            .ok_or_else(|| Error::LoadTest("embedded server exited".into()))?;
         let url = line
             .strip_prefix("LISTEN ")
-            .ok_or_else(|| Error::Transport(format!("embedded server said {line:?}")))?
+            .ok_or_else(|| Error::LoadTest(format!("embedded server said {line:?}")))?
             .to_owned();
         Self::with(url, secret, Some(child))
     }
@@ -216,12 +214,12 @@ impl Target {
         };
         let body = tokio::time::timeout(Duration::from_secs(10), fetch)
             .await
-            .map_err(|_| Error::Signaling("/metrics did not answer in 10 s".into()))?
-            .map_err(|e| Error::Signaling(format!("/metrics: {e}")))?;
+            .map_err(|_| Error::LoadTest("/metrics did not answer in 10 s".into()))?
+            .map_err(|e| Error::LoadTest(format!("/metrics: {e}")))?;
         let text = String::from_utf8_lossy(&body);
         if !text.starts_with("HTTP/1.1 200") && !text.starts_with("HTTP/1.0 200") {
             let status = text.lines().next().unwrap_or_default();
-            return Err(Error::Signaling(format!("/metrics answered {status:?}")));
+            return Err(Error::LoadTest(format!("/metrics answered {status:?}")));
         }
         Ok(ServerSample::parse(&text))
     }

@@ -4,26 +4,19 @@
 //! (`snake_case`). [`ClientMessage`] is what a client sends, [`ServerMessage`]
 //! what the server sends. Opaque bytes (e2ee key packages and envelopes)
 //! travel as standard base64 strings with padding ([`Opaque`]). The checked-in
-//! examples in `signaling/tests/wire/` are the documented wire format.
+//! examples in `signaling/proto/tests/wire/` are the documented wire format.
 
 use core::fmt;
-use std::str::FromStr;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::Error;
+use crate::ids::{DisplayName, ParticipantId, RoomId};
 use crate::token::JoinToken;
 
 /// The protocol version this crate speaks; a `join` with another is refused.
 pub const PROTOCOL_VERSION: u32 = 1;
-
-/// Longest room id, in bytes.
-pub const MAX_ROOM_LEN: usize = 64;
-
-/// Longest display name, in bytes.
-pub const MAX_NAME_LEN: usize = 64;
 
 /// A message from a client to the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,13 +162,29 @@ pub enum ServerMessage {
 }
 
 /// The kind of a media track.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MediaKind {
     /// Opus audio.
     Audio,
     /// VP8 video.
     Video,
+}
+
+impl MediaKind {
+    /// The wire spelling (`audio`, `video`), also used in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Audio => "audio",
+            Self::Video => "video",
+        }
+    }
+}
+
+impl fmt::Display for MediaKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A room member as the other members see it.
@@ -340,96 +349,6 @@ pub enum CloseReason {
     TooSlow,
     /// The client sent a message over the size limit (WebSocket close code 1009 follows).
     MessageTooBig,
-}
-
-/// A server-assigned participant id, unique for the server's lifetime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ParticipantId(pub u64);
-
-impl fmt::Display for ParticipantId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "p{}", self.0)
-    }
-}
-
-/// A room id: 1 to [`MAX_ROOM_LEN`] bytes of ASCII letters, digits, `-`, `_`, `.`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct RoomId(String);
-
-impl RoomId {
-    /// The id as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for RoomId {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        let ok = !s.is_empty()
-            && s.len() <= MAX_ROOM_LEN
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(Error::InvalidRoomId)
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for RoomId {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl fmt::Display for RoomId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A display name: 1 to [`MAX_NAME_LEN`] bytes of UTF-8 without control characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct DisplayName(String);
-
-impl DisplayName {
-    /// The name as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for DisplayName {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        let ok = !s.is_empty() && s.len() <= MAX_NAME_LEN && !s.chars().any(char::is_control);
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(Error::InvalidDisplayName)
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for DisplayName {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl fmt::Display for DisplayName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 /// Opaque bytes the server relays without reading; base64 on the wire.

@@ -5,10 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use hush_signaling::{
-    DisplayName, EmbeddedSfu, JoinToken, Limits, RoomId, Server, ServerConfig, ServerHandle,
-    ServerSecret,
-};
+use hush_proto::{DisplayName, JoinToken, RoomId, ServerSecret};
+use hush_signaling::{EmbeddedSfu, Limits, Server, ServerConfig, ServerHandle};
 
 use crate::Error;
 
@@ -41,8 +39,7 @@ impl LocalServer {
 
     /// Starts the server with this SFU configuration (tests use its hooks).
     pub async fn start_with(sfu_config: hush_sfu::SfuConfig) -> Result<Self, Error> {
-        let (secret, _) =
-            ServerSecret::generate_development().map_err(|e| Error::Signaling(e.to_string()))?;
+        let (secret, _) = ServerSecret::generate_development()?;
         Self::start_custom(secret, Limits::default(), sfu_config).await
     }
 
@@ -53,7 +50,7 @@ impl LocalServer {
         limits: Limits,
         sfu_config: hush_sfu::SfuConfig,
     ) -> Result<Self, Error> {
-        let sfu = hush_sfu::Sfu::new(sfu_config).map_err(|e| Error::Transport(e.to_string()))?;
+        let sfu = hush_sfu::Sfu::new(sfu_config)?;
         let router = Arc::new(EmbeddedSfu::new(sfu.clone()));
         let config = ServerConfig {
             limits,
@@ -61,10 +58,10 @@ impl LocalServer {
         };
         let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config, router)
             .await
-            .map_err(|e| Error::Signaling(e.to_string()))?;
+            .map_err(Error::io("binding the local server"))?;
         let addr = server
             .local_addr()
-            .map_err(|e| Error::Signaling(e.to_string()))?;
+            .map_err(Error::io("reading the local server's address"))?;
         let handle = server.handle();
         tokio::spawn(server.run());
         Ok(Self {
@@ -99,8 +96,8 @@ impl LocalServer {
 
 /// A join token for `name` in `room` signed with `secret`, valid for an hour.
 pub fn mint_token(secret: &ServerSecret, room: &str, name: &str) -> Result<String, Error> {
-    let room: RoomId = room.parse().map_err(|_| Error::Invalid("room id"))?;
-    let name: DisplayName = name.parse().map_err(|_| Error::Invalid("display name"))?;
+    let room: RoomId = room.parse()?;
+    let name: DisplayName = name.parse()?;
     let expiry = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

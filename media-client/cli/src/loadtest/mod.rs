@@ -13,16 +13,17 @@ pub mod stamp;
 pub mod tally;
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal as _, Write as _};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use hush_client::call::JoinSpec;
+use hush_client::frame::Codec;
+
 use crate::Error;
-use crate::call::JoinSpec;
-use crate::frame::Codec;
-use peer::{Media, Peer, SharedTally, VideoLoad, lock};
+use crate::progress;
+use peer::{Peer, Publish, SharedTally, VideoLoad, lock};
 use server::{ServerSample, Target};
 use stamp::Stamp;
 use tally::{Delivery, Latency, RoomShape, Tally, Window, WindowCounts};
@@ -245,7 +246,7 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
             "load: rooms, publishers and seconds must be at least 1",
         ));
     }
-    let media = Media {
+    let media = Publish {
         audio_bytes: spec.audio_bytes,
         video: spec.video_kbps.map(|k| VideoLoad::at(k, spec.video_fps)),
     };
@@ -311,7 +312,7 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
     let mut lost_to_key_change = 0;
     let mut unstamped = 0;
     for s in &world.slots {
-        let st = s.peer.stats();
+        let st = s.peer.stats().await;
         for (reason, n) in st.failed {
             *failures.entry(reason.to_owned()).or_default() += n;
         }
@@ -365,7 +366,7 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
         .and_then(|n| steps.iter().find(|s| s.subscribers_per_room == n))
         .or_else(|| steps.first())
         .cloned()
-        .ok_or_else(|| Error::Transport("no load step was measured".into()))?;
+        .ok_or_else(|| Error::LoadTest("no load step was measured".into()))?;
     Ok(LoadReport {
         config: ConfigReport {
             server: if target.is_embedded() {
@@ -399,11 +400,11 @@ async fn join_many(
     target: &Target,
     world: &mut World,
     who: Vec<(usize, bool)>,
-    media: Media,
+    media: Publish,
 ) -> Result<(), Error> {
     let (video, progress) = (spec.video_kbps.is_some(), spec.progress);
     let total = who.len();
-    let mut done = 0;
+    let bar = progress::bar("joining", total as u64, "participants", progress);
     for chunk in who.chunks(JOIN_CONCURRENCY) {
         let mut joins = Vec::new();
         for &(room, publishes) in chunk {
@@ -429,14 +430,9 @@ async fn join_many(
             world.members[room] += 1;
             world.slots.push(Slot { peer, room });
         }
-        done += chunk.len();
-        if progress {
-            eprint!("\rjoining {done}/{total}   ");
-        }
+        bar.inc(chunk.len() as u64);
     }
-    if progress && total > 0 {
-        eprintln!();
-    }
+    bar.finish_and_clear();
     Ok(())
 }
 
@@ -444,7 +440,7 @@ async fn join_publishers(
     spec: &LoadSpec,
     target: &Target,
     world: &mut World,
-    media: Media,
+    media: Publish,
 ) -> Result<(), Error> {
     let who = (0..spec.rooms)
         .flat_map(|r| (0..spec.publishers).map(move |_| (r, true)))
@@ -463,7 +459,7 @@ async fn join_subscribers(
         let have = world.members[r] - world.rooms[r].len();
         who.extend((have..per_room).map(|_| (r, false)));
     }
-    let media = Media {
+    let media = Publish {
         audio_bytes: spec.audio_bytes,
         video: None,
     };
@@ -486,30 +482,39 @@ async fn wait_ready(spec: &LoadSpec, world: &World) -> Result<(), Error> {
     let bound = Duration::from_secs(30) + Duration::from_millis(250) * world.slots.len() as u32;
     let deadline = Instant::now() + bound;
     let video = spec.video_kbps.is_some();
+    let bar = progress::bar(
+        "waiting for media",
+        world.slots.len() as u64,
+        "participants",
+        spec.progress,
+    );
     loop {
         let mut waiting = 0;
         let mut example = String::new();
         for (i, s) in world.slots.iter().enumerate() {
             if s.peer.finished() {
                 let why = s.peer.failure().unwrap_or_else(|| "it stopped".into());
-                return Err(Error::Transport(format!(
+                return Err(Error::LoadTest(format!(
                     "participant {i} ended during ramp-up: {why}"
                 )));
             }
             // Stamp indices are handed out in join order, one per slot.
             let me = i as u32;
-            let t = lock(&s.peer.tally);
-            if !expected_heard(world, s.room, me, video)
-                .iter()
-                .all(|k| t.heard.contains(k))
-            {
+            // The tally's lock is never held across an await: the peer's
+            // driver takes it for every frame it receives.
+            let heard = {
+                let t = lock(&s.peer.tally);
+                let all = expected_heard(world, s.room, me, video)
+                    .iter()
+                    .all(|k| t.heard.contains(k));
+                (!all).then(|| t.heard.clone())
+            };
+            if let Some(heard) = heard {
                 waiting += 1;
                 if example.is_empty() {
-                    let st = s.peer.stats();
-                    example = format!(
-                        "; e.g. participant {i} heard {:?}, its session: {st:?}",
-                        t.heard
-                    );
+                    let st = s.peer.stats().await;
+                    example =
+                        format!("; e.g. participant {i} heard {heard:?}, its session: {st:?}");
                 }
             }
         }
@@ -517,33 +522,15 @@ async fn wait_ready(spec: &LoadSpec, world: &World) -> Result<(), Error> {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(Error::Transport(format!(
+            return Err(Error::LoadTest(format!(
                 "{waiting} of {} participants did not hear every publisher within {} s{example}",
                 world.slots.len(),
                 bound.as_secs()
             )));
         }
-        if spec.progress {
-            eprint!("\rwaiting for media: {waiting} participants left   ");
-        }
+        bar.set_position((world.slots.len() - waiting) as u64);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn progress_bar(label: &str, elapsed: Duration, total: Duration, extra: &str) {
-    let frac = (elapsed.as_secs_f64() / total.as_secs_f64().max(1e-9)).clamp(0.0, 1.0);
-    let width = 30;
-    let filled = (frac * width as f64) as usize;
-    let mut err = std::io::stderr().lock();
-    let _ = write!(
-        err,
-        "\r{label} [{}{}] {:>5.1}/{:.0} s  {extra}   ",
-        "#".repeat(filled),
-        ".".repeat(width - filled),
-        elapsed.as_secs_f64().min(total.as_secs_f64()),
-        total.as_secs_f64()
-    );
-    let _ = err.flush();
 }
 
 /// Opens a window on every tally, waits it out with a progress bar, and
@@ -570,6 +557,7 @@ async fn window(
     .await;
     let t0 = Instant::now();
     let total = Duration::from_secs(seconds);
+    let bar = progress::bar(label, seconds, "s", progress);
     while t0.elapsed() < total {
         if progress {
             let received: u64 = tallies
@@ -577,20 +565,13 @@ async fn window(
                 .map(|t| lock(t).received.values().sum::<u64>())
                 .sum();
             let secs = t0.elapsed().as_secs_f64().max(1e-3);
-            progress_bar(
-                label,
-                t0.elapsed(),
-                total,
-                &format!("{:.0} frames/s received", received as f64 / secs),
-            );
+            bar.set_position(t0.elapsed().as_secs().min(seconds));
+            bar.set_message(format!("{:.0} frames/s received", received as f64 / secs));
         }
         tokio::time::sleep((total.saturating_sub(t0.elapsed())).min(Duration::from_millis(250)))
             .await;
     }
-    if progress {
-        progress_bar(label, total, total, "");
-        eprintln!();
-    }
+    bar.finish_and_clear();
     tokio::time::sleep(DRAIN).await;
     let counts = tallies.iter().map(|t| lock(t).close()).collect();
     (w, counts)
@@ -620,7 +601,7 @@ async fn measure_sfu(
     subscribers: usize,
     before: &ServerSample,
 ) -> Result<StepReport, Error> {
-    let failures_before = failures(world);
+    let failures_before = failures(world).await;
     let m0 = target.sample().await?;
     let t0 = Instant::now();
     let label = format!("sfu  {subscribers:>4} subs/room");
@@ -658,7 +639,7 @@ async fn measure_sfu(
         delivery,
         loss_percent: delivery.loss_percent,
         latency,
-        decryption_failures: failures(world).saturating_sub(failures_before),
+        decryption_failures: failures(world).await.saturating_sub(failures_before),
         sfu_cpu_seconds: cpu,
         sfu_cpu_percent_of_one_core: cpu.map(|c| 100.0 * c / secs),
         forwarded_packets_per_cpu_second: cpu.filter(|c| *c > 0.0).map(|c| forwarded as f64 / c),
@@ -671,12 +652,12 @@ async fn measure_sfu(
     })
 }
 
-fn failures(world: &World) -> u64 {
-    world
-        .slots
-        .iter()
-        .map(|s| s.peer.stats().failed.values().sum::<u64>())
-        .sum()
+async fn failures(world: &World) -> u64 {
+    let mut total = 0;
+    for s in &world.slots {
+        total += s.peer.stats().await.failed.values().sum::<u64>();
+    }
+    total
 }
 
 /// What a publishing member of the relay baseline sends.
@@ -769,8 +750,8 @@ async fn measure_relay(
     shapes: &[RoomShape],
     packet_bytes: usize,
 ) -> Result<BaselineReport, Error> {
-    let io = |e: std::io::Error| Error::Transport(format!("udp relay: {e}"));
-    let relay = relay::UdpRelay::start(Duration::from_secs(spec.seconds + 60)).map_err(io)?;
+    let io = Error::io("udp relay");
+    let relay = relay::UdpRelay::start(Duration::from_secs(spec.seconds + 60)).map_err(&io)?;
     let video = spec.video_kbps.map(|k| VideoLoad::at(k, spec.video_fps));
     let mut tasks = Vec::new();
     let mut tallies = Vec::new();
@@ -781,7 +762,7 @@ async fn measure_relay(
         for m in 0..shape.members {
             let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
                 .await
-                .map_err(io)?;
+                .map_err(&io)?;
             let publish = (m < shape.publishers.len()).then_some(RelayPublish {
                 index,
                 audio_bytes: packet_bytes,
@@ -847,7 +828,7 @@ async fn measure_relay(
                     !e.iter().all(|k| t.heard.contains(k))
                 })
                 .count();
-            return Err(Error::Transport(format!(
+            return Err(Error::LoadTest(format!(
                 "udp relay: {waiting} of {} members did not hear every publisher in {} s",
                 tallies.len(),
                 bound.as_secs()
@@ -870,7 +851,7 @@ async fn measure_relay(
     for t in &tasks {
         t.abort();
     }
-    relay.stop().map_err(io)?;
+    relay.stop().map_err(&io)?;
     let (delivery, latency) = add_up(&relay_shapes, &mut counts);
     let forwarded = fwd1.saturating_sub(fwd0);
     let cpu = match (cpu0, cpu1) {
@@ -888,11 +869,6 @@ async fn measure_relay(
         loss_percent: delivery.loss_percent,
         latency,
     })
-}
-
-/// Whether a progress bar suits standard error (a terminal).
-pub fn stderr_is_terminal() -> bool {
-    std::io::stderr().is_terminal()
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {

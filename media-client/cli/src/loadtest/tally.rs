@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::frame::Codec;
 use crate::loadtest::stamp::Stamp;
+use hush_client::frame::Codec;
 
 /// Most latency samples one participant keeps per window (a bound on memory).
 pub const MAX_LATENCIES: usize = 200_000;

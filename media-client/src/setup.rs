@@ -1,0 +1,79 @@
+//! How the client's peer connection is built on webrtc-rs 0.21: the codecs,
+//! payload types and header extension of PROTOCOL.md §11 (from
+//! `hush_proto::media`), webrtc-rs's default interceptors, and the network
+//! settings that work on loopback.
+
+use std::time::Duration;
+
+use hush_proto::MediaKind;
+use hush_proto::media::{AUDIO_LEVEL_URI, codec as codec_spec};
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::ice::network_type::NetworkType;
+use rtc::interceptor::Registry;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
+
+/// The webrtc-rs codec of a track of `kind`, as §11 fixes it.
+pub fn codec(kind: MediaKind) -> RTCRtpCodec {
+    let spec = codec_spec(kind);
+    RTCRtpCodec {
+        mime_type: spec.mime_type.to_owned(),
+        clock_rate: spec.clock_rate,
+        channels: spec.channels,
+        sdp_fmtp_line: spec.fmtp.to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// The webrtc-rs kind of a track of `kind`.
+pub fn rtp_kind(kind: MediaKind) -> RtpCodecKind {
+    match kind {
+        MediaKind::Audio => RtpCodecKind::Audio,
+        MediaKind::Video => RtpCodecKind::Video,
+    }
+}
+
+/// Media engine and interceptors: Opus and VP8 only, the audio-level
+/// extension, and webrtc-rs's default interceptors (NACK generator and
+/// responder for video, sender/receiver reports, TWCC receiver).
+pub fn media_engine() -> Result<(MediaEngine, Registry), webrtc::error::Error> {
+    let mut engine = MediaEngine::default();
+    for kind in [MediaKind::Audio, MediaKind::Video] {
+        engine.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: codec(kind),
+                payload_type: codec_spec(kind).payload_type,
+            },
+            rtp_kind(kind),
+        )?;
+    }
+    engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: AUDIO_LEVEL_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        None,
+    )?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    Ok((engine, registry))
+}
+
+/// Network settings: host candidates including loopback, UDP over IPv4,
+/// mDNS off, and ICE timeouts that notice a vanished peer quickly
+/// (`disconnected` after `disconnected`, `failed` after `failed`).
+pub fn setting_engine(disconnected: Duration, failed: Duration) -> SettingEngine {
+    SettingEngineBuilder::new()
+        .with_include_loopback_candidate(true)
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .with_network_types(vec![NetworkType::Udp4])
+        .with_ice_timeouts(
+            Some(disconnected),
+            Some(failed),
+            Some(Duration::from_millis(500)),
+        )
+        .build()
+}
