@@ -97,6 +97,9 @@ pub enum Error {
         /// The KID.
         kid: KeyId,
     },
+    /// The key asked for is installed already; there is nothing to derive.
+    #[error("that key is installed already")]
+    KeyHeld,
     /// The generation counter of our own sender key ran out.
     #[error("sender key generation exhausted at {0:?}")]
     GenerationExhausted(Generation),

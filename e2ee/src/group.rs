@@ -89,6 +89,28 @@ pub enum KeyEvent {
     },
 }
 
+/// A receive key derived for a frame's KID and not installed yet (see
+/// [`Group::candidate_receive_key`]). The key is secret: zeroized on drop
+/// (through [`Secret`]) and never printed.
+pub struct CandidateKey {
+    /// Whose key.
+    pub sender: ParticipantId,
+    /// The KID the frame named.
+    pub kid: KeyId,
+    /// The derived base key.
+    pub base: Secret,
+}
+
+impl core::fmt::Debug for CandidateKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("CandidateKey")
+            .field("sender", &self.sender)
+            .field("kid", &self.kid)
+            .field("base", &"[redacted]")
+            .finish()
+    }
+}
+
 /// The result of joining: the group, what to do, and members whose key
 /// packages were refused (they stay out of the group).
 #[derive(Debug)]
@@ -400,10 +422,36 @@ impl Group {
         }
     }
 
-    /// A frame from `sender` carried `kid`, for which no key is installed.
-    /// If it is a later ratchet step of a key we hold (within
-    /// `max_ratchet_ahead`), derive and install it; otherwise the caller
-    /// holds the frame until a key arrives, or drops it.
+    /// The key a frame from `sender` under `kid` would need, derived but
+    /// **not installed**: a later ratchet step (within `max_ratchet_ahead`)
+    /// of a key we hold. Nothing changes here, so a forged KID costs only
+    /// the derivation. The caller opens the frame under the candidate and
+    /// installs it with [`Group::derive_receive_key`] only if the frame
+    /// authenticates (PROTOCOL.md §5.3: decide before committing state).
+    pub fn candidate_receive_key(
+        &self,
+        sender: ParticipantId,
+        kid_: KeyId,
+    ) -> Result<CandidateKey, Error> {
+        let member = self
+            .members
+            .get(&sender)
+            .ok_or(Error::UnknownMember(sender))?;
+        let target = self.derivable(sender, member, kid_)?;
+        let (base, _) =
+            derive_base(member, target).ok_or(Error::UnknownKey { sender, kid: kid_ })?;
+        Ok(CandidateKey {
+            sender,
+            kid: kid_,
+            base,
+        })
+    }
+
+    /// Derives and installs the receive key for a frame from `sender` under
+    /// `kid` (see [`Group::candidate_receive_key`]): call it only once a
+    /// frame has authenticated under that key. Installing a newer key
+    /// starts the grace period of the older ones, so an unauthenticated KID
+    /// must never get here.
     pub fn derive_receive_key(
         &mut self,
         sender: ParticipantId,
@@ -412,15 +460,37 @@ impl Group {
     ) -> Result<Vec<Output>, Error> {
         let member = self
             .members
+            .get(&sender)
+            .ok_or(Error::UnknownMember(sender))?;
+        let target = match self.derivable(sender, member, kid_) {
+            Ok(t) => t,
+            Err(Error::KeyHeld) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let member = self
+            .members
             .get_mut(&sender)
             .ok_or(Error::UnknownMember(sender))?;
+        let event = derive_up_to(sender, member, target, &self.config, now)
+            .ok_or(Error::UnknownKey { sender, kid: kid_ })?;
+        Ok(vec![Output::Key(event)])
+    }
+
+    /// The generation `kid` names, if it can be derived from a key of
+    /// `sender` we hold; [`Error::KeyHeld`] if it is held already.
+    fn derivable(
+        &self,
+        sender: ParticipantId,
+        member: &Member,
+        kid_: KeyId,
+    ) -> Result<Generation, Error> {
         let unknown = || Error::UnknownKey { sender, kid: kid_ };
         let target = match split_kid(kid_) {
             Some((slot, g)) if slot == sender.slot() => g,
             _ => return Err(unknown()),
         };
         if member.keys.contains_key(&target) {
-            return Ok(Vec::new());
+            return Err(Error::KeyHeld);
         }
         let (&from, _) = member
             .keys
@@ -431,8 +501,7 @@ impl Group {
         if target.ratchet - from.ratchet > self.config.max_ratchet_ahead {
             return Err(unknown());
         }
-        let event = derive_up_to(sender, member, target, &self.config, now).ok_or_else(unknown)?;
-        Ok(vec![Output::Key(event)])
+        Ok(target)
     }
 
     /// Acts on every deadline up to `now`: erases keys whose grace ended,
@@ -615,22 +684,7 @@ fn derive_up_to(
     if member.keys.contains_key(&target) {
         return None;
     }
-    let (&from, held) = member
-        .keys
-        .range(..target)
-        .next_back()
-        .filter(|(g, _)| g.rekey == target.rekey)?;
-    let inherited = held.expires;
-    let mut base = held.base.clone();
-    for step in from.ratchet + 1..=target.ratchet {
-        base = ratchet(
-            &base,
-            Generation {
-                rekey: target.rekey,
-                ratchet: step,
-            },
-        );
-    }
+    let (base, inherited) = derive_base(member, target)?;
     install(
         member,
         target,
@@ -643,6 +697,27 @@ fn derive_up_to(
         kid: kid(id.slot(), target),
         base_key: base,
     })
+}
+
+/// The base key of generation `target`, ratcheted from the nearest earlier
+/// key of the same `rekey` we hold, with that key's deadline; changes nothing.
+fn derive_base(member: &Member, target: Generation) -> Option<(Secret, Option<Millis>)> {
+    let (&from, held) = member
+        .keys
+        .range(..target)
+        .next_back()
+        .filter(|(g, _)| g.rekey == target.rekey)?;
+    let mut base = held.base.clone();
+    for step in from.ratchet + 1..=target.ratchet {
+        base = ratchet(
+            &base,
+            Generation {
+                rekey: target.rekey,
+                ratchet: step,
+            },
+        );
+    }
+    Some((base, held.expires))
 }
 
 /// Installs a receive key. Only the newest key of a member lives without
@@ -810,6 +885,16 @@ mod tests {
         }
         // a's key is generation (0,1) for b.
         let ahead = |ratchet| kid(aid.slot(), Generation { rekey: 0, ratchet });
+        // A candidate changes nothing: no key installed, no deadline started.
+        let candidate = b.candidate_receive_key(aid, ahead(5)).expect("derivable");
+        assert_eq!(candidate.kid, ahead(5));
+        assert!(!format!("{candidate:?}").contains(&hex::encode(candidate.base.expose())));
+        assert_eq!(b.next_timeout(), None);
+        assert!(b.candidate_receive_key(aid, ahead(5)).is_ok());
+        assert!(matches!(
+            b.candidate_receive_key(aid, ahead(100)),
+            Err(Error::UnknownKey { .. })
+        ));
         assert_eq!(
             b.derive_receive_key(aid, ahead(5), T0)
                 .expect("4 ahead")

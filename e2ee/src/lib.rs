@@ -77,7 +77,9 @@ pub use channel::{
     ENVELOPE_HEADER_LEN, ENVELOPE_REPLAY_WINDOW, ENVELOPE_VERSION, EnvelopeHeader, PAIRWISE_LABEL,
 };
 pub use error::Error;
-pub use group::{Config, Group, Joined, KeyEvent, Output, RATCHET_LABEL, SENDER_KEY_LEN, ratchet};
+pub use group::{
+    CandidateKey, Config, Group, Joined, KeyEvent, Output, RATCHET_LABEL, SENDER_KEY_LEN, ratchet,
+};
 pub use identity::{Identity, PublicIdentity};
 pub use ids::{Generation, Millis, ParticipantId, RoomId, kid, split_kid};
 pub use keypackage::{Freshness, KEY_PACKAGE_LABEL, KEY_PACKAGE_VERSION, KeyPackage, LocalMember};

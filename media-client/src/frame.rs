@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use hush_e2ee::{KeyEvent, ParticipantId};
+use hush_e2ee::{CandidateKey, KeyEvent, ParticipantId};
 use hush_sframe::{CipherSuite, KeyId, Receiver, Sender};
 
 use crate::Error;
@@ -132,6 +132,24 @@ impl FrameCrypto {
         let n = self.tx.encrypt_into(prefix, payload, &mut out[clear..])?;
         out.truncate(clear + n);
         Ok(out)
+    }
+
+    /// Checks that `data` from `candidate.sender` authenticates under the
+    /// candidate key (a key derived for its KID and not installed). The
+    /// trial uses a context of its own: nothing here changes, so a forged
+    /// frame leaves every installed key and replay window as it was.
+    pub fn check_candidate(
+        &self,
+        candidate: &CandidateKey,
+        codec: Codec,
+        data: &[u8],
+    ) -> Result<(), hush_sframe::Error> {
+        let clear = clear_prefix_len(codec, data);
+        let (prefix, sealed) = data.split_at(clear);
+        let mut trial = Receiver::new(MEDIA_SUITE);
+        trial.add_key(candidate.kid, candidate.base.expose())?;
+        let mut buf = sealed.to_vec();
+        trial.decrypt_in_place(prefix, &mut buf).map(|_| ())
     }
 
     /// Decrypts one frame from `sender`. An unknown KID comes back as

@@ -498,13 +498,24 @@ impl Session {
         let e2ee = peer.e2ee;
         let mut result = self.crypto.open(e2ee, codec, &data);
         if let Err(Error::MissingKey(m)) = &result {
-            // A later ratchet step of a key we hold: derive it and retry.
+            // A later ratchet step of a key we hold: derive it, and install
+            // it only if this frame authenticates under it. A forged KID
+            // installs nothing, so it cannot start the grace period that
+            // would erase the sender's real key (PROTOCOL.md §5.3).
             if let Some(g) = self.group.as_mut() {
-                if let Ok(outputs) = g.derive_receive_key(m.sender, m.kid, now) {
-                    let mut sends = Vec::new();
-                    self.carry_out_keys(outputs, &mut sends);
-                    events.extend(sends);
-                    result = self.crypto.open(e2ee, codec, &data);
+                if let Ok(candidate) = g.candidate_receive_key(m.sender, m.kid) {
+                    match self.crypto.check_candidate(&candidate, codec, &data) {
+                        Ok(()) => {
+                            if let Ok(outputs) = g.derive_receive_key(m.sender, m.kid, now) {
+                                let mut sends = Vec::new();
+                                self.carry_out_keys(outputs, &mut sends);
+                                events.extend(sends);
+                                result = self.crypto.open(e2ee, codec, &data);
+                            }
+                        }
+                        // Derivable but not authentic: a forgery, not a frame to hold.
+                        Err(e) => result = Err(Error::Frame(e)),
+                    }
                 }
             }
         }
@@ -624,5 +635,224 @@ impl Roster {
             self.by_e2ee.remove(&peer.e2ee);
         }
         Some(peer)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use hush_e2ee::Identity;
+
+    use super::*;
+
+    const ROOM: &str = "r";
+
+    fn package(now: Millis) -> Opaque {
+        let local = LocalMember::new(Identity::generate(), RoomId(ROOM.into()), now).unwrap();
+        Opaque(local.key_package().to_bytes())
+    }
+
+    fn member(id: u64, name: &str, key_package: Opaque) -> Member {
+        Member {
+            id: SigId(id),
+            name: name.parse().unwrap(),
+            key_package,
+        }
+    }
+
+    fn envelopes_to(events: &[CallEvent]) -> Vec<SigId> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                CallEvent::Send(ClientMessage::Envelope { to, .. }) => Some(*to),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_replayed_key_package_cannot_take_an_existing_members_place() {
+        let now = Millis(1_000_000);
+        let (mut me, _) = Session::new(
+            Identity::generate(),
+            ROOM,
+            "me",
+            "t",
+            now,
+            Config::default(),
+        )
+        .unwrap();
+        let ann = package(now);
+        let joined = ServerMessage::Joined {
+            protocol: PROTOCOL_VERSION,
+            room: ROOM.parse().unwrap(),
+            you: SigId(1),
+            members: vec![member(2, "ann", ann.clone()), member(3, "cy", package(now))],
+        };
+        let events = me.handle_server(joined, now);
+        assert_eq!(envelopes_to(&events), [SigId(2), SigId(3)]);
+
+        // The server (or anyone on the path) shows ann's key package again
+        // under a new signaling id: refused, and ann keeps her entry.
+        let replay = ServerMessage::MemberJoined {
+            member: member(9, "mallory", ann),
+        };
+        let events = me.handle_server(replay, now);
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                CallEvent::Warning(Warning::MemberRefused { id: SigId(9), .. })
+            )),
+            "{events:?}"
+        );
+        assert_eq!(
+            me.peers().map(|p| p.id).collect::<Vec<_>>(),
+            [SigId(2), SigId(3)]
+        );
+
+        // cy leaves: the fresh key still reaches ann, under her own signaling id.
+        let events = me.handle_server(ServerMessage::MemberLeft { id: SigId(3) }, now);
+        assert_eq!(envelopes_to(&events), [SigId(2)], "{events:?}");
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, CallEvent::Warning(Warning::NoSignalingId(_)))),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn frames_on_an_unannounced_stream_are_counted_not_opened() {
+        let now = Millis(1_000_000);
+        let (mut me, _) = Session::new(
+            Identity::generate(),
+            ROOM,
+            "me",
+            "t",
+            now,
+            Config::default(),
+        )
+        .unwrap();
+        assert!(me.receive_media("p7", Codec::Opus, b"x", now).is_empty());
+        assert_eq!(me.stats().unattributed, 1);
+        let added = ServerMessage::TrackAdded {
+            publisher: SigId(7),
+            kind: MediaKind::Audio,
+            stream_id: "p7".into(),
+        };
+        me.handle_server(added, now);
+        me.receive_media("p7", Codec::Opus, b"x", now);
+        // Attributed now: it counts as received (from a sender we hold no keys for).
+        assert_eq!(me.stats().received, 1);
+        assert_eq!(me.stats().unattributed, 1);
+    }
+
+    /// Delivers every envelope in `events` from `from` to `to`, and what
+    /// that makes `to` send back, until nothing more is said.
+    fn relay(
+        from: (&mut Session, SigId),
+        to: (&mut Session, SigId),
+        events: Vec<CallEvent>,
+        now: Millis,
+    ) {
+        let (mut a, mut b) = (from, to);
+        let mut pending = events;
+        while !pending.is_empty() {
+            let mut replies = Vec::new();
+            for e in pending {
+                if let CallEvent::Send(ClientMessage::Envelope { to, payload }) = e {
+                    assert_eq!(to, b.1);
+                    let msg = ServerMessage::Envelope {
+                        from: a.1,
+                        to,
+                        payload,
+                    };
+                    replies.extend(b.0.handle_server(msg, now));
+                }
+            }
+            pending = replies;
+            std::mem::swap(&mut a, &mut b);
+        }
+    }
+
+    fn key_package_of(join: &ClientMessage) -> Opaque {
+        match join {
+            ClientMessage::Join { key_package, .. } => key_package.clone(),
+            _ => unreachable!("Session::new returns a join"),
+        }
+    }
+
+    #[test]
+    fn a_forged_kid_from_the_sfu_cannot_erase_a_senders_real_key() {
+        let now = Millis(1_000_000);
+        let (ann_id, bob_id) = (SigId(1), SigId(2));
+        let (mut ann, ann_join) = Session::new(
+            Identity::generate(),
+            ROOM,
+            "ann",
+            "t",
+            now,
+            Config::default(),
+        )
+        .unwrap();
+        let (mut bob, bob_join) = Session::new(
+            Identity::generate(),
+            ROOM,
+            "bob",
+            "t",
+            now,
+            Config::default(),
+        )
+        .unwrap();
+        let joined = |you, members| ServerMessage::Joined {
+            protocol: PROTOCOL_VERSION,
+            room: ROOM.parse().unwrap(),
+            you,
+            members,
+        };
+        ann.handle_server(joined(ann_id, vec![]), now);
+        let from_bob = bob.handle_server(
+            joined(bob_id, vec![member(1, "ann", key_package_of(&ann_join))]),
+            now,
+        );
+        let from_ann = ann.handle_server(
+            ServerMessage::MemberJoined {
+                member: member(2, "bob", key_package_of(&bob_join)),
+            },
+            now,
+        );
+        relay((&mut bob, bob_id), (&mut ann, ann_id), from_bob, now);
+        relay((&mut ann, ann_id), (&mut bob, bob_id), from_ann, now);
+
+        let genuine = ann.seal(Codec::Opus, b"hello").unwrap();
+        let opened = bob.receive_frame(ann_id, Codec::Opus, &genuine, now);
+        assert!(
+            matches!(&opened[..], [CallEvent::Frame { .. }]),
+            "{opened:?}"
+        );
+
+        // The SFU forges a frame under ann's *next* generation: derivable,
+        // but it does not authenticate, so nothing may be installed.
+        let (header, _) = hush_sframe::Header::parse(&genuine).unwrap();
+        let next = hush_sframe::KeyId(header.kid.0 + 1);
+        let mut forged = hush_sframe::Header::new(next, hush_sframe::Counter(header.ctr.0 + 1000))
+            .encode()
+            .as_bytes()
+            .to_vec();
+        forged.extend_from_slice(&[0x42; 40]);
+        let out = bob.receive_frame(ann_id, Codec::Opus, &forged, now);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(bob.stats().failed.get("authentication"), Some(&1));
+
+        // Long after the grace period, ann's real key still opens her frames.
+        let later = now.plus(10_000);
+        bob.handle_timeout(later);
+        let genuine = ann.seal(Codec::Opus, b"still me").unwrap();
+        let opened = bob.receive_frame(ann_id, Codec::Opus, &genuine, later);
+        assert!(
+            matches!(&opened[..], [CallEvent::Frame { frame, .. }] if frame == b"still me"),
+            "{opened:?}"
+        );
+        assert_eq!(bob.stats().lost_to_key_change, 0);
     }
 }
