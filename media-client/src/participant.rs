@@ -11,7 +11,7 @@ use hush_proto::ParticipantId as SigId;
 
 use crate::Error;
 use crate::audio::{AudioSource, OpusDecoder, OpusEncoder, WavSink, audio_level};
-use crate::call::{Call, CallOptions, JoinSpec, Media};
+use crate::call::{Call, CallOptions, EndReason, JoinSpec, Media};
 use crate::frame::Codec;
 use crate::session::{CallEvent, Session, Stats};
 use crate::video::{Clip, IvfWriter};
@@ -107,6 +107,8 @@ pub struct ParticipantReport {
     pub unattributed_frames: u64,
     /// Every key event, when asked to keep them.
     pub key_log: Vec<hush_e2ee::KeyEvent>,
+    /// How the call ended: we left, or the server closed the connection first.
+    pub ended_by: Option<EndReason>,
 }
 
 /// A running participant.
@@ -144,6 +146,7 @@ impl Participant {
         let ended = self.call.leave().await?;
         let (media, session) = (ended.media, ended.session);
         let mut report = media.report;
+        report.ended_by = Some(ended.reason);
         report.stats = session.stats().clone();
         report.unattributed_frames = report.stats.unattributed;
         report.key_log = session.key_log().to_vec();

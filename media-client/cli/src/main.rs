@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use hush_client::audio::AudioSource;
-use hush_client::call::JoinSpec;
+use hush_client::call::{EndReason, JoinSpec};
 use hush_client::participant::{Observed, Participant, ParticipantSpec};
 use hush_client::video::Clip;
 use hush_e2ee::Identity;
@@ -477,6 +477,10 @@ async fn call(args: CallArgs) -> Result<()> {
     }
     if let Some(dir) = &args.record {
         println!("recordings in {}", dir.display());
+    }
+    if report.ended_by == Some(EndReason::ServerClosed) {
+        // The call did not end because the user asked: say so, and fail.
+        bail!("the server closed the connection");
     }
     Ok(())
 }

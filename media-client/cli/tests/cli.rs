@@ -67,6 +67,57 @@ fn wrong_token_is_refused() {
 }
 
 #[test]
+fn a_call_whose_server_goes_away_exits_non_zero() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = rt
+        .block_on(hush::local::LocalServer::start(None))
+        .expect("server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = server.token("room", "ann").expect("token");
+    let mut child = hush()
+        .args(["call", "--server", &server.url(), "--room", "room"])
+        .args(["--name", "ann", "--token", &token, "--seconds", "60"])
+        .arg("--config-dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run hush call");
+    let stdout = child.stdout.take().expect("stdout");
+    let (joined_tx, joined_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("joined ") {
+                let _ = joined_tx.send(());
+            }
+        }
+    });
+    joined_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("hang guard: the call never joined");
+    rt.block_on(server.stop());
+    // Hang guard only: the call ends as soon as it sees the server go.
+    let mut waited = Duration::ZERO;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(waited < Duration::from_secs(30), "hush call kept running");
+        std::thread::sleep(Duration::from_millis(50));
+        waited += Duration::from_millis(50);
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert!(!status.success(), "exit 0 after the server went away");
+    assert!(stderr.contains("server closed the connection"), "{stderr}");
+}
+
+#[test]
 fn identity_new_and_show() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("id.pem");
