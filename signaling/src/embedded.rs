@@ -137,8 +137,12 @@ impl MediaRouter for EmbeddedSfu {
                     ev = events.recv() => match ev {
                         Some(ev) => {
                             if let Some(m) = translate(ev) {
-                                // A full or closed sink: the server removes the participant.
-                                let _ = sink.send(m);
+                                if sink.send(m).is_err() {
+                                    // Full (the sink disconnects the participant) or
+                                    // closed: either way it is leaving the SFU too.
+                                    tracing::warn!(participant = %id, "media events not read; participant dropped");
+                                    break;
+                                }
                             }
                         }
                         None => break,

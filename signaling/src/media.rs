@@ -11,7 +11,9 @@
 //! media request with [`Error::MediaUnavailable`]; rooms and e2ee
 //! envelopes work without media.
 
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc};
 
 use hush_proto::{IceCandidate, ParticipantId, RoomId, ServerMessage};
 
@@ -28,6 +30,7 @@ use crate::error::Error;
 #[derive(Debug, Clone)]
 pub struct MediaSink {
     tx: mpsc::Sender<ServerMessage>,
+    kick: Option<Arc<Notify>>,
 }
 
 /// The participant's connection is gone or not reading; the message was dropped.
@@ -39,14 +42,29 @@ impl MediaSink {
     /// A sink and the receiving end the connection reads, holding `capacity` messages.
     pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<ServerMessage>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        (Self { tx }, rx)
+        (Self { tx, kick: None }, rx)
+    }
+
+    /// As [`MediaSink::channel`], and a full queue disconnects the
+    /// participant through `kick` (the server's "too slow" policy): a
+    /// dropped `track_added` or SDP would leave its call broken, so the
+    /// connection ends instead of going on without it.
+    pub fn with_kick(capacity: usize, kick: Arc<Notify>) -> (Self, mpsc::Receiver<ServerMessage>) {
+        let (mut sink, rx) = Self::channel(capacity);
+        sink.kick = Some(kick);
+        (sink, rx)
     }
 
     /// Queues `message` for the participant without waiting. When the queue
-    /// is full the message is dropped and `Err` returned: the router decides
-    /// (e.g. remove the participant).
+    /// is full the message is dropped, the participant is disconnected (if
+    /// the sink has a kick), and `Err` returned.
     pub fn send(&self, message: ServerMessage) -> Result<(), SinkClosed> {
-        self.tx.try_send(message).map_err(|_| SinkClosed)
+        self.tx.try_send(message).map_err(|_| {
+            if let Some(kick) = &self.kick {
+                kick.notify_one();
+            }
+            SinkClosed
+        })
     }
 }
 

@@ -237,7 +237,8 @@ impl Connection {
     fn new(shared: Arc<Shared>) -> Self {
         let queue = shared.limits.send_queue.max(1);
         let (out_tx, out_rx) = mpsc::channel(queue);
-        let (media_sink, media_rx) = MediaSink::channel(queue);
+        let kick = Arc::new(Notify::new());
+        let (media_sink, media_rx) = MediaSink::with_kick(queue, Arc::clone(&kick));
         Self {
             rate: RateLimiter::new(&shared.limits, Instant::now()),
             shared,
@@ -246,7 +247,7 @@ impl Connection {
             out_rx,
             media_sink,
             media_rx,
-            kick: Arc::new(Notify::new()),
+            kick,
         }
     }
 

@@ -158,3 +158,53 @@ async fn sdp_and_ice_flow_both_ways_through_the_router() {
         ]
     );
 }
+
+/// Floods every participant's sink as it joins, past its queue.
+struct Flooding;
+
+impl MediaRouter for Flooding {
+    fn add_participant(&self, _: &RoomId, id: ParticipantId, sink: MediaSink) -> Result<(), Error> {
+        for n in 0..64 {
+            let sent = sink.send(ServerMessage::TrackAdded {
+                publisher: id,
+                kind: hush_signaling::MediaKind::Audio,
+                stream_id: format!("s{n}"),
+            });
+            if sent.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_offer(&self, _: ParticipantId, _: String) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn handle_answer(&self, _: ParticipantId, _: String) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn add_ice_candidate(&self, _: ParticipantId, _: IceCandidate) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn remove_participant(&self, _: ParticipantId) {}
+}
+
+#[tokio::test]
+async fn a_participant_that_cannot_take_its_media_events_is_disconnected_not_left_broken() {
+    let limits = Limits {
+        send_queue: 4,
+        ..Limits::default()
+    };
+    let server = TestServer::start_with_router(limits, Arc::new(Flooding)).await;
+    let mut ann = server.join("r", "Ann").await;
+    // Some events arrive; then, instead of a silent gap, the connection ends.
+    let (reason, _) = ann.client.until_closed().await;
+    assert_eq!(reason, Some(hush_signaling::CloseReason::TooSlow));
+    server
+        .wait_for_metric("hush_signaling_participants", 0)
+        .await;
+    server.stop().await;
+}
