@@ -50,6 +50,10 @@ pub enum Error {
     /// A member with this participant id is already in the group.
     #[error("participant {0} is already a member")]
     DuplicateMember(ParticipantId),
+    /// The key package of a member who left this room, shown again: a
+    /// member that rejoins makes a new package with a new participant id.
+    #[error("participant {0} left this room; its key package cannot be used again")]
+    Departed(ParticipantId),
     /// The named participant is not a member of the group.
     #[error("participant {0} is not a member")]
     UnknownMember(ParticipantId),

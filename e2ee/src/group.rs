@@ -168,6 +168,10 @@ pub struct Group {
     members: BTreeMap<ParticipantId, Member>,
     /// Keys of departed members, kept until their grace period ends.
     departed: BTreeMap<ParticipantId, BTreeMap<Generation, ReceiveKey>>,
+    /// Members who left, until their key package could no longer pass as
+    /// fresh: a replay of it (a server showing them as present again, with
+    /// their real identity and safety number) is refused.
+    left: BTreeMap<ParticipantId, Millis>,
     active: SenderKey,
     pending: Option<PendingKey>,
     /// Joins since the last departure: how far every sender has ratcheted
@@ -210,6 +214,7 @@ impl Group {
             me,
             members: BTreeMap::new(),
             departed: BTreeMap::new(),
+            left: BTreeMap::new(),
             joins_since_leave: 0,
             active,
             pending: None,
@@ -290,6 +295,13 @@ impl Group {
             key.expires = Some(key.expires.map_or(expiry, |e| e.min(expiry)));
         }
         self.departed.insert(who, member.keys);
+        // Its package was at most `max_skew_ms` in the future when it
+        // arrived, so after this it is stale wherever it is replayed.
+        let stale = now
+            .plus(self.config.freshness.max_age_ms)
+            .plus(self.config.freshness.max_skew_ms);
+        self.left.retain(|_, until| *until > now);
+        self.left.insert(who, stale);
         self.departure_seen();
         let last = self
             .pending
@@ -570,6 +582,9 @@ impl Group {
         }
         if self.members.contains_key(&id) || self.departed.contains_key(&id) {
             return Err(Error::DuplicateMember(id));
+        }
+        if self.left.get(&id).is_some_and(|until| *until > now) {
+            return Err(Error::Departed(id));
         }
         let channel = Channel::new(&self.me, &kp, &self.room)?;
         self.members.insert(

@@ -355,3 +355,24 @@ fn safety_numbers_match_and_detect_substitution() {
     let mid: ParticipantId = mallory_local.participant();
     assert_ne!(b_view.safety_number(mid).expect("member"), ab);
 }
+
+#[test]
+fn a_departed_members_key_package_cannot_be_replayed() {
+    let mut group = lone_member("r");
+    let (_, bob) = package("r", T0);
+    group.member_joined(&bob, T0).expect("bob joins");
+    let bob_id = group.members().map(|(id, _)| id).next().expect("bob");
+    group.member_left(bob_id, T0).expect("bob leaves");
+    // Long after bob's keys are gone, a malicious server shows him present
+    // again with his real (still fresh) key package: refused.
+    let later = T0.plus(60_000);
+    group.handle_timeout(later);
+    assert!(matches!(
+        group.member_joined(&bob, later),
+        Err(Error::Departed(id)) if id == bob_id
+    ));
+    assert_eq!(group.members().count(), 0);
+    // Bob rejoining for real brings a new package, which is accepted.
+    let (_, bob_again) = package("r", later);
+    group.member_joined(&bob_again, later).expect("bob rejoins");
+}

@@ -309,23 +309,32 @@ impl Session {
                 };
                 self.you = Some(you);
                 events.push(CallEvent::Joined { you });
-                let mut packages = Vec::new();
+                let mut verified = Vec::new();
                 for m in &members {
                     match self.verify_peer(m, now) {
-                        Ok(peer) => {
-                            packages.push(m.key_package.as_bytes().to_vec());
-                            self.roster.insert(peer.clone());
-                            events.push(CallEvent::PeerJoined(peer));
-                        }
+                        Ok(peer) => verified.push((peer, m.key_package.as_bytes().to_vec())),
                         Err(error) => events.push(CallEvent::Warning(Warning::MemberRefused {
                             id: m.id,
                             error,
                         })),
                     }
                 }
+                let packages: Vec<Vec<u8>> = verified.iter().map(|(_, kp)| kp.clone()).collect();
                 let joined = Group::join(local, &packages, now, self.config);
                 for e in joined.rejected {
                     events.push(CallEvent::Warning(Warning::KeyPackageRefused(e)));
+                }
+                // Decide before committing state: only the members the group
+                // accepted are recorded and shown.
+                let accepted: Vec<_> = joined.group.members().map(|(id, _)| id).collect();
+                for (peer, _) in verified {
+                    // The group took one package per e2ee id: the first.
+                    if accepted.contains(&peer.e2ee)
+                        && !self.roster.by_e2ee.contains_key(&peer.e2ee)
+                    {
+                        self.roster.insert(peer.clone());
+                        events.push(CallEvent::PeerJoined(peer));
+                    }
                 }
                 self.group = Some(joined.group);
                 self.carry_out(joined.outputs, now, &mut events);
@@ -719,6 +728,37 @@ mod tests {
                 .any(|e| matches!(e, CallEvent::Warning(Warning::NoSignalingId(_)))),
             "{events:?}"
         );
+    }
+
+    #[test]
+    fn members_the_group_refuses_at_our_join_are_not_listed() {
+        let now = Millis(1_000_000);
+        let (mut me, _) = Session::new(
+            Identity::generate(),
+            ROOM,
+            "me",
+            "t",
+            now,
+            Config::default(),
+        )
+        .unwrap();
+        let ann = package(now);
+        let joined = ServerMessage::Joined {
+            protocol: PROTOCOL_VERSION,
+            room: ROOM.parse().unwrap(),
+            you: SigId(1),
+            // The server lists ann twice, the second time under another id.
+            members: vec![member(2, "ann", ann.clone()), member(9, "ghost", ann)],
+        };
+        let events = me.handle_server(joined, now);
+        assert_eq!(me.peers().map(|p| p.id).collect::<Vec<_>>(), [SigId(2)]);
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, CallEvent::PeerJoined(p) if p.id == SigId(9))),
+            "{events:?}"
+        );
+        assert!(me.safety_number(SigId(9)).is_none());
     }
 
     #[test]
