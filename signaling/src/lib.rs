@@ -14,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admission;
 mod embedded;
 mod error;
 mod limits;
@@ -22,6 +23,7 @@ mod metrics;
 mod room;
 mod server;
 
+pub use admission::{ConnectionCaps, ConnectionRefusal, ConnectionSlot};
 pub use embedded::EmbeddedSfu;
 pub use error::Error;
 pub use limits::{Limits, RateLimiter, RateVerdict};

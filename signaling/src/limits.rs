@@ -25,6 +25,13 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Messages queued for one client before it counts as too slow and is closed.
     pub send_queue: usize,
+    /// Time from TCP accept until the HTTP request is answered or the
+    /// WebSocket upgrade completes; a connection still short of that is closed.
+    pub handshake_timeout: Duration,
+    /// Open connections (HTTP and WebSocket, joined or not) in all.
+    pub max_connections: usize,
+    /// Open connections from one source address.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for Limits {
@@ -39,6 +46,9 @@ impl Default for Limits {
             join_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             send_queue: 256,
+            handshake_timeout: Duration::from_secs(5),
+            max_connections: 10_000,
+            max_connections_per_address: 200,
         }
     }
 }

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hush_proto::ErrorCode;
 
+use crate::admission::ConnectionRefusal as Refusal;
+
 /// Kinds of relayed messages.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Relayed {
@@ -26,6 +28,8 @@ const RELAYED: [(Relayed, &str); 3] = [
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     connections: AtomicU64,
+    refused: [AtomicU64; 2],
+    handshake_timeouts: AtomicU64,
     joins: AtomicU64,
     relayed: [AtomicU64; 3],
     rejected: [AtomicU64; ErrorCode::ALL.len()],
@@ -42,6 +46,14 @@ impl Metrics {
 
     pub(crate) fn connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn refused(&self, why: Refusal) {
+        self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn handshake_timed_out(&self) {
+        self.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn joined(&self) {
@@ -82,6 +94,25 @@ impl Metrics {
             "hush_signaling_connections",
             "Open WebSocket connections, joined or not.",
             self.connections(),
+        );
+        out.push_str(
+            "# HELP hush_signaling_connections_refused_total Connections refused at accept, by reason.\n\
+             # TYPE hush_signaling_connections_refused_total counter\n",
+        );
+        for why in [Refusal::ServerFull, Refusal::AddressFull] {
+            let v = self.refused[why as usize].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "hush_signaling_connections_refused_total{{reason=\"{}\"}} {v}",
+                why.as_str()
+            );
+        }
+        let _ = write!(
+            out,
+            "# HELP hush_signaling_handshake_timeouts_total Connections closed before their request or upgrade completed.\n\
+             # TYPE hush_signaling_handshake_timeouts_total counter\n\
+             hush_signaling_handshake_timeouts_total {}\n",
+            self.handshake_timeouts.load(Ordering::Relaxed)
         );
         let _ = write!(
             out,

@@ -19,18 +19,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::Extension;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::http::Request;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hush_proto::{
     ClientMessage, CloseReason, ErrorCode, ParticipantId, RoomId, ServerMessage, ServerSecret,
 };
-use tokio::net::TcpListener;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
+use crate::admission::{ConnectionCaps, ConnectionSlot};
 use crate::error::Error;
 use crate::limits::{Limits, RateLimiter, RateVerdict};
 use crate::media::{MediaRouter, MediaSink};
@@ -42,6 +47,9 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Largest request head (request line and headers) a connection may send.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// What a server needs besides its listening socket.
 #[derive(Debug, Clone)]
@@ -65,6 +73,7 @@ pub struct ServerHandle {
 }
 
 struct Shared {
+    admission: Arc<ConnectionCaps>,
     limits: Limits,
     secret: ServerSecret,
     router: Arc<dyn MediaRouter>,
@@ -93,6 +102,10 @@ impl Server {
         let listener = TcpListener::bind(addr).await?;
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
+            admission: ConnectionCaps::new(
+                config.limits.max_connections.max(1),
+                config.limits.max_connections_per_address.max(1),
+            ),
             hub: Mutex::new(Hub {
                 rooms: Rooms::new(&config.limits),
                 peers: HashMap::new(),
@@ -128,12 +141,20 @@ impl Server {
             .route("/metrics", get(metrics))
             .with_state(Arc::clone(&shared));
         let mut stop = shared.shutdown.subscribe();
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|stopping| *stopping).await;
-            })
-            .await?;
-        // Upgraded WebSockets outlive axum's graceful shutdown; wait for them.
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((tcp, from)) => accept(&shared, &app, tcp, from),
+                    Err(e) => {
+                        // Out of file descriptors, most likely: wait for some to close.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = async { let _ = stop.wait_for(|stopping| *stopping).await; } => break,
+            }
+        }
+        // Upgraded WebSockets outlive the accept loop; wait for them.
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while shared.metrics.connections() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -183,7 +204,56 @@ impl Hub {
     }
 }
 
-async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
+/// Admits one TCP connection (or refuses it at once, counted) and serves
+/// its HTTP phase within the handshake timeout. The admission slot travels
+/// with the request into the WebSocket, so an upgraded connection keeps its
+/// place until it closes.
+fn accept(shared: &Arc<Shared>, app: &Router, tcp: TcpStream, from: SocketAddr) {
+    let slot = match shared.admission.admit(from.ip()) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            shared.metrics.refused(refusal);
+            debug!(%from, reason = refusal.as_str(), "connection refused");
+            return;
+        }
+    };
+    let handshake = shared.limits.handshake_timeout;
+    let metrics_of = Arc::clone(shared);
+    let app = app.clone();
+    tokio::spawn(async move {
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(slot.clone());
+            let mut app = app.clone();
+            async move { tower_service::Service::call(&mut app, request).await }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(handshake)
+            .max_buf_size(MAX_HEADER_BYTES)
+            .serve_connection(TokioIo::new(tcp), service)
+            .with_upgrades();
+        // hyper's header timeout catches a slow request head; the outer one
+        // a head that came in time but a body or upgrade that did not.
+        let timed_out = match tokio::time::timeout(handshake, connection).await {
+            Ok(Ok(())) => false,
+            Ok(Err(e)) => {
+                debug!(%from, error = %e, "http connection ended");
+                e.is_timeout()
+            }
+            Err(_) => true,
+        };
+        if timed_out {
+            metrics_of.metrics.handshake_timed_out();
+            debug!(%from, "handshake timed out");
+        }
+    });
+}
+
+async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    slot: Option<Extension<ConnectionSlot>>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let max = shared.limits.max_message_bytes;
     // tungstenite's own limit is a memory guard well above ours, so a frame
     // just over the limit is read whole and refused with a clean 1009 close.
@@ -191,6 +261,8 @@ async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Res
     ws.max_message_size(guard)
         .max_frame_size(guard)
         .on_upgrade(move |socket| async move {
+            // Holds the connection's place under the caps until it closes.
+            let _slot = slot;
             shared.metrics.connection_opened();
             let conn = Connection::new(Arc::clone(&shared));
             let span = info_span!("conn", participant = tracing::field::Empty);

@@ -88,6 +88,16 @@ struct ServeArgs {
     /// Messages queued for one client before it is disconnected as too slow.
     #[arg(long, env = "HUSH_SEND_QUEUE", default_value_t = Limits::default().send_queue)]
     send_queue: usize,
+    /// Time from TCP accept until the request is answered or the WebSocket
+    /// upgrade completes; slower connections are closed (e.g. 5s).
+    #[arg(long, env = "HUSH_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = duration)]
+    handshake_timeout: Duration,
+    /// Open connections in all; more are closed at accept.
+    #[arg(long, env = "HUSH_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// Open connections from one source address; more are closed at accept.
+    #[arg(long, env = "HUSH_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = Limits::default().max_connections_per_address)]
+    max_connections_per_address: usize,
     /// Write every RTP payload the embedded SFU forwards to FILE (ciphertext audit; format in hush-sfu's docs).
     #[arg(long, env = "HUSH_CAPTURE", value_name = "FILE")]
     capture: Option<std::path::PathBuf>,
@@ -146,7 +156,28 @@ impl ServeArgs {
             join_timeout: self.join_timeout,
             idle_timeout: self.idle_timeout,
             send_queue: self.send_queue,
+            handshake_timeout: self.handshake_timeout,
+            max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
         }
+    }
+}
+
+/// Raises the open-file limit to its hard limit (every connection and every
+/// media socket is a file descriptor) and says what it is.
+fn raise_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard {
+                if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                    tracing::warn!(error = %e, soft, hard, "could not raise the open-file limit");
+                }
+            }
+            let now = getrlimit(Resource::RLIMIT_NOFILE).map_or(soft, |(s, _)| s);
+            tracing::info!(open_files = now, "open-file limit");
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the open-file limit"),
     }
 }
 
@@ -161,6 +192,7 @@ fn main() -> anyhow::Result<()> {
                 )
                 .with_writer(std::io::stderr)
                 .init();
+            raise_file_limit();
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?

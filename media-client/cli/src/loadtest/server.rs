@@ -27,6 +27,10 @@ pub fn load_limits() -> Limits {
         join_timeout: Duration::from_secs(60),
         idle_timeout: Duration::from_secs(120),
         send_queue: 65_536,
+        // Every simulated participant connects from 127.0.0.1.
+        max_connections: 100_000,
+        max_connections_per_address: 100_000,
+        handshake_timeout: Duration::from_secs(60),
         ..Limits::default()
     }
 }
