@@ -669,6 +669,27 @@ mod tests {
         }
     }
 
+    fn new_session(name: &str, now: Millis) -> (Session, ClientMessage) {
+        Session::new(
+            Identity::generate(),
+            ROOM,
+            name,
+            "t",
+            now,
+            Config::default(),
+        )
+        .unwrap()
+    }
+
+    fn joined(you: SigId, members: Vec<Member>) -> ServerMessage {
+        ServerMessage::Joined {
+            protocol: PROTOCOL_VERSION,
+            room: ROOM.parse().unwrap(),
+            you,
+            members,
+        }
+    }
+
     fn envelopes_to(events: &[CallEvent]) -> Vec<SigId> {
         events
             .iter()
@@ -682,23 +703,10 @@ mod tests {
     #[test]
     fn a_replayed_key_package_cannot_take_an_existing_members_place() {
         let now = Millis(1_000_000);
-        let (mut me, _) = Session::new(
-            Identity::generate(),
-            ROOM,
-            "me",
-            "t",
-            now,
-            Config::default(),
-        )
-        .unwrap();
+        let (mut me, _) = new_session("me", now);
         let ann = package(now);
-        let joined = ServerMessage::Joined {
-            protocol: PROTOCOL_VERSION,
-            room: ROOM.parse().unwrap(),
-            you: SigId(1),
-            members: vec![member(2, "ann", ann.clone()), member(3, "cy", package(now))],
-        };
-        let events = me.handle_server(joined, now);
+        let members = vec![member(2, "ann", ann.clone()), member(3, "cy", package(now))];
+        let events = me.handle_server(joined(SigId(1), members), now);
         assert_eq!(envelopes_to(&events), [SigId(2), SigId(3)]);
 
         // The server (or anyone on the path) shows ann's key package again
@@ -733,24 +741,11 @@ mod tests {
     #[test]
     fn members_the_group_refuses_at_our_join_are_not_listed() {
         let now = Millis(1_000_000);
-        let (mut me, _) = Session::new(
-            Identity::generate(),
-            ROOM,
-            "me",
-            "t",
-            now,
-            Config::default(),
-        )
-        .unwrap();
+        let (mut me, _) = new_session("me", now);
         let ann = package(now);
-        let joined = ServerMessage::Joined {
-            protocol: PROTOCOL_VERSION,
-            room: ROOM.parse().unwrap(),
-            you: SigId(1),
-            // The server lists ann twice, the second time under another id.
-            members: vec![member(2, "ann", ann.clone()), member(9, "ghost", ann)],
-        };
-        let events = me.handle_server(joined, now);
+        // The server lists ann twice, the second time under another id.
+        let twice = vec![member(2, "ann", ann.clone()), member(9, "ghost", ann)];
+        let events = me.handle_server(joined(SigId(1), twice), now);
         assert_eq!(me.peers().map(|p| p.id).collect::<Vec<_>>(), [SigId(2)]);
         assert!(
             !events
@@ -764,15 +759,7 @@ mod tests {
     #[test]
     fn frames_on_an_unannounced_stream_are_counted_not_opened() {
         let now = Millis(1_000_000);
-        let (mut me, _) = Session::new(
-            Identity::generate(),
-            ROOM,
-            "me",
-            "t",
-            now,
-            Config::default(),
-        )
-        .unwrap();
+        let (mut me, _) = new_session("me", now);
         assert!(me.receive_media("p7", Codec::Opus, b"x", now).is_empty());
         assert_eq!(me.stats().unattributed, 1);
         let added = ServerMessage::TrackAdded {
@@ -826,30 +813,8 @@ mod tests {
     fn a_forged_kid_from_the_sfu_cannot_erase_a_senders_real_key() {
         let now = Millis(1_000_000);
         let (ann_id, bob_id) = (SigId(1), SigId(2));
-        let (mut ann, ann_join) = Session::new(
-            Identity::generate(),
-            ROOM,
-            "ann",
-            "t",
-            now,
-            Config::default(),
-        )
-        .unwrap();
-        let (mut bob, bob_join) = Session::new(
-            Identity::generate(),
-            ROOM,
-            "bob",
-            "t",
-            now,
-            Config::default(),
-        )
-        .unwrap();
-        let joined = |you, members| ServerMessage::Joined {
-            protocol: PROTOCOL_VERSION,
-            room: ROOM.parse().unwrap(),
-            you,
-            members,
-        };
+        let (mut ann, ann_join) = new_session("ann", now);
+        let (mut bob, bob_join) = new_session("bob", now);
         ann.handle_server(joined(ann_id, vec![]), now);
         let from_bob = bob.handle_server(
             joined(bob_id, vec![member(1, "ann", key_package_of(&ann_join))]),
