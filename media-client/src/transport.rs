@@ -143,11 +143,7 @@ async fn read_track(track: Arc<dyn TrackRemote>, events: mpsc::Sender<TransportE
     } else {
         Codec::Vp8
     };
-    let mut vp8 = Vp8Packet::default();
-    let mut frame: Vec<u8> = Vec::new();
-    let mut frame_ts: Option<u32> = None;
-    let mut next_seq: Option<u16> = None;
-    let mut broken = false;
+    let mut vp8 = Vp8Reassembly::default();
     while let Some(event) = track.poll().await {
         let packet = match event {
             TrackRemoteEvent::OnRtpPacket(p) => p,
@@ -156,30 +152,12 @@ async fn read_track(track: Arc<dyn TrackRemote>, events: mpsc::Sender<TransportE
         };
         let data = match codec {
             Codec::Opus => Some(packet.payload.to_vec()),
-            Codec::Vp8 => {
-                let seq = packet.header.sequence_number;
-                let ts = packet.header.timestamp;
-                if frame_ts != Some(ts) {
-                    // A new frame starts; a frame never finished is dropped.
-                    frame.clear();
-                    frame_ts = Some(ts);
-                    broken = !vp8.is_partition_head(&packet.payload);
-                } else if next_seq != Some(seq) {
-                    broken = true;
-                }
-                next_seq = Some(seq.wrapping_add(1));
-                match vp8.depacketize(&packet.payload) {
-                    Ok(part) => frame.extend_from_slice(&part),
-                    Err(_) => broken = true,
-                }
-                if packet.header.marker {
-                    let done = std::mem::take(&mut frame);
-                    frame_ts = None;
-                    (!broken && !done.is_empty()).then_some(done)
-                } else {
-                    None
-                }
-            }
+            Codec::Vp8 => vp8.push(
+                packet.header.sequence_number,
+                packet.header.timestamp,
+                packet.header.marker,
+                &packet.payload,
+            ),
         };
         if let Some(data) = data {
             let ev = TransportEvent::Frame {
@@ -193,6 +171,71 @@ async fn read_track(track: Arc<dyn TrackRemote>, events: mpsc::Sender<TransportE
         }
     }
     let _ = events.try_send(TransportEvent::TrackEnded { stream_id });
+}
+
+/// Largest VP8 frame reassembled; a frame that grows past it (a sender
+/// that never sets the marker bit, say) is dropped, so no member can grow
+/// a receiver's memory without bound.
+pub const MAX_VP8_FRAME_BYTES: usize = 2 * 1024 * 1024;
+
+/// Reassembles VP8 frames from RTP packets (RFC 7741): the packets of one
+/// timestamp, in sequence, from a partition head to the marker bit. A frame
+/// with a gap, a bad descriptor or over [`MAX_VP8_FRAME_BYTES`] is dropped.
+#[derive(Default)]
+pub struct Vp8Reassembly {
+    depacketizer: Vp8Packet,
+    frame: Vec<u8>,
+    timestamp: Option<u32>,
+    next_seq: Option<u16>,
+    broken: bool,
+}
+
+impl core::fmt::Debug for Vp8Reassembly {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Vp8Reassembly")
+            .field("bytes", &self.frame.len())
+            .field("broken", &self.broken)
+            .finish()
+    }
+}
+
+impl Vp8Reassembly {
+    /// One packet; returns a complete frame when this packet ends one.
+    pub fn push(
+        &mut self,
+        seq: u16,
+        timestamp: u32,
+        marker: bool,
+        payload: &Bytes,
+    ) -> Option<Vec<u8>> {
+        if self.timestamp != Some(timestamp) {
+            // A new frame starts; a frame never finished is dropped.
+            self.frame.clear();
+            self.timestamp = Some(timestamp);
+            self.broken = !self.depacketizer.is_partition_head(payload);
+        } else if self.next_seq != Some(seq) {
+            self.broken = true;
+        }
+        self.next_seq = Some(seq.wrapping_add(1));
+        if !self.broken {
+            match self.depacketizer.depacketize(payload) {
+                Ok(part) if self.frame.len() + part.len() <= MAX_VP8_FRAME_BYTES => {
+                    self.frame.extend_from_slice(&part);
+                }
+                _ => self.broken = true,
+            }
+        }
+        if self.broken {
+            // Nothing of a broken frame is kept while its packets keep coming.
+            self.frame = Vec::new();
+        }
+        if !marker {
+            return None;
+        }
+        let done = std::mem::take(&mut self.frame);
+        self.timestamp = None;
+        (!self.broken && !done.is_empty()).then_some(done)
+    }
 }
 
 fn local_track(kind: RtpCodecKind, label: &str) -> Result<LocalTrack, Error> {
@@ -379,5 +422,61 @@ impl Transport {
     /// Closes the connection.
     pub async fn close(&self) {
         let _ = self.pc.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A VP8 payload descriptor (no extensions); `start` marks a partition head.
+    fn packet(start: bool, body: &[u8]) -> Bytes {
+        let mut p = vec![if start { 0x10 } else { 0x00 }];
+        p.extend_from_slice(body);
+        Bytes::from(p)
+    }
+
+    #[test]
+    fn frames_are_reassembled_in_sequence_and_gaps_drop_the_frame() {
+        let mut r = Vp8Reassembly::default();
+        assert_eq!(r.push(1, 100, false, &packet(true, b"aaaa")), None);
+        assert_eq!(
+            r.push(2, 100, true, &packet(false, b"bbbb")),
+            Some(b"aaaabbbb".to_vec())
+        );
+        // Packet 4 is lost: frame 200 never comes out.
+        assert_eq!(r.push(3, 200, false, &packet(true, b"cccc")), None);
+        assert_eq!(r.push(5, 200, true, &packet(false, b"dddd")), None);
+        // The next frame is fine again.
+        assert_eq!(
+            r.push(6, 300, true, &packet(true, b"eeee")),
+            Some(b"eeee".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_frame_that_never_ends_cannot_grow_past_the_cap() {
+        let mut r = Vp8Reassembly::default();
+        let body = vec![0u8; 60_000];
+        let mut seq = 0u16;
+        assert_eq!(r.push(seq, 7, false, &packet(true, &body)), None);
+        // A sender that never sets the marker bit: far more than the cap.
+        for _ in 0..(2 * MAX_VP8_FRAME_BYTES / body.len()) {
+            seq = seq.wrapping_add(1);
+            assert_eq!(r.push(seq, 7, false, &packet(false, &body)), None);
+            assert!(r.frame.len() <= MAX_VP8_FRAME_BYTES);
+        }
+        assert!(r.frame.capacity() <= MAX_VP8_FRAME_BYTES);
+        seq = seq.wrapping_add(1);
+        assert_eq!(
+            r.push(seq, 7, true, &packet(false, &body)),
+            None,
+            "an oversized frame is dropped"
+        );
+        seq = seq.wrapping_add(1);
+        assert_eq!(
+            r.push(seq, 8, true, &packet(true, b"okok")),
+            Some(b"okok".to_vec())
+        );
     }
 }
