@@ -31,6 +31,22 @@ pub enum Error {
     /// A second `join` on a connection that already joined.
     #[error("this connection already joined a room")]
     AlreadyJoined,
+    /// A key package over the size limit.
+    #[error("key package of {len} bytes; at most {max}")]
+    KeyPackageTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An envelope over the size limit; it was not relayed.
+    #[error("envelope of {len} bytes; at most {max}")]
+    EnvelopeTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The envelope's addressee is not in the sender's room.
     #[error("participant {0} is not in this room")]
     UnknownRecipient(ParticipantId),
@@ -66,6 +82,9 @@ impl Error {
             Self::NotJoined(_) | Self::JoinFirst => ErrorCode::NotJoined,
             Self::AlreadyJoined => ErrorCode::AlreadyJoined,
             Self::UnknownRecipient(_) => ErrorCode::UnknownRecipient,
+            Self::KeyPackageTooLarge { .. } | Self::EnvelopeTooLarge { .. } => {
+                ErrorCode::InvalidField
+            }
             Self::UnsupportedProtocol { .. } => ErrorCode::UnsupportedProtocol,
             Self::UnsupportedMessage => ErrorCode::UnknownType,
             Self::MediaUnavailable => ErrorCode::MediaUnavailable,

@@ -69,6 +69,8 @@ pub fn authorize(secret: &ServerSecret, request: &JoinRequest, now: u64) -> Resu
 pub struct Rooms {
     max_rooms: usize,
     max_room_participants: usize,
+    max_key_package_bytes: usize,
+    max_envelope_bytes: usize,
     rooms: HashMap<RoomId, Room>,
     room_of: HashMap<ParticipantId, RoomId>,
     next_id: u64,
@@ -86,6 +88,8 @@ impl Rooms {
         Self {
             max_rooms: limits.max_rooms,
             max_room_participants: limits.max_room_participants,
+            max_key_package_bytes: limits.max_key_package_bytes,
+            max_envelope_bytes: limits.max_envelope_bytes,
             rooms: HashMap::new(),
             room_of: HashMap::new(),
             next_id: 1,
@@ -99,6 +103,13 @@ impl Rooms {
         name: DisplayName,
         key_package: Opaque,
     ) -> Result<Admission, Error> {
+        // Every later member is sent this package: bound it like an envelope.
+        if key_package.as_bytes().len() > self.max_key_package_bytes {
+            return Err(Error::KeyPackageTooLarge {
+                len: key_package.as_bytes().len(),
+                max: self.max_key_package_bytes,
+            });
+        }
         match self.rooms.get(&room) {
             Some(r) if r.members.len() >= self.max_room_participants => {
                 return Err(Error::RoomFull {
@@ -180,6 +191,13 @@ impl Rooms {
         if self.room_of.get(&to) != Some(room) {
             return Err(Error::UnknownRecipient(to));
         }
+        // Key envelopes are small; a large one only fills the addressee's queue.
+        if payload.as_bytes().len() > self.max_envelope_bytes {
+            return Err(Error::EnvelopeTooLarge {
+                len: payload.as_bytes().len(),
+                max: self.max_envelope_bytes,
+            });
+        }
         Ok(Delivery {
             to,
             message: ServerMessage::Envelope { from, to, payload },
@@ -221,6 +239,32 @@ mod tests {
             name.parse().unwrap(),
             Opaque(name.as_bytes().to_vec()),
         )
+    }
+
+    #[test]
+    fn oversized_key_packages_and_envelopes_are_refused_before_anyone_gets_them() {
+        let mut r = Rooms::new(&Limits {
+            max_key_package_bytes: 8,
+            max_envelope_bytes: 16,
+            ..Limits::default()
+        });
+        let too_big = r.join(
+            "x".parse().unwrap(),
+            "Eve".parse().unwrap(),
+            Opaque(vec![0; 9]),
+        );
+        assert_eq!(
+            too_big.err(),
+            Some(Error::KeyPackageTooLarge { len: 9, max: 8 })
+        );
+        assert_eq!(r.participant_count(), 0);
+        let a = join(&mut r, "x", "Ann").unwrap();
+        let b = join(&mut r, "x", "Bob").unwrap();
+        assert_eq!(
+            r.relay_envelope(a.id, b.id, Opaque(vec![0; 17])).err(),
+            Some(Error::EnvelopeTooLarge { len: 17, max: 16 })
+        );
+        assert!(r.relay_envelope(a.id, b.id, Opaque(vec![0; 16])).is_ok());
     }
 
     #[test]

@@ -248,6 +248,8 @@ async fn a_client_that_stops_reading_is_dropped_from_its_room() {
         send_queue: 8,
         messages_per_sec: 1_000_000,
         message_burst: 1_000_000,
+        // Large envelopes fill the stuck client's socket quickly.
+        max_envelope_bytes: 64 * 1024,
         ..Limits::default()
     };
     let server = TestServer::start(limits).await;

@@ -98,6 +98,12 @@ struct ServeArgs {
     /// Open connections from one source address; more are closed at accept.
     #[arg(long, env = "HUSH_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = Limits::default().max_connections_per_address)]
     max_connections_per_address: usize,
+    /// Largest e2ee key package a join may carry, in bytes.
+    #[arg(long, env = "HUSH_MAX_KEY_PACKAGE_BYTES", default_value_t = Limits::default().max_key_package_bytes)]
+    max_key_package_bytes: usize,
+    /// Largest e2ee envelope payload, in bytes (larger ones are refused, not relayed).
+    #[arg(long, env = "HUSH_MAX_ENVELOPE_BYTES", default_value_t = Limits::default().max_envelope_bytes)]
+    max_envelope_bytes: usize,
     /// Write every RTP payload the embedded SFU forwards to FILE (ciphertext audit; format in hush-sfu's docs).
     #[arg(long, env = "HUSH_CAPTURE", value_name = "FILE")]
     capture: Option<std::path::PathBuf>,
@@ -159,6 +165,8 @@ impl ServeArgs {
             handshake_timeout: self.handshake_timeout,
             max_connections: self.max_connections,
             max_connections_per_address: self.max_connections_per_address,
+            max_key_package_bytes: self.max_key_package_bytes,
+            max_envelope_bytes: self.max_envelope_bytes,
         }
     }
 }
