@@ -48,6 +48,9 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The WebSocket read and write buffer of each connection (see `upgrade`).
+const WS_BUFFER_BYTES: usize = 8 * 1024;
+
 /// Largest request head (request line and headers) a connection may send.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 
@@ -260,6 +263,11 @@ async fn upgrade(
     let guard = max.saturating_mul(4).max(max);
     ws.max_message_size(guard)
         .max_frame_size(guard)
+        // tungstenite allocates its 128 KiB read buffer up front: with it, an
+        // idle connection cost ~142 KiB. Messages are small; larger ones
+        // still arrive whole (the buffer grows while one is read).
+        .read_buffer_size(WS_BUFFER_BYTES)
+        .write_buffer_size(WS_BUFFER_BYTES)
         .on_upgrade(move |socket| async move {
             // Holds the connection's place under the caps until it closes.
             let _slot = slot;
