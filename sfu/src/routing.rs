@@ -24,6 +24,10 @@ pub struct RoutingConfig {
     pub key_frame_min_interval: Duration,
     /// Active-speaker detection.
     pub speaker: SpeakerConfig,
+    /// Tracks one participant may publish at once. Every track costs every
+    /// other member a subscription and a renegotiation, so a member cannot
+    /// be allowed to add them without bound.
+    pub max_tracks_per_publisher: usize,
 }
 
 impl Default for RoutingConfig {
@@ -31,6 +35,8 @@ impl Default for RoutingConfig {
         Self {
             key_frame_min_interval: Duration::from_millis(500),
             speaker: SpeakerConfig::default(),
+            // Audio and video today; room for a screen share and one more.
+            max_tracks_per_publisher: 4,
         }
     }
 }
@@ -167,6 +173,14 @@ pub enum RoutingError {
     /// No such published track.
     #[error("track {0:?} is not published")]
     NotPublished(TrackKey),
+    /// The publisher already publishes as many tracks as it may.
+    #[error("participant {publisher} already publishes {max} tracks")]
+    TooManyTracks {
+        /// The publisher.
+        publisher: ParticipantId,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// All rooms on this SFU and the decisions about them.
@@ -305,10 +319,18 @@ impl Router {
         key: &TrackKey,
         kind: MediaKind,
     ) -> Result<Vec<Decision>, RoutingError> {
+        let max = self.config.max_tracks_per_publisher;
         let r = self.joined_room(&key.room, &key.publisher)?;
         let id = (key.publisher, key.track.clone());
         if r.tracks.contains_key(&id) {
             return Err(RoutingError::AlreadyPublished(key.clone()));
+        }
+        let published = r.tracks.keys().filter(|(p, _)| *p == key.publisher).count();
+        if published >= max {
+            return Err(RoutingError::TooManyTracks {
+                publisher: key.publisher,
+                max,
+            });
         }
         r.tracks.insert(
             id,
@@ -836,6 +858,27 @@ mod tests {
             r.unpublish(&key(1, "x")),
             Err(RoutingError::NotPublished(_))
         ));
+    }
+
+    #[test]
+    fn a_publisher_cannot_add_tracks_without_bound() {
+        let mut r = Router::new(RoutingConfig {
+            max_tracks_per_publisher: 2,
+            ..RoutingConfig::default()
+        });
+        r.join(&room(), &p(1)).unwrap();
+        r.join(&room(), &p(2)).unwrap();
+        r.publish(&key(1, "a"), MediaKind::Audio).unwrap();
+        r.publish(&key(1, "v"), MediaKind::Video).unwrap();
+        assert!(matches!(
+            r.publish(&key(1, "x"), MediaKind::Video),
+            Err(RoutingError::TooManyTracks { max: 2, .. })
+        ));
+        assert!(r.subscribers(&key(1, "x")).is_empty());
+        // Another member's allowance is its own; an unpublished track frees a place.
+        r.publish(&key(2, "a"), MediaKind::Audio).unwrap();
+        r.unpublish(&key(1, "v")).unwrap();
+        r.publish(&key(1, "x"), MediaKind::Video).unwrap();
     }
 
     #[test]
