@@ -20,6 +20,9 @@ use hush_proto::{ErrorCode, IceCandidate, ParticipantId, RoomId, ServerMessage};
 use crate::error::Error;
 use crate::media::{MediaRouter, MediaSink};
 
+/// SDP and candidates of one participant waiting for the SFU, at most.
+const REQUEST_QUEUE: usize = 64;
+
 enum Request {
     Offer(String),
     Answer(String),
@@ -29,7 +32,7 @@ enum Request {
 /// [`MediaRouter`] backed by an in-process [`hush_sfu::Sfu`].
 pub struct EmbeddedSfu {
     sfu: Sfu,
-    participants: Mutex<HashMap<ParticipantId, mpsc::UnboundedSender<Request>>>,
+    participants: Mutex<HashMap<ParticipantId, mpsc::Sender<Request>>>,
 }
 
 impl core::fmt::Debug for EmbeddedSfu {
@@ -52,16 +55,19 @@ impl EmbeddedSfu {
         &self.sfu
     }
 
-    fn table(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, mpsc::UnboundedSender<Request>>> {
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, mpsc::Sender<Request>>> {
         self.participants.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn request(&self, id: ParticipantId, r: Request) -> Result<(), Error> {
         let table = self.table();
         let tx = table.get(&id).ok_or(Error::MediaUnknownParticipant(id))?;
-        tx.send(r).map_err(|_| Error::MediaUnknownParticipant(id))
+        tx.try_send(r).map_err(|e| match e {
+            // SDP and candidates pile up faster than the SFU takes them:
+            // refuse this one (the client hears `media_failed`).
+            mpsc::error::TrySendError::Full(_) => Error::MediaRejected,
+            mpsc::error::TrySendError::Closed(_) => Error::MediaUnknownParticipant(id),
+        })
     }
 }
 
@@ -106,7 +112,7 @@ impl MediaRouter for EmbeddedSfu {
         id: ParticipantId,
         sink: MediaSink,
     ) -> Result<(), Error> {
-        let (tx, mut requests) = mpsc::unbounded_channel();
+        let (tx, mut requests) = mpsc::channel(REQUEST_QUEUE);
         self.table().insert(id, tx);
         let sfu = self.sfu.clone();
         let room = room.clone();
@@ -231,5 +237,29 @@ mod tests {
             }),
             Some(ServerMessage::IceCandidate { candidate })
         );
+    }
+
+    #[tokio::test]
+    async fn requests_that_pile_up_are_refused_not_queued_without_bound() {
+        let sfu = Sfu::new(hush_sfu::SfuConfig::default()).expect("sfu");
+        let router = EmbeddedSfu::new(sfu.clone());
+        let (sink, _rx) = MediaSink::channel(8);
+        let ann = ParticipantId(1);
+        router
+            .add_participant(&"r".parse().expect("room"), ann, sink)
+            .expect("added");
+        // On this single-threaded runtime the participant's task cannot run
+        // before we yield, so nothing drains the queue meanwhile.
+        let results: Vec<_> = (0..REQUEST_QUEUE + 3)
+            .map(|i| router.handle_offer(ann, format!("offer {i}")))
+            .collect();
+        assert!(results[..REQUEST_QUEUE].iter().all(Result::is_ok));
+        assert!(
+            results[REQUEST_QUEUE..]
+                .iter()
+                .all(|r| *r == Err(Error::MediaRejected))
+        );
+        router.remove_participant(ann);
+        sfu.shutdown().await;
     }
 }
