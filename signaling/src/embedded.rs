@@ -142,6 +142,10 @@ impl MediaRouter for EmbeddedSfu {
                     }
                     ev = events.recv() => match ev {
                         Some(ev) => {
+                            if matches!(ev, SfuEvent::Closed { .. }) {
+                                // Its media died: is the participant itself still there?
+                                sink.check_liveness();
+                            }
                             if let Some(m) = translate(ev) {
                                 if sink.send(m).is_err() {
                                     // Full (the sink disconnects the participant) or

@@ -32,6 +32,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Open connections from one source address.
     pub max_connections_per_address: usize,
+    /// After the media connection of a participant dies, the time it has to
+    /// answer a WebSocket ping before it counts as gone.
+    pub liveness_timeout: Duration,
     /// Largest e2ee key package a `join` may carry, in bytes.
     pub max_key_package_bytes: usize,
     /// Largest e2ee envelope payload, in bytes.
@@ -53,6 +56,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(5),
             max_connections: 10_000,
             max_connections_per_address: 200,
+            liveness_timeout: Duration::from_secs(3),
             // A key package is about 160 bytes, a sender-key envelope about 100.
             max_key_package_bytes: 1024,
             max_envelope_bytes: 4096,

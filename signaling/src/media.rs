@@ -31,6 +31,7 @@ use crate::error::Error;
 pub struct MediaSink {
     tx: mpsc::Sender<ServerMessage>,
     kick: Option<Arc<Notify>>,
+    probe: Option<Arc<Notify>>,
 }
 
 /// The participant's connection is gone or not reading; the message was dropped.
@@ -42,17 +43,41 @@ impl MediaSink {
     /// A sink and the receiving end the connection reads, holding `capacity` messages.
     pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<ServerMessage>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        (Self { tx, kick: None }, rx)
+        (
+            Self {
+                tx,
+                kick: None,
+                probe: None,
+            },
+            rx,
+        )
     }
 
-    /// As [`MediaSink::channel`], and a full queue disconnects the
-    /// participant through `kick` (the server's "too slow" policy): a
-    /// dropped `track_added` or SDP would leave its call broken, so the
-    /// connection ends instead of going on without it.
-    pub fn with_kick(capacity: usize, kick: Arc<Notify>) -> (Self, mpsc::Receiver<ServerMessage>) {
+    /// The sink of a server connection: as [`MediaSink::channel`], and a
+    /// full queue disconnects the participant through `kick` (the server's
+    /// "too slow" policy: a dropped `track_added` or SDP would leave its
+    /// call broken, so the connection ends instead of going on without it);
+    /// [`MediaSink::check_liveness`] wakes `probe`.
+    pub fn for_connection(
+        capacity: usize,
+        kick: Arc<Notify>,
+        probe: Arc<Notify>,
+    ) -> (Self, mpsc::Receiver<ServerMessage>) {
         let (mut sink, rx) = Self::channel(capacity);
         sink.kick = Some(kick);
+        sink.probe = Some(probe);
         (sink, rx)
+    }
+
+    /// The participant's media connection died (ICE failed, DTLS closed):
+    /// the server checks at once that the participant itself is still there
+    /// (a WebSocket ping that must be answered within the liveness timeout)
+    /// instead of waiting for its idle timeout. A participant that vanished
+    /// is removed within seconds; one whose media alone failed stays.
+    pub fn check_liveness(&self) {
+        if let Some(probe) = &self.probe {
+            probe.notify_one();
+        }
     }
 
     /// Queues `message` for the participant without waiting. When the queue

@@ -311,6 +311,7 @@ struct Connection {
     media_sink: MediaSink,
     media_rx: mpsc::Receiver<ServerMessage>,
     kick: Arc<Notify>,
+    probe: Arc<Notify>,
 }
 
 impl Connection {
@@ -318,7 +319,9 @@ impl Connection {
         let queue = shared.limits.send_queue.max(1);
         let (out_tx, out_rx) = mpsc::channel(queue);
         let kick = Arc::new(Notify::new());
-        let (media_sink, media_rx) = MediaSink::with_kick(queue, Arc::clone(&kick));
+        let probe = Arc::new(Notify::new());
+        let (media_sink, media_rx) =
+            MediaSink::for_connection(queue, Arc::clone(&kick), Arc::clone(&probe));
         Self {
             rate: RateLimiter::new(&shared.limits, Instant::now()),
             shared,
@@ -328,6 +331,7 @@ impl Connection {
             media_sink,
             media_rx,
             kick,
+            probe,
         }
     }
 
@@ -341,6 +345,11 @@ impl Connection {
             tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         let mut last_heard = Instant::now();
         let kick = Arc::clone(&self.kick);
+        let probe = Arc::clone(&self.probe);
+        // A liveness check under way: when its ping went out.
+        let mut probing: Option<Instant> = None;
+        let probe_deadline = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(probe_deadline);
 
         let flow = loop {
             if *stop.borrow_and_update() {
@@ -376,6 +385,26 @@ impl Connection {
                     reason: CloseReason::TooSlow,
                     code: close_code::POLICY,
                 },
+                () = probe.notified(), if probing.is_none() => {
+                    probing = Some(Instant::now());
+                    probe_deadline
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + limits.liveness_timeout);
+                    match tokio::time::timeout(limits.liveness_timeout, socket.send(Message::Ping(Bytes::new()))).await {
+                        Ok(Ok(())) => Flow::Continue,
+                        _ => Flow::Gone,
+                    }
+                }
+                () = &mut probe_deadline, if probing.is_some() => {
+                    // Anything heard since the ping (its pong included) means still here.
+                    if probing.is_some_and(|sent| last_heard >= sent) {
+                        probing = None;
+                        Flow::Continue
+                    } else {
+                        info!("no answer after the media connection died; removing");
+                        Flow::Close { reason: CloseReason::IdleTimeout, code: close_code::AWAY }
+                    }
+                }
                 () = &mut join_deadline, if self.joined.is_none() => {
                     self.reject(ErrorCode::JoinTimeout);
                     let err = ServerMessage::error(ErrorCode::JoinTimeout, "no join in time");

@@ -208,3 +208,89 @@ async fn a_participant_that_cannot_take_its_media_events_is_disconnected_not_lef
         .await;
     server.stop().await;
 }
+
+/// Keeps every participant's sink, so the test can say "its media died".
+#[derive(Default)]
+struct Keeper {
+    sinks: Mutex<Vec<(ParticipantId, MediaSink)>>,
+}
+
+impl Keeper {
+    fn media_died(&self, id: ParticipantId) {
+        let sinks = self.sinks.lock().expect("lock");
+        let (_, sink) = sinks.iter().find(|(p, _)| *p == id).expect("known");
+        sink.check_liveness();
+    }
+}
+
+impl MediaRouter for Keeper {
+    fn add_participant(&self, _: &RoomId, id: ParticipantId, sink: MediaSink) -> Result<(), Error> {
+        self.sinks.lock().expect("lock").push((id, sink));
+        Ok(())
+    }
+
+    fn handle_offer(&self, _: ParticipantId, _: String) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn handle_answer(&self, _: ParticipantId, _: String) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn add_ice_candidate(&self, _: ParticipantId, _: IceCandidate) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn remove_participant(&self, _: ParticipantId) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_media_dies_a_vanished_member_is_removed_at_once_and_a_live_one_stays() {
+    let limits = Limits {
+        // The idle timeout alone would keep a vanished member for a minute.
+        idle_timeout: std::time::Duration::from_secs(60),
+        liveness_timeout: std::time::Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let router = Arc::new(Keeper::default());
+    let server = TestServer::start_with_router(limits, router.clone()).await;
+    let ann = server.join("r", "Ann").await;
+    // Bob joins and then never reads again: as good as vanished.
+    let bob = server.join("r", "Bob").await;
+    let (ann_id, bob_id) = (ann.id, bob.id);
+    // Ann keeps reading (and so answers pings), reporting what she hears.
+    let (heard_tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    let mut ann_client = ann.client;
+    let reader = tokio::spawn(async move {
+        loop {
+            match ann_client.next().await {
+                Ok(m) => {
+                    let _ = heard_tx.send(m);
+                }
+                Err(end) => return end,
+            }
+        }
+    });
+    router.media_died(ann_id);
+    router.media_died(bob_id);
+    server
+        .wait_for_metric("hush_signaling_participants", 1)
+        .await;
+    loop {
+        match heard.recv().await.expect("ann's connection is still up") {
+            ServerMessage::MemberLeft { id } => {
+                assert_eq!(id, bob_id);
+                break;
+            }
+            ServerMessage::MemberJoined { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Ann's check ran alongside Bob's; one more period, and she is still in.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(server.metric("hush_signaling_participants").await, 1);
+    assert!(!reader.is_finished(), "ann was disconnected");
+    drop(bob);
+    reader.abort();
+    server.stop().await;
+}

@@ -98,6 +98,10 @@ struct ServeArgs {
     /// Open connections from one source address; more are closed at accept.
     #[arg(long, env = "HUSH_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = Limits::default().max_connections_per_address)]
     max_connections_per_address: usize,
+    /// After a participant's media connection dies, the time it has to answer
+    /// a WebSocket ping before it is removed as gone (e.g. 3s).
+    #[arg(long, env = "HUSH_LIVENESS_TIMEOUT", default_value = "3s", value_parser = duration)]
+    liveness_timeout: Duration,
     /// Largest e2ee key package a join may carry, in bytes.
     #[arg(long, env = "HUSH_MAX_KEY_PACKAGE_BYTES", default_value_t = Limits::default().max_key_package_bytes)]
     max_key_package_bytes: usize,
@@ -165,6 +169,7 @@ impl ServeArgs {
             handshake_timeout: self.handshake_timeout,
             max_connections: self.max_connections,
             max_connections_per_address: self.max_connections_per_address,
+            liveness_timeout: self.liveness_timeout,
             max_key_package_bytes: self.max_key_package_bytes,
             max_envelope_bytes: self.max_envelope_bytes,
         }
