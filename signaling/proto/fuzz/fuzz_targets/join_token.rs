@@ -11,7 +11,8 @@ use libfuzzer_sys::fuzz_target;
 fn fixture() -> &'static (ServerSecret, RoomId, DisplayName, JoinToken) {
     static F: OnceLock<(ServerSecret, RoomId, DisplayName, JoinToken)> = OnceLock::new();
     F.get_or_init(|| {
-        let secret = ServerSecret::new(b"fuzzing secret, 32 bytes long..".to_vec()).expect("secret");
+        let secret =
+            ServerSecret::new(b"fuzzing secret, 32 bytes long..".to_vec()).expect("secret");
         let room: RoomId = "room".parse().expect("room");
         let name: DisplayName = "Ann".parse().expect("name");
         let token = JoinToken::mint(&secret, &room, &name, u64::MAX);
@@ -28,6 +29,9 @@ fuzz_target!(|data: &[u8]| {
     if text == minted.as_str() {
         assert_eq!(verdict, Ok(()));
     } else {
-        assert!(verdict.is_err(), "a token the fuzzer wrote verified: {text:?}");
+        assert!(
+            verdict.is_err(),
+            "a token the fuzzer wrote verified: {text:?}"
+        );
     }
 });
