@@ -159,46 +159,17 @@ async fn sdp_and_ice_flow_both_ways_through_the_router() {
     );
 }
 
-/// Floods every participant's sink as it joins, past its queue.
-struct Flooding;
-
-impl MediaRouter for Flooding {
-    fn add_participant(&self, _: &RoomId, id: ParticipantId, sink: MediaSink) -> Result<(), Error> {
-        for n in 0..64 {
-            let sent = sink.send(ServerMessage::TrackAdded {
-                publisher: id,
-                kind: hush_signaling::MediaKind::Audio,
-                stream_id: format!("s{n}"),
-            });
-            if sent.is_err() {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    fn handle_offer(&self, _: ParticipantId, _: String) -> Result<(), Error> {
-        Ok(())
-    }
-
-    fn handle_answer(&self, _: ParticipantId, _: String) -> Result<(), Error> {
-        Ok(())
-    }
-
-    fn add_ice_candidate(&self, _: ParticipantId, _: IceCandidate) -> Result<(), Error> {
-        Ok(())
-    }
-
-    fn remove_participant(&self, _: ParticipantId) {}
-}
-
 #[tokio::test]
 async fn a_participant_that_cannot_take_its_media_events_is_disconnected_not_left_broken() {
     let limits = Limits {
         send_queue: 4,
         ..Limits::default()
     };
-    let server = TestServer::start_with_router(limits, Arc::new(Flooding)).await;
+    let router = Arc::new(Keeper {
+        flood: true,
+        ..Keeper::default()
+    });
+    let server = TestServer::start_with_router(limits, router).await;
     let mut ann = server.join("r", "Ann").await;
     // Some events arrive; then, instead of a silent gap, the connection ends.
     let (reason, _) = ann.client.until_closed().await;
@@ -209,10 +180,12 @@ async fn a_participant_that_cannot_take_its_media_events_is_disconnected_not_lef
     server.stop().await;
 }
 
-/// Keeps every participant's sink, so the test can say "its media died".
+/// Keeps every participant's sink, so the test can say "its media died";
+/// with `flood`, fills each sink past its queue as the participant joins.
 #[derive(Default)]
 struct Keeper {
     sinks: Mutex<Vec<(ParticipantId, MediaSink)>>,
+    flood: bool,
 }
 
 impl Keeper {
@@ -225,6 +198,18 @@ impl Keeper {
 
 impl MediaRouter for Keeper {
     fn add_participant(&self, _: &RoomId, id: ParticipantId, sink: MediaSink) -> Result<(), Error> {
+        if self.flood {
+            for n in 0..64 {
+                let added = ServerMessage::TrackAdded {
+                    publisher: id,
+                    kind: hush_signaling::MediaKind::Audio,
+                    stream_id: format!("s{n}"),
+                };
+                if sink.send(added).is_err() {
+                    break;
+                }
+            }
+        }
         self.sinks.lock().expect("lock").push((id, sink));
         Ok(())
     }
