@@ -6,6 +6,21 @@ fn hush() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hush"))
 }
 
+/// A server with its SFU on loopback, and a config directory for `hush call`.
+/// A real server run through its own binary is heavier; the demo's
+/// in-process server is the same code, so start one here.
+fn local_server() -> (
+    tokio::runtime::Runtime,
+    hush::local::LocalServer,
+    tempfile::TempDir,
+) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = rt
+        .block_on(hush::local::LocalServer::start(None))
+        .expect("server");
+    (rt, server, tempfile::tempdir().expect("tempdir"))
+}
+
 #[test]
 fn hush_demo_runs_a_real_call_and_exits_zero() {
     let out = hush()
@@ -28,13 +43,7 @@ fn hush_demo_runs_a_real_call_and_exits_zero() {
 
 #[test]
 fn wrong_token_is_refused() {
-    // A real server with its SFU, run through its own binary is heavier;
-    // the demo's in-process server is the same code, so start one here.
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let server = rt
-        .block_on(hush::local::LocalServer::start(None))
-        .expect("server");
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (rt, server, dir) = local_server();
     let good = server.token("room", "ann").expect("token");
     for (token, code) in [
         ("not-a-token", "token_malformed"),
@@ -72,11 +81,7 @@ fn a_call_whose_server_goes_away_exits_non_zero() {
     use std::process::Stdio;
     use std::time::Duration;
 
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let server = rt
-        .block_on(hush::local::LocalServer::start(None))
-        .expect("server");
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (rt, server, dir) = local_server();
     let token = server.token("room", "ann").expect("token");
     let mut child = hush()
         .args(["call", "--server", &server.url(), "--room", "room"])
