@@ -180,6 +180,10 @@ pub struct Stats {
     pub lost_to_key_change: u64,
     /// Frames that arrived on a stream no `track_added` named.
     pub unattributed: u64,
+    /// Frames from a member that had already left: media still in flight
+    /// when `member_left` arrived (media and signaling take different
+    /// paths). Dropped unopened; not a failure.
+    pub after_leave: u64,
 }
 
 struct Held {
@@ -501,7 +505,11 @@ impl Session {
         events: &mut Vec<CallEvent>,
     ) {
         let Some(peer) = self.roster.by_sig.get(&from) else {
-            *self.stats.failed.entry("unknown_sender").or_default() += 1;
+            if self.roster.has_left(from) {
+                self.stats.after_leave += 1;
+            } else {
+                *self.stats.failed.entry("unknown_sender").or_default() += 1;
+            }
             return;
         };
         let e2ee = peer.e2ee;
@@ -630,7 +638,13 @@ impl Session {
 struct Roster {
     by_sig: BTreeMap<SigId, Peer>,
     by_e2ee: HashMap<hush_e2ee::ParticipantId, SigId>,
+    /// The last members that left, so their late frames are told apart
+    /// from frames of senders we never knew (bounded: [`DEPARTED_MAX`]).
+    departed: VecDeque<SigId>,
 }
+
+/// How many departed members the roster remembers.
+const DEPARTED_MAX: usize = 256;
 
 impl Roster {
     fn insert(&mut self, peer: Peer) {
@@ -643,7 +657,15 @@ impl Roster {
         if self.by_e2ee.get(&peer.e2ee) == Some(&id) {
             self.by_e2ee.remove(&peer.e2ee);
         }
+        if self.departed.len() >= DEPARTED_MAX {
+            self.departed.pop_front();
+        }
+        self.departed.push_back(id);
         Some(peer)
+    }
+
+    fn has_left(&self, id: SigId) -> bool {
+        self.departed.contains(&id)
     }
 }
 
@@ -772,6 +794,33 @@ mod tests {
         // Attributed now: it counts as received (from a sender we hold no keys for).
         assert_eq!(me.stats().received, 1);
         assert_eq!(me.stats().unattributed, 1);
+    }
+
+    #[test]
+    fn frames_still_in_flight_from_a_member_who_left_are_not_failures() {
+        let now = Millis(1_000_000);
+        let (mut me, _) = new_session("me", now);
+        me.handle_server(joined(SigId(1), vec![member(2, "ann", package(now))]), now);
+        let added = ServerMessage::TrackAdded {
+            publisher: SigId(2),
+            kind: MediaKind::Audio,
+            stream_id: "p2".into(),
+        };
+        me.handle_server(added, now);
+        me.handle_server(ServerMessage::MemberLeft { id: SigId(2) }, now);
+        // ann's last frame arrives after her departure (before track_removed).
+        me.receive_media("p2", Codec::Opus, b"late", now);
+        assert_eq!(me.stats().after_leave, 1);
+        assert!(me.stats().failed.is_empty(), "{:?}", me.stats().failed);
+        // A sender nobody ever announced is still a failure.
+        let ghost = ServerMessage::TrackAdded {
+            publisher: SigId(9),
+            kind: MediaKind::Audio,
+            stream_id: "p9".into(),
+        };
+        me.handle_server(ghost, now);
+        me.receive_media("p9", Codec::Opus, b"x", now);
+        assert_eq!(me.stats().failed.get("unknown_sender"), Some(&1));
     }
 
     /// Delivers every envelope in `events` from `from` to `to`, and what
