@@ -51,6 +51,21 @@ pub fn media_engine() -> Result<(MediaEngine, Registry), webrtc::error::Error> {
             rtp_kind(kind),
         )?;
     }
+    // VP8 retransmissions (RFC 4588, PROTOCOL.md §11): what the SFU
+    // resends after a NACK arrives on this payload type.
+    engine.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: "video/rtx".to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: format!("apt={}", hush_proto::media::VP8_PAYLOAD_TYPE),
+                rtcp_feedback: vec![],
+            },
+            payload_type: hush_proto::media::VP8_RTX_PAYLOAD_TYPE,
+        },
+        RtpCodecKind::Video,
+    )?;
     engine.register_header_extension(
         RTCRtpHeaderExtensionCapability {
             uri: AUDIO_LEVEL_URI.to_owned(),

@@ -108,12 +108,13 @@ pub mod metrics;
 pub mod routing;
 pub mod setup;
 mod sfu;
+mod udp;
 
 pub use error::Error;
 pub use hush_proto::{IceCandidate, MediaKind, ParticipantId, RoomId};
 pub use ids::{TrackId, TrackKey};
 pub use metrics::Metrics;
 pub use routing::{Decision, Router, RoutingConfig, SpeakerConfig};
-pub use sfu::{CloseReason, ParticipantEvents, Sfu, SfuConfig, SfuEvent};
+pub use sfu::{CloseReason, ParticipantEvents, Sfu, SfuConfig, SfuEvent, Transport};
 #[cfg(feature = "test-hooks")]
 pub use sfu::{TamperFn, TamperHook};

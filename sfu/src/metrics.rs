@@ -117,8 +117,16 @@ impl Metrics {
         self.nacks_received.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn nacks_received_add(&self, n: u64) {
+        self.nacks_received.fetch_add(n, Relaxed);
+    }
+
     pub(crate) fn nack_sent(&self) {
         self.nacks_sent.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn nacks_sent_add(&self, n: u64) {
+        self.nacks_sent.fetch_add(n, Relaxed);
     }
 
     pub(crate) fn pli_received(&self) {

@@ -73,6 +73,23 @@ fn media(metrics: Option<Arc<Metrics>>) -> Result<(MediaEngine, Registry), Error
             )
             .map_err(Error::transport)?;
     }
+    // Retransmissions of VP8 (RFC 4588): the SFU resends what a
+    // subscriber NACKs only on an RTX payload type the subscriber accepts.
+    engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: "video/rtx".to_owned(),
+                    clock_rate: 90_000,
+                    channels: 0,
+                    sdp_fmtp_line: format!("apt={}", media::VP8_PAYLOAD_TYPE),
+                    rtcp_feedback: vec![],
+                },
+                payload_type: media::VP8_RTX_PAYLOAD_TYPE,
+            },
+            RtpCodecKind::Video,
+        )
+        .map_err(Error::transport)?;
     engine
         .register_header_extension(
             RTCRtpHeaderExtensionCapability {

@@ -97,6 +97,37 @@ pub struct SfuConfig {
     /// How long an answer waits for ICE gathering to finish so that it
     /// carries the SFU's candidates (trickled candidates follow anyway).
     pub gather_timeout: Duration,
+    /// Which transport carries the media.
+    pub transport: Transport,
+    /// Forwarding loops of the sans-IO transport, each with its own UDP
+    /// port (the first `udp_addrs` entry, port + i when it is not 0); a
+    /// room lives on one of them.
+    pub workers: usize,
+}
+
+/// The media transport of the SFU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Transport {
+    /// str0m, sans-IO: one UDP port per worker, one loop forwarding for
+    /// every peer on it ([`crate::udp`]).
+    #[default]
+    Str0m,
+    /// webrtc-rs: one peer connection, socket and driver task per
+    /// participant (the first transport; kept for comparison).
+    WebRtc,
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "str0m" => Ok(Self::Str0m),
+            "webrtc" => Ok(Self::WebRtc),
+            other => Err(format!("unknown transport {other:?} (str0m or webrtc)")),
+        }
+    }
 }
 
 impl Default for SfuConfig {
@@ -112,6 +143,8 @@ impl Default for SfuConfig {
             ice_disconnected_timeout: Duration::from_secs(2),
             ice_failed_timeout: Duration::from_secs(5),
             gather_timeout: Duration::from_secs(2),
+            transport: Transport::default(),
+            workers: 1,
         }
     }
 }
@@ -197,6 +230,11 @@ pub struct ParticipantEvents {
 }
 
 impl ParticipantEvents {
+    /// The stream of events a transport feeds through `rx`.
+    pub(crate) fn new(rx: mpsc::Receiver<SfuEvent>) -> Self {
+        Self { rx }
+    }
+
     /// The next event; `None` once the participant is gone.
     pub async fn recv(&mut self) -> Option<SfuEvent> {
         self.rx.recv().await
@@ -211,8 +249,11 @@ impl ParticipantEvents {
 /// A running SFU. Cheap to clone; all clones drive the same SFU.
 #[derive(Clone, Debug)]
 pub struct Sfu {
-    ctl: mpsc::UnboundedSender<Command>,
+    /// One control channel per worker; a room goes to one of them.
+    ctl: Arc<[mpsc::UnboundedSender<Command>]>,
     metrics: Arc<Metrics>,
+    /// The UDP addresses media arrives on (sans-IO transport only).
+    udp: Arc<[SocketAddr]>,
 }
 
 impl Sfu {
@@ -224,6 +265,14 @@ impl Sfu {
             Some(path) => Some(Arc::new(CaptureWriter::create(path)?)),
             None => None,
         };
+        if config.transport == Transport::Str0m {
+            let (ctl, udp) = crate::udp::start(config, Arc::clone(&metrics), capture)?;
+            return Ok(Self {
+                ctl: ctl.into(),
+                metrics,
+                udp: udp.into(),
+            });
+        }
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
         let (media_tx, media_rx) = mpsc::channel(4096);
         let control = Control {
@@ -240,9 +289,16 @@ impl Sfu {
         };
         tokio::spawn(control.run(ctl_rx, media_rx));
         Ok(Self {
-            ctl: ctl_tx,
+            ctl: Arc::new([ctl_tx]),
             metrics,
+            udp: Arc::new([]),
         })
+    }
+
+    /// The UDP addresses the SFU receives media on, one per worker (empty
+    /// with the webrtc-rs transport, whose every connection has its own).
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp
     }
 
     /// Adds `participant` to `room` (created on first use). Its connection
@@ -327,9 +383,11 @@ impl Sfu {
 
     /// Closes every connection, finishes the capture file and stops.
     pub async fn shutdown(&self) {
-        let (reply, rx) = oneshot::channel();
-        if self.ctl.send(Command::Shutdown { reply }).is_ok() {
-            let _ = rx.await;
+        for ctl in self.ctl.iter() {
+            let (reply, rx) = oneshot::channel();
+            if ctl.send(Command::Shutdown { reply }).is_ok() {
+                let _ = rx.await;
+            }
         }
     }
 
@@ -338,20 +396,52 @@ impl Sfu {
         make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Command,
     ) -> Result<T, Error> {
         let (reply, rx) = oneshot::channel();
-        self.ctl.send(make(reply)).map_err(|_| Error::Shutdown)?;
+        let cmd = make(reply);
+        let ctl = match cmd.room() {
+            Some(room) if self.ctl.len() > 1 => &self.ctl[worker_of(room, self.ctl.len())],
+            _ => &self.ctl[0],
+        };
+        ctl.send(cmd).map_err(|_| Error::Shutdown)?;
         rx.await.map_err(|_| Error::Shutdown)?
     }
 }
 
-type Who = (RoomId, ParticipantId);
+/// The worker a room lives on: a stable hash of its name.
+fn worker_of(room: &RoomId, workers: usize) -> usize {
+    // FNV-1a: stable across processes and releases, unlike `DefaultHasher`.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in room.as_str().bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    usize::try_from(h % workers as u64).unwrap_or(0)
+}
+
+/// A participant, as the transports key it.
+pub(crate) type Who = (RoomId, ParticipantId);
 
 fn who(room: &RoomId, participant: &ParticipantId) -> Who {
     (room.clone(), *participant)
 }
 
-type Reply<T> = oneshot::Sender<Result<T, Error>>;
+/// The reply channel of one API call.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
-enum Command {
+impl Command {
+    /// The room a participant command is about.
+    fn room(&self) -> Option<&RoomId> {
+        match self {
+            Command::Add { who, .. }
+            | Command::Offer { who, .. }
+            | Command::Answer { who, .. }
+            | Command::Candidate { who, .. }
+            | Command::Remove { who, .. } => Some(&who.0),
+            _ => None,
+        }
+    }
+}
+
+/// What the API asks of a transport's control loop.
+pub(crate) enum Command {
     Add {
         who: Who,
         reply: Reply<ParticipantEvents>,
@@ -1177,7 +1267,7 @@ impl Control {
     }
 }
 
-fn unknown(who: &Who) -> Error {
+pub(crate) fn unknown(who: &Who) -> Error {
     Error::UnknownParticipant {
         room: who.0.clone(),
         participant: who.1,

@@ -12,6 +12,10 @@ pub const OPUS_PAYLOAD_TYPE: u8 = 111;
 /// Payload type registered for VP8.
 pub const VP8_PAYLOAD_TYPE: u8 = 96;
 
+/// Payload type of VP8 retransmissions (RFC 4588 `video/rtx`, `apt=96`):
+/// the SFU resends video packets a subscriber NACKs on this payload type.
+pub const VP8_RTX_PAYLOAD_TYPE: u8 = 97;
+
 /// Duration of one Opus frame, in milliseconds (one frame per RTP packet).
 pub const OPUS_FRAME_MS: u64 = 20;
 

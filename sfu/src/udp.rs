@@ -1,0 +1,1208 @@
+//! The sans-IO transport: str0m peers on one UDP port per worker.
+//!
+//! Each worker is one task that owns a UDP socket, the [`Router`] for its
+//! rooms, and every peer (`str0m::Rtc`) of those rooms. Nothing is shared
+//! and nothing waits: a datagram is demultiplexed to its peer (by source
+//! address, or on first contact by the STUN username's local ufrag), fed
+//! in, and the peer drained; a forwarded RTP packet is written to each
+//! subscriber's outgoing stream and that subscriber drained; every
+//! datagram the iteration produced is sent before the next wake-up. str0m
+//! does ICE-lite, DTLS, SRTP, RTCP, NACK/RTX and keeps its own timers; the
+//! worker feeds each peer its due timeout from a deadline heap.
+//!
+//! Negotiation follows the webrtc-rs transport exactly (see
+//! [`crate::sfu`]): the client offers first; the SFU then offers every
+//! change, one offer at a time, and wins glare. Every forwarded track has
+//! its own send-only m-line whose MSID stream id names the publisher.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hush_proto::MediaKind;
+use hush_proto::capture::CaptureRecord;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::config::DtlsCert;
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::capture::CaptureWriter;
+use crate::error::Error;
+use crate::ids::{TrackId, TrackKey};
+use crate::metrics::{DropReason, Metrics};
+use crate::routing::{AudioLevel, Decision, Router};
+#[cfg(feature = "test-hooks")]
+use crate::sfu::TamperHook;
+use crate::sfu::{CloseReason, Command, ParticipantEvents, SfuConfig, SfuEvent, Who, unknown};
+
+/// A peer that has not completed ICE and DTLS this long after its first
+/// offer is removed as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often connected peers are checked for silence.
+const LIVENESS_TICK: Duration = Duration::from_millis(500);
+/// How often str0m reports per-peer statistics.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// The largest datagram read.
+const RECV_BUF: usize = 2048;
+
+/// Binds every worker's socket and starts the workers; returns their
+/// control channels and UDP addresses.
+pub(crate) fn start(
+    config: SfuConfig,
+    metrics: Arc<Metrics>,
+    capture: Option<Arc<CaptureWriter>>,
+) -> Result<(Vec<mpsc::UnboundedSender<Command>>, Vec<SocketAddr>), Error> {
+    // Idempotent: the first call in the process wins, later ones are no-ops.
+    str0m::crypto::from_feature_flags().install_process_default();
+    let base = *config
+        .udp_addrs
+        .first()
+        .ok_or_else(|| Error::Transport("no UDP address to bind".into()))?;
+    if base.ip().is_unspecified() {
+        return Err(Error::Transport(format!(
+            "bind the SFU to a specific address, not {base}: it is announced to clients as \
+             the one ICE candidate"
+        )));
+    }
+    let provider = str0m::crypto::from_feature_flags();
+    let workers = config.workers.max(1);
+    let mut ctls = Vec::with_capacity(workers);
+    let mut addrs = Vec::with_capacity(workers);
+    for i in 0..workers {
+        let mut addr = base;
+        if base.port() != 0 {
+            let port = u16::try_from(usize::from(base.port()) + i)
+                .map_err(|_| Error::Transport(format!("no port {}+{i}", base.port())))?;
+            addr.set_port(port);
+        }
+        let std_socket = std::net::UdpSocket::bind(addr).map_err(Error::transport)?;
+        std_socket.set_nonblocking(true).map_err(Error::transport)?;
+        let socket = UdpSocket::from_std(std_socket).map_err(Error::transport)?;
+        let local = socket.local_addr().map_err(Error::transport)?;
+        let cert = provider
+            .dtls_provider
+            .generate_certificate()
+            .ok_or_else(|| Error::Transport("no DTLS certificate".into()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let worker = Worker::new(
+            config.clone(),
+            socket,
+            local,
+            cert,
+            Arc::clone(&metrics),
+            capture.clone(),
+        );
+        tokio::spawn(worker.run(rx));
+        tracing::info!(%local, worker = i, "SFU worker listening (UDP)");
+        ctls.push(tx);
+        addrs.push(local);
+    }
+    Ok((ctls, addrs))
+}
+
+/// One published track: its kind and who receives it.
+struct Published {
+    key: TrackKey,
+    kind: MediaKind,
+    /// The router refused it (too many tracks): its packets are dropped.
+    refused: bool,
+    /// Open subscriptions: the subscriber's serial and its m-line.
+    outlets: Vec<(u64, Mid)>,
+}
+
+/// Where one subscription stands in negotiation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SubState {
+    /// Decided; not yet in an offer.
+    Pending,
+    /// In the outstanding offer.
+    InFlight,
+    /// Negotiated: packets flow.
+    Open,
+}
+
+/// One track forwarded to a participant.
+struct Subscription {
+    kind: MediaKind,
+    track_id: String,
+    mid: Option<Mid>,
+    state: SubState,
+    /// The payload type negotiated with this subscriber for the codec.
+    pt: Option<Pt>,
+    /// Publisher sequence number that maps to this leg's first (1).
+    seq_base: Option<u64>,
+}
+
+#[derive(Default)]
+struct Negotiation {
+    /// The client's first offer has been answered.
+    answered: bool,
+    /// The SFU's outstanding offer.
+    pending: Option<SdpPendingOffer>,
+    /// Something changed since the last SFU offer.
+    dirty: bool,
+    /// m-lines to stop in the next offer.
+    to_stop: Vec<Mid>,
+    /// Subscriptions decided before the first answer (added after it).
+    deferred: Vec<(TrackKey, MediaKind)>,
+}
+
+struct Peer {
+    who: Who,
+    rtc: Rtc,
+    events: mpsc::Sender<SfuEvent>,
+    ufrag: String,
+    addr: Option<SocketAddr>,
+    published: HashMap<Mid, Published>,
+    subs: BTreeMap<TrackKey, Subscription>,
+    sub_by_mid: HashMap<Mid, TrackKey>,
+    neg: Negotiation,
+    /// The deadline a heap entry exists for.
+    scheduled: Option<Instant>,
+    created: Instant,
+    connected: bool,
+    last_heard: Instant,
+    next_track: u32,
+    /// Being removed: no more events or offers to it.
+    closing: bool,
+    /// NACK totals str0m last reported per m-line (received, sent).
+    nacks: HashMap<Mid, (u64, u64)>,
+}
+
+struct Worker {
+    config: SfuConfig,
+    socket: UdpSocket,
+    local: SocketAddr,
+    rtc_config: RtcConfig,
+    router: Router,
+    peers: HashMap<u64, Peer>,
+    by_who: HashMap<Who, u64>,
+    by_addr: HashMap<SocketAddr, u64>,
+    by_ufrag: HashMap<String, u64>,
+    next_serial: u64,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    metrics: Arc<Metrics>,
+    capture: Option<Arc<CaptureWriter>>,
+    #[cfg(feature = "test-hooks")]
+    tamper: Option<TamperHook>,
+    /// Datagrams to send before the next wake-up.
+    out: Vec<(SocketAddr, Vec<u8>)>,
+    /// Peer events waiting to be handled (a drain cannot borrow other peers).
+    pending: Vec<(u64, Event)>,
+    /// Peers to remove after the current step, and why.
+    evict: Vec<(u64, CloseReason)>,
+    next_liveness: Instant,
+}
+
+impl Worker {
+    fn new(
+        config: SfuConfig,
+        socket: UdpSocket,
+        local: SocketAddr,
+        cert: DtlsCert,
+        metrics: Arc<Metrics>,
+        capture: Option<Arc<CaptureWriter>>,
+    ) -> Self {
+        let rtc_config = Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            // For the NACK counters; str0m answers NACKs by itself.
+            .set_stats_interval(Some(STATS_INTERVAL))
+            .set_dtls_cert(cert);
+        Self {
+            router: Router::new(config.routing.clone()),
+            #[cfg(feature = "test-hooks")]
+            tamper: config.tamper.clone(),
+            config,
+            socket,
+            local,
+            rtc_config,
+            peers: HashMap::new(),
+            by_who: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            next_serial: 1,
+            timers: BinaryHeap::new(),
+            metrics,
+            capture,
+            out: Vec::new(),
+            pending: Vec::new(),
+            evict: Vec::new(),
+            next_liveness: Instant::now() + LIVENESS_TICK,
+        }
+    }
+
+    async fn run(mut self, mut ctl: mpsc::UnboundedReceiver<Command>) {
+        let mut buf = vec![0u8; RECV_BUF];
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                cmd = ctl.recv() => match cmd {
+                    Some(Command::Shutdown { reply }) => {
+                        self.shutdown().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(cmd) => self.handle_command(cmd),
+                    None => {
+                        self.shutdown().await;
+                        return;
+                    }
+                },
+                ready = self.socket.readable() => {
+                    if ready.is_ok() {
+                        self.read_all(&mut buf);
+                    }
+                }
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                    self.handle_timeouts(Instant::now());
+                }
+            }
+            self.settle();
+            self.flush().await;
+        }
+    }
+
+    /// Handles what the last step left behind: peer events, evictions,
+    /// renegotiations, the rooms gauge.
+    fn settle(&mut self) {
+        loop {
+            self.handle_events();
+            let evict = std::mem::take(&mut self.evict);
+            if evict.is_empty() && self.pending.is_empty() {
+                break;
+            }
+            for (serial, reason) in evict {
+                self.remove(serial, Some(reason));
+            }
+        }
+        self.metrics
+            .set_rooms(self.router.rooms().map(|(id, n)| (id.clone(), n)).collect());
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut next = self.next_liveness;
+        if let Some(Reverse((t, _))) = self.timers.peek() {
+            next = next.min(*t);
+        }
+        if let Some(t) = self.router.poll_timeout() {
+            next = next.min(t);
+        }
+        next
+    }
+
+    /// Reads every datagram waiting on the socket.
+    fn read_all(&mut self, buf: &mut [u8]) {
+        loop {
+            match self.socket.try_recv_from(buf) {
+                Ok((n, from)) => {
+                    let now = Instant::now();
+                    self.datagram(from, &buf[..n], now);
+                    // Events are handled per datagram: in RTP mode a
+                    // packet must be forwarded before the next arrives.
+                    self.handle_events();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "UDP receive failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn datagram(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
+        let Ok(receive) = Receive::new(Protocol::Udp, from, self.local, data) else {
+            return; // not STUN, DTLS, RTP or RTCP
+        };
+        let input = Input::Receive(now, receive);
+        let serial = match self.by_addr.get(&from) {
+            Some(&s) => s,
+            None => {
+                // First contact from this address: only a STUN request
+                // naming one of our ufrags (and passing its integrity check
+                // in `accepts`) may claim a peer.
+                let Some(serial) = stun_local_ufrag(data).and_then(|u| self.by_ufrag.get(&u))
+                else {
+                    return;
+                };
+                let serial = *serial;
+                let Some(peer) = self.peers.get_mut(&serial) else {
+                    return;
+                };
+                if !peer.rtc.accepts(&input) {
+                    return;
+                }
+                if let Some(old) = peer.addr.replace(from) {
+                    self.by_addr.remove(&old);
+                }
+                self.by_addr.insert(from, serial);
+                serial
+            }
+        };
+        let Some(peer) = self.peers.get_mut(&serial) else {
+            return;
+        };
+        peer.last_heard = now;
+        if let Err(e) = peer.rtc.handle_input(input) {
+            tracing::debug!(participant = %peer.who.1, error = %e, "input refused");
+        }
+        self.drain(serial);
+    }
+
+    /// Drains one peer's output: datagrams to send, events to handle, and
+    /// its next deadline.
+    fn drain(&mut self, serial: u64) {
+        let Some(peer) = self.peers.get_mut(&serial) else {
+            return;
+        };
+        loop {
+            match peer.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    if peer.scheduled.is_none_or(|s| t < s) {
+                        peer.scheduled = Some(t);
+                        self.timers.push(Reverse((t, serial)));
+                    }
+                    return;
+                }
+                Ok(Output::Transmit(t)) => self.out.push((t.destination, t.contents.to_vec())),
+                Ok(Output::Event(e)) => self.pending.push((serial, e)),
+                Err(e) => {
+                    tracing::info!(participant = %peer.who.1, error = %e, "peer failed");
+                    peer.rtc.disconnect();
+                    self.evict.push((serial, CloseReason::ConnectionFailed));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle_timeouts(&mut self, now: Instant) {
+        while let Some(Reverse((t, serial))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(peer) = self.peers.get_mut(&serial) else {
+                continue;
+            };
+            if peer.scheduled != Some(t) {
+                continue; // superseded by an earlier deadline already handled
+            }
+            peer.scheduled = None;
+            if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                tracing::debug!(error = %e, "timeout refused");
+            }
+            self.drain(serial);
+        }
+        if self.router.poll_timeout().is_some_and(|t| t <= now) {
+            let decisions = self.router.handle_timeout(now);
+            self.execute(decisions);
+        }
+        if now >= self.next_liveness {
+            self.next_liveness = now + LIVENESS_TICK;
+            self.check_liveness(now);
+        }
+    }
+
+    /// Removes peers that went silent after connecting, or never connected.
+    fn check_liveness(&mut self, now: Instant) {
+        for (&serial, peer) in &self.peers {
+            let dead = if peer.connected {
+                now.duration_since(peer.last_heard) > self.config.ice_failed_timeout
+            } else {
+                now.duration_since(peer.created) > CONNECT_TIMEOUT
+            };
+            if dead {
+                tracing::info!(room = %peer.who.0, participant = %peer.who.1, connected = peer.connected, "media connection timed out");
+                self.evict.push((serial, CloseReason::ConnectionFailed));
+            }
+        }
+    }
+
+    fn handle_events(&mut self) {
+        while !self.pending.is_empty() {
+            let batch = std::mem::take(&mut self.pending);
+            for (serial, event) in batch {
+                self.handle_event(serial, event);
+            }
+        }
+    }
+
+    fn handle_event(&mut self, serial: u64, event: Event) {
+        match event {
+            Event::RtpPacket(packet) => self.forward(serial, packet),
+            Event::Connected => {
+                if let Some(peer) = self.peers.get_mut(&serial) {
+                    peer.connected = true;
+                    tracing::info!(room = %peer.who.0, participant = %peer.who.1, "media connected");
+                }
+            }
+            Event::MediaEgressStats(stats) => {
+                if let Some(peer) = self.peers.get_mut(&serial) {
+                    let seen = peer.nacks.entry(stats.mid).or_default();
+                    self.metrics
+                        .nacks_received_add(stats.nacks.saturating_sub(seen.0));
+                    seen.0 = seen.0.max(stats.nacks);
+                }
+            }
+            Event::MediaIngressStats(stats) => {
+                if let Some(peer) = self.peers.get_mut(&serial) {
+                    let seen = peer.nacks.entry(stats.mid).or_default();
+                    self.metrics
+                        .nacks_sent_add(stats.nacks.saturating_sub(seen.1));
+                    seen.1 = seen.1.max(stats.nacks);
+                }
+            }
+            Event::Closed => self.evict.push((serial, CloseReason::ConnectionClosed)),
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.evict.push((serial, CloseReason::ConnectionFailed));
+            }
+            Event::KeyframeRequest(req) => {
+                let Some(key) = self
+                    .peers
+                    .get(&serial)
+                    .and_then(|p| p.sub_by_mid.get(&req.mid))
+                    .cloned()
+                else {
+                    return;
+                };
+                self.metrics.pli_received();
+                let decisions = self.router.key_frame_requested(&key, Instant::now());
+                self.execute(decisions);
+            }
+            Event::MediaChanged(change) if !change.direction.is_receiving() => {
+                // The publisher stopped sending on this m-line.
+                let Some(published) = self
+                    .peers
+                    .get_mut(&serial)
+                    .and_then(|p| p.published.remove(&change.mid))
+                else {
+                    return;
+                };
+                if !published.refused
+                    && let Ok(decisions) = self.router.unpublish(&published.key)
+                {
+                    self.execute(decisions);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The hot path: one packet from a publisher to each subscriber.
+    fn forward(&mut self, serial: u64, packet: RtpPacket) {
+        let Some(publisher) = self.peers.get_mut(&serial) else {
+            return;
+        };
+        let Some(mid) = publisher
+            .rtc
+            .direct_api()
+            .stream_rx(&packet.header.ssrc)
+            .map(|s| s.mid())
+        else {
+            return;
+        };
+        let now = Instant::now();
+        if !publisher.published.contains_key(&mid) {
+            self.publish(serial, mid);
+        }
+        let Some(publisher) = self.peers.get(&serial) else {
+            return;
+        };
+        let Some(published) = publisher.published.get(&mid) else {
+            return;
+        };
+        if published.refused {
+            return;
+        }
+        let kind = published.kind;
+        let who = publisher.who.clone();
+        let outlets = published.outlets.clone();
+        #[cfg(feature = "test-hooks")]
+        let packet = self.tampered(kind, packet);
+        self.metrics.packet_in(kind, packet.payload.len());
+        let ext = &packet.header.ext_vals;
+        if let (Some(level), Some(voice)) = (ext.audio_level, ext.voice_activity) {
+            let level = AudioLevel {
+                level: level.unsigned_abs().min(127),
+                voice,
+            };
+            let decisions = self.router.audio_level(&who.0, &who.1, level, now);
+            if !decisions.is_empty() {
+                self.execute(decisions);
+            }
+        }
+        if outlets.is_empty() {
+            return;
+        }
+        if let Some(capture) = &self.capture {
+            let record = CaptureRecord {
+                kind,
+                ssrc: *packet.header.ssrc,
+                seq: packet.header.sequence_number,
+                payload: bytes::Bytes::copy_from_slice(&packet.payload),
+            };
+            if !capture.record(record) {
+                self.metrics.dropped(DropReason::CaptureOverflow);
+            }
+        }
+        let ext_vals = ExtensionValues {
+            audio_level: packet.header.ext_vals.audio_level,
+            voice_activity: packet.header.ext_vals.voice_activity,
+            ..Default::default()
+        };
+        let in_seq = *packet.seq_no;
+        for (sub_serial, sub_mid) in outlets {
+            let Some(sub_peer) = self.peers.get_mut(&sub_serial) else {
+                continue;
+            };
+            let Some(key) = sub_peer.sub_by_mid.get(&sub_mid) else {
+                continue;
+            };
+            let Some(sub) = sub_peer.subs.get_mut(key) else {
+                continue;
+            };
+            let Some(pt) = sub.pt else {
+                self.metrics.dropped(DropReason::NotNegotiated);
+                continue;
+            };
+            // Each leg numbers its packets from 1 (str0m cannot start a
+            // stream past the first roll-over), keeping gaps so the
+            // subscriber's NACKs name the right packets.
+            let base = *sub.seq_base.get_or_insert(in_seq);
+            let Some(out_seq) = in_seq.checked_sub(base).map(|d| d + 1) else {
+                continue; // reordered from before this leg began
+            };
+            let mut api = sub_peer.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(sub_mid, None) else {
+                self.metrics.dropped(DropReason::NotNegotiated);
+                continue;
+            };
+            let write = RtpWrite::new(
+                pt,
+                SeqNo::from(out_seq),
+                packet.header.timestamp,
+                packet.timestamp,
+                Arc::clone(&packet.payload),
+            )
+            .marker(packet.header.marker)
+            .ext_vals(ext_vals.clone())
+            .nackable(kind == MediaKind::Video);
+            tx.write_rtp(write);
+            self.metrics
+                .packet_out(kind, packet.payload.len(), now.elapsed());
+            self.drain(sub_serial);
+        }
+    }
+
+    /// The packet as the test hook wants it forwarded.
+    #[cfg(feature = "test-hooks")]
+    fn tampered(&self, kind: MediaKind, mut packet: RtpPacket) -> RtpPacket {
+        if let Some(hook) = &self.tamper
+            && let Some(replaced) = (hook.0)(kind, &packet.payload)
+        {
+            packet.payload = replaced.into();
+        }
+        packet
+    }
+
+    /// A publisher's first packet on `mid`: the track is published.
+    fn publish(&mut self, serial: u64, mid: Mid) {
+        let Some(peer) = self.peers.get_mut(&serial) else {
+            return;
+        };
+        let Some(kind) = peer.rtc.media(mid).map(|m| match m.kind() {
+            str0m::media::MediaKind::Audio => MediaKind::Audio,
+            str0m::media::MediaKind::Video => MediaKind::Video,
+        }) else {
+            return;
+        };
+        let key = TrackKey {
+            room: peer.who.0.clone(),
+            publisher: peer.who.1,
+            track: TrackId(mid.to_string()),
+        };
+        let decisions = match self.router.publish(&key, kind) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "publish refused");
+                peer.published.insert(
+                    mid,
+                    Published {
+                        key,
+                        kind,
+                        refused: true,
+                        outlets: Vec::new(),
+                    },
+                );
+                return;
+            }
+        };
+        tracing::info!(room = %key.room, publisher = %key.publisher, track = %key.track, %kind, "track published");
+        peer.published.insert(
+            mid,
+            Published {
+                key,
+                kind,
+                refused: false,
+                outlets: Vec::new(),
+            },
+        );
+        self.execute(decisions);
+    }
+
+    fn handle_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Add { who, reply } => {
+                let _ = reply.send(self.add(who));
+            }
+            Command::Offer { who, sdp, reply } => {
+                let result = self.offer(&who, &sdp);
+                let ok = result.is_ok();
+                let _ = reply.send(result);
+                if ok && let Some(&serial) = self.by_who.get(&who) {
+                    self.renegotiate(serial);
+                }
+            }
+            Command::Answer { who, sdp, reply } => {
+                let _ = reply.send(self.answer(&who, &sdp));
+            }
+            Command::Candidate {
+                who,
+                candidate,
+                reply,
+            } => {
+                let result = match self.by_who.get(&who).and_then(|s| self.peers.get_mut(s)) {
+                    None => Err(unknown(&who)),
+                    Some(peer) => {
+                        let line = candidate.candidate.trim();
+                        let line = line.strip_prefix("a=").unwrap_or(line);
+                        if line.is_empty() {
+                            Ok(()) // end of candidates
+                        } else {
+                            Candidate::from_sdp_string(line)
+                                .map(|c| peer.rtc.add_remote_candidate(c))
+                                .map_err(|e| Error::rejected("candidate", e))
+                        }
+                    }
+                };
+                if let Some(&serial) = self.by_who.get(&who) {
+                    self.drain(serial);
+                }
+                let _ = reply.send(result);
+            }
+            Command::Remove { who, reply } => {
+                let result = match self.by_who.get(&who) {
+                    Some(&serial) => {
+                        self.remove(serial, None);
+                        Ok(())
+                    }
+                    None => Err(unknown(&who)),
+                };
+                let _ = reply.send(result);
+            }
+            // The webrtc-rs transport's internal signals; never sent here.
+            _ => {}
+        }
+    }
+
+    fn add(&mut self, who: Who) -> Result<ParticipantEvents, Error> {
+        if self.by_who.contains_key(&who) {
+            return Err(Error::AlreadyJoined {
+                room: who.0,
+                participant: who.1,
+            });
+        }
+        let now = Instant::now();
+        let mut rtc = self.rtc_config.clone().build(now);
+        let candidate = Candidate::host(self.local, "udp").map_err(Error::transport)?;
+        rtc.add_local_candidate(candidate);
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        let decisions = self.router.join(&who.0, &who.1)?;
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let (events_tx, events_rx) = mpsc::channel(self.config.event_queue);
+        self.by_ufrag.insert(ufrag.clone(), serial);
+        self.by_who.insert(who.clone(), serial);
+        self.peers.insert(
+            serial,
+            Peer {
+                who: who.clone(),
+                rtc,
+                events: events_tx,
+                ufrag,
+                addr: None,
+                published: HashMap::new(),
+                subs: BTreeMap::new(),
+                sub_by_mid: HashMap::new(),
+                neg: Negotiation::default(),
+                scheduled: None,
+                created: now,
+                connected: false,
+                last_heard: now,
+                next_track: 0,
+                closing: false,
+                nacks: HashMap::new(),
+            },
+        );
+        self.metrics.peer_connections_add(1);
+        tracing::info!(room = %who.0, participant = %who.1, "participant added");
+        self.execute(decisions);
+        Ok(ParticipantEvents::new(events_rx))
+    }
+
+    fn offer(&mut self, who: &Who, sdp: &str) -> Result<String, Error> {
+        let serial = *self.by_who.get(who).ok_or_else(|| unknown(who))?;
+        let peer = self.peers.get_mut(&serial).ok_or_else(|| unknown(who))?;
+        if peer.neg.pending.is_some() {
+            return Err(Error::Glare);
+        }
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| Error::rejected("offer", e))?;
+        let answer = peer
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| Error::rejected("offer", e))?;
+        // An ICE restart makes new local credentials: follow them.
+        let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
+        if ufrag != peer.ufrag {
+            self.by_ufrag.remove(&peer.ufrag);
+            self.by_ufrag.insert(ufrag.clone(), serial);
+            peer.ufrag = ufrag;
+        }
+        let first = !peer.neg.answered;
+        peer.neg.answered = true;
+        let answer = answer.to_sdp_string();
+        self.drain(serial);
+        if first {
+            let deferred = self
+                .peers
+                .get_mut(&serial)
+                .map(|p| std::mem::take(&mut p.neg.deferred))
+                .unwrap_or_default();
+            for (key, kind) in deferred {
+                if self.router.subscribers(&key).contains(&who.1) {
+                    self.subscribe(serial, &key, kind);
+                }
+            }
+        }
+        Ok(answer)
+    }
+
+    fn answer(&mut self, who: &Who, sdp: &str) -> Result<(), Error> {
+        let serial = *self.by_who.get(who).ok_or_else(|| unknown(who))?;
+        let peer = self.peers.get_mut(&serial).ok_or_else(|| unknown(who))?;
+        let pending = peer.neg.pending.take().ok_or(Error::NoOfferOutstanding)?;
+        let result = SdpAnswer::from_sdp_string(sdp)
+            .map_err(|e| Error::rejected("answer", e))
+            .and_then(|answer| {
+                peer.rtc
+                    .sdp_api()
+                    .accept_answer(pending, answer)
+                    .map_err(|e| Error::rejected("answer", e))
+            });
+        if let Err(e) = result {
+            // The offer is spent: what it carried goes into the next one.
+            for sub in peer.subs.values_mut() {
+                if sub.state == SubState::InFlight {
+                    sub.state = SubState::Pending;
+                    if let Some(mid) = sub.mid.take() {
+                        peer.sub_by_mid.remove(&mid);
+                    }
+                }
+            }
+            peer.neg.dirty = true;
+            self.drain(serial);
+            return Err(e);
+        }
+        let mut opened = Vec::new();
+        for (key, sub) in peer.subs.iter_mut() {
+            if sub.state != SubState::InFlight {
+                continue;
+            }
+            sub.state = SubState::Open;
+            let codec = match sub.kind {
+                MediaKind::Audio => Codec::Opus,
+                MediaKind::Video => Codec::Vp8,
+            };
+            sub.pt = peer
+                .rtc
+                .codec_config()
+                .find(|p| p.spec().codec == codec)
+                .map(|p| p.pt());
+            if let Some(mid) = sub.mid {
+                opened.push((key.clone(), mid));
+            }
+        }
+        self.drain(serial);
+        let now = Instant::now();
+        for (key, mid) in opened {
+            let pub_serial = self.by_who.get(&(key.room.clone(), key.publisher)).copied();
+            if let Some(published) = pub_serial
+                .and_then(|s| self.peers.get_mut(&s))
+                .and_then(|p| p.published.get_mut(&Mid::from(key.track.0.as_str())))
+                && !published.outlets.iter().any(|(s, _)| *s == serial)
+            {
+                published.outlets.push((serial, mid));
+            }
+            let decisions = self.router.subscription_ready(&who.1, &key, now);
+            self.execute(decisions);
+        }
+        self.renegotiate(serial);
+        Ok(())
+    }
+
+    /// Sends the SFU's offer if something changed and no offer is
+    /// outstanding (the glare rule of [`crate::sfu`]).
+    fn renegotiate(&mut self, serial: u64) {
+        let Some(peer) = self.peers.get_mut(&serial) else {
+            return;
+        };
+        if peer.closing || !peer.neg.answered || peer.neg.pending.is_some() || !peer.neg.dirty {
+            return;
+        }
+        let mut api = peer.rtc.sdp_api();
+        let mut added = Vec::new();
+        for (key, sub) in peer.subs.iter_mut() {
+            if sub.state != SubState::Pending {
+                continue;
+            }
+            let kind = match sub.kind {
+                MediaKind::Audio => str0m::media::MediaKind::Audio,
+                MediaKind::Video => str0m::media::MediaKind::Video,
+            };
+            let mid = api.add_media(
+                kind,
+                Direction::SendOnly,
+                Some(hush_proto::stream_id(key.publisher)),
+                Some(sub.track_id.clone()),
+                None,
+            );
+            sub.mid = Some(mid);
+            sub.state = SubState::InFlight;
+            added.push((key.clone(), mid));
+        }
+        for mid in std::mem::take(&mut peer.neg.to_stop) {
+            api.stop_media(mid);
+        }
+        peer.neg.dirty = false;
+        let Some((offer, pending)) = api.apply() else {
+            return;
+        };
+        peer.neg.pending = Some(pending);
+        let sdp = offer.to_sdp_string();
+        let mut events = Vec::new();
+        for (key, mid) in added {
+            peer.sub_by_mid.insert(mid, key.clone());
+            let Some(sub) = peer.subs.get(&key) else {
+                continue;
+            };
+            events.push(SfuEvent::TrackAdded {
+                publisher: key.publisher,
+                track: key.track.clone(),
+                kind: sub.kind,
+                stream_id: hush_proto::stream_id(key.publisher),
+                track_id: sub.track_id.clone(),
+                ssrc: offered_ssrc(&sdp, &mid.to_string()).unwrap_or(0),
+            });
+        }
+        events.push(SfuEvent::Offer { sdp });
+        self.drain(serial);
+        for event in events {
+            self.send_event(serial, event);
+        }
+    }
+
+    fn execute(&mut self, decisions: Vec<Decision>) {
+        let mut touched = Vec::new();
+        for decision in decisions {
+            match decision {
+                Decision::Subscribe {
+                    subscriber,
+                    key,
+                    kind,
+                } => {
+                    let Some(&serial) = self.by_who.get(&(key.room.clone(), subscriber)) else {
+                        continue;
+                    };
+                    if let Some(peer) = self.peers.get_mut(&serial)
+                        && !peer.neg.answered
+                    {
+                        peer.neg.deferred.push((key, kind));
+                        continue;
+                    }
+                    self.subscribe(serial, &key, kind);
+                    touched.push(serial);
+                }
+                Decision::Unsubscribe { subscriber, key } => {
+                    if let Some(&serial) = self.by_who.get(&(key.room.clone(), subscriber)) {
+                        self.unsubscribe(serial, &key);
+                        touched.push(serial);
+                    }
+                }
+                Decision::TrackUnpublished { key, .. } => {
+                    if let Some(peer) = self
+                        .by_who
+                        .get(&(key.room.clone(), key.publisher))
+                        .and_then(|s| self.peers.get_mut(s))
+                    {
+                        peer.published.remove(&Mid::from(key.track.0.as_str()));
+                    }
+                }
+                Decision::RequestKeyFrame(key) => {
+                    let Some(&serial) = self.by_who.get(&(key.room.clone(), key.publisher)) else {
+                        continue;
+                    };
+                    let Some(peer) = self.peers.get_mut(&serial) else {
+                        continue;
+                    };
+                    let mid = Mid::from(key.track.0.as_str());
+                    if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, None) {
+                        rx.request_keyframe(KeyframeRequestKind::Pli);
+                        self.metrics.pli_sent();
+                    }
+                    self.drain(serial);
+                }
+                Decision::ActiveSpeaker { room, speaker } => {
+                    for member in self.router.participants(&room) {
+                        if let Some(&serial) = self.by_who.get(&(room.clone(), member)) {
+                            self.send_event(
+                                serial,
+                                SfuEvent::ActiveSpeaker {
+                                    participant: speaker,
+                                },
+                            );
+                        }
+                    }
+                }
+                Decision::RoomOpened(room) => tracing::info!(%room, "room opened"),
+                Decision::RoomClosed(room) => tracing::info!(%room, "room closed"),
+                Decision::TrackPublished { .. } => {}
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for serial in touched {
+            self.renegotiate(serial);
+        }
+    }
+
+    fn subscribe(&mut self, serial: u64, key: &TrackKey, kind: MediaKind) {
+        if !self.by_who.contains_key(&(key.room.clone(), key.publisher)) {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&serial) else {
+            return;
+        };
+        if peer.subs.contains_key(key) {
+            return;
+        }
+        // Named by the publisher (PROTOCOL.md §11); the counter keeps track
+        // ids apart across the subscriber's renegotiations.
+        peer.next_track += 1;
+        let track_id = format!(
+            "{}-{}-{}",
+            hush_proto::stream_id(key.publisher),
+            kind.as_str(),
+            peer.next_track
+        );
+        peer.subs.insert(
+            key.clone(),
+            Subscription {
+                kind,
+                track_id,
+                mid: None,
+                state: SubState::Pending,
+                pt: None,
+                seq_base: None,
+            },
+        );
+        peer.neg.dirty = true;
+        self.metrics.subscriptions_add(1);
+    }
+
+    fn unsubscribe(&mut self, serial: u64, key: &TrackKey) {
+        let Some(peer) = self.peers.get_mut(&serial) else {
+            return;
+        };
+        peer.neg.deferred.retain(|(k, _)| k != key);
+        let Some(sub) = peer.subs.remove(key) else {
+            return;
+        };
+        self.metrics.subscriptions_add(-1);
+        let mut event = None;
+        if let Some(mid) = sub.mid {
+            peer.sub_by_mid.remove(&mid);
+            peer.neg.to_stop.push(mid);
+            peer.neg.dirty = true;
+            event = Some(SfuEvent::TrackRemoved {
+                publisher: key.publisher,
+                track: key.track.clone(),
+                stream_id: hush_proto::stream_id(key.publisher),
+                track_id: sub.track_id,
+            });
+        }
+        if let Some(published) = self
+            .by_who
+            .get(&(key.room.clone(), key.publisher))
+            .and_then(|s| self.peers.get_mut(s))
+            .and_then(|p| p.published.get_mut(&Mid::from(key.track.0.as_str())))
+        {
+            published.outlets.retain(|(s, _)| *s != serial);
+        }
+        if let Some(event) = event {
+            self.send_event(serial, event);
+        }
+    }
+
+    fn remove(&mut self, serial: u64, reason: Option<CloseReason>) {
+        let Some(peer) = self.peers.get_mut(&serial) else {
+            return;
+        };
+        peer.closing = true;
+        let who = peer.who.clone();
+        // Leave the room first (others unsubscribe), then forget the peer.
+        match self.router.leave(&who.0, &who.1, Instant::now()) {
+            Ok(decisions) => self.execute(decisions),
+            Err(e) => tracing::warn!(error = %e, "leave refused"),
+        }
+        let Some(mut peer) = self.peers.remove(&serial) else {
+            return;
+        };
+        self.by_who.remove(&who);
+        self.by_ufrag.remove(&peer.ufrag);
+        if let Some(addr) = peer.addr {
+            self.by_addr.remove(&addr);
+        }
+        for other in self.peers.values_mut() {
+            for published in other.published.values_mut() {
+                published.outlets.retain(|(s, _)| *s != serial);
+            }
+        }
+        self.metrics.subscriptions_add(-(peer.subs.len() as i64));
+        self.metrics.peer_connections_add(-1);
+        // Say goodbye (RTCP BYE, DTLS close_notify) if the peer is up.
+        if peer.rtc.close().is_ok() {
+            while let Ok(output) = peer.rtc.poll_output() {
+                match output {
+                    Output::Transmit(t) => self.out.push((t.destination, t.contents.to_vec())),
+                    Output::Timeout(_) => break,
+                    Output::Event(_) => {}
+                }
+            }
+        }
+        if let Some(reason) = reason {
+            let _ = peer.events.try_send(SfuEvent::Closed { reason });
+        }
+        tracing::info!(room = %who.0, participant = %who.1, ?reason, "participant removed");
+    }
+
+    async fn shutdown(&mut self) {
+        let all: Vec<u64> = self.peers.keys().copied().collect();
+        for serial in all {
+            self.remove(serial, Some(CloseReason::Shutdown));
+        }
+        self.flush().await;
+        self.capture = None;
+    }
+
+    fn send_event(&mut self, serial: u64, event: SfuEvent) {
+        let Some(peer) = self.peers.get(&serial) else {
+            return;
+        };
+        if peer.closing {
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(_)) = peer.events.try_send(event) {
+            tracing::warn!(participant = %peer.who.1, "event queue full; removing participant");
+            self.evict.push((serial, CloseReason::EventsOverflowed));
+        }
+    }
+
+    /// Sends every datagram the step produced.
+    async fn flush(&mut self) {
+        for (to, data) in std::mem::take(&mut self.out) {
+            loop {
+                match self.socket.try_send_to(&data, to) {
+                    Ok(_) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if self.socket.writable().await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, %to, "UDP send failed");
+                        self.metrics.dropped(DropReason::WriteError);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The local ufrag a STUN binding request names (`USERNAME` is
+/// "local:remote" from the receiver's view), if `data` is one.
+fn stun_local_ufrag(data: &[u8]) -> Option<String> {
+    let message = str0m::ice::StunMessage::parse(data).ok()?;
+    let (local, _) = message.split_username()?;
+    Some(local.to_owned())
+}
+
+/// The first SSRC the SDP `sdp` announces in the m-section of `mid`.
+fn offered_ssrc(sdp: &str, mid: &str) -> Option<u32> {
+    let mut in_section = false;
+    let mut ssrc = None;
+    for line in sdp.lines() {
+        if line.starts_with("m=") {
+            if in_section {
+                break;
+            }
+            ssrc = None;
+        } else if let Some(m) = line.strip_prefix("a=mid:") {
+            in_section = m.trim() == mid;
+        } else if ssrc.is_none()
+            && let Some(rest) = line.strip_prefix("a=ssrc:")
+        {
+            ssrc = rest.split_whitespace().next().and_then(|s| s.parse().ok());
+        }
+        if in_section && ssrc.is_some() {
+            return ssrc;
+        }
+    }
+    if in_section { ssrc } else { None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offered_ssrc_reads_the_right_section() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=ssrc:11 cname:x\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ssrc:22 cname:y\r\na=mid:1\r\n\
+                   m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:2\r\n";
+        assert_eq!(offered_ssrc(sdp, "0"), Some(11));
+        assert_eq!(offered_ssrc(sdp, "1"), Some(22));
+        assert_eq!(offered_ssrc(sdp, "2"), None);
+        assert_eq!(offered_ssrc(sdp, "9"), None);
+    }
+
+    #[test]
+    fn only_stun_names_a_ufrag() {
+        assert_eq!(stun_local_ufrag(b"\x80\x60\x00\x01"), None);
+        assert_eq!(stun_local_ufrag(&[]), None);
+    }
+}
