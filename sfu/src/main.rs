@@ -21,10 +21,20 @@ struct Args {
     /// Address of the HTTP control API.
     #[arg(long, default_value = "127.0.0.1:7880")]
     listen: SocketAddr,
-    /// IP address to bind media (UDP) sockets on, one ephemeral port per
-    /// participant; must be reachable by the clients.
+    /// IP address media (UDP) arrives on; announced to clients as the
+    /// SFU's candidate, so it must be reachable by them.
     #[arg(long, default_value = "127.0.0.1")]
     rtc_ip: IpAddr,
+    /// UDP port for media (with --workers N: PORT..PORT+N); 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    rtc_port: u16,
+    /// Forwarding loops, each with its own UDP port; a room lives on one.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Media transport: str0m (one UDP port per worker, sans-IO) or webrtc
+    /// (webrtc-rs, a port per participant; for comparison).
+    #[arg(long, default_value = "str0m")]
+    transport: hush_sfu::Transport,
     /// Write every forwarded RTP payload (after SRTP decryption) to FILE,
     /// in the length-prefixed format documented in the crate (magic
     /// "HUSHCAP1", then kind:u8 ssrc:u32 seq:u16 len:u32 payload).
@@ -46,12 +56,14 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
+                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn,str0m=warn".into()),
         )
         .init();
     let args = Args::parse();
     let config = SfuConfig {
-        udp_addrs: vec![SocketAddr::new(args.rtc_ip, 0)],
+        udp_addrs: vec![SocketAddr::new(args.rtc_ip, args.rtc_port)],
+        workers: args.workers,
+        transport: args.transport,
         routing: RoutingConfig {
             key_frame_min_interval: Duration::from_millis(args.key_frame_interval_ms),
             ..RoutingConfig::default()
@@ -65,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    tracing::info!(listen = %args.listen, rtc_ip = %args.rtc_ip, "hush-sfu ready");
+    tracing::info!(listen = %args.listen, udp = ?sfu.udp_addrs(), "hush-sfu ready");
     axum::serve(listener, hush_sfu::http::control_router(sfu.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await

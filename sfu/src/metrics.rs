@@ -79,7 +79,8 @@ pub struct Metrics {
     hist: [AtomicU64; BUCKETS.len()],
     hist_count: AtomicU64,
     hist_sum_ns: AtomicU64,
-    rooms: Mutex<BTreeMap<RoomId, usize>>,
+    /// Participants per room, per worker (each worker reports its own rooms).
+    rooms: Mutex<BTreeMap<usize, BTreeMap<RoomId, usize>>>,
 }
 
 impl Metrics {
@@ -150,9 +151,9 @@ impl Metrics {
         TaskGuard(Arc::clone(self))
     }
 
-    pub(crate) fn set_rooms(&self, rooms: BTreeMap<RoomId, usize>) {
+    pub(crate) fn set_rooms(&self, worker: usize, rooms: BTreeMap<RoomId, usize>) {
         if let Ok(mut r) = self.rooms.lock() {
-            *r = rooms;
+            r.insert(worker, rooms);
         }
     }
 
@@ -263,7 +264,11 @@ impl Metrics {
         let gauge = |s: &mut String, name: &str, help: &str, v: i64| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
-        let rooms = self.rooms.lock().map(|r| r.clone()).unwrap_or_default();
+        let rooms: BTreeMap<RoomId, usize> = self
+            .rooms
+            .lock()
+            .map(|r| r.values().flatten().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
         gauge(
             &mut s,
             "hush_sfu_rooms",
@@ -343,7 +348,10 @@ mod tests {
         m.packet_in(MediaKind::Video, 100);
         m.packet_out(MediaKind::Video, 100, Duration::from_micros(300));
         m.dropped(DropReason::QueueFull);
-        m.set_rooms(BTreeMap::from([("a.b".parse().expect("valid room id"), 2)]));
+        m.set_rooms(
+            0,
+            BTreeMap::from([("a.b".parse().expect("valid room id"), 2)]),
+        );
         let text = m.render();
         for needle in [
             "hush_sfu_packets_in_total{kind=\"video\"} 1",
@@ -360,7 +368,7 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
-        m.set_rooms(BTreeMap::new());
+        m.set_rooms(0, BTreeMap::new());
         assert!(!m.render().contains("room=\""));
     }
 

@@ -416,6 +416,25 @@ fn worker_of(room: &RoomId, workers: usize) -> usize {
     usize::try_from(h % workers as u64).unwrap_or(0)
 }
 
+#[cfg(test)]
+mod worker_tests {
+    use super::*;
+
+    #[test]
+    fn rooms_spread_over_workers_and_stay_put() {
+        let rooms: Vec<RoomId> = (0..10)
+            .map(|i| format!("room-{i}").parse().expect("a room id"))
+            .collect();
+        let on: Vec<usize> = rooms.iter().map(|r| worker_of(r, 2)).collect();
+        assert!(on.contains(&0) && on.contains(&1), "{on:?}");
+        assert_eq!(
+            on,
+            rooms.iter().map(|r| worker_of(r, 2)).collect::<Vec<_>>()
+        );
+        assert!(rooms.iter().all(|r| worker_of(r, 1) == 0));
+    }
+}
+
 /// A participant, as the transports key it.
 pub(crate) type Who = (RoomId, ParticipantId);
 
@@ -634,8 +653,10 @@ impl Control {
             for who in std::mem::take(&mut self.evict) {
                 self.remove(&who, Some(CloseReason::EventsOverflowed)).await;
             }
-            self.metrics
-                .set_rooms(self.router.rooms().map(|(id, n)| (id.clone(), n)).collect());
+            self.metrics.set_rooms(
+                0,
+                self.router.rooms().map(|(id, n)| (id.clone(), n)).collect(),
+            );
         }
     }
 

@@ -92,6 +92,7 @@ pub(crate) fn start(
             .ok_or_else(|| Error::Transport("no DTLS certificate".into()))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let worker = Worker::new(
+            i,
             config.clone(),
             socket,
             local,
@@ -177,6 +178,10 @@ struct Peer {
 }
 
 struct Worker {
+    /// Which worker this is (for the per-room metrics).
+    index: usize,
+    /// Membership changed since the rooms gauge was last set.
+    rooms_changed: bool,
     config: SfuConfig,
     socket: UdpSocket,
     local: SocketAddr,
@@ -203,6 +208,7 @@ struct Worker {
 
 impl Worker {
     fn new(
+        index: usize,
         config: SfuConfig,
         socket: UdpSocket,
         local: SocketAddr,
@@ -220,6 +226,8 @@ impl Worker {
             .set_stats_interval(Some(STATS_INTERVAL))
             .set_dtls_cert(cert);
         Self {
+            index,
+            rooms_changed: true,
             router: Router::new(config.routing.clone()),
             #[cfg(feature = "test-hooks")]
             tamper: config.tamper.clone(),
@@ -287,8 +295,10 @@ impl Worker {
                 self.remove(serial, Some(reason));
             }
         }
-        self.metrics
-            .set_rooms(self.router.rooms().map(|(id, n)| (id.clone(), n)).collect());
+        if std::mem::take(&mut self.rooms_changed) {
+            let rooms = self.router.rooms().map(|(id, n)| (id.clone(), n)).collect();
+            self.metrics.set_rooms(self.index, rooms);
+        }
     }
 
     fn next_deadline(&self) -> Instant {
@@ -731,6 +741,7 @@ impl Worker {
         rtc.add_local_candidate(candidate);
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         let decisions = self.router.join(&who.0, &who.1)?;
+        self.rooms_changed = true;
         let serial = self.next_serial;
         self.next_serial += 1;
         let (events_tx, events_rx) = mpsc::channel(self.config.event_queue);
@@ -1074,6 +1085,7 @@ impl Worker {
         peer.closing = true;
         let who = peer.who.clone();
         // Leave the room first (others unsubscribe), then forget the peer.
+        self.rooms_changed = true;
         match self.router.leave(&who.0, &who.1, Instant::now()) {
             Ok(decisions) => self.execute(decisions),
             Err(e) => tracing::warn!(error = %e, "leave refused"),

@@ -1,4 +1,5 @@
-//! Ten rooms of three in parallel: nothing crosses rooms.
+//! Ten rooms of three in parallel, on two workers (two UDP ports):
+//! nothing crosses rooms.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -6,11 +7,20 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use hush_sfu::{MediaKind, Sfu, SfuConfig};
+use hush_sfu::{MediaKind, Sfu, SfuConfig, Transport};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_rooms_of_three_never_cross() {
-    let sfu = Sfu::new(SfuConfig::default()).unwrap();
+    let sfu = Sfu::new(SfuConfig {
+        workers: 2,
+        ..SfuConfig::default()
+    })
+    .unwrap();
+    if SfuConfig::default().transport == Transport::Str0m {
+        let ports: Vec<u16> = sfu.udp_addrs().iter().map(|a| a.port()).collect();
+        assert_eq!(ports.len(), 2, "{ports:?}");
+        assert_ne!(ports[0], ports[1]);
+    }
     let mut clients = Vec::new();
     for room in 0..10u8 {
         for me in 0..3u8 {

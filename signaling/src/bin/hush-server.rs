@@ -114,6 +114,18 @@ struct ServeArgs {
     /// IP address the embedded SFU gathers media candidates on.
     #[arg(long, env = "HUSH_RTC_IP", default_value = "127.0.0.1")]
     rtc_ip: std::net::IpAddr,
+    /// UDP port of the embedded SFU (every participant's media arrives on
+    /// it; with --sfu-workers N, ports PORT..PORT+N). 0 picks a free one.
+    #[arg(long, env = "HUSH_RTC_PORT", default_value_t = 0)]
+    rtc_port: u16,
+    /// Forwarding loops of the embedded SFU, each with its own UDP port; a
+    /// room lives on one. One per core is the most that helps.
+    #[arg(long, env = "HUSH_SFU_WORKERS", default_value_t = 1)]
+    sfu_workers: usize,
+    /// Media transport of the embedded SFU: str0m (one UDP port, sans-IO)
+    /// or webrtc (webrtc-rs, a port per participant; for comparison).
+    #[arg(long, env = "HUSH_SFU_TRANSPORT", default_value = "str0m")]
+    sfu_transport: hush_sfu::Transport,
     /// Run without the embedded SFU: rooms and e2ee envelopes only, no media.
     #[arg(long)]
     no_media: bool,
@@ -254,18 +266,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (Arc::new(NoMedia), "not available (--no-media)".into())
     } else {
         let sfu = hush_sfu::Sfu::new(hush_sfu::SfuConfig {
-            udp_addrs: vec![std::net::SocketAddr::new(args.rtc_ip, 0)],
+            udp_addrs: vec![std::net::SocketAddr::new(args.rtc_ip, args.rtc_port)],
             capture: args.capture.clone(),
+            transport: args.sfu_transport,
+            workers: args.sfu_workers,
             ..Default::default()
         })
         .context("starting the embedded SFU")?;
+        let on = match sfu.udp_addrs() {
+            [] => format!("{} (a UDP port per participant)", args.rtc_ip),
+            addrs => addrs
+                .iter()
+                .map(|a| format!("udp {a}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
         let what = match &args.capture {
-            Some(f) => format!(
-                "embedded SFU on {}, capturing to {}",
-                args.rtc_ip,
-                f.display()
-            ),
-            None => format!("embedded SFU on {}", args.rtc_ip),
+            Some(f) => format!("embedded SFU on {on}, capturing to {}", f.display()),
+            None => format!("embedded SFU on {on}"),
         };
         (Arc::new(hush_signaling::EmbeddedSfu::new(sfu)), what)
     };
