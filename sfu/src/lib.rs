@@ -115,6 +115,8 @@ pub use hush_proto::{IceCandidate, MediaKind, ParticipantId, RoomId};
 pub use ids::{TrackId, TrackKey};
 pub use metrics::Metrics;
 pub use routing::{Decision, Router, RoutingConfig, SpeakerConfig};
-pub use sfu::{CloseReason, ParticipantEvents, Sfu, SfuConfig, SfuEvent, Transport};
+pub use sfu::{
+    CloseReason, ParticipantEvents, Sfu, SfuConfig, SfuEvent, Transport, workers_or_cores,
+};
 #[cfg(feature = "test-hooks")]
 pub use sfu::{TamperFn, TamperHook};

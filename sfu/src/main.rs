@@ -25,11 +25,15 @@ struct Args {
     /// SFU's candidate, so it must be reachable by them.
     #[arg(long, default_value = "127.0.0.1")]
     rtc_ip: IpAddr,
-    /// UDP port for media (with --workers N: PORT..PORT+N); 0 picks a free one.
-    #[arg(long, default_value_t = 0)]
+    /// First UDP port for media (worker i listens on PORT+i); 0 picks free ports.
+    #[arg(long, default_value_t = 7882)]
     rtc_port: u16,
-    /// Forwarding loops, each with its own UDP port; a room lives on one.
-    #[arg(long, default_value_t = 1)]
+    /// Address announced to clients instead of --rtc-ip (repeatable): the
+    /// public IP of a host behind 1:1 NAT. Needed when --rtc-ip is 0.0.0.0.
+    #[arg(long = "public-ip", value_delimiter = ',')]
+    public_ips: Vec<IpAddr>,
+    /// Forwarding loops, each with its own UDP port; a room lives on one. 0: one per core.
+    #[arg(long, default_value_t = 0)]
     workers: usize,
     /// Media transport: str0m (one UDP port per worker, sans-IO) or webrtc
     /// (webrtc-rs, a port per participant; for comparison).
@@ -62,8 +66,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = SfuConfig {
         udp_addrs: vec![SocketAddr::new(args.rtc_ip, args.rtc_port)],
-        workers: args.workers,
+        workers: hush_sfu::workers_or_cores(args.workers),
         transport: args.transport,
+        public_ips: args.public_ips,
         routing: RoutingConfig {
             key_frame_min_interval: Duration::from_millis(args.key_frame_interval_ms),
             ..RoutingConfig::default()

@@ -16,7 +16,7 @@
 //!   connection. A slow subscriber fills only its own queue.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -97,6 +97,11 @@ pub struct SfuConfig {
     /// How long an answer waits for ICE gathering to finish so that it
     /// carries the SFU's candidates (trickled candidates follow anyway).
     pub gather_timeout: Duration,
+    /// Addresses announced to clients as the SFU's ICE candidates, with
+    /// each worker's port, instead of the bound address: the public IPs of
+    /// a host behind 1:1 NAT (a cloud VM). Empty: the bound address, which
+    /// must then be a specific one (sans-IO transport only).
+    pub public_ips: Vec<IpAddr>,
     /// Which transport carries the media.
     pub transport: Transport,
     /// Forwarding loops of the sans-IO transport, each with its own UDP
@@ -143,6 +148,7 @@ impl Default for SfuConfig {
             ice_disconnected_timeout: Duration::from_secs(2),
             ice_failed_timeout: Duration::from_secs(5),
             gather_timeout: Duration::from_secs(2),
+            public_ips: Vec::new(),
             transport: Transport::default(),
             workers: 1,
         }
@@ -404,6 +410,14 @@ impl Sfu {
         ctl.send(cmd).map_err(|_| Error::Shutdown)?;
         rx.await.map_err(|_| Error::Shutdown)?
     }
+}
+
+/// `n` workers, or one per core when `n` is 0 (the command-line default).
+pub fn workers_or_cores(n: usize) -> usize {
+    if n > 0 {
+        return n;
+    }
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// The worker a room lives on: a stable hash of its name.

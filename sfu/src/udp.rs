@@ -49,6 +49,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const LIVENESS_TICK: Duration = Duration::from_millis(500);
 /// How often str0m reports per-peer statistics.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// Datagrams read in one go before the resulting datagrams are sent.
+const READ_BATCH: usize = 64;
 /// The largest datagram read.
 const RECV_BUF: usize = 2048;
 
@@ -65,10 +67,10 @@ pub(crate) fn start(
         .udp_addrs
         .first()
         .ok_or_else(|| Error::Transport("no UDP address to bind".into()))?;
-    if base.ip().is_unspecified() {
+    if base.ip().is_unspecified() && config.public_ips.is_empty() {
         return Err(Error::Transport(format!(
-            "bind the SFU to a specific address, not {base}: it is announced to clients as \
-             the one ICE candidate"
+            "the SFU is bound to {base}: give the address clients reach it on (a public IP), \
+             or bind a specific address, which is then announced to them"
         )));
     }
     let provider = str0m::crypto::from_feature_flags();
@@ -86,16 +88,34 @@ pub(crate) fn start(
         std_socket.set_nonblocking(true).map_err(Error::transport)?;
         let socket = UdpSocket::from_std(std_socket).map_err(Error::transport)?;
         let local = socket.local_addr().map_err(Error::transport)?;
+        // What clients are told: the public addresses, else the bound one.
+        let mut announced: Vec<SocketAddr> = if config.public_ips.is_empty() {
+            vec![local]
+        } else {
+            (config.public_ips.iter())
+                .map(|ip| SocketAddr::new(*ip, local.port()))
+                .collect()
+        };
+        announced.dedup();
+        for a in &announced {
+            Candidate::host(*a, "udp").map_err(|e| {
+                Error::Transport(format!("{a} cannot be announced as a candidate: {e}"))
+            })?;
+        }
         let cert = provider
             .dtls_provider
             .generate_certificate()
             .ok_or_else(|| Error::Transport("no DTLS certificate".into()))?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let port = Port {
+            socket,
+            local,
+            announced,
+        };
         let worker = Worker::new(
             i,
             config.clone(),
-            socket,
-            local,
+            port,
             cert,
             Arc::clone(&metrics),
             capture.clone(),
@@ -108,6 +128,14 @@ pub(crate) fn start(
     Ok((ctls, addrs))
 }
 
+/// A worker's UDP socket, where it is bound and what clients are told.
+struct Port {
+    socket: UdpSocket,
+    local: SocketAddr,
+    /// Never empty: the public addresses, else `local`.
+    announced: Vec<SocketAddr>,
+}
+
 /// One published track: its kind and who receives it.
 struct Published {
     key: TrackKey,
@@ -115,7 +143,8 @@ struct Published {
     /// The router refused it (too many tracks): its packets are dropped.
     refused: bool,
     /// Open subscriptions: the subscriber's serial and its m-line.
-    outlets: Vec<(u64, Mid)>,
+    /// Copy-on-write, so the hot path takes it with a reference count.
+    outlets: Arc<Vec<(u64, Mid)>>,
 }
 
 /// Where one subscription stands in negotiation.
@@ -184,7 +213,10 @@ struct Worker {
     rooms_changed: bool,
     config: SfuConfig,
     socket: UdpSocket,
-    local: SocketAddr,
+    /// The candidates announced to every peer; the first is what str0m is
+    /// told each datagram arrived on (it must name a local candidate).
+    announced: Vec<SocketAddr>,
+    destination: SocketAddr,
     rtc_config: RtcConfig,
     router: Router,
     peers: HashMap<u64, Peer>,
@@ -210,8 +242,7 @@ impl Worker {
     fn new(
         index: usize,
         config: SfuConfig,
-        socket: UdpSocket,
-        local: SocketAddr,
+        port: Port,
         cert: DtlsCert,
         metrics: Arc<Metrics>,
         capture: Option<Arc<CaptureWriter>>,
@@ -232,8 +263,9 @@ impl Worker {
             #[cfg(feature = "test-hooks")]
             tamper: config.tamper.clone(),
             config,
-            socket,
-            local,
+            socket: port.socket,
+            destination: port.announced.first().copied().unwrap_or(port.local),
+            announced: port.announced,
             rtc_config,
             peers: HashMap::new(),
             by_who: HashMap::new(),
@@ -273,9 +305,13 @@ impl Worker {
                         self.read_all(&mut buf);
                     }
                 }
-                () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
-                    self.handle_timeouts(Instant::now());
-                }
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
+            }
+            // Whatever woke the loop: a socket that is never quiet must not
+            // starve the timers (RTCP, retransmissions, liveness).
+            let now = Instant::now();
+            if self.next_deadline() <= now {
+                self.handle_timeouts(now);
             }
             self.settle();
             self.flush().await;
@@ -312,9 +348,10 @@ impl Worker {
         next
     }
 
-    /// Reads every datagram waiting on the socket.
+    /// Reads the datagrams waiting on the socket, at most [`READ_BATCH`]
+    /// before what they caused is sent.
     fn read_all(&mut self, buf: &mut [u8]) {
-        loop {
+        for _ in 0..READ_BATCH {
             match self.socket.try_recv_from(buf) {
                 Ok((n, from)) => {
                     let now = Instant::now();
@@ -333,7 +370,7 @@ impl Worker {
     }
 
     fn datagram(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
-        let Ok(receive) = Receive::new(Protocol::Udp, from, self.local, data) else {
+        let Ok(receive) = Receive::new(Protocol::Udp, from, self.destination, data) else {
             return; // not STUN, DTLS, RTP or RTCP
         };
         let input = Input::Receive(now, receive);
@@ -386,7 +423,7 @@ impl Worker {
                     }
                     return;
                 }
-                Ok(Output::Transmit(t)) => self.out.push((t.destination, t.contents.to_vec())),
+                Ok(Output::Transmit(t)) => self.out.push((t.destination, t.contents.into())),
                 Ok(Output::Event(e)) => self.pending.push((serial, e)),
                 Err(e) => {
                     tracing::info!(participant = %peer.who.1, error = %e, "peer failed");
@@ -539,7 +576,7 @@ impl Worker {
         }
         let kind = published.kind;
         let who = publisher.who.clone();
-        let outlets = published.outlets.clone();
+        let outlets = Arc::clone(&published.outlets);
         #[cfg(feature = "test-hooks")]
         let packet = self.tampered(kind, packet);
         self.metrics.packet_in(kind, packet.payload.len());
@@ -574,7 +611,7 @@ impl Worker {
             ..Default::default()
         };
         let in_seq = *packet.seq_no;
-        for (sub_serial, sub_mid) in outlets {
+        for &(sub_serial, sub_mid) in outlets.iter() {
             let Some(sub_peer) = self.peers.get_mut(&sub_serial) else {
                 continue;
             };
@@ -654,7 +691,7 @@ impl Worker {
                         key,
                         kind,
                         refused: true,
-                        outlets: Vec::new(),
+                        outlets: Arc::default(),
                     },
                 );
                 return;
@@ -667,7 +704,7 @@ impl Worker {
                 key,
                 kind,
                 refused: false,
-                outlets: Vec::new(),
+                outlets: Arc::default(),
             },
         );
         self.execute(decisions);
@@ -737,8 +774,10 @@ impl Worker {
         }
         let now = Instant::now();
         let mut rtc = self.rtc_config.clone().build(now);
-        let candidate = Candidate::host(self.local, "udp").map_err(Error::transport)?;
-        rtc.add_local_candidate(candidate);
+        for addr in &self.announced {
+            let candidate = Candidate::host(*addr, "udp").map_err(Error::transport)?;
+            rtc.add_local_candidate(candidate);
+        }
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         let decisions = self.router.join(&who.0, &who.1)?;
         self.rooms_changed = true;
@@ -866,7 +905,7 @@ impl Worker {
                 .and_then(|p| p.published.get_mut(&Mid::from(key.track.0.as_str())))
                 && !published.outlets.iter().any(|(s, _)| *s == serial)
             {
-                published.outlets.push((serial, mid));
+                Arc::make_mut(&mut published.outlets).push((serial, mid));
             }
             let decisions = self.router.subscription_ready(&who.1, &key, now);
             self.execute(decisions);
@@ -1071,7 +1110,7 @@ impl Worker {
             .and_then(|s| self.peers.get_mut(s))
             .and_then(|p| p.published.get_mut(&Mid::from(key.track.0.as_str())))
         {
-            published.outlets.retain(|(s, _)| *s != serial);
+            Arc::make_mut(&mut published.outlets).retain(|(s, _)| *s != serial);
         }
         if let Some(event) = event {
             self.send_event(serial, event);
@@ -1100,7 +1139,9 @@ impl Worker {
         }
         for other in self.peers.values_mut() {
             for published in other.published.values_mut() {
-                published.outlets.retain(|(s, _)| *s != serial);
+                if published.outlets.iter().any(|(s, _)| *s == serial) {
+                    Arc::make_mut(&mut published.outlets).retain(|(s, _)| *s != serial);
+                }
             }
         }
         self.metrics.subscriptions_add(-(peer.subs.len() as i64));
@@ -1109,7 +1150,7 @@ impl Worker {
         if peer.rtc.close().is_ok() {
             while let Ok(output) = peer.rtc.poll_output() {
                 match output {
-                    Output::Transmit(t) => self.out.push((t.destination, t.contents.to_vec())),
+                    Output::Transmit(t) => self.out.push((t.destination, t.contents.into())),
                     Output::Timeout(_) => break,
                     Output::Event(_) => {}
                 }

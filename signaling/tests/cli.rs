@@ -24,6 +24,10 @@ fn command() -> Command {
         "HUSH_SECRET_FILE",
         "HUSH_JOIN_TIMEOUT",
         "HUSH_IDLE_TIMEOUT",
+        "HUSH_RTC_PORT",
+        "HUSH_PUBLIC_IP",
+        "HUSH_SFU_WORKERS",
+        "HUSH_SFU_TRANSPORT",
     ] {
         c.env_remove(var);
     }
@@ -49,7 +53,7 @@ struct Running {
 /// Starts the binary on an ephemeral port and waits for its listening line.
 async fn start(args: &[&str]) -> Running {
     let mut child = command()
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--rtc-port", "0"])
         .args(args)
         .stdout(Stdio::piped())
         .spawn()
@@ -229,6 +233,10 @@ async fn help_documents_every_flag() {
         "--send-queue",
         "--capture",
         "--rtc-ip",
+        "--rtc-port",
+        "--public-ip",
+        "--sfu-workers",
+        "--sfu-transport",
         "--no-media",
         "token",
         "embedded sfu",

@@ -147,6 +147,8 @@ pub struct Client {
     pub plis: Arc<AtomicUsize>,
     /// When the client created its offer.
     pub offered_at: Instant,
+    /// The SFU's answer to the client's first offer.
+    pub answer: String,
 }
 
 fn local_track(kind: MediaKind, name: &str) -> (Arc<TrackLocalStaticRTP>, u32) {
@@ -259,7 +261,8 @@ impl Client {
             .unwrap()
             .unwrap();
         let offer = pc.local_description().await.unwrap().sdp;
-        let answer = sfu.handle_offer(&room, &id, filter(offer)).await.unwrap();
+        let first_answer = sfu.handle_offer(&room, &id, filter(offer)).await.unwrap();
+        let answer = first_answer.clone();
         pc.set_remote_description(RTCSessionDescription::answer(filter(answer)).unwrap())
             .await
             .unwrap();
@@ -310,6 +313,7 @@ impl Client {
             remotes,
             plis,
             offered_at,
+            answer: first_answer,
         }
     }
 

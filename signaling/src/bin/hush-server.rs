@@ -114,13 +114,18 @@ struct ServeArgs {
     /// IP address the embedded SFU gathers media candidates on.
     #[arg(long, env = "HUSH_RTC_IP", default_value = "127.0.0.1")]
     rtc_ip: std::net::IpAddr,
-    /// UDP port of the embedded SFU (every participant's media arrives on
-    /// it; with --sfu-workers N, ports PORT..PORT+N). 0 picks a free one.
-    #[arg(long, env = "HUSH_RTC_PORT", default_value_t = 0)]
+    /// First UDP port of the embedded SFU: every participant's media
+    /// arrives on it (worker i listens on PORT+i). 0 picks free ports.
+    #[arg(long, env = "HUSH_RTC_PORT", default_value_t = 7882)]
     rtc_port: u16,
+    /// Address announced to clients as the SFU's candidate instead of
+    /// --rtc-ip (repeatable): the public IP of a host behind 1:1 NAT, as on
+    /// cloud VMs. Needed when --rtc-ip is 0.0.0.0.
+    #[arg(long = "public-ip", env = "HUSH_PUBLIC_IP", value_delimiter = ',')]
+    public_ips: Vec<std::net::IpAddr>,
     /// Forwarding loops of the embedded SFU, each with its own UDP port; a
-    /// room lives on one. One per core is the most that helps.
-    #[arg(long, env = "HUSH_SFU_WORKERS", default_value_t = 1)]
+    /// room lives on one. 0: one per core.
+    #[arg(long, env = "HUSH_SFU_WORKERS", default_value_t = 0)]
     sfu_workers: usize,
     /// Media transport of the embedded SFU: str0m (one UDP port, sans-IO)
     /// or webrtc (webrtc-rs, a port per participant; for comparison).
@@ -269,7 +274,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             udp_addrs: vec![std::net::SocketAddr::new(args.rtc_ip, args.rtc_port)],
             capture: args.capture.clone(),
             transport: args.sfu_transport,
-            workers: args.sfu_workers,
+            workers: hush_sfu::workers_or_cores(args.sfu_workers),
+            public_ips: args.public_ips.clone(),
             ..Default::default()
         })
         .context("starting the embedded SFU")?;
