@@ -28,7 +28,7 @@ use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::rtp::{Extension, ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -49,6 +49,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const LIVENESS_TICK: Duration = Duration::from_millis(500);
 /// How often str0m reports per-peer statistics.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// Timeouts already due that one drain handles at once (more wait for the
+/// deadline heap, so one peer cannot hold the loop).
+const DUE_ROUNDS: usize = 4;
 /// Datagrams read in one go before the resulting datagrams are sent.
 const READ_BATCH: usize = 64;
 /// The largest datagram read.
@@ -253,6 +256,13 @@ impl Worker {
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
+            // Only what the forwarding path uses: audio level (active
+            // speaker, forwarded) and mid. No transport-wide congestion
+            // control or abs-send-time (no bandwidth estimation yet), whose
+            // per-peer send history is most of an idle subscriber's memory.
+            .clear_extension_map()
+            .set_extension(1, Extension::AudioLevel)
+            .set_extension(4, Extension::RtpMid)
             // For the NACK counters; str0m answers NACKs by itself.
             .set_stats_interval(Some(STATS_INTERVAL))
             .set_dtls_cert(cert);
@@ -414,8 +424,18 @@ impl Worker {
         let Some(peer) = self.peers.get_mut(&serial) else {
             return;
         };
+        let now = Instant::now();
+        let mut rounds = 0;
         loop {
             match peer.rtc.poll_output() {
+                // A packet just written waits for a timeout to be stamped
+                // and released: give it one now rather than a loop later.
+                Ok(Output::Timeout(t)) if t <= now && rounds < DUE_ROUNDS => {
+                    rounds += 1;
+                    if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                        tracing::debug!(error = %e, "timeout refused");
+                    }
+                }
                 Ok(Output::Timeout(t)) => {
                     if peer.scheduled.is_none_or(|s| t < s) {
                         peer.scheduled = Some(t);
@@ -594,27 +614,23 @@ impl Worker {
         if outlets.is_empty() {
             return;
         }
-        if let Some(capture) = &self.capture {
-            let record = CaptureRecord {
-                kind,
-                ssrc: *packet.header.ssrc,
-                seq: packet.header.sequence_number,
-                payload: bytes::Bytes::copy_from_slice(&packet.payload),
-            };
-            if !capture.record(record) {
-                self.metrics.dropped(DropReason::CaptureOverflow);
-            }
-        }
         let ext_vals = ExtensionValues {
             audio_level: packet.header.ext_vals.audio_level,
             voice_activity: packet.header.ext_vals.voice_activity,
             ..Default::default()
         };
         let in_seq = *packet.seq_no;
+        let mut written = 0usize;
         for &(sub_serial, sub_mid) in outlets.iter() {
             let Some(sub_peer) = self.peers.get_mut(&sub_serial) else {
                 continue;
             };
+            if !sub_peer.connected {
+                // Not up yet (ICE or DTLS still under way): str0m would
+                // queue the packet until it is, and old audio is no use.
+                self.metrics.dropped(DropReason::NotNegotiated);
+                continue;
+            }
             let Some(key) = sub_peer.sub_by_mid.get(&sub_mid) else {
                 continue;
             };
@@ -648,9 +664,25 @@ impl Worker {
             .ext_vals(ext_vals.clone())
             .nackable(kind == MediaKind::Video);
             tx.write_rtp(write);
+            written += 1;
             self.metrics
                 .packet_out(kind, packet.payload.len(), now.elapsed());
             self.drain(sub_serial);
+        }
+        // The audit holds what was forwarded: once per packet that went to
+        // at least one subscriber.
+        if written > 0 {
+            if let Some(capture) = &self.capture {
+                let record = CaptureRecord {
+                    kind,
+                    ssrc: *packet.header.ssrc,
+                    seq: packet.header.sequence_number,
+                    payload: bytes::Bytes::copy_from_slice(&packet.payload),
+                };
+                if !capture.record(record) {
+                    self.metrics.dropped(DropReason::CaptureOverflow);
+                }
+            }
         }
     }
 
