@@ -44,7 +44,8 @@ struct Args {
     /// "HUSHCAP1", then kind:u8 ssrc:u32 seq:u16 len:u32 payload).
     #[arg(long, value_name = "FILE")]
     capture: Option<PathBuf>,
-    /// Packets queued per subscriber track before new ones are dropped.
+    /// Packets queued per subscriber track before new ones are dropped
+    /// (webrtc transport only; the str0m transport queues nothing).
     #[arg(long, default_value_t = 256)]
     subscriber_queue: usize,
     /// Minimum interval between key-frame requests per video track, in ms.

@@ -73,13 +73,15 @@ impl std::fmt::Debug for TamperHook {
 /// How the SFU runs.
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
-    /// Local UDP addresses to gather host candidates on (one socket per
-    /// address per peer connection; port 0 picks a free port).
+    /// Local UDP addresses: for the str0m transport the first is where
+    /// worker 0 binds (worker i at port + i; port 0 picks free ports); for
+    /// webrtc-rs, where each peer connection gathers host candidates.
     pub udp_addrs: Vec<SocketAddr>,
     /// Routing decisions: key-frame rate limit, active speaker.
     pub routing: RoutingConfig,
     /// Packets that may wait for one subscriber's connection before new
-    /// ones for it are dropped (and counted as `queue_full`).
+    /// ones for it are dropped (and counted as `queue_full`); webrtc-rs
+    /// transport only.
     pub subscriber_queue: usize,
     /// Events that may wait for the signaling layer per participant; a
     /// participant whose events are not consumed beyond this is removed.
@@ -97,6 +99,9 @@ pub struct SfuConfig {
     /// How long an answer waits for ICE gathering to finish so that it
     /// carries the SFU's candidates (trickled candidates follow anyway).
     pub gather_timeout: Duration,
+    /// A participant whose media connection (ICE and DTLS) is not up this
+    /// long after it was added is removed as failed (sans-IO transport).
+    pub connect_timeout: Duration,
     /// Addresses announced to clients as the SFU's ICE candidates, with
     /// each worker's port, instead of the bound address: the public IPs of
     /// a host behind 1:1 NAT (a cloud VM). Empty: the bound address, which
@@ -148,6 +153,7 @@ impl Default for SfuConfig {
             ice_disconnected_timeout: Duration::from_secs(2),
             ice_failed_timeout: Duration::from_secs(5),
             gather_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(15),
             public_ips: Vec::new(),
             transport: Transport::default(),
             workers: 1,

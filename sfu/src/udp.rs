@@ -42,9 +42,6 @@ use crate::routing::{AudioLevel, Decision, Router};
 use crate::sfu::TamperHook;
 use crate::sfu::{CloseReason, Command, ParticipantEvents, SfuConfig, SfuEvent, Who, unknown};
 
-/// A peer that has not completed ICE and DTLS this long after its first
-/// offer is removed as failed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often connected peers are checked for silence.
 const LIVENESS_TICK: Duration = Duration::from_millis(500);
 /// How often str0m reports per-peer statistics.
@@ -489,7 +486,7 @@ impl Worker {
             let dead = if peer.connected {
                 now.duration_since(peer.last_heard) > self.config.ice_failed_timeout
             } else {
-                now.duration_since(peer.created) > CONNECT_TIMEOUT
+                now.duration_since(peer.created) > self.config.connect_timeout
             };
             if dead {
                 tracing::info!(room = %peer.who.0, participant = %peer.who.1, connected = peer.connected, "media connection timed out");

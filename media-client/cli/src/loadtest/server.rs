@@ -55,6 +55,9 @@ pub async fn serve_child(max_run: Duration) -> Result<(), Error> {
     let sfu = hush_sfu::SfuConfig {
         ice_disconnected_timeout: super::ICE_DISCONNECTED,
         ice_failed_timeout: super::ICE_FAILED,
+        // Hundreds of simulated clients joining on two shared cores can
+        // take far longer than a real one to finish ICE and DTLS.
+        connect_timeout: Duration::from_secs(60),
         transport,
         ..Default::default()
     };
