@@ -42,6 +42,12 @@ use crate::routing::{AudioLevel, Decision, Router};
 use crate::sfu::TamperHook;
 use crate::sfu::{CloseReason, Command, ParticipantEvents, SfuConfig, SfuEvent, Who, unknown};
 
+/// The shortest silence after which a connected peer counts as gone. An
+/// ICE-lite SFU sends no checks of its own, so it hears a receive-only
+/// client only through its consent checks (RFC 7675: every 4-6 s) and
+/// RTCP; a busy client's gaps are longer still. A peer that closes its
+/// connection is removed at once (DTLS close_notify) whatever this is.
+const MIN_SILENCE: Duration = Duration::from_secs(12);
 /// How often connected peers are checked for silence.
 const LIVENESS_TICK: Duration = Duration::from_millis(500);
 /// How often str0m reports per-peer statistics.
@@ -484,7 +490,8 @@ impl Worker {
     fn check_liveness(&mut self, now: Instant) {
         for (&serial, peer) in &self.peers {
             let dead = if peer.connected {
-                now.duration_since(peer.last_heard) > self.config.ice_failed_timeout
+                let silence = self.config.ice_failed_timeout.max(MIN_SILENCE);
+                now.duration_since(peer.last_heard) > silence
             } else {
                 now.duration_since(peer.created) > self.config.connect_timeout
             };
