@@ -120,7 +120,7 @@ pub struct SfuConfig {
 #[non_exhaustive]
 pub enum Transport {
     /// str0m, sans-IO: one UDP port per worker, one loop forwarding for
-    /// every peer on it ([`crate::udp`]).
+    /// every peer on it.
     #[default]
     Str0m,
     /// webrtc-rs: one peer connection, socket and driver task per
