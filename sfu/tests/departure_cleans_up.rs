@@ -21,15 +21,7 @@ async fn abrupt_departure_ends_tracks_and_empty_room_leaves_metrics() {
     let b = Client::join(&sfu, "room", 2, AV, None).await;
     let c = Client::join(&sfu, "room", 3, AV, None).await;
     let clients = [(&a, 0u8, 0u8), (&b, 0, 1), (&c, 0, 2)];
-    let mut n = 0;
-    while !clients
-        .iter()
-        .all(|(x, _, _)| x.announced().len() == 4 && x.received().len() > 20)
-    {
-        assert!(n < 1500, "forwarding never started");
-        send_rounds(&clients, n, 5, Duration::from_millis(20)).await;
-        n += 5;
-    }
+    let n = until_av_flows(&clients).await;
     assert_eq!(sfu.metrics().peer_connections(), 3);
     let tasks_with_three = sfu.metrics().tasks();
 

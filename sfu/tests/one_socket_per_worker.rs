@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
 
 use common::*;
 use hush_sfu::{Sfu, SfuConfig, Transport};
@@ -75,15 +74,7 @@ async fn a_three_party_call_uses_one_socket_per_worker_and_announces_the_public_
         assert!(x.answer.contains("a=ice-lite"), "{}", x.answer);
     }
     let clients = [(&a, 0u8, 0u8), (&b, 0, 1), (&c, 0, 2)];
-    let mut n = 0;
-    while !clients
-        .iter()
-        .all(|(x, _, _)| x.announced().len() == 4 && x.received().len() > 20)
-    {
-        assert!(n < 1500, "forwarding never started");
-        send_rounds(&clients, n, 5, Duration::from_millis(20)).await;
-        n += 5;
-    }
+    until_av_flows(&clients).await;
     // Media flows between all three, and the server side of it is one
     // socket: the only UDP socket this process has on 0.0.0.0 (the test
     // clients bind 127.0.0.1).

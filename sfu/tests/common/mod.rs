@@ -415,6 +415,22 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Sends rounds from every client (audio and video each) until each has
+/// been announced both tracks of the two others and received more than
+/// 20 packets; returns the next round number.
+pub async fn until_av_flows(clients: &[(&Client, u8, u8)]) -> u32 {
+    let mut n = 0;
+    while !clients
+        .iter()
+        .all(|(x, _, _)| x.announced().len() == 4 && x.received().len() > 20)
+    {
+        assert!(n < 1500, "forwarding never started");
+        send_rounds(clients, n, 5, Duration::from_millis(20)).await;
+        n += 5;
+    }
+    n
+}
+
 /// Sends `count` packets of each published kind from each client, one
 /// round every `period`, concurrently for all clients.
 pub async fn send_rounds(clients: &[(&Client, u8, u8)], start: u32, count: u32, period: Duration) {
