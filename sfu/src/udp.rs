@@ -538,6 +538,11 @@ impl Worker {
             }
             Event::Closed => self.evict.push((serial, CloseReason::ConnectionClosed)),
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                // ICE-lite prunes a pair after 15 s without a binding
+                // request; a new pair needs a fresh nomination, which a
+                // client's keepalives may not carry, so media to the peer
+                // may have stopped for good: remove it, and the client
+                // hears why.
                 self.evict.push((serial, CloseReason::ConnectionFailed));
             }
             Event::KeyframeRequest(req) => {
