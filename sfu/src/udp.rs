@@ -604,22 +604,26 @@ impl Worker {
             return;
         }
         let kind = published.kind;
-        let who = publisher.who.clone();
         let outlets = Arc::clone(&published.outlets);
+        let ext = &packet.header.ext_vals;
+        let decisions = match (ext.audio_level, ext.voice_activity) {
+            (Some(level), Some(voice)) => {
+                let level = AudioLevel {
+                    level: level.unsigned_abs().min(127),
+                    voice,
+                };
+                // Borrows the publisher's ids in place: no per-packet clone.
+                let (room, participant) = &publisher.who;
+                self.router.audio_level(room, participant, level, now)
+            }
+            _ => Vec::new(),
+        };
+        if !decisions.is_empty() {
+            self.execute(decisions);
+        }
         #[cfg(feature = "test-hooks")]
         let packet = self.tampered(kind, packet);
         self.metrics.packet_in(kind, packet.payload.len());
-        let ext = &packet.header.ext_vals;
-        if let (Some(level), Some(voice)) = (ext.audio_level, ext.voice_activity) {
-            let level = AudioLevel {
-                level: level.unsigned_abs().min(127),
-                voice,
-            };
-            let decisions = self.router.audio_level(&who.0, &who.1, level, now);
-            if !decisions.is_empty() {
-                self.execute(decisions);
-            }
-        }
         if outlets.is_empty() {
             return;
         }
