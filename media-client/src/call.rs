@@ -22,7 +22,7 @@ use crate::error::{Error, SignalingError, TransportError};
 use crate::frame::Codec;
 use crate::session::{CallEvent, Session, Warning};
 use crate::signal::Signaling;
-use crate::transport::{Transport, TransportEvent};
+use crate::transport::{Connector, MediaConnection, TransportEvent, WebRtcConnector};
 
 /// Where and how to join.
 #[derive(Debug, Clone)]
@@ -38,15 +38,27 @@ pub struct JoinSpec {
 }
 
 /// How the call's connections are set up.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct CallOptions {
     /// e2ee tunables.
     pub e2ee: Config,
     /// ICE timeouts of the media connection, or `None` for a call without
     /// one (signaling and keys only; frames come through [`Call::deliver_frame`]).
     pub media: Option<IceTimeouts>,
+    /// What builds the media connection: webrtc-rs ([`WebRtcConnector`]) by default.
+    pub connector: Arc<dyn Connector>,
     /// Keep every key event (tests that play a removed member).
     pub keep_key_log: bool,
+}
+
+impl core::fmt::Debug for CallOptions {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("CallOptions")
+            .field("e2ee", &self.e2ee)
+            .field("media", &self.media)
+            .field("keep_key_log", &self.keep_key_log)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for CallOptions {
@@ -54,6 +66,7 @@ impl Default for CallOptions {
         Self {
             e2ee: Config::default(),
             media: Some(IceTimeouts::default()),
+            connector: Arc::new(WebRtcConnector),
             keep_key_log: false,
         }
     }
@@ -207,9 +220,9 @@ impl<M: Media> Call<M> {
         sig.send(&join).await?;
         let (transport, transport_events) = match options.media {
             Some(ice) => {
-                let (t, events) =
-                    Transport::with_ice_timeouts(media.wants_video(), ice.disconnected, ice.failed)
-                        .await?;
+                let (t, events) = (options.connector)
+                    .connect(media.wants_video(), ice.disconnected, ice.failed)
+                    .await?;
                 let offer = t.offer().await?;
                 sig.send(&ClientMessage::SdpOffer { sdp: offer }).await?;
                 (Some(t), Some(events))
@@ -318,7 +331,7 @@ impl<M: Media> Call<M> {
 struct Driver<M> {
     session: Session,
     sig: Signaling,
-    transport: Option<Transport>,
+    transport: Option<Box<dyn MediaConnection>>,
     transport_events: Option<mpsc::Receiver<TransportEvent>>,
     media: M,
     commands: mpsc::Receiver<Command>,

@@ -135,4 +135,8 @@ pub enum TransportError {
     /// ICE or DTLS failed, or the connection closed.
     #[error("media connection failed")]
     Failed,
+    /// Another kind of media connection (a [`crate::transport::Connector`]
+    /// other than webrtc-rs) refused an operation.
+    #[error("{0}")]
+    Other(String),
 }

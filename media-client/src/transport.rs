@@ -2,6 +2,10 @@
 //! connection carrying our Opus (and optionally VP8) track out and every
 //! other member's tracks in. Payloads are already SFrame ciphertext when
 //! they get here; this layer only packetizes and reassembles.
+//!
+//! The driver sees a connection only through [`MediaConnection`], built by
+//! a [`Connector`]: [`Transport`] is the one every real client uses; the
+//! load tester plugs in cheaper peers that share one socket.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,6 +62,91 @@ pub enum TransportEvent {
         /// Its stream id.
         stream_id: String,
     },
+}
+
+/// A media connection to the SFU as the call driver uses it: SDP in and
+/// out, trickled candidates, sealed frames out. What it receives comes as
+/// [`TransportEvent`]s on the channel its [`Connector`] returned.
+#[async_trait::async_trait]
+pub trait MediaConnection: Send + Sync {
+    /// Our offer (candidates included).
+    async fn offer(&self) -> Result<String, Error>;
+    /// The SFU's answer to our offer.
+    async fn apply_answer(&self, sdp: String) -> Result<(), Error>;
+    /// Answers an SFU-initiated offer (renegotiation).
+    async fn answer(&self, sdp: String) -> Result<String, Error>;
+    /// A candidate the SFU trickled.
+    async fn add_ice_candidate(&self, c: IceCandidate) -> Result<(), Error>;
+    /// Sends one sealed Opus frame (20 ms) with its RFC 6464 audio level.
+    async fn send_audio(&self, sealed: Vec<u8>, level: u8) -> Result<(), Error>;
+    /// Sends one sealed VP8 frame lasting `duration`.
+    async fn send_video(&self, sealed: Vec<u8>, duration: Duration) -> Result<(), Error>;
+    /// Closes the connection.
+    async fn close(&self);
+}
+
+/// A new media connection and the channel of what it reports.
+pub type Connected = (Box<dyn MediaConnection>, mpsc::Receiver<TransportEvent>);
+
+/// Builds the media connection of each call that uses it.
+#[async_trait::async_trait]
+pub trait Connector: Send + Sync + 'static {
+    /// A connection with an audio track (and a video track if asked) whose
+    /// ICE gives up after the given timeouts.
+    async fn connect(
+        &self,
+        with_video: bool,
+        disconnected: Duration,
+        failed: Duration,
+    ) -> Result<Connected, Error>;
+}
+
+/// The [`Connector`] of real clients: a webrtc-rs [`Transport`] per call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WebRtcConnector;
+
+#[async_trait::async_trait]
+impl Connector for WebRtcConnector {
+    async fn connect(
+        &self,
+        with_video: bool,
+        disconnected: Duration,
+        failed: Duration,
+    ) -> Result<Connected, Error> {
+        let (t, events) = Transport::with_ice_timeouts(with_video, disconnected, failed).await?;
+        Ok((Box::new(t), events))
+    }
+}
+
+#[async_trait::async_trait]
+impl MediaConnection for Transport {
+    async fn offer(&self) -> Result<String, Error> {
+        Transport::offer(self).await
+    }
+
+    async fn apply_answer(&self, sdp: String) -> Result<(), Error> {
+        Transport::apply_answer(self, sdp).await
+    }
+
+    async fn answer(&self, sdp: String) -> Result<String, Error> {
+        Transport::answer(self, sdp).await
+    }
+
+    async fn add_ice_candidate(&self, c: IceCandidate) -> Result<(), Error> {
+        Transport::add_ice_candidate(self, c).await
+    }
+
+    async fn send_audio(&self, sealed: Vec<u8>, level: u8) -> Result<(), Error> {
+        Transport::send_audio(self, sealed, level).await
+    }
+
+    async fn send_video(&self, sealed: Vec<u8>, duration: Duration) -> Result<(), Error> {
+        Transport::send_video(self, sealed, duration).await
+    }
+
+    async fn close(&self) {
+        Transport::close(self).await;
+    }
 }
 
 fn codec(kind: RtpCodecKind) -> RTCRtpCodec {

@@ -30,6 +30,7 @@ use str0m::media::{Direction, KeyframeRequestKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -57,6 +58,13 @@ const STATS_INTERVAL: Duration = Duration::from_secs(1);
 const DUE_ROUNDS: usize = 4;
 /// Datagrams read in one go before the resulting datagrams are sent.
 const READ_BATCH: usize = 64;
+/// Socket buffers asked for: one worker's socket takes every client's
+/// datagrams, and a burst that overflows the kernel's default (about
+/// 200 KiB) is lost, DTLS handshakes included. The kernel caps it at
+/// `net.core.rmem_max` / `wmem_max`; the effective sizes are logged.
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// Datagrams handed to the kernel per system call (`sendmmsg`).
+const SEND_BATCH: usize = 64;
 /// The largest datagram read.
 const RECV_BUF: usize = 2048;
 
@@ -92,6 +100,7 @@ pub(crate) fn start(
         }
         let std_socket = std::net::UdpSocket::bind(addr).map_err(Error::transport)?;
         std_socket.set_nonblocking(true).map_err(Error::transport)?;
+        let (rcvbuf, sndbuf) = socket_buffers(&std_socket, SOCKET_BUFFER_BYTES);
         let socket = UdpSocket::from_std(std_socket).map_err(Error::transport)?;
         let local = socket.local_addr().map_err(Error::transport)?;
         // What clients are told: the public addresses, else the bound one.
@@ -127,7 +136,7 @@ pub(crate) fn start(
             capture.clone(),
         );
         tokio::spawn(worker.run(rx));
-        tracing::info!(%local, worker = i, "SFU worker listening (UDP)");
+        tracing::info!(%local, worker = i, rcvbuf, sndbuf, "SFU worker listening (UDP)");
         ctls.push(tx);
         addrs.push(local);
     }
@@ -1230,25 +1239,73 @@ impl Worker {
     }
 
     /// Sends every datagram the step produced.
+    /// Sends what the last step produced, [`SEND_BATCH`] datagrams per
+    /// system call.
     async fn flush(&mut self) {
-        for (to, data) in std::mem::take(&mut self.out) {
-            loop {
-                match self.socket.try_send_to(&data, to) {
-                    Ok(_) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        if self.socket.writable().await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, %to, "UDP send failed");
-                        self.metrics.dropped(DropReason::WriteError);
+        let out = std::mem::take(&mut self.out);
+        let mut sent = 0;
+        while sent < out.len() {
+            let batch = &out[sent..out.len().min(sent + SEND_BATCH)];
+            let result = self
+                .socket
+                .try_io(Interest::WRITABLE, || send_batch(&self.socket, batch));
+            match result {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if self.socket.writable().await.is_err() {
                         break;
                     }
                 }
+                Err(e) => {
+                    // The first datagram of the batch was refused (the
+                    // kernel reports an error only for the first): skip it.
+                    let to = batch[0].0;
+                    tracing::debug!(error = %e, %to, "UDP send failed");
+                    self.metrics.dropped(DropReason::WriteError);
+                    sent += 1;
+                }
             }
         }
+        // Keep the allocation for the next step.
+        self.out = out;
+        self.out.clear();
     }
+}
+
+/// Asks for `bytes` of receive and send buffer; returns what the kernel
+/// granted (0 where it could not be read).
+fn socket_buffers(socket: &std::net::UdpSocket, bytes: usize) -> (usize, usize) {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    let _ = setsockopt(socket, sockopt::RcvBuf, &bytes);
+    let _ = setsockopt(socket, sockopt::SndBuf, &bytes);
+    (
+        getsockopt(socket, sockopt::RcvBuf).unwrap_or(0),
+        getsockopt(socket, sockopt::SndBuf).unwrap_or(0),
+    )
+}
+
+/// Hands `batch` to the kernel in one `sendmmsg`; returns how many went.
+fn send_batch(socket: &UdpSocket, batch: &[(SocketAddr, Vec<u8>)]) -> std::io::Result<usize> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+    use std::io::IoSlice;
+    use std::os::fd::AsRawFd;
+    let slices: Vec<[IoSlice<'_>; 1]> = batch.iter().map(|(_, d)| [IoSlice::new(d)]).collect();
+    let addrs: Vec<Option<SockaddrStorage>> = batch
+        .iter()
+        .map(|(a, _)| Some(SockaddrStorage::from(*a)))
+        .collect();
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(batch.len(), None);
+    let cmsgs: [ControlMessage<'_>; 0] = [];
+    let results = sendmmsg(
+        socket.as_raw_fd(),
+        &mut headers,
+        &slices,
+        &addrs,
+        cmsgs,
+        MsgFlags::empty(),
+    )
+    .map_err(std::io::Error::from)?;
+    Ok(results.count())
 }
 
 /// The local ufrag a STUN binding request names (`USERNAME` is

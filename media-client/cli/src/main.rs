@@ -167,6 +167,14 @@ struct LoadtestArgs {
     /// Most subscribers per room the ramp tries.
     #[arg(long, default_value_t = 400)]
     ramp_max: usize,
+    /// Simulated participants' media: `sans-io` (str0m peers sharing a few
+    /// sockets on loopback addresses; cheap, reaches only a server on this
+    /// machine) or `webrtc` (a webrtc-rs peer connection each, as `hush call`).
+    #[arg(long, default_value = "sans-io")]
+    clients: String,
+    /// Tasks (one socket each) driving the sans-io clients (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    client_hubs: usize,
     /// Draw throughput and latency against subscribers (with --ramp) as SVG.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
@@ -181,6 +189,17 @@ async fn loadtest(args: LoadtestArgs) -> Result<()> {
         "udp-relay" => true,
         "none" => false,
         other => bail!("--baseline must be udp-relay or none, not {other:?}"),
+    };
+    let clients = match args.clients.as_str() {
+        "sans-io" => loadtest::Clients::SansIo {
+            hubs: if args.client_hubs == 0 {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                args.client_hubs.min(64)
+            },
+        },
+        "webrtc" => loadtest::Clients::WebRtc,
+        other => bail!("--clients must be sans-io or webrtc, not {other:?}"),
     };
     if args.plot.is_some() && !args.ramp {
         bail!("--plot draws the steps of --ramp; add --ramp");
@@ -212,6 +231,7 @@ async fn loadtest(args: LoadtestArgs) -> Result<()> {
             max_subscribers: args.ramp_max,
         }),
         progress: hush::progress::stderr_is_terminal(),
+        clients,
     };
     let target = match &args.server {
         Some(url) => {
@@ -306,6 +326,13 @@ fn parse_video(spec: Option<&str>) -> Result<Option<Clip>> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    // Diagnostics only when asked for (RUST_LOG=hush=debug and the like).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match cli.command {
         Command::Loadtest(args) => loadtest(args).await,
         Command::LoadtestServer { max_seconds } => {

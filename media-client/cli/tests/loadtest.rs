@@ -90,6 +90,12 @@ fn a_small_audio_load_decrypts_every_frame_and_reports_every_figure() {
     assert_eq!(report["unstamped_frames"], 0, "{report:#}");
     assert_eq!(report["ok"], true);
     assert_eq!(report["result"]["participants"], 8);
+    // The default generator: sans-IO peers, every one a real ICE + DTLS +
+    // SRTP connection to the SFU, many on one socket.
+    assert!(
+        report["config"]["clients"].get("sans-io").is_some(),
+        "{report:#}"
+    );
     assert!(stdout.contains("headline:"), "{stdout}");
 }
 
@@ -140,6 +146,7 @@ fn bad_arguments_are_refused_before_anything_starts() {
         vec!["loadtest", "--server", "ws://127.0.0.1:9"],
         vec!["loadtest", "--rooms", "0"],
         vec!["loadtest", "--subscribers", "100000"],
+        vec!["loadtest", "--clients", "quic"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_hush"))
             .args(&args)
@@ -179,6 +186,8 @@ fn a_running_server_is_measured_through_its_metrics() {
     let run = |secret: &str| {
         Command::new(env!("CARGO_BIN_EXE_hush"))
             .args(["loadtest", "--server", &url, "--subscribers", "2"])
+            // The generator's webrtc-rs clients, as `hush call` connects.
+            .args(["--clients", "webrtc"])
             .args(["--seconds", "1", "--baseline", "none", "--json"])
             .arg(&json)
             .env("HUSH_SECRET", secret)
@@ -208,6 +217,7 @@ fn a_running_server_is_measured_through_its_metrics() {
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("JSON");
     assert_eq!(report["config"]["server"], url.as_str());
+    assert_eq!(report["config"]["clients"], "webrtc", "{report:#}");
     assert_eq!(report["decryption_failures"], 0);
     assert!(
         number(&report["result"], "forwarded_packets") > 0.0,

@@ -8,6 +8,7 @@
 pub mod peer;
 pub mod plot;
 pub mod relay;
+pub mod sansio;
 pub mod server;
 pub mod stamp;
 pub mod tally;
@@ -20,6 +21,7 @@ use serde::Serialize;
 
 use hush_client::call::JoinSpec;
 use hush_client::frame::Codec;
+use hush_client::transport::{Connector, WebRtcConnector};
 
 use crate::Error;
 use crate::progress;
@@ -68,6 +70,35 @@ pub struct LoadSpec {
     pub ramp: Option<Ramp>,
     /// Draw a progress bar on standard error.
     pub progress: bool,
+    /// What the simulated participants' media connections run on.
+    pub clients: Clients,
+}
+
+/// What the simulated participants' media connections run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Clients {
+    /// Sans-IO peers (str0m), many per task and socket ([`sansio`]): the
+    /// generator's cheap clients, which reach only a server on this machine.
+    SansIo {
+        /// Hubs (a task and a socket each).
+        hubs: usize,
+    },
+    /// A webrtc-rs peer connection per participant, as `hush call` uses.
+    #[serde(rename = "webrtc")]
+    WebRtc,
+}
+
+impl Clients {
+    fn connector(self) -> Result<Arc<dyn Connector>, Error> {
+        Ok(match self {
+            Clients::SansIo { hubs } => Arc::new(
+                sansio::SansIoConnector::start(hubs)
+                    .map_err(|e| Error::LoadTest(format!("load generator: {e}")))?,
+            ),
+            Clients::WebRtc => Arc::new(WebRtcConnector),
+        })
+    }
 }
 
 /// How `--ramp` grows the load.
@@ -98,6 +129,8 @@ pub struct ConfigReport {
     pub video_kbps: Option<u32>,
     /// Whether the run ramped.
     pub ramp: bool,
+    /// What the simulated participants' media connections ran on.
+    pub clients: Clients,
 }
 
 /// The raw UDP relay at the same fan-out, measured in the same run.
@@ -203,6 +236,7 @@ struct Slot {
 }
 
 struct World {
+    connector: Arc<dyn Connector>,
     slots: Vec<Slot>,
     rooms: Vec<Vec<u32>>,
     members: Vec<usize>,
@@ -252,6 +286,7 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
     };
     let before = target.sample().await?;
     let mut world = World {
+        connector: spec.clients.connector()?,
         slots: Vec::new(),
         rooms: vec![Vec::new(); spec.rooms],
         members: vec![0; spec.rooms],
@@ -381,6 +416,7 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
             audio_frame_bytes: spec.audio_bytes,
             video_kbps: spec.video_kbps,
             ramp: spec.ramp.is_some(),
+            clients: spec.clients,
         },
         result,
         steps,
@@ -417,8 +453,10 @@ async fn join_many(
                 token: target.token(&room_name(room), &name)?,
                 name,
             };
+            let connector = Arc::clone(&world.connector);
             joins.push(async move {
-                let peer = Peer::start(&join, index, publishes.then_some(media), video).await;
+                let publish = publishes.then_some(media);
+                let peer = Peer::start(&join, index, publish, video, connector).await;
                 (room, index, publishes, peer)
             });
         }
@@ -886,14 +924,18 @@ pub fn table(r: &LoadReport) -> String {
     let c = &r.config;
     let _ = writeln!(
         out,
-        "hush loadtest: server {}, {} room(s) x ({} publisher(s) + {} subscriber(s)), {} s per step{}",
+        "hush loadtest: server {}, {} room(s) x ({} publisher(s) + {} subscriber(s)), {} s per step{}, {} clients",
         c.server,
         c.rooms,
         c.publishers,
         c.subscribers,
         c.seconds,
         c.video_kbps
-            .map_or_else(String::new, |k| format!(", video {k} kbit/s"))
+            .map_or_else(String::new, |k| format!(", video {k} kbit/s")),
+        match c.clients {
+            Clients::SansIo { hubs } => format!("sans-IO ({hubs} hubs)"),
+            Clients::WebRtc => "webrtc-rs".into(),
+        }
     );
     let _ = writeln!(
         out,
@@ -1014,6 +1056,7 @@ mod tests {
             baseline: true,
             ramp: None,
             progress: false,
+            clients: Clients::WebRtc,
         };
         let shape = [RoomShape {
             publishers: vec![0],

@@ -9,6 +9,7 @@ use std::time::Duration;
 use hush_client::call::{Call, CallOptions, IceTimeouts, JoinSpec, Media};
 use hush_client::frame::Codec;
 use hush_client::session::{CallEvent, Session, Stats, Warning};
+use hush_client::transport::Connector;
 use hush_client::{Error as ClientError, TransportError};
 use hush_e2ee::Identity;
 use hush_proto::ParticipantId as SigId;
@@ -79,6 +80,7 @@ impl Peer {
         index: u32,
         publish: Option<Publish>,
         receive_video: bool,
+        connector: Arc<dyn Connector>,
     ) -> Result<Self, Error> {
         let tally = SharedTally::default();
         let video = publish.and_then(|m| m.video);
@@ -95,6 +97,7 @@ impl Peer {
                 disconnected: super::ICE_DISCONNECTED,
                 failed: super::ICE_FAILED,
             }),
+            connector,
             ..CallOptions::default()
         };
         let call = Call::start(join, Identity::generate(), options, media).await?;

@@ -1,0 +1,913 @@
+//! The load generator's cheap media peers: sans-IO WebRTC peers (str0m, a
+//! full ICE agent like any client's) driven in bulk by a few [`Hub`] tasks,
+//! each owning one UDP socket, instead of a webrtc-rs peer connection with
+//! its own socket and driver tasks per simulated participant.
+//!
+//! Every peer still does everything a real client's connection does on the
+//! wire: ICE with the SFU, its own DTLS handshake, SRTP both ways, RTCP,
+//! Opus and VP8 (RFC 7741) packetization of the sealed frames. What it
+//! shares is the socket, the loop and the DTLS certificate.
+//!
+//! **One socket, many peers.** A DTLS packet carries nothing that names
+//! its connection, so the SFU tells its peers apart by address, and so must
+//! we: each peer gets its own loopback address (`127.1.x.y`, all on the
+//! hub's one port). The socket is bound to the wildcard address to receive
+//! on all of them, learns each datagram's destination address from
+//! `IP_PKTINFO` and sends each peer's datagrams from that peer's address.
+//! Datagrams from or to anything but loopback are dropped. This is why the
+//! generator's peers reach only a server on this machine.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io::IoSliceMut;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hush_client::TransportError;
+use hush_client::frame::Codec;
+use hush_client::transport::{
+    Connected, Connector, MediaConnection, TransportEvent, Vp8Reassembly,
+};
+use hush_proto::IceCandidate;
+use hush_proto::media::{OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE};
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{Extension, ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+/// Socket buffers asked for (the kernel caps them at `net.core.rmem_max`).
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// Datagrams read per receive call (recvmmsg).
+const BATCH: usize = 32;
+/// Room for one datagram (or a GRO train of them) per slot.
+const SLOT_BYTES: usize = 64 * 1024;
+/// Largest VP8 payload per RTP packet (descriptor excluded).
+const VP8_CHUNK: usize = 1100;
+/// Commands queued to a hub before senders wait.
+const COMMANDS: usize = 8192;
+/// Events queued to one peer's call before they are dropped (as a jitter
+/// buffer would drop what the application does not take in time).
+const EVENTS: usize = 4096;
+/// Timer rounds fed at once so that a written packet leaves at once.
+const DUE_ROUNDS: usize = 4;
+/// How often a peer's ICE state is checked against its failure timeout.
+const LIVENESS_TICK: Duration = Duration::from_millis(500);
+/// Commands handled per wake-up before the socket is read again.
+const COMMAND_BATCH: usize = 256;
+
+fn other(e: impl core::fmt::Display) -> TransportError {
+    TransportError::Other(e.to_string())
+}
+
+/// The loopback address of a hub's `n`th peer: `127.1.x.y`, never `.0`
+/// or `.255` in the last byte.
+pub fn peer_ip(n: u32) -> Ipv4Addr {
+    let hi = 1 + n / (254 * 256);
+    let mid = (n / 254) % 256;
+    let lo = n % 254 + 1;
+    Ipv4Addr::new(127, hi as u8, mid as u8, lo as u8)
+}
+
+/// Connects calls through a set of hubs, taking them in turn.
+#[derive(Debug)]
+pub struct SansIoConnector {
+    hubs: Vec<Hub>,
+    next: AtomicUsize,
+}
+
+impl SansIoConnector {
+    /// Starts `hubs` hubs (at least one), each with its own socket and task.
+    pub fn start(hubs: usize) -> Result<Self, TransportError> {
+        let hubs = (0..hubs.max(1))
+            .map(|_| Hub::start())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            hubs,
+            next: AtomicUsize::new(0),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Connector for SansIoConnector {
+    async fn connect(
+        &self,
+        with_video: bool,
+        _disconnected: Duration,
+        failed: Duration,
+    ) -> Result<Connected, TransportError> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.hubs.len();
+        self.hubs[i].open(with_video, failed).await
+    }
+}
+
+/// One task, one UDP socket, many peers.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    commands: mpsc::Sender<Command>,
+}
+
+enum Command {
+    Open {
+        with_video: bool,
+        failed: Duration,
+        events: mpsc::Sender<TransportEvent>,
+        connected: Arc<AtomicBool>,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+    Offer {
+        id: u64,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    ApplyAnswer {
+        id: u64,
+        sdp: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Answer {
+        id: u64,
+        sdp: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    Candidate {
+        id: u64,
+        candidate: String,
+    },
+    Audio {
+        id: u64,
+        sealed: Vec<u8>,
+        level: u8,
+    },
+    Video {
+        id: u64,
+        sealed: Vec<u8>,
+        duration: Duration,
+    },
+    Close {
+        id: u64,
+    },
+}
+
+impl Hub {
+    /// Binds the hub's socket and starts its task (on the current runtime).
+    pub fn start() -> Result<Self, TransportError> {
+        str0m::crypto::from_feature_flags().install_process_default();
+        let std_socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(other)?;
+        std_socket.set_nonblocking(true).map_err(other)?;
+        let state = UdpSocketState::new((&std_socket).into()).map_err(other)?;
+        // Hundreds of peers' datagrams arrive in bursts (one forwarded
+        // packet for every subscriber at once): the default buffer
+        // (about 200 KiB) overflows and loses them, handshakes included.
+        let _ = state.set_recv_buffer_size((&std_socket).into(), SOCKET_BUFFER_BYTES);
+        let _ = state.set_send_buffer_size((&std_socket).into(), SOCKET_BUFFER_BYTES);
+        let socket = UdpSocket::from_std(std_socket).map_err(other)?;
+        let port = socket.local_addr().map_err(other)?.port();
+        let cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+            .ok_or_else(|| other("no DTLS certificate"))?;
+        let config = Rtc::builder()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            // PROTOCOL.md §11: audio level and mid, nothing else.
+            .clear_extension_map()
+            .set_extension(1, Extension::AudioLevel)
+            .set_extension(4, Extension::RtpMid)
+            .set_dtls_cert(cert);
+        let (commands, rx) = mpsc::channel(COMMANDS);
+        let hub = Loop {
+            socket,
+            state,
+            port,
+            config,
+            peers: HashMap::new(),
+            by_ip: HashMap::new(),
+            next_id: 0,
+            timers: BinaryHeap::new(),
+            out: Vec::new(),
+            next_liveness: Instant::now() + LIVENESS_TICK,
+        };
+        tokio::spawn(hub.run(rx));
+        Ok(Self { commands })
+    }
+
+    async fn open(&self, with_video: bool, failed: Duration) -> Result<Connected, TransportError> {
+        let (events_tx, events) = mpsc::channel(EVENTS);
+        let connected = Arc::new(AtomicBool::new(false));
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Open {
+            with_video,
+            failed,
+            events: events_tx,
+            connected: Arc::clone(&connected),
+            reply,
+        })
+        .await?;
+        let id = rx.await.map_err(|_| gone())?.map_err(other)?;
+        let connection = HubConnection {
+            id,
+            commands: self.commands.clone(),
+            connected,
+        };
+        Ok((Box::new(connection), events))
+    }
+
+    async fn send(&self, c: Command) -> Result<(), TransportError> {
+        self.commands.send(c).await.map_err(|_| gone())
+    }
+}
+
+fn gone() -> TransportError {
+    other("the load generator's media hub has stopped")
+}
+
+/// A call's handle on its peer inside a hub.
+struct HubConnection {
+    id: u64,
+    commands: mpsc::Sender<Command>,
+    connected: Arc<AtomicBool>,
+}
+
+impl HubConnection {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Command,
+    ) -> Result<T, TransportError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(make(reply)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?.map_err(other)
+    }
+
+    fn check_connected(&self) -> Result<(), TransportError> {
+        if self.connected.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(other("media not connected yet"))
+        }
+    }
+}
+
+impl Drop for HubConnection {
+    fn drop(&mut self) {
+        // A call that ends any way at all frees its peer.
+        let _ = self.commands.try_send(Command::Close { id: self.id });
+    }
+}
+
+#[async_trait::async_trait]
+impl MediaConnection for HubConnection {
+    async fn offer(&self) -> Result<String, TransportError> {
+        let id = self.id;
+        self.ask(|reply| Command::Offer { id, reply }).await
+    }
+
+    async fn apply_answer(&self, sdp: String) -> Result<(), TransportError> {
+        let id = self.id;
+        self.ask(|reply| Command::ApplyAnswer { id, sdp, reply })
+            .await
+    }
+
+    async fn answer(&self, sdp: String) -> Result<String, TransportError> {
+        let id = self.id;
+        self.ask(|reply| Command::Answer { id, sdp, reply }).await
+    }
+
+    async fn add_ice_candidate(&self, c: IceCandidate) -> Result<(), TransportError> {
+        let c = Command::Candidate {
+            id: self.id,
+            candidate: c.candidate,
+        };
+        self.commands.send(c).await.map_err(|_| gone())
+    }
+
+    async fn send_audio(&self, sealed: Vec<u8>, level: u8) -> Result<(), TransportError> {
+        self.check_connected()?;
+        let c = Command::Audio {
+            id: self.id,
+            sealed,
+            level,
+        };
+        self.commands.send(c).await.map_err(|_| gone())
+    }
+
+    async fn send_video(&self, sealed: Vec<u8>, duration: Duration) -> Result<(), TransportError> {
+        self.check_connected()?;
+        let c = Command::Video {
+            id: self.id,
+            sealed,
+            duration,
+        };
+        self.commands.send(c).await.map_err(|_| gone())
+    }
+
+    async fn close(&self) {
+        let _ = self.commands.send(Command::Close { id: self.id }).await;
+    }
+}
+
+/// What one of our outgoing m-lines has sent so far.
+#[derive(Default)]
+struct Outgoing {
+    mid: Option<Mid>,
+    seq: u64,
+    timestamp: u32,
+}
+
+impl Outgoing {
+    fn next(&mut self, step: u32) -> (SeqNo, u32) {
+        self.seq += 1;
+        self.timestamp = self.timestamp.wrapping_add(step);
+        (SeqNo::from(self.seq), self.timestamp)
+    }
+}
+
+/// A remote track as it arrives.
+struct Inbound {
+    stream_id: String,
+    codec: Codec,
+    vp8: Vp8Reassembly,
+}
+
+struct Peer {
+    rtc: Rtc,
+    local: SocketAddr,
+    events: mpsc::Sender<TransportEvent>,
+    connected: Arc<AtomicBool>,
+    with_video: bool,
+    pending: Option<SdpPendingOffer>,
+    audio: Outgoing,
+    video: Outgoing,
+    /// The MSID stream id of every m-line the SFU offered, by mid.
+    streams: HashMap<Mid, String>,
+    inbound: HashMap<Ssrc, Inbound>,
+    scheduled: Option<Instant>,
+    failed_after: Duration,
+    disconnected_since: Option<Instant>,
+    failed: bool,
+}
+
+impl Peer {
+    fn fail(&mut self, why: &str) {
+        if !std::mem::replace(&mut self.failed, true) {
+            tracing::warn!(local = %self.local, why, "load generator: peer's media failed");
+            self.connected.store(false, Ordering::Relaxed);
+            let _ = self.events.try_send(TransportEvent::Failed);
+        }
+    }
+
+    fn offer(&mut self) -> Result<String, String> {
+        let mut api = self.rtc.sdp_api();
+        // Our own tracks only send: what others publish comes on the
+        // SFU's m-lines.
+        let audio = api.add_media(
+            MediaKind::Audio,
+            Direction::SendOnly,
+            Some("hush".into()),
+            Some("hush-audio".into()),
+            None,
+        );
+        let video = self.with_video.then(|| {
+            api.add_media(
+                MediaKind::Video,
+                Direction::SendOnly,
+                Some("hush".into()),
+                Some("hush-video".into()),
+                None,
+            )
+        });
+        let (offer, pending) = api.apply().ok_or("nothing to offer")?;
+        self.audio.mid = Some(audio);
+        self.video.mid = video;
+        self.pending = Some(pending);
+        Ok(offer.to_sdp_string())
+    }
+
+    fn apply_answer(&mut self, sdp: &str) -> Result<(), String> {
+        let pending = self.pending.take().ok_or("no offer outstanding")?;
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| e.to_string())
+    }
+
+    fn answer(&mut self, sdp: &str) -> Result<String, String> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
+        let answer = self
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| e.to_string())?;
+        self.streams = stream_ids(sdp);
+        // An m-line may now carry another publisher's track.
+        self.inbound.clear();
+        Ok(answer.to_sdp_string())
+    }
+
+    fn audio(&mut self, sealed: Vec<u8>, level: u8, now: Instant) {
+        let Some(mid) = self.audio.mid else {
+            return;
+        };
+        let (seq, timestamp) = self.audio.next(960);
+        let level = level.min(127);
+        let ext = ExtensionValues {
+            audio_level: Some(-(level as i8)),
+            voice_activity: Some(level < 127),
+            ..Default::default()
+        };
+        let mut api = self.rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+            return;
+        };
+        let write = RtpWrite::new(Pt::from(OPUS_PAYLOAD_TYPE), seq, timestamp, now, sealed)
+            .marker(true)
+            .ext_vals(ext);
+        tx.write_rtp(write);
+    }
+
+    fn video(&mut self, sealed: &[u8], duration: Duration, now: Instant) {
+        let Some(mid) = self.video.mid else {
+            return;
+        };
+        let ticks = (duration.as_secs_f64() * 90_000.0) as u32;
+        let (_, timestamp) = self.video.next(ticks.max(1));
+        // `next` counted one packet; the frame's packets follow from there.
+        self.video.seq -= 1;
+        let chunks: Vec<&[u8]> = sealed.chunks(VP8_CHUNK).collect();
+        let last = chunks.len().saturating_sub(1);
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            // RFC 7741 descriptor: S (start of partition) on the first packet.
+            let mut payload = Vec::with_capacity(chunk.len() + 1);
+            payload.push(if i == 0 { 0x10 } else { 0x00 });
+            payload.extend_from_slice(chunk);
+            self.video.seq += 1;
+            let mut api = self.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                return;
+            };
+            let write = RtpWrite::new(
+                Pt::from(VP8_PAYLOAD_TYPE),
+                SeqNo::from(self.video.seq),
+                timestamp,
+                now,
+                payload,
+            )
+            .marker(i == last)
+            .nackable(true);
+            tx.write_rtp(write);
+        }
+    }
+
+    fn packet(&mut self, packet: RtpPacket) {
+        let ssrc = packet.header.ssrc;
+        if !self.inbound.contains_key(&ssrc) {
+            let Some(mid) = self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else {
+                return;
+            };
+            let (Some(stream_id), Some(media)) = (self.streams.get(&mid), self.rtc.media(mid))
+            else {
+                return;
+            };
+            let codec = match media.kind() {
+                MediaKind::Audio => Codec::Opus,
+                MediaKind::Video => Codec::Vp8,
+            };
+            self.inbound.insert(
+                ssrc,
+                Inbound {
+                    stream_id: stream_id.clone(),
+                    codec,
+                    vp8: Vp8Reassembly::default(),
+                },
+            );
+        }
+        let Some(inbound) = self.inbound.get_mut(&ssrc) else {
+            return;
+        };
+        let data = match inbound.codec {
+            Codec::Opus => Some(packet.payload.to_vec()),
+            Codec::Vp8 => inbound.vp8.push(
+                packet.header.sequence_number,
+                packet.header.timestamp,
+                packet.header.marker,
+                &Bytes::copy_from_slice(&packet.payload),
+            ),
+        };
+        if let Some(data) = data {
+            let _ = self.events.try_send(TransportEvent::Frame {
+                stream_id: inbound.stream_id.clone(),
+                codec: inbound.codec,
+                data,
+                at: Instant::now(),
+            });
+        }
+    }
+
+    fn event(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::RtpPacket(p) => self.packet(p),
+            Event::Connected => {
+                self.connected.store(true, Ordering::Relaxed);
+                let _ = self.events.try_send(TransportEvent::Connected);
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.disconnected_since.get_or_insert(now);
+            }
+            Event::IceConnectionStateChange(_) => self.disconnected_since = None,
+            Event::Closed => self.fail("closed"),
+            _ => {}
+        }
+    }
+}
+
+/// The MSID stream id of each m-section of `sdp`, by mid.
+fn stream_ids(sdp: &str) -> HashMap<Mid, String> {
+    let mut out = HashMap::new();
+    let mut mid: Option<&str> = None;
+    let mut msid: Option<&str> = None;
+    let mut flush = |mid: &mut Option<&str>, msid: &mut Option<&str>| {
+        if let (Some(m), Some(s)) = (mid.take(), msid.take()) {
+            out.insert(Mid::from(m), s.to_owned());
+        }
+    };
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if line.starts_with("m=") {
+            flush(&mut mid, &mut msid);
+        } else if let Some(m) = line.strip_prefix("a=mid:") {
+            mid = Some(m);
+        } else if let Some(rest) = line.strip_prefix("a=msid:") {
+            msid = rest.split_whitespace().next();
+        }
+    }
+    flush(&mut mid, &mut msid);
+    out
+}
+
+struct Loop {
+    socket: UdpSocket,
+    state: UdpSocketState,
+    port: u16,
+    config: RtcConfig,
+    peers: HashMap<u64, Peer>,
+    by_ip: HashMap<IpAddr, u64>,
+    next_id: u64,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Datagrams to send before the next wake-up: (from, to, bytes).
+    out: Vec<(IpAddr, SocketAddr, Vec<u8>)>,
+    next_liveness: Instant,
+}
+
+impl Loop {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut slots = vec![vec![0u8; SLOT_BYTES]; BATCH];
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                ready = self.socket.readable() => {
+                    if ready.is_ok() {
+                        self.read(&mut slots);
+                    }
+                }
+                cmd = commands.recv() => match cmd {
+                    Some(c) => {
+                        self.command(c);
+                        for _ in 0..COMMAND_BATCH {
+                            match commands.try_recv() {
+                                Ok(c) => self.command(c),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    // Every connector and connection is gone.
+                    None => return,
+                },
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
+            }
+            let now = Instant::now();
+            if self.next_deadline() <= now {
+                self.timeouts(now);
+            }
+            self.flush().await;
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        match self.timers.peek() {
+            Some(Reverse((t, _))) => (*t).min(self.next_liveness),
+            None => self.next_liveness,
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        let now = Instant::now();
+        match c {
+            Command::Open {
+                with_video,
+                failed,
+                events,
+                connected,
+                reply,
+            } => {
+                let _ = reply.send(self.open(with_video, failed, events, connected, now));
+            }
+            Command::Offer { id, reply } => {
+                let r = self.with_peer(id, Peer::offer);
+                let _ = reply.send(r);
+            }
+            Command::ApplyAnswer { id, sdp, reply } => {
+                let r = self.with_peer(id, |p| p.apply_answer(&sdp));
+                let _ = reply.send(r);
+            }
+            Command::Answer { id, sdp, reply } => {
+                let r = self.with_peer(id, |p| p.answer(&sdp));
+                let _ = reply.send(r);
+            }
+            Command::Candidate { id, candidate } => {
+                let _ = self.with_peer(id, |p| {
+                    let line = candidate.trim();
+                    if !line.is_empty() {
+                        let c = Candidate::from_sdp_string(line).map_err(|e| e.to_string())?;
+                        p.rtc.add_remote_candidate(c);
+                    }
+                    Ok(())
+                });
+            }
+            Command::Audio { id, sealed, level } => {
+                let _ = self.with_peer(id, |p| {
+                    p.audio(sealed, level, now);
+                    Ok(())
+                });
+            }
+            Command::Video {
+                id,
+                sealed,
+                duration,
+            } => {
+                let _ = self.with_peer(id, |p| {
+                    p.video(&sealed, duration, now);
+                    Ok(())
+                });
+            }
+            Command::Close { id } => {
+                if let Some(mut peer) = self.peers.remove(&id) {
+                    self.by_ip.remove(&peer.local.ip());
+                    peer.rtc.disconnect();
+                    // What the close produced (a DTLS close_notify) still goes out.
+                    while let Ok(Output::Transmit(t)) = peer.rtc.poll_output() {
+                        self.out
+                            .push((t.source.ip(), t.destination, t.contents.into()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn open(
+        &mut self,
+        with_video: bool,
+        failed: Duration,
+        events: mpsc::Sender<TransportEvent>,
+        connected: Arc<AtomicBool>,
+        now: Instant,
+    ) -> Result<u64, String> {
+        // The next free address; ids only grow, addresses are reused once free.
+        let mut n = 0u32;
+        let ip = loop {
+            let ip = IpAddr::V4(peer_ip(n));
+            if !self.by_ip.contains_key(&ip) {
+                break ip;
+            }
+            n = n.checked_add(1).ok_or("no free loopback address")?;
+            if n >= 254 * 256 * 64 {
+                return Err("no free loopback address".into());
+            }
+        };
+        let local = SocketAddr::new(ip, self.port);
+        let mut rtc = self.config.clone().build(now);
+        let candidate = Candidate::host(local, "udp").map_err(|e| e.to_string())?;
+        rtc.add_local_candidate(candidate);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.by_ip.insert(ip, id);
+        self.peers.insert(
+            id,
+            Peer {
+                rtc,
+                local,
+                events,
+                connected,
+                with_video,
+                pending: None,
+                audio: Outgoing::default(),
+                video: Outgoing::default(),
+                streams: HashMap::new(),
+                inbound: HashMap::new(),
+                scheduled: None,
+                failed_after: failed,
+                disconnected_since: None,
+                failed: false,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Runs `f` on peer `id`, then drains what it caused.
+    fn with_peer<T>(
+        &mut self,
+        id: u64,
+        f: impl FnOnce(&mut Peer) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let peer = self.peers.get_mut(&id).ok_or("no such peer")?;
+        let r = f(peer);
+        self.drain(id);
+        r
+    }
+
+    fn read(&mut self, slots: &mut [Vec<u8>]) {
+        loop {
+            let mut metas = [RecvMeta::default(); BATCH];
+            let mut bufs: Vec<IoSliceMut<'_>> =
+                slots.iter_mut().map(|s| IoSliceMut::new(s)).collect();
+            let got = self.socket.try_io(Interest::READABLE, || {
+                self.state
+                    .recv((&self.socket).into(), &mut bufs, &mut metas)
+            });
+            let n = match got {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "load generator: UDP receive failed");
+                    return;
+                }
+            };
+            let now = Instant::now();
+            for (meta, buf) in metas.iter().zip(bufs.iter()).take(n) {
+                let stride = meta.stride.max(1);
+                for datagram in buf[..meta.len].chunks(stride) {
+                    self.datagram(meta, datagram, now);
+                }
+            }
+            if n < BATCH {
+                return;
+            }
+        }
+    }
+
+    fn datagram(&mut self, meta: &RecvMeta, data: &[u8], now: Instant) {
+        let Some(dst) = meta.dst_ip else {
+            return;
+        };
+        if !dst.is_loopback() || !meta.addr.ip().is_loopback() {
+            return; // the generator talks to this machine only
+        }
+        let Some(&id) = self.by_ip.get(&dst) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Ok(receive) = Receive::new(Protocol::Udp, meta.addr, peer.local, data) else {
+            return;
+        };
+        if let Err(e) = peer.rtc.handle_input(Input::Receive(now, receive)) {
+            tracing::debug!(error = %e, "load generator: input refused");
+        }
+        self.drain(id);
+    }
+
+    /// Drains a peer's output: datagrams, events, its next deadline.
+    fn drain(&mut self, id: u64) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut rounds = 0;
+        loop {
+            match peer.rtc.poll_output() {
+                Ok(Output::Timeout(t)) if t <= now && rounds < DUE_ROUNDS => {
+                    rounds += 1;
+                    if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                        tracing::debug!(error = %e, "load generator: timeout refused");
+                    }
+                }
+                Ok(Output::Timeout(t)) => {
+                    if peer.scheduled.is_none_or(|s| t < s) {
+                        peer.scheduled = Some(t);
+                        self.timers.push(Reverse((t, id)));
+                    }
+                    return;
+                }
+                Ok(Output::Transmit(t)) => {
+                    self.out
+                        .push((t.source.ip(), t.destination, t.contents.into()));
+                }
+                Ok(Output::Event(e)) => peer.event(e, now),
+                Err(e) => {
+                    peer.fail(&e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn timeouts(&mut self, now: Instant) {
+        while let Some(Reverse((t, id))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if peer.scheduled != Some(t) {
+                continue; // superseded by an earlier deadline
+            }
+            peer.scheduled = None;
+            if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                tracing::debug!(error = %e, "load generator: timeout refused");
+            }
+            self.drain(id);
+        }
+        if now >= self.next_liveness {
+            self.next_liveness = now + LIVENESS_TICK;
+            for peer in self.peers.values_mut() {
+                if peer
+                    .disconnected_since
+                    .is_some_and(|t| now.duration_since(t) >= peer.failed_after)
+                {
+                    peer.fail("ICE disconnected too long");
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        for (from, to, data) in std::mem::take(&mut self.out) {
+            let transmit = Transmit {
+                destination: to,
+                ecn: None,
+                contents: &data,
+                segment_size: None,
+                src_ip: Some(from),
+            };
+            loop {
+                let sent = self.socket.try_io(Interest::WRITABLE, || {
+                    self.state.try_send((&self.socket).into(), &transmit)
+                });
+                match sent {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if self.socket.writable().await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, %to, "load generator: UDP send failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_addresses_are_distinct_loopback_hosts() {
+        let mut seen = std::collections::HashSet::new();
+        for n in 0..100_000 {
+            let ip = peer_ip(n);
+            assert!(ip.is_loopback(), "{ip}");
+            assert!(ip.octets()[3] != 0 && ip.octets()[3] != 255, "{ip}");
+            assert_ne!(ip, Ipv4Addr::LOCALHOST);
+            assert!(seen.insert(ip), "{ip} twice");
+        }
+    }
+
+    #[test]
+    fn stream_ids_are_read_per_m_section() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\n\
+                   m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=msid:p7 p7-audio-0\r\na=mid:1\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=msid:p9 p9-video-0\r\n";
+        let ids = stream_ids(sdp);
+        assert_eq!(ids.len(), 2);
+        assert_eq!(ids.get(&Mid::from("1")).map(String::as_str), Some("p7"));
+        assert_eq!(ids.get(&Mid::from("2")).map(String::as_str), Some("p9"));
+        assert!(!ids.contains_key(&Mid::from("0")));
+    }
+}
