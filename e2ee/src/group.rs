@@ -144,7 +144,20 @@ struct Member {
     /// joins since say. Frames may have made us derive later keys already
     /// (their joins reached the sender before they reached us); joins then
     /// advance this, not the newest key, or we would ratchet past the sender.
+    /// Joins move only this: the key of this generation is derived when a
+    /// frame under it authenticates (see [`Group::member_joined`]).
     current: Option<Generation>,
+    /// Keys of this member's chain derived to serve frames, **not**
+    /// installed: no event announced them and no deadline applies to them.
+    /// At most two, after [`Member::catch_up_chain`]: at `current` (the
+    /// chain head) and `max_ratchet_ahead` below it. A KID inside the
+    /// acceptance window is then at most `max_ratchet_ahead` steps above a
+    /// key we have, so a forged one costs at most that many HKDF steps, not
+    /// one per join since the member last sent. Each lies above a held key
+    /// of the same `rekey` and of `current`'s `rekey`, or is dropped
+    /// ([`Member::prune_chain`]); [`Secret`] zeroizes them on drop, and
+    /// nothing prints them.
+    chain: BTreeMap<Generation, Secret>,
 }
 
 struct SenderKey {
@@ -238,9 +251,28 @@ impl Group {
     }
 
     /// A member joined with this key package. We ratchet our sender key
-    /// one step (so the newcomer cannot read earlier frames), ratchet our
-    /// copy of every other member's key the same way, and send our new key
-    /// to the newcomer only. On error nothing changes.
+    /// one step (so the newcomer cannot read earlier frames) and send our
+    /// new key to the newcomer only. Every other member ratchets its key
+    /// the same way, with no message: we note the generation each now
+    /// sends under and derive nothing. Most members of a large room never
+    /// send, so their keys need never be derived; a frame under the new
+    /// generation is derived from the key we hold when it arrives, and
+    /// installed once it authenticates ([`Group::candidate_receive_key`]).
+    /// The outputs are our own key event and the envelope to the newcomer,
+    /// however large the room. On error nothing changes.
+    ///
+    /// Keys of a member that moved on only by joins get no deadline here:
+    /// the one we hold stays until a newer key of that member is installed
+    /// (a frame under it authenticated, or a key message arrived), which
+    /// starts its grace period as usual; a departure still replaces every
+    /// key with a fresh one. That is acceptable because holding a base key
+    /// already lets one derive every later generation of the same `rekey`:
+    /// keeping the older one longer exposes only frames of this member's
+    /// chain from the generation we were given on, frames we could read
+    /// anyway, never one of an earlier `rekey` or from before we joined.
+    /// What it gives up is erasure at a join: someone who later steals our
+    /// state can also open frames recorded under the generation we hold,
+    /// until this member's next installed key or the next departure.
     pub fn member_joined(&mut self, package: &[u8], now: Millis) -> Result<Vec<Output>, Error> {
         let next = match &self.pending {
             Some(p) => p.key.generation,
@@ -266,18 +298,22 @@ impl Group {
         };
         let mut outputs = vec![Output::Key(self.use_send_key_event())];
         self.joins_since_leave = self.joins_since_leave.saturating_add(1);
-        // Everyone else ratchets too, with no message: do the same for them.
+        // Everyone else ratchets too, with no message: note it, derive nothing.
         for (&id, member) in self.members.iter_mut() {
             if id == newcomer {
                 continue;
             }
-            if member.current.is_none() {
+            match member.current.as_mut() {
                 // Its key is still on the way; it will be this much behind.
-                if member.counting_missed {
+                None if member.counting_missed => {
                     member.missed_joins = member.missed_joins.saturating_add(1);
                 }
-            } else if let Some(event) = ratchet_current(id, member, &self.config, now) {
-                outputs.push(Output::Key(event));
+                None => {}
+                Some(current) => {
+                    if let Some(next) = current.ratchet.checked_add(1) {
+                        current.ratchet = next;
+                    }
+                }
             }
         }
         outputs.push(self.send_sender_key(newcomer, &self.active_message())?);
@@ -411,6 +447,7 @@ impl Group {
                             outputs.push(Output::Key(event));
                         }
                     }
+                    member.prune_chain();
                 }
                 // Acknowledge even duplicates and stale keys, so the sender stops waiting.
                 let ack = Message::KeyAck { kid: kid.0 }.encode();
@@ -435,21 +472,30 @@ impl Group {
     }
 
     /// The key a frame from `sender` under `kid` would need, derived but
-    /// **not installed**: a later ratchet step (within `max_ratchet_ahead`)
-    /// of a key we hold. Nothing changes here, so a forged KID costs only
-    /// the derivation. The caller opens the frame under the candidate and
-    /// installs it with [`Group::derive_receive_key`] only if the frame
-    /// authenticates (PROTOCOL.md §5.3: decide before committing state).
+    /// **not installed**: a later ratchet step of a key we hold, of the
+    /// same `rekey`, either at most `max_ratchet_ahead` steps above that
+    /// key or at most `max_ratchet_ahead` steps from the generation the
+    /// member sends under as the joins since its key say (the member may
+    /// have been silent through any number of joins). No key is installed,
+    /// no event emitted and no deadline started, so a forged KID costs
+    /// only the derivation, at most `max_ratchet_ahead` HKDF steps: the
+    /// first frame after joins may bring the member's cached chain keys up
+    /// to date once (the only state this changes, hence `&mut self`). The
+    /// caller opens the frame under the candidate and installs it with
+    /// [`Group::derive_receive_key`] only if the frame authenticates
+    /// (PROTOCOL.md §5.3: decide before committing state).
     pub fn candidate_receive_key(
-        &self,
+        &mut self,
         sender: ParticipantId,
         kid_: KeyId,
     ) -> Result<CandidateKey, Error> {
+        let max_ahead = self.config.max_ratchet_ahead;
         let member = self
             .members
-            .get(&sender)
+            .get_mut(&sender)
             .ok_or(Error::UnknownMember(sender))?;
-        let target = self.derivable(sender, member, kid_)?;
+        let target = derivable(sender, member, kid_, max_ahead)?;
+        member.bring_chain_near(target, max_ahead);
         let (base, _) =
             derive_base(member, target).ok_or(Error::UnknownKey { sender, kid: kid_ })?;
         Ok(CandidateKey {
@@ -470,50 +516,20 @@ impl Group {
         kid_: KeyId,
         now: Millis,
     ) -> Result<Vec<Output>, Error> {
-        let member = self
-            .members
-            .get(&sender)
-            .ok_or(Error::UnknownMember(sender))?;
-        let target = match self.derivable(sender, member, kid_) {
-            Ok(t) => t,
-            Err(Error::KeyHeld) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
+        let max_ahead = self.config.max_ratchet_ahead;
         let member = self
             .members
             .get_mut(&sender)
             .ok_or(Error::UnknownMember(sender))?;
+        let target = match derivable(sender, member, kid_, max_ahead) {
+            Ok(t) => t,
+            Err(Error::KeyHeld) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        member.bring_chain_near(target, max_ahead);
         let event = derive_up_to(sender, member, target, &self.config, now)
             .ok_or(Error::UnknownKey { sender, kid: kid_ })?;
         Ok(vec![Output::Key(event)])
-    }
-
-    /// The generation `kid` names, if it can be derived from a key of
-    /// `sender` we hold; [`Error::KeyHeld`] if it is held already.
-    fn derivable(
-        &self,
-        sender: ParticipantId,
-        member: &Member,
-        kid_: KeyId,
-    ) -> Result<Generation, Error> {
-        let unknown = || Error::UnknownKey { sender, kid: kid_ };
-        let target = match split_kid(kid_) {
-            Some((slot, g)) if slot == sender.slot() => g,
-            _ => return Err(unknown()),
-        };
-        if member.keys.contains_key(&target) {
-            return Err(Error::KeyHeld);
-        }
-        let (&from, _) = member
-            .keys
-            .range(..target)
-            .next_back()
-            .filter(|(g, _)| g.rekey == target.rekey)
-            .ok_or_else(unknown)?;
-        if target.ratchet - from.ratchet > self.config.max_ratchet_ahead {
-            return Err(unknown());
-        }
-        Ok(target)
     }
 
     /// Acts on every deadline up to `now`: erases keys whose grace ended,
@@ -522,6 +538,7 @@ impl Group {
         let mut outputs = Vec::new();
         for (&id, member) in self.members.iter_mut() {
             outputs.extend(remove_expired(id, &mut member.keys, now));
+            member.prune_chain();
         }
         for (&id, keys) in self.departed.iter_mut() {
             outputs.extend(remove_expired(id, keys, now));
@@ -596,6 +613,7 @@ impl Group {
                 missed_joins: 0,
                 counting_missed: true,
                 current: None,
+                chain: BTreeMap::new(),
             },
         );
         Ok(id)
@@ -640,8 +658,113 @@ impl Group {
             s.push(m.channel.keys_for_tests.send.to_vec());
             s.push(m.channel.keys_for_tests.recv.to_vec());
             s.extend(m.keys.values().map(|k| k.base.expose().to_vec()));
+            s.extend(m.chain.values().map(|k| k.expose().to_vec()));
         }
         s
+    }
+}
+
+impl Member {
+    /// The newest key we hold below `target`, if it has `target`'s `rekey`.
+    fn held_below(&self, target: Generation) -> Option<(Generation, &ReceiveKey)> {
+        self.keys
+            .range(..target)
+            .next_back()
+            .filter(|(g, _)| g.rekey == target.rekey)
+            .map(|(&g, k)| (g, k))
+    }
+
+    /// Makes sure `target` is at most `max_ahead` steps above a key we
+    /// have, bringing the chain cache up to `current` if it is not (a
+    /// target [`derivable`] accepted always is, afterwards).
+    fn bring_chain_near(&mut self, target: Generation, max_ahead: u16) {
+        let from = self
+            .chain
+            .range(..=target)
+            .next_back()
+            .map(|(&g, _)| g)
+            .filter(|g| g.rekey == target.rekey)
+            .max(self.held_below(target).map(|(g, _)| g));
+        if from.is_some_and(|f| target.ratchet - f.ratchet > max_ahead) {
+            self.catch_up_chain(max_ahead);
+        }
+    }
+
+    /// Replaces the chain cache with the keys at `current` and
+    /// `max_ahead` below it (those we do not hold and can derive), each
+    /// derived from the nearest key below it: a held key or an older
+    /// cached one, so joins since the last catch-up cost about one step
+    /// each, once.
+    fn catch_up_chain(&mut self, max_ahead: u16) {
+        let Some(current) = self.current else {
+            return;
+        };
+        let floor = Generation {
+            rekey: current.rekey,
+            ratchet: current.ratchet.saturating_sub(max_ahead),
+        };
+        for anchor in [floor, current] {
+            if self.keys.contains_key(&anchor) {
+                continue;
+            }
+            if let Some((base, _)) = derive_base(self, anchor) {
+                self.chain.insert(anchor, base);
+            }
+        }
+        self.chain.retain(|g, _| *g == floor || *g == current);
+        self.prune_chain();
+    }
+
+    /// Drops cached chain keys that no longer serve: of another `rekey`
+    /// than `current`, held themselves, or with no held key below them
+    /// (deriving never outlives the key derived from).
+    fn prune_chain(&mut self) {
+        let Some(current) = self.current else {
+            self.chain.clear();
+            return;
+        };
+        let keys = &self.keys;
+        self.chain.retain(|g, _| {
+            g.rekey == current.rekey
+                && !keys.contains_key(g)
+                && keys
+                    .range(..*g)
+                    .next_back()
+                    .is_some_and(|(h, _)| h.rekey == g.rekey)
+        });
+    }
+}
+
+/// The generation `kid` names, if a frame may make us derive it from a key
+/// of `sender` we hold; [`Error::KeyHeld`] if it is held already. It must
+/// have the `rekey` of a held key below it and be at most `max_ahead`
+/// ratchet steps above that key, or at most `max_ahead` steps from the
+/// member's current generation (above or below: the sender may be behind
+/// us on joins). A newcomer holds no key below the generation it was given,
+/// so earlier ones are never derivable.
+fn derivable(
+    sender: ParticipantId,
+    member: &Member,
+    kid_: KeyId,
+    max_ahead: u16,
+) -> Result<Generation, Error> {
+    let unknown = || Error::UnknownKey { sender, kid: kid_ };
+    let target = match split_kid(kid_) {
+        Some((slot, g)) if slot == sender.slot() => g,
+        _ => return Err(unknown()),
+    };
+    if member.keys.contains_key(&target) {
+        return Err(Error::KeyHeld);
+    }
+    let (held, _) = member.held_below(target).ok_or_else(unknown)?;
+    let near_held = target.ratchet - held.ratchet <= max_ahead;
+    let near_current = member.current.is_some_and(|c| {
+        c.rekey == target.rekey && c.ratchet.abs_diff(target.ratchet) <= max_ahead
+    });
+    if near_held || near_current {
+        Ok(target)
+    } else {
+        Err(unknown())
     }
 }
 
@@ -668,27 +791,11 @@ fn random_key() -> Secret {
     Secret::new(key.as_slice())
 }
 
-/// A join: the member's current generation moves one ratchet step, and we
-/// install its key, unless a frame made us derive it already.
-fn ratchet_current(
-    id: ParticipantId,
-    member: &mut Member,
-    config: &Config,
-    now: Millis,
-) -> Option<KeyEvent> {
-    let current = member.current?;
-    let next = Generation {
-        rekey: current.rekey,
-        ratchet: current.ratchet.checked_add(1)?,
-    };
-    member.current = Some(next);
-    derive_up_to(id, member, next, config, now)
-}
-
 /// Installs the key of generation `target`, derived from the nearest
-/// earlier key of the same `rekey` we hold; nothing if it is held already
-/// or no such key is held. A key derived from one already on its way out
-/// leaves with it: deriving never extends an old key's life.
+/// earlier key of the same `rekey` we hold (or a cached chain key above
+/// it); nothing if it is held already or no such key is held. A key
+/// derived from one already on its way out leaves with it: deriving never
+/// extends an old key's life.
 fn derive_up_to(
     id: ParticipantId,
     member: &mut Member,
@@ -707,6 +814,7 @@ fn derive_up_to(
         now.plus(config.grace_ms),
         inherited,
     );
+    member.prune_chain();
     Some(KeyEvent::InstallReceiveKey {
         sender: id,
         kid: kid(id.slot(), target),
@@ -714,25 +822,42 @@ fn derive_up_to(
     })
 }
 
-/// The base key of generation `target`, ratcheted from the nearest earlier
-/// key of the same `rekey` we hold, with that key's deadline; changes nothing.
+/// The base key of generation `target`, with the deadline of the nearest
+/// earlier key of the same `rekey` we hold (there must be one): ratcheted
+/// from that key, or from a cached chain key between it and `target` (all
+/// of one chain, so the result is the same). Changes nothing.
 fn derive_base(member: &Member, target: Generation) -> Option<(Secret, Option<Millis>)> {
-    let (&from, held) = member
-        .keys
-        .range(..target)
-        .next_back()
-        .filter(|(g, _)| g.rekey == target.rekey)?;
-    let mut base = held.base.clone();
-    for step in from.ratchet + 1..=target.ratchet {
-        base = ratchet(
-            &base,
+    let (held_at, held) = member.held_below(target)?;
+    let (from, base) = match member.chain.range(..=target).next_back() {
+        Some((&g, cached)) if g.rekey == target.rekey && g > held_at => (g, cached),
+        _ => (held_at, &held.base),
+    };
+    Some((ratchet_from(base, from, target), held.expires))
+}
+
+/// `base`, the key of generation `from`, ratcheted up to `to` (same
+/// `rekey`, `to` not below `from`) with [`ratchet`].
+fn ratchet_from(base: &Secret, from: Generation, to: Generation) -> Secret {
+    let mut key = base.clone();
+    for step in from.ratchet..to.ratchet {
+        #[cfg(test)]
+        RECEIVE_STEPS.with(|n| n.set(n.get() + 1));
+        key = ratchet(
+            &key,
             Generation {
-                rekey: target.rekey,
-                ratchet: step,
+                rekey: to.rekey,
+                ratchet: step + 1,
             },
         );
     }
-    Some((base, held.expires))
+    key
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Ratchet steps run for receive keys on this thread: tests bound the
+    /// work a KID can cause with it.
+    static RECEIVE_STEPS: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
 }
 
 /// Installs a receive key. Only the newest key of a member lives without
@@ -823,6 +948,90 @@ mod tests {
         (a, b, b_kp)
     }
 
+    /// How many receive keys `outputs` install.
+    fn installs(outputs: &[Output]) -> usize {
+        outputs
+            .iter()
+            .filter(|o| matches!(o, Output::Key(KeyEvent::InstallReceiveKey { .. })))
+            .count()
+    }
+
+    const SUITE: hush_sframe::CipherSuite = hush_sframe::CipherSuite::AesGcm128Sha256;
+
+    /// A media frame `g` seals under its active key.
+    fn frame_from(g: &Group, payload: &[u8]) -> Vec<u8> {
+        let mut tx = hush_sframe::Sender::new(SUITE);
+        tx.add_key(g.active_kid(), g.active.base.expose())
+            .expect("fresh sender");
+        tx.set_active_key(g.active_kid()).expect("just added");
+        tx.encrypt(b"", payload).expect("has a key")
+    }
+
+    /// Opens `frame` under a candidate key, as the client does before
+    /// installing it; `None` if it does not authenticate.
+    fn open_with(candidate: &CandidateKey, frame: &[u8]) -> Option<Vec<u8>> {
+        let mut rx = hush_sframe::Receiver::new(SUITE);
+        rx.add_key(candidate.kid, candidate.base.expose())
+            .expect("fresh receiver");
+        rx.decrypt(b"", frame).ok()
+    }
+
+    fn kid_of(id: ParticipantId, generation: Generation) -> KeyId {
+        kid(id.slot(), generation)
+    }
+
+    /// Ratchet steps run for receive keys on this thread so far.
+    fn steps() -> u64 {
+        RECEIVE_STEPS.with(core::cell::Cell::get)
+    }
+
+    /// A member of `room` holding the keys of `n` others, who joined after
+    /// it (their own groups are not simulated further).
+    fn hub_with(room: &RoomId, n: usize) -> Group {
+        let (hub, hub_kp) = new_member(room);
+        let mut hub = Group::join(hub, &[], T0, Config::default()).group;
+        for _ in 0..n {
+            let (m, kp) = new_member(room);
+            let joined = Group::join(m, std::slice::from_ref(&hub_kp), T0, Config::default());
+            hub.member_joined(&kp, T0).expect("joined");
+            for (_, e) in sends(joined.outputs) {
+                hub.receive_envelope(&e, T0).expect("its key");
+            }
+        }
+        hub
+    }
+
+    /// a, b and c, who hold each other's keys, then `joins` newcomers
+    /// (not simulated) that all three see. Nobody sends a frame.
+    fn three_after_joins(joins: usize) -> (Group, Group, Group, RoomId) {
+        let room = RoomId("large".into());
+        let mut groups = BTreeMap::new();
+        let mut packages: Vec<Vec<u8>> = Vec::new();
+        let mut ids = Vec::new();
+        let mut log = Vec::new();
+        for _ in 0..3 {
+            let (m, kp) = new_member(&room);
+            let joined = Group::join(m, &packages, T0, Config::default());
+            let mut queue = sends(joined.outputs);
+            for g in groups.values_mut() {
+                let g: &mut Group = g;
+                queue.extend(sends(g.member_joined(&kp, T0).expect("joined")));
+            }
+            ids.push(joined.group.me());
+            groups.insert(joined.group.me(), joined.group);
+            packages.push(kp);
+            settle(&mut groups, queue, &mut log);
+        }
+        for _ in 0..joins {
+            let (_, kp) = new_member(&room);
+            for g in groups.values_mut() {
+                drop(g.member_joined(&kp, T0).expect("joined"));
+            }
+        }
+        let mut take = |i: usize| groups.remove(&ids[i]).expect("member");
+        (take(0), take(1), take(2), room)
+    }
+
     fn sends(outputs: Vec<Output>) -> Vec<(ParticipantId, Vec<u8>)> {
         outputs
             .into_iter()
@@ -888,7 +1097,7 @@ mod tests {
         let room = RoomId("r".into());
         let a = LocalMember::new(Identity::generate(), room.clone(), T0).expect("a");
         let a_kp = a.key_package().to_bytes();
-        let b = LocalMember::new(Identity::generate(), room, T0).expect("b");
+        let b = LocalMember::new(Identity::generate(), room.clone(), T0).expect("b");
         let b_kp = b.key_package().to_bytes();
         let mut a = Group::join(a, &[], T0, Config::default()).group;
         let joined = Group::join(b, &[a_kp], T0, Config::default());
@@ -966,6 +1175,50 @@ mod tests {
                 .base,
             tx_key
         );
+        // A newcomer gets no key from before it joined: nothing below the
+        // first key it was given derives, however near.
+        assert!(matches!(
+            b.candidate_receive_key(aid, ahead(0)),
+            Err(Error::UnknownKey { .. })
+        ));
+        // Joins move the window with the generation a sends under, though
+        // b derives nothing at them: `max_ratchet_ahead` on either side of
+        // it, or above the newest held key.
+        for _ in 0..60 {
+            let (_, kp) = new_member(&room);
+            b.member_joined(&kp, T0).expect("join");
+        }
+        let current = 61;
+        assert_eq!(
+            b.members[&aid].current,
+            Some(Generation {
+                rekey: 0,
+                ratchet: current
+            })
+        );
+        let max = Config::default().max_ratchet_ahead;
+        for (ratchet, accepted) in [
+            (5 + max, true),
+            (5 + max + 1, false),
+            (current - max - 1, false),
+            (current - max, true),
+            (current, true),
+            (current + max, true),
+            (current + max + 1, false),
+        ] {
+            match b.candidate_receive_key(aid, ahead(ratchet)) {
+                Ok(c) => {
+                    assert!(accepted, "ratchet {ratchet} accepted");
+                    let at = |ratchet| Generation { rekey: 0, ratchet };
+                    let expected = ratchet_from(&a.active.base, at(1), at(ratchet));
+                    assert_eq!(c.base, expected, "ratchet {ratchet}");
+                }
+                Err(e) => {
+                    assert!(!accepted, "ratchet {ratchet} refused");
+                    assert!(matches!(e, Error::UnknownKey { .. }));
+                }
+            }
+        }
     }
 
     #[test]
@@ -997,24 +1250,33 @@ mod tests {
                 .expect("held")
                 .is_empty()
         );
-        // And stays in step with a from then on.
+        // And stays in step with a from then on: the next join moves a's
+        // generation at b, and a's first frame under it opens and installs.
         let (_, kp) = new_member(&room);
         a.member_joined(&kp, T0).expect("join");
-        b.member_joined(&kp, T0).expect("join");
+        assert_eq!(installs(&b.member_joined(&kp, T0).expect("join")), 0);
+        assert_eq!(b.members[&a.me()].current, Some(a.active.generation));
+        let frame = frame_from(&a, b"in step");
+        let candidate = b
+            .candidate_receive_key(a.me(), a.active_kid())
+            .expect("one step ahead");
+        assert_eq!(
+            open_with(&candidate, &frame).as_deref(),
+            Some(&b"in step"[..])
+        );
+        b.derive_receive_key(a.me(), a.active_kid(), T0)
+            .expect("authenticated");
         assert_eq!(
             b.members[&a.me()].keys[&a.active.generation].base,
             a.active.base
         );
         // Frames still derive at most `max_ratchet_ahead` steps on their own.
-        let beyond = kid(
-            a.me().slot(),
-            Generation {
-                rekey: 0,
-                ratchet: a.active.generation.ratchet + Config::default().max_ratchet_ahead + 1,
-            },
-        );
+        let max = Config::default().max_ratchet_ahead;
+        let at = |ratchet| kid(a.me().slot(), Generation { rekey: 0, ratchet });
+        let ratchet = a.active.generation.ratchet;
+        assert!(b.candidate_receive_key(a.me(), at(ratchet + max)).is_ok());
         assert!(matches!(
-            b.derive_receive_key(a.me(), beyond, T0),
+            b.derive_receive_key(a.me(), at(ratchet + max + 1), T0),
             Err(Error::UnknownKey { .. })
         ));
     }
@@ -1050,10 +1312,21 @@ mod tests {
                 .map(|k| k.base.clone())
         };
         assert_eq!(held(&b, &a), Some(a.active.base.clone()));
-        // ...and both move in step on the next join.
+        assert_eq!(b.members[&a.me()].current, Some(a.active.generation));
+        // ...and both move in step on the next join: a's next frame derives
+        // one step from the key b holds, equal to a's.
         let (_, kp) = new_member(&room);
         a.member_joined(&kp, later).expect("join");
-        b.member_joined(&kp, later).expect("join");
+        assert_eq!(installs(&b.member_joined(&kp, later).expect("join")), 0);
+        assert_eq!(b.members[&a.me()].current, Some(a.active.generation));
+        let frame = frame_from(&a, b"next");
+        let candidate = b
+            .candidate_receive_key(a.me(), at_a(&a))
+            .expect("derivable");
+        assert_eq!(open_with(&candidate, &frame).as_deref(), Some(&b"next"[..]));
+        b.derive_receive_key(a.me(), at_a(&a), later)
+            .expect("authenticated");
+        b.handle_timeout(later.plus(10 * Config::default().grace_ms));
         assert_eq!(held(&b, &a), Some(a.active.base.clone()));
     }
 
@@ -1113,11 +1386,12 @@ mod tests {
         );
         let (_, kp) = new_member(&room);
         a.member_joined(&kp, T0).expect("join");
-        b.member_joined(&kp, T0).expect("join");
-        assert_eq!(
-            b.members[&a.me()].keys[&a.active.generation].base,
-            a.active.base
-        );
+        assert_eq!(installs(&b.member_joined(&kp, T0).expect("join")), 0);
+        assert_eq!(b.members[&a.me()].current, Some(a.active.generation));
+        let candidate = b
+            .candidate_receive_key(a.me(), a.active_kid())
+            .expect("one step ahead");
+        assert_eq!(candidate.base, a.active.base);
     }
 
     #[test]
@@ -1168,6 +1442,211 @@ mod tests {
         assert_eq!(
             b.members[&aid].keys[&a.active.generation].base,
             a.active.base
+        );
+    }
+
+    #[test]
+    fn a_join_installs_no_keys_of_other_members() {
+        let room = RoomId("lazy".into());
+        let mut hub = hub_with(&room, 3);
+        let state =
+            |hub: &Group| -> BTreeMap<ParticipantId, (Option<Generation>, Vec<Generation>)> {
+                hub.members
+                    .iter()
+                    .map(|(&id, m)| (id, (m.current, m.keys.keys().copied().collect())))
+                    .collect()
+            };
+        let before = state(&hub);
+        let (newcomer, kp) = new_member(&room);
+        let outputs = hub.member_joined(&kp, T0).expect("joined");
+        // Our own new key, and the envelope carrying it to the newcomer.
+        assert_eq!(outputs.len(), 2, "{outputs:?}");
+        assert!(matches!(
+            &outputs[0],
+            Output::Key(KeyEvent::UseSendKey { kid, .. }) if *kid == hub.active_kid()
+        ));
+        assert!(matches!(
+            &outputs[1],
+            Output::Send { to, .. } if *to == newcomer.participant()
+        ));
+        // The others' generations moved one step; nothing was derived.
+        let mut after = state(&hub);
+        assert!(after.remove(&newcomer.participant()).is_some());
+        assert_eq!(after.len(), 3);
+        for (id, (current, keys)) in after {
+            let (was, held) = &before[&id];
+            let was = was.expect("key held");
+            let current = current.expect("key held");
+            assert_eq!(
+                (current.rekey, current.ratchet),
+                (was.rekey, was.ratchet + 1)
+            );
+            assert_eq!(&keys, held);
+            assert!(hub.members[&id].chain.is_empty());
+        }
+        assert_eq!(hub.next_timeout(), None, "no deadline started");
+    }
+
+    #[test]
+    fn key_events_per_join_do_not_grow_with_the_room() {
+        let room = RoomId("ramp".into());
+        for size in [1, 10, 50] {
+            let mut hub = hub_with(&room, size);
+            let (_, kp) = new_member(&room);
+            let outputs = hub.member_joined(&kp, T0).expect("joined");
+            let keys = outputs
+                .iter()
+                .filter(|o| matches!(o, Output::Key(_)))
+                .count();
+            assert_eq!(keys, 1, "{size} members");
+            assert_eq!(outputs.len(), 2, "{size} members");
+        }
+    }
+
+    #[test]
+    fn a_member_silent_through_200_joins_is_read_from_its_first_frame() {
+        let (mut a, mut b, _c, room) = three_after_joins(200);
+        let aid = a.me();
+        let first = b.members[&aid].keys.keys().copied().collect::<Vec<_>>();
+        assert_eq!(first.len(), 1, "b still holds only the key a gave it");
+        assert_eq!(b.members[&aid].current, Some(a.active.generation));
+        assert_eq!(a.active.generation.ratchet, first[0].ratchet + 201);
+        let frame = frame_from(&a, b"finally");
+        let candidate = b
+            .candidate_receive_key(aid, a.active_kid())
+            .expect("a's current generation");
+        assert_eq!(
+            open_with(&candidate, &frame).as_deref(),
+            Some(&b"finally"[..])
+        );
+        assert_eq!(b.next_timeout(), None, "a candidate starts no deadline");
+        let installed = b
+            .derive_receive_key(aid, a.active_kid(), T0)
+            .expect("authenticated");
+        assert!(matches!(
+            installed.as_slice(),
+            [Output::Key(KeyEvent::InstallReceiveKey { sender, kid, base_key })]
+                if *sender == aid && *kid == a.active_kid() && *base_key == a.active.base
+        ));
+        // The old key leaves after the grace period, with the cache above it.
+        let end = T0.plus(Config::default().grace_ms);
+        assert_eq!(b.next_timeout(), Some(end));
+        let removed = b.handle_timeout(end);
+        assert!(matches!(
+            removed.as_slice(),
+            [Output::Key(KeyEvent::RemoveReceiveKey { sender, kid })]
+                if *sender == aid && *kid == kid_of(aid, first[0])
+        ));
+        assert!(b.members[&aid].chain.is_empty());
+        // Nothing reaches below the new key now, within the window or not.
+        let below = Generation {
+            rekey: 0,
+            ratchet: a.active.generation.ratchet - 1,
+        };
+        assert!(matches!(
+            b.candidate_receive_key(aid, kid_of(aid, below)),
+            Err(Error::UnknownKey { .. })
+        ));
+        // A newcomer after all this gets a's key from after its join, and
+        // nothing before it, though that is near a's generation.
+        let (d, d_kp) = new_member(&room);
+        let a_kp = a.me.key_package().to_bytes();
+        let mut d = Group::join(d, &[a_kp], T0, Config::default()).group;
+        for (_, e) in sends(a.member_joined(&d_kp, T0).expect("d joined")) {
+            d.receive_envelope(&e, T0).expect("a's key");
+        }
+        let before_d = Generation {
+            rekey: 0,
+            ratchet: a.active.generation.ratchet - 1,
+        };
+        assert!(matches!(
+            d.candidate_receive_key(aid, kid_of(aid, before_d)),
+            Err(Error::UnknownKey { .. })
+        ));
+        let frame = frame_from(&a, b"welcome");
+        let candidate = d.members[&aid].keys[&a.active.generation].base.clone();
+        let candidate = CandidateKey {
+            sender: aid,
+            kid: a.active_kid(),
+            base: candidate,
+        };
+        assert_eq!(
+            open_with(&candidate, &frame).as_deref(),
+            Some(&b"welcome"[..])
+        );
+    }
+
+    #[test]
+    fn forged_kids_after_many_joins_cost_at_most_max_ratchet_ahead_steps() {
+        let (_a, mut b, c, _room) = three_after_joins(200);
+        let cid = c.me();
+        let max = Config::default().max_ratchet_ahead;
+        let current = b.members[&cid].current.expect("c's key held");
+        assert_eq!(current, c.active.generation);
+        let held = b.members[&cid].keys.keys().copied().collect::<Vec<_>>();
+        let at = |ratchet| {
+            kid_of(
+                cid,
+                Generation {
+                    rekey: current.rekey,
+                    ratchet,
+                },
+            )
+        };
+        let cost = |b: &mut Group, k: KeyId| {
+            let before = steps();
+            let candidate = b.candidate_receive_key(cid, k);
+            (candidate, steps() - before)
+        };
+        // The first forged KID brings the chain up to c's generation once...
+        let (first, first_cost) = cost(&mut b, at(current.ratchet + max));
+        assert!(first_cost > u64::from(max), "{first_cost} steps");
+        let expected = ratchet_from(
+            &c.active.base,
+            current,
+            Generation {
+                rekey: current.rekey,
+                ratchet: current.ratchet + max,
+            },
+        );
+        assert_eq!(first.expect("within the window").base, expected);
+        // ...and every later one, anywhere in the window, derives from the
+        // cached chain: at most `max_ratchet_ahead` steps each.
+        for ratchet in [
+            current.ratchet + max,
+            current.ratchet + max - 1,
+            current.ratchet,
+            current.ratchet - 1,
+            current.ratchet - max,
+        ] {
+            let (candidate, n) = cost(&mut b, at(ratchet));
+            assert!(candidate.is_ok(), "ratchet {ratchet}");
+            assert!(n <= u64::from(max), "ratchet {ratchet}: {n} steps");
+        }
+        // Outside it nothing is derived at all.
+        for ratchet in [current.ratchet + max + 1, current.ratchet - max - 1] {
+            let (candidate, n) = cost(&mut b, at(ratchet));
+            assert!(matches!(candidate, Err(Error::UnknownKey { .. })));
+            assert_eq!(n, 0);
+        }
+        // None of it is installed, timed or printed.
+        assert_eq!(
+            b.members[&cid].keys.keys().copied().collect::<Vec<_>>(),
+            held
+        );
+        assert_eq!(b.next_timeout(), None);
+        let chain: Vec<String> = b.members[&cid]
+            .chain
+            .values()
+            .map(|k| hex::encode(k.expose()))
+            .collect();
+        assert_eq!(chain.len(), 2, "the head and the window's floor");
+        let shown = format!("{b:?}");
+        assert!(chain.iter().all(|k| !shown.contains(k.as_str())));
+        assert!(
+            b.secrets_for_tests()
+                .iter()
+                .any(|s| hex::encode(s) == chain[0])
         );
     }
 

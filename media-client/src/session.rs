@@ -356,7 +356,13 @@ impl Session {
                     Ok((peer, outputs)) => {
                         self.roster.insert(peer.clone());
                         events.push(CallEvent::PeerJoined(peer));
-                        self.carry_out(outputs, now, &mut events);
+                        let installed = self.carry_out_keys(outputs, &mut events);
+                        // Keys of others are derived from their frames
+                        // (PROTOCOL.md §5.3), so a frame held as too far
+                        // ahead may be in reach after this join.
+                        if installed || !self.held.is_empty() {
+                            self.retry_held(now, &mut events);
+                        }
                     }
                     Err(error) => events.push(CallEvent::Warning(Warning::MemberRefused {
                         id: member.id,
@@ -574,10 +580,16 @@ impl Session {
     fn carry_out(&mut self, outputs: Vec<Output>, now: Millis, events: &mut Vec<CallEvent>) {
         let installed = self.carry_out_keys(outputs, events);
         if installed {
-            let held: Vec<Held> = self.held.drain(..).collect();
-            for h in held {
-                self.open(h.from, h.codec, h.data, now, Some(h.since), events);
-            }
+            self.retry_held(now, events);
+        }
+    }
+
+    /// Tries every held frame again (a key arrived, or a join moved a
+    /// member's generation into the range we derive from frames).
+    fn retry_held(&mut self, now: Millis, events: &mut Vec<CallEvent>) {
+        let held: Vec<Held> = self.held.drain(..).collect();
+        for h in held {
+            self.open(h.from, h.codec, h.data, now, Some(h.since), events);
         }
     }
 
