@@ -172,7 +172,7 @@ struct LoadtestArgs {
     /// machine) or `webrtc` (a webrtc-rs peer connection each, as `hush call`).
     #[arg(long, default_value = "sans-io")]
     clients: String,
-    /// Tasks (one socket each) driving the sans-io clients (0: one per core).
+    /// Threads (one socket each) driving the sans-io clients (0: one per core).
     #[arg(long, default_value_t = 0)]
     client_hubs: usize,
     /// Draw throughput and latency against subscribers (with --ramp) as SVG.

@@ -81,7 +81,7 @@ pub enum Clients {
     /// Sans-IO peers (str0m), many per task and socket ([`sansio`]): the
     /// generator's cheap clients, which reach only a server on this machine.
     SansIo {
-        /// Hubs (a task and a socket each).
+        /// Hubs (a thread and a socket each).
         hubs: usize,
     },
     /// A webrtc-rs peer connection per participant, as `hush call` uses.

@@ -1,6 +1,6 @@
 //! The load generator's cheap media peers: sans-IO WebRTC peers (str0m, a
-//! full ICE agent like any client's) driven in bulk by a few [`Hub`] tasks,
-//! each owning one UDP socket, instead of a webrtc-rs peer connection with
+//! full ICE agent like any client's) driven in bulk by a few [`Hub`]s, each
+//! a thread with one UDP socket, instead of a webrtc-rs peer connection with
 //! its own socket and driver tasks per simulated participant.
 //!
 //! Every peer still does everything a real client's connection does on the
@@ -84,7 +84,7 @@ pub struct SansIoConnector {
 }
 
 impl SansIoConnector {
-    /// Starts `hubs` hubs (at least one), each with its own socket and task.
+    /// Starts `hubs` hubs (at least one), each with its own socket and thread.
     pub fn start(hubs: usize) -> Result<Self, TransportError> {
         let hubs = (0..hubs.max(1))
             .map(|_| Hub::start())
@@ -109,7 +109,7 @@ impl Connector for SansIoConnector {
     }
 }
 
-/// One task, one UDP socket, many peers.
+/// One thread, one UDP socket, many peers.
 #[derive(Debug, Clone)]
 pub struct Hub {
     commands: mpsc::Sender<Command>,
@@ -157,7 +157,7 @@ enum Command {
 }
 
 impl Hub {
-    /// Binds the hub's socket and starts its task (on the current runtime).
+    /// Binds the hub's socket and starts its thread.
     pub fn start() -> Result<Self, TransportError> {
         str0m::crypto::from_feature_flags().install_process_default();
         let std_socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(other)?;
@@ -168,8 +168,7 @@ impl Hub {
         // (about 200 KiB) overflows and loses them, handshakes included.
         let _ = state.set_recv_buffer_size((&std_socket).into(), SOCKET_BUFFER_BYTES);
         let _ = state.set_send_buffer_size((&std_socket).into(), SOCKET_BUFFER_BYTES);
-        let socket = UdpSocket::from_std(std_socket).map_err(other)?;
-        let port = socket.local_addr().map_err(other)?.port();
+        let port = std_socket.local_addr().map_err(other)?.port();
         let cert = str0m::crypto::from_feature_flags()
             .dtls_provider
             .generate_certificate()
@@ -185,19 +184,48 @@ impl Hub {
             .set_extension(4, Extension::RtpMid)
             .set_dtls_cert(cert);
         let (commands, rx) = mpsc::channel(COMMANDS);
-        let hub = Loop {
-            socket,
-            state,
-            port,
-            config,
-            peers: HashMap::new(),
-            by_ip: HashMap::new(),
-            next_id: 0,
-            timers: BinaryHeap::new(),
-            out: Vec::new(),
-            next_liveness: Instant::now() + LIVENESS_TICK,
-        };
-        tokio::spawn(hub.run(rx));
+        // Each hub has its own thread: on a machine whose cores the
+        // simulated participants' e2ee work saturates during joins, the
+        // kernel still wakes a hub as soon as its socket has data, instead
+        // of queueing it behind hundreds of call drivers on the runtime
+        // (its socket buffer overflowed, DTLS handshakes timed out).
+        std::thread::Builder::new()
+            .name("hush-load-hub".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "load generator: no runtime for a hub");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let socket = match UdpSocket::from_std(std_socket) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "load generator: hub socket refused");
+                            return;
+                        }
+                    };
+                    let hub = Loop {
+                        socket,
+                        state,
+                        port,
+                        config,
+                        peers: HashMap::new(),
+                        by_ip: HashMap::new(),
+                        next_id: 0,
+                        timers: BinaryHeap::new(),
+                        out: Vec::new(),
+                        next_liveness: Instant::now() + LIVENESS_TICK,
+                    };
+                    hub.run(rx).await;
+                });
+            })
+            .map_err(other)?;
         Ok(Self { commands })
     }
 
