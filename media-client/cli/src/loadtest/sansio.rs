@@ -352,10 +352,16 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    fn next(&mut self, step: u32) -> (SeqNo, u32) {
-        self.seq += 1;
+    /// The RTP timestamp of the next frame, `step` clock ticks after the last.
+    fn frame(&mut self, step: u32) -> u32 {
         self.timestamp = self.timestamp.wrapping_add(step);
-        (SeqNo::from(self.seq), self.timestamp)
+        self.timestamp
+    }
+
+    /// The sequence number of the next packet.
+    fn packet(&mut self) -> SeqNo {
+        self.seq += 1;
+        SeqNo::from(self.seq)
     }
 }
 
@@ -446,7 +452,7 @@ impl Peer {
         let Some(mid) = self.audio.mid else {
             return;
         };
-        let (seq, timestamp) = self.audio.next(960);
+        let (seq, timestamp) = (self.audio.packet(), self.audio.frame(960));
         let level = level.min(127);
         let ext = ExtensionValues {
             audio_level: Some(-(level as i8)),
@@ -468,9 +474,7 @@ impl Peer {
             return;
         };
         let ticks = (duration.as_secs_f64() * 90_000.0) as u32;
-        let (_, timestamp) = self.video.next(ticks.max(1));
-        // `next` counted one packet; the frame's packets follow from there.
-        self.video.seq -= 1;
+        let timestamp = self.video.frame(ticks.max(1));
         let chunks: Vec<&[u8]> = sealed.chunks(VP8_CHUNK).collect();
         let last = chunks.len().saturating_sub(1);
         for (i, chunk) in chunks.into_iter().enumerate() {
@@ -478,20 +482,14 @@ impl Peer {
             let mut payload = Vec::with_capacity(chunk.len() + 1);
             payload.push(if i == 0 { 0x10 } else { 0x00 });
             payload.extend_from_slice(chunk);
-            self.video.seq += 1;
+            let seq = self.video.packet();
             let mut api = self.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(mid, None) else {
                 return;
             };
-            let write = RtpWrite::new(
-                Pt::from(VP8_PAYLOAD_TYPE),
-                SeqNo::from(self.video.seq),
-                timestamp,
-                now,
-                payload,
-            )
-            .marker(i == last)
-            .nackable(true);
+            let write = RtpWrite::new(Pt::from(VP8_PAYLOAD_TYPE), seq, timestamp, now, payload)
+                .marker(i == last)
+                .nackable(true);
             tx.write_rtp(write);
         }
     }
