@@ -11,10 +11,11 @@
 //!   subscriptions, rate-limited key-frame requests and the active speaker,
 //!   as [`Router`] methods that take events and `now` and return
 //!   [`Decision`]s.
-//! - [`Sfu`]: the transport on webrtc-rs 0.21, one peer connection per
-//!   participant. It feeds the router and carries out its decisions; a
-//!   different transport (str0m, or `rtc` driven directly) would replace
-//!   this module only.
+//! - [`Sfu`]: the API, and behind it the transport on str0m (sans-IO).
+//!   The SFU is ICE-lite and runs str0m in RTP mode; each worker is one
+//!   loop with one UDP socket that owns the router of its rooms and every
+//!   peer of those rooms, feeds the router and carries out its decisions.
+//!   A room lives on one worker ([`SfuConfig::workers`]).
 //! - [`http`]: the control API of the standalone `hush-sfu` node.
 //!
 //! # Driving it (what the signaling server does)
@@ -65,12 +66,14 @@
 //!   by default; requests inside the interval are coalesced into one at
 //!   its end). A new video subscription triggers one when its negotiation
 //!   completes.
-//! - NACK: webrtc-rs's default interceptors on every SFU connection. On
-//!   the subscriber leg the NACK responder answers from a 1,024-packet
-//!   buffer per stream; on the publisher leg the NACK generator asks the
-//!   publisher for the SFU's own losses. Negotiated for VP8 (`nack`,
-//!   `nack pli`), not for Opus. Sender and receiver reports, and TWCC
-//!   feedback (receiver side), come from the same defaults.
+//! - NACK and retransmission: str0m's, for VP8 only (`nack`, `nack pli`;
+//!   RTX on payload type 97, `apt=96`). A subscriber's NACKs are answered
+//!   from str0m's send buffer on the RTX payload type (a subscriber that
+//!   did not negotiate RTX gets no retransmissions); str0m also NACKs the
+//!   publisher for the SFU's own losses. Opus is never retransmitted.
+//!   Sender and receiver reports are str0m's too.
+//! - Header extensions: only the audio level (RFC 6464) and the mid are
+//!   negotiated, so there is no TWCC feedback or bandwidth estimation.
 //!
 //! # Active speaker
 //!
@@ -106,7 +109,6 @@ pub mod http;
 mod ids;
 pub mod metrics;
 pub mod routing;
-pub mod setup;
 mod sfu;
 mod udp;
 
@@ -115,8 +117,6 @@ pub use hush_proto::{IceCandidate, MediaKind, ParticipantId, RoomId};
 pub use ids::{TrackId, TrackKey};
 pub use metrics::Metrics;
 pub use routing::{Decision, Router, RoutingConfig, SpeakerConfig};
-pub use sfu::{
-    CloseReason, ParticipantEvents, Sfu, SfuConfig, SfuEvent, Transport, workers_or_cores,
-};
+pub use sfu::{CloseReason, ParticipantEvents, Sfu, SfuConfig, SfuEvent, workers_or_cores};
 #[cfg(feature = "test-hooks")]
 pub use sfu::{TamperFn, TamperHook};

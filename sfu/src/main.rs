@@ -35,23 +35,16 @@ struct Args {
     /// Forwarding loops, each with its own UDP port; a room lives on one. 0: one per core.
     #[arg(long, default_value_t = 0)]
     workers: usize,
-    /// Media transport: str0m (one UDP port per worker, sans-IO) or webrtc
-    /// (webrtc-rs, a port per participant; for comparison).
-    #[arg(long, default_value = "str0m")]
-    transport: hush_sfu::Transport,
     /// Write every forwarded RTP payload (after SRTP decryption) to FILE,
     /// in the length-prefixed format documented in the crate (magic
     /// "HUSHCAP1", then kind:u8 ssrc:u32 seq:u16 len:u32 payload).
     #[arg(long, value_name = "FILE")]
     capture: Option<PathBuf>,
-    /// Packets queued per subscriber track before new ones are dropped
-    /// (webrtc transport only; the str0m transport queues nothing).
-    #[arg(long, default_value_t = 256)]
-    subscriber_queue: usize,
     /// Minimum interval between key-frame requests per video track, in ms.
     #[arg(long, default_value_t = 500)]
     key_frame_interval_ms: u64,
-    /// Seconds without ICE traffic before a participant is dropped.
+    /// Seconds without traffic before a connected participant is dropped
+    /// (at least 12 are waited).
     #[arg(long, default_value_t = 5)]
     ice_failed_secs: u64,
 }
@@ -61,20 +54,18 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn,str0m=warn".into()),
+                .unwrap_or_else(|_| "info,str0m=warn".into()),
         )
         .init();
     let args = Args::parse();
     let config = SfuConfig {
         udp_addrs: vec![SocketAddr::new(args.rtc_ip, args.rtc_port)],
         workers: hush_sfu::workers_or_cores(args.workers),
-        transport: args.transport,
         public_ips: args.public_ips,
         routing: RoutingConfig {
             key_frame_min_interval: Duration::from_millis(args.key_frame_interval_ms),
             ..RoutingConfig::default()
         },
-        subscriber_queue: args.subscriber_queue.max(1),
         capture: args.capture,
         ice_failed_timeout: Duration::from_secs(args.ice_failed_secs.max(1)),
         ..SfuConfig::default()

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hush_proto::{MediaKind, RoomId};
@@ -14,34 +14,26 @@ use hush_proto::{MediaKind, RoomId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DropReason {
-    /// The subscriber's bounded queue was full (a slow subscriber).
-    QueueFull,
     /// The subscriber's outgoing track is not negotiated yet.
     NotNegotiated,
     /// Writing to the subscriber's connection failed.
     WriteError,
     /// The capture writer could not keep up (the packet was still forwarded).
     CaptureOverflow,
-    /// Audio levels or key-frame requests for the control loop overflowed.
-    ControlOverflow,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 5] = [
-        DropReason::QueueFull,
+    const ALL: [DropReason; 3] = [
         DropReason::NotNegotiated,
         DropReason::WriteError,
         DropReason::CaptureOverflow,
-        DropReason::ControlOverflow,
     ];
 
     fn label(self) -> &'static str {
         match self {
-            DropReason::QueueFull => "queue_full",
             DropReason::NotNegotiated => "not_negotiated",
             DropReason::WriteError => "write_error",
             DropReason::CaptureOverflow => "capture_overflow",
-            DropReason::ControlOverflow => "control_overflow",
         }
     }
 
@@ -68,14 +60,13 @@ struct PerKind {
 pub struct Metrics {
     audio: PerKind,
     video: PerKind,
-    drops: [AtomicU64; 5],
+    drops: [AtomicU64; DropReason::ALL.len()],
     nacks_received: AtomicU64,
     nacks_sent: AtomicU64,
     plis_received: AtomicU64,
     plis_sent: AtomicU64,
     subscriptions: AtomicI64,
     peer_connections: AtomicI64,
-    tasks: AtomicI64,
     hist: [AtomicU64; BUCKETS.len()],
     hist_count: AtomicU64,
     hist_sum_ns: AtomicU64,
@@ -114,16 +105,8 @@ impl Metrics {
         self.drops[reason.index()].fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn nack_received(&self) {
-        self.nacks_received.fetch_add(1, Relaxed);
-    }
-
     pub(crate) fn nacks_received_add(&self, n: u64) {
         self.nacks_received.fetch_add(n, Relaxed);
-    }
-
-    pub(crate) fn nack_sent(&self) {
-        self.nacks_sent.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn nacks_sent_add(&self, n: u64) {
@@ -144,11 +127,6 @@ impl Metrics {
 
     pub(crate) fn peer_connections_add(&self, delta: i64) {
         self.peer_connections.fetch_add(delta, Relaxed);
-    }
-
-    pub(crate) fn task_started(self: &Arc<Self>) -> TaskGuard {
-        self.tasks.fetch_add(1, Relaxed);
-        TaskGuard(Arc::clone(self))
     }
 
     pub(crate) fn set_rooms(&self, worker: usize, rooms: BTreeMap<RoomId, usize>) {
@@ -180,11 +158,6 @@ impl Metrics {
     /// Live peer connections.
     pub fn peer_connections(&self) -> i64 {
         self.peer_connections.load(Relaxed)
-    }
-
-    /// Live SFU tasks (publisher readers, subscriber writers, RTCP readers).
-    pub fn tasks(&self) -> i64 {
-        self.tasks.load(Relaxed)
     }
 
     /// Live subscriptions (forwarded tracks).
@@ -287,12 +260,6 @@ impl Metrics {
             "Open peer connections.",
             self.peer_connections.load(Relaxed),
         );
-        gauge(
-            &mut s,
-            "hush_sfu_tasks",
-            "Running media tasks.",
-            self.tasks.load(Relaxed),
-        );
         let _ = writeln!(
             s,
             "# HELP hush_sfu_room_participants Participants per room.\n# TYPE hush_sfu_room_participants gauge"
@@ -322,15 +289,6 @@ impl Metrics {
     }
 }
 
-/// Counts a running task until dropped.
-pub(crate) struct TaskGuard(Arc<Metrics>);
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        self.0.tasks.fetch_sub(1, Relaxed);
-    }
-}
-
 /// Prometheus label values escape backslash, double quote and newline.
 fn escape_label(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -347,7 +305,7 @@ mod tests {
         let m = Metrics::default();
         m.packet_in(MediaKind::Video, 100);
         m.packet_out(MediaKind::Video, 100, Duration::from_micros(300));
-        m.dropped(DropReason::QueueFull);
+        m.dropped(DropReason::NotNegotiated);
         m.set_rooms(
             0,
             BTreeMap::from([("a.b".parse().expect("valid room id"), 2)]),
@@ -357,7 +315,7 @@ mod tests {
             "hush_sfu_packets_in_total{kind=\"video\"} 1",
             "hush_sfu_bytes_out_total{kind=\"video\"} 100",
             "hush_sfu_packets_out_total{kind=\"audio\"} 0",
-            "hush_sfu_dropped_packets_total{reason=\"queue_full\"} 1",
+            "hush_sfu_dropped_packets_total{reason=\"not_negotiated\"} 1",
             "hush_sfu_rooms 1",
             "hush_sfu_room_participants{room=\"a.b\"} 2",
             "hush_sfu_forwarding_seconds_bucket{le=\"0.00025\"} 0",

@@ -10,10 +10,10 @@
 //! does ICE-lite, DTLS, SRTP, RTCP, NACK/RTX and keeps its own timers; the
 //! worker feeds each peer its due timeout from a deadline heap.
 //!
-//! Negotiation follows the webrtc-rs transport exactly (see
-//! [`crate::sfu`]): the client offers first; the SFU then offers every
-//! change, one offer at a time, and wins glare. Every forwarded track has
-//! its own send-only m-line whose MSID stream id names the publisher.
+//! Negotiation is as the crate documents it ("Renegotiation and glare"):
+//! the client offers first; the SFU then offers every change, one offer at
+//! a time, and wins glare. Every forwarded track has its own send-only
+//! m-line whose MSID stream id names the publisher.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -234,7 +234,9 @@ struct Worker {
     destination: SocketAddr,
     rtc_config: RtcConfig,
     router: Router,
-    peers: HashMap<u64, Peer>,
+    /// Boxed: a `Peer` (its `Rtc` inline) is ~10 KiB, and the table keeps
+    /// spare slots and, while it grows, two copies of itself.
+    peers: HashMap<u64, Box<Peer>>,
     by_who: HashMap<Who, u64>,
     by_addr: HashMap<SocketAddr, u64>,
     by_ufrag: HashMap<String, u64>,
@@ -666,7 +668,7 @@ impl Worker {
             // Each leg numbers its packets from 1 (str0m cannot start a
             // stream past the first roll-over), keeping gaps so the
             // subscriber's NACKs name the right packets.
-            let base = *sub.seq_base.get_or_insert(in_seq);
+            let base = sub.seq_base.unwrap_or(in_seq);
             let Some(out_seq) = in_seq.checked_sub(base).map(|d| d + 1) else {
                 continue; // reordered from before this leg began
             };
@@ -675,6 +677,15 @@ impl Worker {
                 self.metrics.dropped(DropReason::NotNegotiated);
                 continue;
             };
+            if sub.seq_base.is_none() {
+                sub.seq_base = Some(in_seq);
+                if kind == MediaKind::Audio {
+                    // Audio is never resent (no NACK for Opus): no resend
+                    // cache and no resend-ratio history, which str0m keeps
+                    // per stream by default (~10 KiB of every audio leg).
+                    tx.set_rtx_cache(1, Duration::ZERO, None);
+                }
+            }
             let write = RtpWrite::new(
                 pt,
                 SeqNo::from(out_seq),
@@ -814,8 +825,8 @@ impl Worker {
                 };
                 let _ = reply.send(result);
             }
-            // The webrtc-rs transport's internal signals; never sent here.
-            _ => {}
+            // Answered by `run`, which stops the loop.
+            Command::Shutdown { .. } => {}
         }
     }
 
@@ -842,7 +853,7 @@ impl Worker {
         self.by_who.insert(who.clone(), serial);
         self.peers.insert(
             serial,
-            Peer {
+            Box::new(Peer {
                 who: who.clone(),
                 rtc,
                 events: events_tx,
@@ -859,7 +870,7 @@ impl Worker {
                 next_track: 0,
                 closing: false,
                 nacks: HashMap::new(),
-            },
+            }),
         );
         self.metrics.peer_connections_add(1);
         tracing::info!(room = %who.0, participant = %who.1, "participant added");
@@ -969,7 +980,7 @@ impl Worker {
     }
 
     /// Sends the SFU's offer if something changed and no offer is
-    /// outstanding (the glare rule of [`crate::sfu`]).
+    /// outstanding (the glare rule in the crate docs).
     fn renegotiate(&mut self, serial: u64) {
         let Some(peer) = self.peers.get_mut(&serial) else {
             return;

@@ -67,10 +67,9 @@ async fn capture_file_is_exactly_the_forwarded_payloads() {
         );
     }
     assert_eq!(parse_tag(captured.last().unwrap()).unwrap().n, last);
-    // b received exactly the tail of the capture, byte for byte. (webrtc-rs
-    // 0.21 loses the first ~200 ms written to a freshly negotiated sender
-    // although `write_rtp` returns Ok: those are captured, as forwarded,
-    // but never reach b.)
+    // b received exactly the tail of the capture, byte for byte. (The
+    // capture may begin earlier: a packet handed to b's connection can
+    // still be lost before b's client reads its new track.)
     assert!(received.len() >= 100);
     assert_eq!(received[..], captured[captured.len() - received.len()..]);
     assert!(

@@ -65,10 +65,10 @@ fn cpu_per_thousand_forwarded_packets_per_second() {
         let cpu = sfu_cpu_seconds() - cpu0;
         let pps = out / secs;
         eprintln!(
-            "MEASURE forwarded {out} packets in {secs:.2} s = {pps:.0} packets/s out; SFU threads used {cpu:.2} CPU-s = {:.1}% of one core; {:.2}% of a core per 1,000 forwarded packets/s; drops queue_full={}",
+            "MEASURE forwarded {out} packets in {secs:.2} s = {pps:.0} packets/s out; SFU threads used {cpu:.2} CPU-s = {:.1}% of one core; {:.2}% of a core per 1,000 forwarded packets/s; drops not_negotiated={}",
             100.0 * cpu / secs,
             100.0 * cpu / secs / (pps / 1000.0),
-            sfu.metrics().drops(hush_sfu::metrics::DropReason::QueueFull),
+            sfu.metrics().drops(hush_sfu::metrics::DropReason::NotNegotiated),
         );
         sfu.shutdown().await;
     });

@@ -1,4 +1,4 @@
-//! The sans-IO transport's promise to operators: a call uses exactly one
+//! The SFU's promise to operators: a call uses exactly one
 //! UDP socket per worker on the server, bound where `udp_addrs` says, and
 //! clients are told the announced (public) address, not the bound one.
 #![allow(clippy::unwrap_used)]
@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use common::*;
-use hush_sfu::{Sfu, SfuConfig, Transport};
+use hush_sfu::{Sfu, SfuConfig};
 
 /// Inodes of the sockets this process holds open.
 fn own_socket_inodes() -> HashSet<u64> {
@@ -43,9 +43,6 @@ fn own_udp_ports_on_any_address() -> Vec<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_party_call_uses_one_socket_per_worker_and_announces_the_public_ip() {
-    if SfuConfig::default().transport != Transport::Str0m {
-        return; // the webrtc-rs transport has a socket per participant by design
-    }
     // Bound to every interface, announced as 127.0.0.1 (what a cloud VM
     // does with its public IP): the clients (all on 127.0.0.1:0) only
     // reach the SFU if the announced address is the one in the SDP.
@@ -84,9 +81,6 @@ async fn a_three_party_call_uses_one_socket_per_worker_and_announces_the_public_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unspecified_bind_without_a_public_ip_is_refused_with_a_reason() {
-    if SfuConfig::default().transport != Transport::Str0m {
-        return;
-    }
     let err = Sfu::new(SfuConfig {
         udp_addrs: vec![SocketAddr::from(([0, 0, 0, 0], 0))],
         ..SfuConfig::default()

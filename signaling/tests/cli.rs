@@ -27,7 +27,6 @@ fn command() -> Command {
         "HUSH_RTC_PORT",
         "HUSH_PUBLIC_IP",
         "HUSH_SFU_WORKERS",
-        "HUSH_SFU_TRANSPORT",
     ] {
         c.env_remove(var);
     }
@@ -236,7 +235,6 @@ async fn help_documents_every_flag() {
         "--rtc-port",
         "--public-ip",
         "--sfu-workers",
-        "--sfu-transport",
         "--no-media",
         "token",
         "embedded sfu",

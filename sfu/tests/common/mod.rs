@@ -2,6 +2,8 @@
 //! real in-process SFU, a lossy UDP shim, and payload helpers.
 #![allow(dead_code, clippy::unwrap_used, unreachable_pub)]
 
+mod setup;
+
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -10,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hush_proto::media::{OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE};
-use hush_sfu::setup;
 use hush_sfu::{MediaKind, ParticipantId, RoomId, Sfu, SfuEvent};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -189,7 +190,7 @@ impl Client {
         let (gathered_tx, mut gathered) = watch::channel(false);
         let received = Arc::new(Mutex::new(Vec::new()));
         let remotes = Arc::new(Mutex::new(Vec::new()));
-        let (engine, registry) = setup::peer_media().unwrap();
+        let (engine, registry) = setup::peer_media();
         let pc = PeerConnectionBuilder::new()
             .with_media_engine(engine)
             .with_interceptor_registry(registry)

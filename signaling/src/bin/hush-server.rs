@@ -111,7 +111,8 @@ struct ServeArgs {
     /// Write every RTP payload the embedded SFU forwards to FILE (ciphertext audit; format in hush-sfu's docs).
     #[arg(long, env = "HUSH_CAPTURE", value_name = "FILE")]
     capture: Option<std::path::PathBuf>,
-    /// IP address the embedded SFU gathers media candidates on.
+    /// IP address the embedded SFU binds its media (UDP) sockets to, and
+    /// announces to clients unless --public-ip is given.
     #[arg(long, env = "HUSH_RTC_IP", default_value = "127.0.0.1")]
     rtc_ip: std::net::IpAddr,
     /// First UDP port of the embedded SFU: every participant's media
@@ -127,10 +128,6 @@ struct ServeArgs {
     /// room lives on one. 0: one per core.
     #[arg(long, env = "HUSH_SFU_WORKERS", default_value_t = 0)]
     sfu_workers: usize,
-    /// Media transport of the embedded SFU: str0m (one UDP port, sans-IO)
-    /// or webrtc (webrtc-rs, a port per participant; for comparison).
-    #[arg(long, env = "HUSH_SFU_TRANSPORT", default_value = "str0m")]
-    sfu_transport: hush_sfu::Transport,
     /// Run without the embedded SFU: rooms and e2ee envelopes only, no media.
     #[arg(long)]
     no_media: bool,
@@ -273,20 +270,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let sfu = hush_sfu::Sfu::new(hush_sfu::SfuConfig {
             udp_addrs: vec![std::net::SocketAddr::new(args.rtc_ip, args.rtc_port)],
             capture: args.capture.clone(),
-            transport: args.sfu_transport,
             workers: hush_sfu::workers_or_cores(args.sfu_workers),
             public_ips: args.public_ips.clone(),
             ..Default::default()
         })
         .context("starting the embedded SFU")?;
-        let on = match sfu.udp_addrs() {
-            [] => format!("{} (a UDP port per participant)", args.rtc_ip),
-            addrs => addrs
-                .iter()
-                .map(|a| format!("udp {a}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-        };
+        let on = sfu
+            .udp_addrs()
+            .iter()
+            .map(|a| format!("udp {a}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let what = match &args.capture {
             Some(f) => format!("embedded SFU on {on}, capturing to {}", f.display()),
             None => format!("embedded SFU on {on}"),

@@ -15,10 +15,6 @@ use crate::local::LocalServer;
 /// The environment variable that hands the child server its token secret.
 pub const SECRET_ENV: &str = "HUSH_LOADTEST_SECRET";
 
-/// Environment variable naming the embedded SFU's transport (`str0m`, the
-/// default, or `webrtc`).
-pub const TRANSPORT_ENV: &str = "HUSH_SFU_TRANSPORT";
-
 /// The limits of the load test's embedded server: the defaults protect a
 /// public server from abuse; the load test is its only client.
 pub fn load_limits() -> Limits {
@@ -46,19 +42,11 @@ pub async fn serve_child(max_run: Duration) -> Result<(), Error> {
     let text = std::env::var(SECRET_ENV)
         .map_err(|_| Error::LoadTest(format!("{SECRET_ENV} is not set")))?;
     let secret = ServerSecret::new(text.into_bytes())?;
-    // The transport under test (`HUSH_SFU_TRANSPORT=webrtc` compares the
-    // first one); the child inherits the variable from `hush loadtest`.
-    let transport = match std::env::var(TRANSPORT_ENV) {
-        Ok(name) => name.parse().map_err(Error::LoadTest)?,
-        Err(_) => hush_sfu::Transport::default(),
-    };
     let sfu = hush_sfu::SfuConfig {
-        ice_disconnected_timeout: super::ICE_DISCONNECTED,
         ice_failed_timeout: super::ICE_FAILED,
         // Hundreds of simulated clients joining on two shared cores can
         // take far longer than a real one to finish ICE and DTLS.
         connect_timeout: Duration::from_secs(60),
-        transport,
         ..Default::default()
     };
     let server = LocalServer::start_custom(secret, load_limits(), sfu).await?;
