@@ -169,23 +169,25 @@ pub enum SfuEvent {
 /// [`SfuEvent::Closed`] or when the participant is removed.
 #[derive(Debug)]
 pub struct ParticipantEvents {
-    rx: mpsc::Receiver<SfuEvent>,
+    /// Boxed: a channel allocates its slots 32 at a time, and a boxed
+    /// event takes 8 bytes of each instead of ~90.
+    rx: mpsc::Receiver<Box<SfuEvent>>,
 }
 
 impl ParticipantEvents {
     /// The stream of events a transport feeds through `rx`.
-    pub(crate) fn new(rx: mpsc::Receiver<SfuEvent>) -> Self {
+    pub(crate) fn new(rx: mpsc::Receiver<Box<SfuEvent>>) -> Self {
         Self { rx }
     }
 
     /// The next event; `None` once the participant is gone.
     pub async fn recv(&mut self) -> Option<SfuEvent> {
-        self.rx.recv().await
+        self.rx.recv().await.map(|event| *event)
     }
 
     /// The next event if one is waiting.
     pub fn try_recv(&mut self) -> Option<SfuEvent> {
-        self.rx.try_recv().ok()
+        self.rx.try_recv().ok().map(|event| *event)
     }
 }
 

@@ -202,7 +202,7 @@ struct Negotiation {
 struct Peer {
     who: Who,
     rtc: Rtc,
-    events: mpsc::Sender<SfuEvent>,
+    events: mpsc::Sender<Box<SfuEvent>>,
     ufrag: String,
     addr: Option<SocketAddr>,
     published: HashMap<Mid, Published>,
@@ -383,6 +383,9 @@ impl Worker {
                     // Events are handled per datagram: in RTP mode a
                     // packet must be forwarded before the next arrives.
                     self.handle_events();
+                    if self.out.len() >= SEND_BATCH {
+                        self.send_ready();
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -1222,7 +1225,7 @@ impl Worker {
             }
         }
         if let Some(reason) = reason {
-            let _ = peer.events.try_send(SfuEvent::Closed { reason });
+            let _ = peer.events.try_send(Box::new(SfuEvent::Closed { reason }));
         }
         tracing::info!(room = %who.0, participant = %who.1, ?reason, "participant removed");
     }
@@ -1243,29 +1246,43 @@ impl Worker {
         if peer.closing {
             return;
         }
-        if let Err(mpsc::error::TrySendError::Full(_)) = peer.events.try_send(event) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = peer.events.try_send(Box::new(event)) {
             tracing::warn!(participant = %peer.who.1, "event queue full; removing participant");
             self.evict.push((serial, CloseReason::EventsOverflowed));
         }
     }
 
-    /// Sends every datagram the step produced.
     /// Sends what the last step produced, [`SEND_BATCH`] datagrams per
-    /// system call.
+    /// system call, waiting while the socket's send buffer is full.
     async fn flush(&mut self) {
-        let out = std::mem::take(&mut self.out);
+        while !self.out.is_empty() {
+            if self.send_ready() {
+                continue;
+            }
+            if self.socket.writable().await.is_err() {
+                self.out.clear();
+                return;
+            }
+        }
+    }
+
+    /// Sends queued datagrams until none are left or the socket would
+    /// block (then returns `false`). Called during a step too, once a batch
+    /// is ready: a fan-out to hundreds of subscribers then never holds
+    /// more than about a batch of datagrams in memory.
+    fn send_ready(&mut self) -> bool {
         let mut sent = 0;
-        while sent < out.len() {
-            let batch = &out[sent..out.len().min(sent + SEND_BATCH)];
-            let result = self
+        let mut blocked = false;
+        while sent < self.out.len() {
+            let batch = &self.out[sent..self.out.len().min(sent + SEND_BATCH)];
+            match self
                 .socket
-                .try_io(Interest::WRITABLE, || send_batch(&self.socket, batch));
-            match result {
-                Ok(n) => sent += n,
+                .try_io(Interest::WRITABLE, || send_batch(&self.socket, batch))
+            {
+                Ok(n) => sent += n.max(1),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if self.socket.writable().await.is_err() {
-                        break;
-                    }
+                    blocked = true;
+                    break;
                 }
                 Err(e) => {
                     // The first datagram of the batch was refused (the
@@ -1277,9 +1294,9 @@ impl Worker {
                 }
             }
         }
-        // Keep the allocation for the next step.
-        self.out = out;
-        self.out.clear();
+        // Keeps the allocation for the next step.
+        self.out.drain(..sent);
+        !blocked
     }
 }
 

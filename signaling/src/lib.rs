@@ -22,6 +22,7 @@ pub mod media;
 mod metrics;
 mod room;
 mod server;
+mod ws;
 
 pub use admission::{ConnectionCaps, ConnectionRefusal, ConnectionSlot};
 pub use embedded::EmbeddedSfu;

@@ -21,11 +21,12 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::Extension;
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::ws::close_code;
 use axum::http::Request;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures_util::{SinkExt as _, StreamExt as _};
 use hush_proto::{
     ClientMessage, CloseReason, ErrorCode, ParticipantId, RoomId, ServerMessage, ServerSecret,
 };
@@ -41,6 +42,10 @@ use crate::limits::{Limits, RateLimiter, RateVerdict};
 use crate::media::{MediaRouter, MediaSink};
 use crate::metrics::{Metrics, Relayed};
 use crate::room::{Delivery, JoinRequest, Rooms, authorize};
+use crate::ws::{self, Socket};
+use tungstenite::Message;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
 /// How long a closing connection waits for the client's close reply.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
@@ -48,8 +53,13 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// The WebSocket read and write buffer of each connection (see `upgrade`).
-const WS_BUFFER_BYTES: usize = 8 * 1024;
+/// The WebSocket read buffer of each connection (see `upgrade`).
+const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Outgoing bytes tungstenite gathers before writing: none, since every
+/// `send` flushes anyway. Its buffer keeps the capacity of the largest
+/// frame written (a `joined` list); with batching it kept that plus 8 KiB.
+const WS_WRITE_BUFFER_BYTES: usize = 0;
 
 /// Largest request head (request line and headers) a connection may send.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -91,7 +101,8 @@ struct Hub {
 }
 
 struct Peer {
-    tx: mpsc::Sender<ServerMessage>,
+    /// Boxed messages: a channel allocates its slots 32 at a time.
+    tx: mpsc::Sender<Box<ServerMessage>>,
     kick: Arc<Notify>,
 }
 
@@ -199,7 +210,7 @@ impl Shared {
 impl Hub {
     fn deliver(&self, delivery: Delivery) {
         if let Some(peer) = self.peers.get(&delivery.to) {
-            if peer.tx.try_send(delivery.message).is_err() {
+            if peer.tx.try_send(Box::new(delivery.message)).is_err() {
                 // Full (too slow) or already closing: disconnect it.
                 peer.kick.notify_one();
             }
@@ -255,28 +266,42 @@ fn accept(shared: &Arc<Shared>, app: &Router, tcp: TcpStream, from: SocketAddr) 
 async fn upgrade(
     State(shared): State<Arc<Shared>>,
     slot: Option<Extension<ConnectionSlot>>,
-    ws: WebSocketUpgrade,
+    mut request: Request<axum::body::Body>,
 ) -> Response {
+    let accepted = match ws::accept(&mut request) {
+        Ok(accepted) => accepted,
+        Err(refused) => return refused.into_response(),
+    };
     let max = shared.limits.max_message_bytes;
     // tungstenite's own limit is a memory guard well above ours, so a frame
     // just over the limit is read whole and refused with a clean 1009 close.
     let guard = max.saturating_mul(4).max(max);
-    ws.max_message_size(guard)
-        .max_frame_size(guard)
-        // tungstenite allocates its 128 KiB read buffer up front: with it, an
-        // idle connection cost ~142 KiB. Messages are small; larger ones
-        // still arrive whole (the buffer grows while one is read).
-        .read_buffer_size(WS_BUFFER_BYTES)
-        .write_buffer_size(WS_BUFFER_BYTES)
-        .on_upgrade(move |socket| async move {
-            // Holds the connection's place under the caps until it closes.
-            let _slot = slot;
-            shared.metrics.connection_opened();
-            let conn = Connection::new(Arc::clone(&shared));
-            let span = info_span!("conn", participant = tracing::field::Empty);
-            conn.run(socket).instrument(span).await;
-            shared.metrics.connection_closed();
-        })
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(guard))
+        .max_frame_size(Some(guard))
+        // tungstenite's default read buffer is 128 KiB, allocated up front:
+        // with it, an idle connection cost ~142 KiB. Messages are small;
+        // larger ones still arrive whole (the buffer grows while one is read).
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        .write_buffer_size(WS_WRITE_BUFFER_BYTES);
+    tokio::spawn(async move {
+        // Holds the connection's place under the caps until it closes.
+        let _slot = slot;
+        let upgraded = match accepted.upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let socket = ws::socket(upgraded, config).await;
+        shared.metrics.connection_opened();
+        let conn = Connection::new(Arc::clone(&shared));
+        let span = info_span!("conn", participant = tracing::field::Empty);
+        conn.run(socket).instrument(span).await;
+        shared.metrics.connection_closed();
+    });
+    accepted.response
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
@@ -306,8 +331,8 @@ struct Connection {
     shared: Arc<Shared>,
     joined: Option<(ParticipantId, RoomId)>,
     rate: RateLimiter,
-    out_tx: mpsc::Sender<ServerMessage>,
-    out_rx: mpsc::Receiver<ServerMessage>,
+    out_tx: mpsc::Sender<Box<ServerMessage>>,
+    out_rx: mpsc::Receiver<Box<ServerMessage>>,
     media_sink: MediaSink,
     media_rx: mpsc::Receiver<ServerMessage>,
     kick: Arc<Notify>,
@@ -335,7 +360,7 @@ impl Connection {
         }
     }
 
-    async fn run(mut self, mut socket: WebSocket) {
+    async fn run(mut self, mut socket: Socket) {
         let limits = self.shared.limits.clone();
         let mut stop = self.shared.shutdown.subscribe();
         let join_deadline = tokio::time::sleep(limits.join_timeout);
@@ -359,7 +384,7 @@ impl Connection {
                 };
             }
             let step = tokio::select! {
-                frame = socket.recv() => match frame {
+                frame = socket.next() => match frame {
                     None | Some(Ok(Message::Close(_))) => Flow::Gone,
                     Some(Err(e)) => {
                         if is_too_big(e) {
@@ -449,12 +474,14 @@ impl Connection {
         }
     }
 
-    async fn on_frame(&mut self, socket: &mut WebSocket, frame: Message) -> Flow {
+    async fn on_frame(&mut self, socket: &mut Socket, frame: Message) -> Flow {
         let text = match frame {
             Message::Text(text) => Some(text),
             Message::Binary(_) => None,
             // tungstenite answers pings itself; either one proves liveness.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return Flow::Continue,
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {
+                return Flow::Continue;
+            }
         };
         let size = text.as_ref().map_or(0, |t| t.len());
         if size > self.shared.limits.max_message_bytes {
@@ -622,7 +649,7 @@ impl Connection {
         self.shared.metrics.rejected(code);
     }
 
-    async fn refuse(&self, socket: &mut WebSocket, code: ErrorCode, message: String) -> Flow {
+    async fn refuse(&self, socket: &mut Socket, code: ErrorCode, message: String) -> Flow {
         self.reject(code);
         debug!(%code, "refused a message");
         send(
@@ -644,9 +671,8 @@ enum Reply {
 /// Sends one message. A client that cannot take it within `timeout` (its
 /// TCP window stays full) is treated as gone, so a client that stops reading
 /// cannot pin its connection task and its room membership forever.
-async fn send(socket: &mut WebSocket, timeout: Duration, message: &ServerMessage) -> Flow {
-    let frame = Message::Text(Utf8Bytes::from(message.to_json()));
-    match tokio::time::timeout(timeout, socket.send(frame)).await {
+async fn send(socket: &mut Socket, timeout: Duration, message: &ServerMessage) -> Flow {
+    match tokio::time::timeout(timeout, ws::send_text(socket, message.to_json())).await {
         Ok(Ok(())) => Flow::Continue,
         Ok(Err(_)) | Err(_) => Flow::Gone,
     }
@@ -654,17 +680,17 @@ async fn send(socket: &mut WebSocket, timeout: Duration, message: &ServerMessage
 
 /// Sends a close frame and waits briefly for the client's, so the close
 /// frame is not lost to a TCP reset caused by unread data.
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+async fn close(socket: &mut Socket, code: u16, reason: &'static str) {
     let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
+        code: CloseCode::from(code),
+        reason: reason.into(),
     };
     match tokio::time::timeout(CLOSE_LINGER, socket.send(Message::Close(Some(frame)))).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) | Err(_) => return,
     }
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        while let Some(Ok(frame)) = socket.recv().await {
+        while let Some(Ok(frame)) = socket.next().await {
             if let Message::Close(_) = frame {
                 break;
             }
@@ -673,11 +699,8 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
     .await;
 }
 
-fn is_too_big(error: axum::Error) -> bool {
-    matches!(
-        error.into_inner().downcast_ref::<tungstenite::Error>(),
-        Some(tungstenite::Error::Capacity(_))
-    )
+fn is_too_big(error: tungstenite::Error) -> bool {
+    matches!(error, tungstenite::Error::Capacity(_))
 }
 
 fn unix_now() -> u64 {

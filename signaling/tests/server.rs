@@ -279,3 +279,70 @@ async fn a_client_that_stops_reading_is_dropped_from_its_room() {
     drop(stuck);
     server.stop().await;
 }
+
+/// A `joined` listing many large key packages goes out in fragments (a
+/// client that refuses frames over 8 KiB still reads it) and arrives whole:
+/// every member, in order, with its key package intact, names with
+/// multi-byte characters included (a fragment may split one).
+#[tokio::test]
+async fn a_long_joined_arrives_whole_in_fragments() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+    let server = TestServer::start(Limits::default()).await;
+    let package = |i: usize| Opaque((0..1000).map(|b| (b * 7 + i) as u8).collect());
+    let join = |i: usize, name: &str| {
+        let mut message = server.join_message("big", name);
+        if let ClientMessage::Join { key_package, .. } = &mut message {
+            *key_package = package(i);
+        }
+        message
+    };
+    let mut members = Vec::new();
+    for i in 0..12 {
+        let name = format!("Zoë-é-{i}");
+        let mut client = server.connect().await;
+        client.send(&join(i, &name)).await;
+        match client.recv().await {
+            ServerMessage::Joined { you, .. } => members.push((you, name, client)),
+            other => panic!("{name} did not join: {other:?}"),
+        }
+    }
+
+    // The newcomer's client takes no frame over 8 KiB; the list is ~17 KiB.
+    let addr = server.addr;
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+    let config = WebSocketConfig::default().max_frame_size(Some(8 * 1024));
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(
+        format!("ws://{addr}/v1/ws"),
+        tcp,
+        Some(config),
+    )
+    .await
+    .expect("handshake");
+    let text = serde_json::to_string(&join(99, "Newcomer")).expect("json");
+    ws.send(Message::text(text)).await.expect("send join");
+    let joined = loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => break text,
+            Some(Ok(_)) => continue,
+            other => panic!("no joined: {other:?}"),
+        }
+    };
+    assert!(joined.len() > 16 * 1024, "{}", joined.len());
+    match serde_json::from_str::<ServerMessage>(&joined).expect("parses") {
+        ServerMessage::Joined {
+            members: listed, ..
+        } => {
+            assert_eq!(listed.len(), members.len());
+            for (i, (m, (id, name, _))) in listed.iter().zip(&members).enumerate() {
+                assert_eq!(m.id, *id);
+                assert_eq!(m.name.as_str(), name);
+                assert_eq!(m.key_package, package(i));
+            }
+        }
+        other => panic!("expected joined, got {other:?}"),
+    }
+    server.stop().await;
+}
