@@ -1,5 +1,6 @@
 //! The group key state machine: who holds which media key, and when keys change.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use hkdf::Hkdf;
@@ -190,6 +191,11 @@ pub struct Group {
     /// Joins since the last departure: how far every sender has ratcheted
     /// the fresh key that departure made it send.
     joins_since_leave: u16,
+    /// [`Group::next_timeout`], once computed (`None`: not yet). A caller
+    /// asks after every event it handles, frames included, and computing
+    /// it visits every key of every member: in a room of 1,000 that was
+    /// most of a client's time. Every `&mut self` method clears it first.
+    next_deadline: Cell<Option<Option<Millis>>>,
 }
 
 impl core::fmt::Debug for Group {
@@ -231,6 +237,7 @@ impl Group {
             joins_since_leave: 0,
             active,
             pending: None,
+            next_deadline: Cell::new(None),
         };
         let mut outputs = vec![Output::Key(group.use_send_key_event())];
         let mut rejected = Vec::new();
@@ -274,6 +281,7 @@ impl Group {
     /// state can also open frames recorded under the generation we hold,
     /// until this member's next installed key or the next departure.
     pub fn member_joined(&mut self, package: &[u8], now: Millis) -> Result<Vec<Output>, Error> {
+        self.next_deadline.set(None);
         let next = match &self.pending {
             Some(p) => p.key.generation,
             None => self.active.generation,
@@ -325,6 +333,7 @@ impl Group {
     /// acknowledge it (or after `rekey_wait_ms`). The departed member's
     /// keys are erased after the grace period.
     pub fn member_left(&mut self, who: ParticipantId, now: Millis) -> Result<Vec<Output>, Error> {
+        self.next_deadline.set(None);
         let mut member = self.members.remove(&who).ok_or(Error::UnknownMember(who))?;
         let expiry = now.plus(self.config.grace_ms);
         for key in member.keys.values_mut() {
@@ -379,6 +388,7 @@ impl Group {
     /// not apply): the others, who accepted it, each make a fresh key now,
     /// and the joins that follow ratchet that key. `member_left` does this too.
     pub fn departure_seen(&mut self) {
+        self.next_deadline.set(None);
         self.joins_since_leave = 0;
         for m in self.members.values_mut().filter(|m| m.current.is_none()) {
             m.counting_missed = false;
@@ -388,6 +398,7 @@ impl Group {
     /// An envelope arrived from the relay. Errors (tampered, replayed,
     /// misaddressed, unknown sender) change nothing.
     pub fn receive_envelope(&mut self, envelope: &[u8], now: Millis) -> Result<Vec<Output>, Error> {
+        self.next_deadline.set(None);
         let header = EnvelopeHeader::parse(envelope)?;
         let me = self.me.participant();
         if header.to != me {
@@ -489,6 +500,7 @@ impl Group {
         sender: ParticipantId,
         kid_: KeyId,
     ) -> Result<CandidateKey, Error> {
+        self.next_deadline.set(None);
         let max_ahead = self.config.max_ratchet_ahead;
         let member = self
             .members
@@ -516,6 +528,7 @@ impl Group {
         kid_: KeyId,
         now: Millis,
     ) -> Result<Vec<Output>, Error> {
+        self.next_deadline.set(None);
         let max_ahead = self.config.max_ratchet_ahead;
         let member = self
             .members
@@ -535,6 +548,7 @@ impl Group {
     /// Acts on every deadline up to `now`: erases keys whose grace ended,
     /// activates a fresh key whose acknowledgements did not all arrive.
     pub fn handle_timeout(&mut self, now: Millis) -> Vec<Output> {
+        self.next_deadline.set(None);
         let mut outputs = Vec::new();
         for (&id, member) in self.members.iter_mut() {
             outputs.extend(remove_expired(id, &mut member.keys, now));
@@ -552,6 +566,17 @@ impl Group {
 
     /// The earliest time [`Group::handle_timeout`] has work to do.
     pub fn next_timeout(&self) -> Option<Millis> {
+        if let Some(known) = self.next_deadline.get() {
+            return known;
+        }
+        let next = self.compute_next_timeout();
+        self.next_deadline.set(Some(next));
+        next
+    }
+
+    /// [`Group::next_timeout`] from scratch: the earliest key expiry or
+    /// pending-key deadline.
+    fn compute_next_timeout(&self) -> Option<Millis> {
         let keys = self
             .members
             .values()
@@ -1485,6 +1510,42 @@ mod tests {
             assert!(hub.members[&id].chain.is_empty());
         }
         assert_eq!(hub.next_timeout(), None, "no deadline started");
+    }
+
+    /// The deadline `next_timeout` keeps between mutations is always the
+    /// one a full scan gives, through installs, departures and timeouts.
+    #[test]
+    fn the_kept_next_timeout_is_always_the_scanned_one() {
+        let (a, mut b, c, room) = three_after_joins(3);
+        let mut seen = Vec::new();
+        let check = |b: &Group, seen: &mut Vec<Option<Millis>>| {
+            let kept = b.next_timeout();
+            assert_eq!(kept, b.compute_next_timeout());
+            assert_eq!(b.next_timeout(), kept, "asked twice");
+            seen.push(kept);
+        };
+        check(&b, &mut seen);
+        // A frame of a's newest generation authenticates: its older key
+        // gets a deadline.
+        let later = Millis(T0.0 + 500);
+        drop(
+            b.derive_receive_key(a.me(), a.active_kid(), later)
+                .expect("derived"),
+        );
+        check(&b, &mut seen);
+        // c leaves: c's keys and our own fresh key get deadlines.
+        drop(b.member_left(c.me(), later).expect("left"));
+        check(&b, &mut seen);
+        // A member joins: deadlines may move with the pending key.
+        let (_, kp) = new_member(&room);
+        drop(b.member_joined(&kp, later).expect("joined"));
+        check(&b, &mut seen);
+        // Long after: everything due is done.
+        drop(b.handle_timeout(Millis(T0.0 + 60_000)));
+        check(&b, &mut seen);
+        assert_eq!(seen.first(), Some(&None));
+        assert!(seen.iter().any(Option::is_some), "{seen:?}");
+        assert_eq!(seen.last(), Some(&b.compute_next_timeout()));
     }
 
     #[test]
