@@ -17,6 +17,8 @@
 //!   peer of those rooms, feeds the router and carries out its decisions.
 //!   A room lives on one worker ([`SfuConfig::workers`]).
 //! - [`http`]: the control API of the standalone `hush-sfu` node.
+//! - [`pump`]: draining str0m peers and their deadline heap, shared with
+//!   the load generator's sans-IO client hub.
 //!
 //! # Driving it (what the signaling server does)
 //!
@@ -108,6 +110,7 @@ mod error;
 pub mod http;
 mod ids;
 pub mod metrics;
+pub mod pump;
 pub mod routing;
 mod sfu;
 mod udp;

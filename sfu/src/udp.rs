@@ -15,8 +15,7 @@
 //! a time, and wins glare. Every forwarded track has its own send-only
 //! m-line whose MSID stream id names the publisher.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +37,7 @@ use crate::capture::CaptureWriter;
 use crate::error::Error;
 use crate::ids::{TrackId, TrackKey};
 use crate::metrics::{DropReason, Metrics};
+use crate::pump::{self, Deadlines};
 use crate::routing::{AudioLevel, Decision, Router};
 #[cfg(feature = "test-hooks")]
 use crate::sfu::TamperHook;
@@ -53,9 +53,6 @@ const MIN_SILENCE: Duration = Duration::from_secs(12);
 const LIVENESS_TICK: Duration = Duration::from_millis(500);
 /// How often str0m reports per-peer statistics.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
-/// Timeouts already due that one drain handles at once (more wait for the
-/// deadline heap, so one peer cannot hold the loop).
-const DUE_ROUNDS: usize = 4;
 /// Datagrams read in one go before the resulting datagrams are sent.
 const READ_BATCH: usize = 64;
 /// Socket buffers asked for: one worker's socket takes every client's
@@ -241,7 +238,7 @@ struct Worker {
     by_addr: HashMap<SocketAddr, u64>,
     by_ufrag: HashMap<String, u64>,
     next_serial: u64,
-    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    timers: Deadlines,
     metrics: Arc<Metrics>,
     capture: Option<Arc<CaptureWriter>>,
     #[cfg(feature = "test-hooks")]
@@ -296,7 +293,7 @@ impl Worker {
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
             next_serial: 1,
-            timers: BinaryHeap::new(),
+            timers: Deadlines::new(),
             metrics,
             capture,
             out: Vec::new(),
@@ -363,8 +360,8 @@ impl Worker {
 
     fn next_deadline(&self) -> Instant {
         let mut next = self.next_liveness;
-        if let Some(Reverse((t, _))) = self.timers.peek() {
-            next = next.min(*t);
+        if let Some(t) = self.timers.next() {
+            next = next.min(t);
         }
         if let Some(t) = self.router.poll_timeout() {
             next = next.min(t);
@@ -441,43 +438,24 @@ impl Worker {
         let Some(peer) = self.peers.get_mut(&serial) else {
             return;
         };
-        let now = Instant::now();
-        let mut rounds = 0;
-        loop {
-            match peer.rtc.poll_output() {
-                // A packet just written waits for a timeout to be stamped
-                // and released: give it one now rather than a loop later.
-                Ok(Output::Timeout(t)) if t <= now && rounds < DUE_ROUNDS => {
-                    rounds += 1;
-                    if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
-                        tracing::debug!(error = %e, "timeout refused");
-                    }
-                }
-                Ok(Output::Timeout(t)) => {
-                    if peer.scheduled.is_none_or(|s| t < s) {
-                        peer.scheduled = Some(t);
-                        self.timers.push(Reverse((t, serial)));
-                    }
-                    return;
-                }
-                Ok(Output::Transmit(t)) => self.out.push((t.destination, t.contents.into())),
-                Ok(Output::Event(e)) => self.pending.push((serial, e)),
-                Err(e) => {
-                    tracing::info!(participant = %peer.who.1, error = %e, "peer failed");
-                    peer.rtc.disconnect();
-                    self.evict.push((serial, CloseReason::ConnectionFailed));
-                    return;
-                }
+        let (out, pending) = (&mut self.out, &mut self.pending);
+        let drained = pump::drain(&mut peer.rtc, Instant::now(), |output| match output {
+            Output::Transmit(t) => out.push((t.destination, t.contents.into())),
+            Output::Event(e) => pending.push((serial, e)),
+            Output::Timeout(_) => {}
+        });
+        match drained {
+            Ok(t) => self.timers.schedule(serial, t, &mut peer.scheduled),
+            Err(e) => {
+                tracing::info!(participant = %peer.who.1, error = %e, "peer failed");
+                peer.rtc.disconnect();
+                self.evict.push((serial, CloseReason::ConnectionFailed));
             }
         }
     }
 
     fn handle_timeouts(&mut self, now: Instant) {
-        while let Some(Reverse((t, serial))) = self.timers.peek().copied() {
-            if t > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((serial, t)) = self.timers.pop_due(now) {
             let Some(peer) = self.peers.get_mut(&serial) else {
                 continue;
             };

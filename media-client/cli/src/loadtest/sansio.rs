@@ -17,8 +17,7 @@
 //! Datagrams from or to anything but loopback are dropped. This is why the
 //! generator's peers reach only a server on this machine.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::io::IoSliceMut;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -33,6 +32,7 @@ use hush_client::transport::{
 };
 use hush_proto::IceCandidate;
 use hush_proto::media::{OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE};
+use hush_sfu::pump::{self, Deadlines};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, MediaKind, Mid, Pt};
@@ -56,8 +56,6 @@ const COMMANDS: usize = 8192;
 /// Events queued to one peer's call before they are dropped (as a jitter
 /// buffer would drop what the application does not take in time).
 const EVENTS: usize = 4096;
-/// Timer rounds fed at once so that a written packet leaves at once.
-const DUE_ROUNDS: usize = 4;
 /// How often a peer's ICE state is checked against its failure timeout.
 const LIVENESS_TICK: Duration = Duration::from_millis(500);
 /// Commands handled per wake-up before the socket is read again.
@@ -218,7 +216,8 @@ impl Hub {
                         peers: HashMap::new(),
                         by_ip: HashMap::new(),
                         next_id: 0,
-                        timers: BinaryHeap::new(),
+                        timers: Deadlines::new(),
+                        events: Vec::new(),
                         out: Vec::new(),
                         next_liveness: Instant::now() + LIVENESS_TICK,
                     };
@@ -588,7 +587,9 @@ struct Loop {
     peers: HashMap<u64, Peer>,
     by_ip: HashMap<IpAddr, u64>,
     next_id: u64,
-    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    timers: Deadlines,
+    /// Events of the peer being drained (kept for its allocation).
+    events: Vec<Event>,
     /// Datagrams to send before the next wake-up: (from, to, bytes).
     out: Vec<(IpAddr, SocketAddr, Vec<u8>)>,
     next_liveness: Instant,
@@ -630,8 +631,8 @@ impl Loop {
     }
 
     fn next_deadline(&self) -> Instant {
-        match self.timers.peek() {
-            Some(Reverse((t, _))) => (*t).min(self.next_liveness),
+        match self.timers.next() {
+            Some(t) => t.min(self.next_liveness),
             None => self.next_liveness,
         }
     }
@@ -819,41 +820,23 @@ impl Loop {
             return;
         };
         let now = Instant::now();
-        let mut rounds = 0;
-        loop {
-            match peer.rtc.poll_output() {
-                Ok(Output::Timeout(t)) if t <= now && rounds < DUE_ROUNDS => {
-                    rounds += 1;
-                    if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
-                        tracing::debug!(error = %e, "load generator: timeout refused");
-                    }
-                }
-                Ok(Output::Timeout(t)) => {
-                    if peer.scheduled.is_none_or(|s| t < s) {
-                        peer.scheduled = Some(t);
-                        self.timers.push(Reverse((t, id)));
-                    }
-                    return;
-                }
-                Ok(Output::Transmit(t)) => {
-                    self.out
-                        .push((t.source.ip(), t.destination, t.contents.into()));
-                }
-                Ok(Output::Event(e)) => peer.event(e, now),
-                Err(e) => {
-                    peer.fail(&e.to_string());
-                    return;
-                }
-            }
+        let (out, events) = (&mut self.out, &mut self.events);
+        let drained = pump::drain(&mut peer.rtc, now, |output| match output {
+            Output::Transmit(t) => out.push((t.source.ip(), t.destination, t.contents.into())),
+            Output::Event(e) => events.push(e),
+            Output::Timeout(_) => {}
+        });
+        for e in self.events.drain(..) {
+            peer.event(e, now);
+        }
+        match drained {
+            Ok(t) => self.timers.schedule(id, t, &mut peer.scheduled),
+            Err(e) => peer.fail(&e.to_string()),
         }
     }
 
     fn timeouts(&mut self, now: Instant) {
-        while let Some(Reverse((t, id))) = self.timers.peek().copied() {
-            if t > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((id, t)) = self.timers.pop_due(now) {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
