@@ -46,6 +46,9 @@ pub const ICE_FAILED: Duration = Duration::from_secs(30);
 const AUDIO_OVERHEAD_BYTES: usize = 24;
 /// Participants joining at once.
 const JOIN_CONCURRENCY: usize = 8;
+/// How long a joining subscriber may take to hear every publisher of its
+/// room before the ramp gives up on it.
+const JOIN_SETTLE: Duration = Duration::from_secs(60);
 
 /// What to load the server with.
 #[derive(Debug, Clone)]
@@ -431,12 +434,19 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
     })
 }
 
+/// Joins `who` (room, publishes), [`JOIN_CONCURRENCY`] at a time. With
+/// `paced`, each group of subscribers must hear every publisher of its room
+/// before the next joins: every join costs every member e2ee work (a key
+/// package to verify, an envelope to seal), and joining faster than the
+/// machine does that work only builds a queue in which the newcomers'
+/// handshakes time out.
 async fn join_many(
     spec: &LoadSpec,
     target: &Target,
     world: &mut World,
     who: Vec<(usize, bool)>,
     media: Publish,
+    paced: bool,
 ) -> Result<(), Error> {
     let (video, progress) = (spec.video_kbps.is_some(), spec.progress);
     let total = who.len();
@@ -460,6 +470,7 @@ async fn join_many(
                 (room, index, publishes, peer)
             });
         }
+        let first = world.slots.len();
         for (room, index, publishes, peer) in futures_util::future::join_all(joins).await {
             let peer = peer?;
             if publishes {
@@ -467,6 +478,9 @@ async fn join_many(
             }
             world.members[room] += 1;
             world.slots.push(Slot { peer, room });
+        }
+        if paced {
+            settle(world, first, video).await?;
         }
         bar.inc(chunk.len() as u64);
     }
@@ -483,7 +497,7 @@ async fn join_publishers(
     let who = (0..spec.rooms)
         .flat_map(|r| (0..spec.publishers).map(move |_| (r, true)))
         .collect();
-    join_many(spec, target, world, who, media).await
+    join_many(spec, target, world, who, media, false).await
 }
 
 async fn join_subscribers(
@@ -501,7 +515,42 @@ async fn join_subscribers(
         audio_bytes: spec.audio_bytes,
         video: None,
     };
-    join_many(spec, target, world, who, media).await
+    join_many(spec, target, world, who, media, true).await
+}
+
+/// Waits until the participants from slot `first` on hear every publisher
+/// of their rooms (their media is up and they hold the publishers' keys).
+async fn settle(world: &World, first: usize, video: bool) -> Result<(), Error> {
+    let deadline = Instant::now() + JOIN_SETTLE;
+    loop {
+        let mut waiting = None;
+        for (i, s) in world.slots.iter().enumerate().skip(first) {
+            if s.peer.finished() {
+                let why = s.peer.failure().unwrap_or_else(|| "it stopped".into());
+                return Err(Error::LoadTest(format!(
+                    "participant {i} ended while joining: {why}"
+                )));
+            }
+            let t = lock(&s.peer.tally);
+            let heard = expected_heard(world, s.room, i as u32, video)
+                .iter()
+                .all(|k| t.heard.contains(k));
+            if !heard {
+                waiting = Some(i);
+                break;
+            }
+        }
+        let Some(i) = waiting else {
+            return Ok(());
+        };
+        if Instant::now() >= deadline {
+            return Err(Error::LoadTest(format!(
+                "participant {i} did not hear every publisher within {} s of joining",
+                JOIN_SETTLE.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Who a member of `room` must hear: every other publisher, audio (and video).
