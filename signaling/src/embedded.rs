@@ -150,7 +150,11 @@ impl MediaRouter for EmbeddedSfu {
                                 if sink.send(m).is_err() {
                                     // Full (the sink disconnects the participant) or
                                     // closed: either way it is leaving the SFU too.
-                                    tracing::warn!(participant = %id, "media events not read; participant dropped");
+                                    if sink.is_closed() {
+                                        tracing::debug!(participant = %id, "connection gone; its media ends");
+                                    } else {
+                                        tracing::warn!(participant = %id, "media events not read; participant dropped");
+                                    }
                                     break;
                                 }
                             }

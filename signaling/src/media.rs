@@ -80,6 +80,12 @@ impl MediaSink {
         }
     }
 
+    /// Whether the participant's connection is gone (nothing reads the
+    /// queue any more), as opposed to merely behind.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Queues `message` for the participant without waiting. When the queue
     /// is full the message is dropped, the participant is disconnected (if
     /// the sink has a kick), and `Err` returned.

@@ -1,88 +1,25 @@
-//! How the test clients' webrtc-rs 0.21 peers are built: codecs, the
-//! audio-level extension, interceptors, and network settings that work on
-//! loopback. The parameters themselves (payload types, codec lines, the
-//! audio-level extension URI) are the protocol's, in [`hush_proto::media`];
-//! this module only turns them into webrtc-rs objects.
+//! How the test clients' webrtc-rs 0.21 peers are built: as `hush call`
+//! builds its own (`hush_client::setup`), plus an interceptor that hands
+//! the test every key-frame request.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use hush_proto::MediaKind;
-use hush_proto::media::{self, AUDIO_LEVEL_URI};
-use rtc::ice::mdns::MulticastDnsMode;
-use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
-use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
-};
 use rtc::sansio::Protocol;
 
-/// The webrtc-rs codec for a track of `kind`, built from the protocol's
-/// [`hush_proto::media::codec`] (Opus 48 kHz stereo, or VP8).
-pub fn codec(kind: MediaKind) -> RTCRtpCodec {
-    let spec = media::codec(kind);
-    RTCRtpCodec {
-        mime_type: spec.mime_type.to_owned(),
-        clock_rate: spec.clock_rate,
-        channels: spec.channels,
-        sdp_fmtp_line: spec.fmtp.to_owned(),
-        rtcp_feedback: vec![],
-    }
-}
+pub use hush_client::setup::{codec, setting_engine};
 
-/// Media engine and interceptors for a test client: Opus and VP8 only,
-/// RTX for VP8, the audio-level extension, webrtc-rs's default
-/// interceptors (NACK generator and responder, sender/receiver reports,
-/// TWCC receiver), and a last interceptor that hands PLI/FIR to the
-/// application (`TrackLocalEvent::OnRtcpPacket` on the sending side).
+/// Media engine and interceptors for a test client: the client's own
+/// ([`hush_client::setup::media_engine`]: Opus, VP8 with RTX, the
+/// audio-level extension, webrtc-rs's default interceptors), and a last
+/// interceptor that hands PLI/FIR to the test
+/// (`TrackLocalEvent::OnRtcpPacket` on the sending side).
 pub fn peer_media() -> (MediaEngine, Registry) {
-    let mut engine = MediaEngine::default();
-    for (kind, rtp_kind) in [
-        (MediaKind::Audio, RtpCodecKind::Audio),
-        (MediaKind::Video, RtpCodecKind::Video),
-    ] {
-        engine
-            .register_codec(
-                RTCRtpCodecParameters {
-                    rtp_codec: codec(kind),
-                    payload_type: media::codec(kind).payload_type,
-                },
-                rtp_kind,
-            )
-            .unwrap();
-    }
-    // Retransmissions of VP8 (RFC 4588): the SFU resends what a
-    // subscriber NACKs only on an RTX payload type the subscriber accepts.
-    engine
-        .register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: RTCRtpCodec {
-                    mime_type: "video/rtx".to_owned(),
-                    clock_rate: 90_000,
-                    channels: 0,
-                    sdp_fmtp_line: format!("apt={}", media::VP8_PAYLOAD_TYPE),
-                    rtcp_feedback: vec![],
-                },
-                payload_type: media::VP8_RTX_PAYLOAD_TYPE,
-            },
-            RtpCodecKind::Video,
-        )
-        .unwrap();
-    engine
-        .register_header_extension(
-            RTCRtpHeaderExtensionCapability {
-                uri: AUDIO_LEVEL_URI.to_owned(),
-            },
-            RtpCodecKind::Audio,
-            None,
-        )
-        .unwrap();
-    let registry = register_default_interceptors(Registry::new(), &mut engine).unwrap();
+    let (engine, registry) = hush_client::setup::media_engine().unwrap();
     // Application-most, so every interceptor has seen the RTCP first.
     let registry = registry.with(
         Slot::from(14_000),
@@ -92,22 +29,6 @@ pub fn peer_media() -> (MediaEngine, Registry) {
         },
     );
     (engine, registry)
-}
-
-/// Network settings for test clients: host candidates including loopback,
-/// UDP over IPv4, mDNS off, and ICE timeouts that notice a vanished peer
-/// quickly (`disconnected` after `disconnected`, `failed` after `failed`).
-pub fn setting_engine(disconnected: Duration, failed: Duration) -> SettingEngine {
-    SettingEngineBuilder::new()
-        .with_include_loopback_candidate(true)
-        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-        .with_network_types(vec![NetworkType::Udp4])
-        .with_ice_timeouts(
-            Some(disconnected),
-            Some(failed),
-            Some(Duration::from_millis(500)),
-        )
-        .build()
 }
 
 /// Whether an RTCP packet asks for a key frame.
