@@ -281,6 +281,18 @@ impl Group {
     /// state can also open frames recorded under the generation we hold,
     /// until this member's next installed key or the next departure.
     pub fn member_joined(&mut self, package: &[u8], now: Millis) -> Result<Vec<Output>, Error> {
+        self.admit_newcomer(package, now)
+            .map(|(_, outputs)| outputs)
+    }
+
+    /// As [`Group::member_joined`], also giving the newcomer's verified key
+    /// package (its participant id and identity, for the caller to show),
+    /// so that the caller need not verify the package a second time.
+    pub fn admit_newcomer(
+        &mut self,
+        package: &[u8],
+        now: Millis,
+    ) -> Result<(KeyPackage, Vec<Output>), Error> {
         self.next_deadline.set(None);
         let next = match &self.pending {
             Some(p) => p.key.generation,
@@ -325,7 +337,12 @@ impl Group {
             }
         }
         outputs.push(self.send_sender_key(newcomer, &self.active_message())?);
-        Ok(outputs)
+        let package = self
+            .members
+            .get(&newcomer)
+            .map(|m| m.package.clone())
+            .ok_or(Error::UnknownMember(newcomer))?;
+        Ok((package, outputs))
     }
 
     /// A member left or was removed. We make a fresh random sender key and
@@ -1546,6 +1563,23 @@ mod tests {
         assert_eq!(seen.first(), Some(&None));
         assert!(seen.iter().any(Option::is_some), "{seen:?}");
         assert_eq!(seen.last(), Some(&b.compute_next_timeout()));
+    }
+
+    #[test]
+    fn admit_newcomer_hands_back_the_package_it_verified() {
+        let room = RoomId("hand-back".into());
+        let mut hub = hub_with(&room, 3);
+        let (newcomer, kp) = new_member(&room);
+        let (package, outputs) = hub.admit_newcomer(&kp, T0).expect("admitted");
+        assert_eq!(package.participant, newcomer.participant());
+        assert_eq!(package.identity, newcomer.key_package().identity);
+        assert_eq!(package.to_bytes(), kp);
+        assert_eq!(outputs.len(), 2, "our key event and the envelope");
+        // The same package again is refused, and nothing is handed back.
+        assert!(matches!(
+            hub.admit_newcomer(&kp, T0),
+            Err(Error::DuplicateMember(_))
+        ));
     }
 
     #[test]

@@ -346,12 +346,25 @@ impl Session {
             ServerMessage::MemberJoined { member } => {
                 // Decide before committing state: the peer is recorded only
                 // once its key package verifies and the group accepts it.
-                let result = self.verify_peer(&member, now).and_then(|peer| {
-                    let group =
-                        (self.group.as_mut()).ok_or(hush_e2ee::Error::UnknownMember(peer.e2ee))?;
-                    let outputs = group.member_joined(member.key_package.as_bytes(), now)?;
-                    Ok((peer, outputs))
-                });
+                // The group verifies the package (once: it hands back what
+                // it verified, for the roster).
+                let result = match self.group.as_mut() {
+                    Some(group) => group
+                        .admit_newcomer(member.key_package.as_bytes(), now)
+                        .map(|(kp, outputs)| {
+                            let peer = Peer {
+                                id: member.id,
+                                name: member.name.to_string(),
+                                e2ee: kp.participant,
+                                identity: kp.identity,
+                            };
+                            (peer, outputs)
+                        })
+                        .map_err(Error::from),
+                    None => self
+                        .verify_peer(&member, now)
+                        .and_then(|peer| Err(hush_e2ee::Error::UnknownMember(peer.e2ee).into())),
+                };
                 match result {
                     Ok((peer, outputs)) => {
                         self.roster.insert(peer.clone());
