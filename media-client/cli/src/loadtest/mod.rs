@@ -46,8 +46,8 @@ pub const ICE_FAILED: Duration = Duration::from_secs(30);
 const AUDIO_OVERHEAD_BYTES: usize = 24;
 /// Participants joining at once.
 const JOIN_CONCURRENCY: usize = 8;
-/// How long a joining subscriber may take to hear every publisher of its
-/// room before the ramp gives up on it.
+/// How long a participant may take to join, and a joining subscriber to
+/// hear every publisher of its room, before the step gives up on it.
 const JOIN_SETTLE: Duration = Duration::from_secs(60);
 
 /// What to load the server with.
@@ -466,7 +466,16 @@ async fn join_many(
             let connector = Arc::clone(&world.connector);
             joins.push(async move {
                 let publish = publishes.then_some(media);
-                let peer = Peer::start(&join, index, publish, video, connector).await;
+                // Bounded: a machine too loaded to finish a join stops the
+                // step with a reason rather than hanging the load test.
+                let start = Peer::start(&join, index, publish, video, connector);
+                let peer = match tokio::time::timeout(JOIN_SETTLE, start).await {
+                    Ok(peer) => peer,
+                    Err(_) => Err(Error::LoadTest(format!(
+                        "participant {index} did not finish joining within {} s",
+                        JOIN_SETTLE.as_secs()
+                    ))),
+                };
                 (room, index, publishes, peer)
             });
         }
