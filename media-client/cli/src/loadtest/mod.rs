@@ -13,7 +13,7 @@ pub mod server;
 pub mod stamp;
 pub mod tally;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -540,11 +540,7 @@ async fn settle(world: &World, first: usize, video: bool) -> Result<(), Error> {
                     "participant {i} ended while joining: {why}"
                 )));
             }
-            let t = lock(&s.peer.tally);
-            let heard = expected_heard(world, s.room, i as u32, video)
-                .iter()
-                .all(|k| t.heard.contains(k));
-            if !heard {
+            if missing_publishers(world, i, video).is_some() {
                 waiting = Some(i);
                 break;
             }
@@ -560,6 +556,23 @@ async fn settle(world: &World, first: usize, video: bool) -> Result<(), Error> {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// What slot `i` has heard, if that is not yet every publisher of its room.
+fn missing_publishers(
+    world: &World,
+    i: usize,
+    video: bool,
+) -> Option<BTreeSet<(u32, &'static str)>> {
+    let s = world.slots.get(i)?;
+    // Stamp indices are handed out in join order, one per slot. The
+    // tally's lock is held only here, never across an await: the peer's
+    // driver takes it for every frame it receives.
+    let t = lock(&s.peer.tally);
+    let all = expected_heard(world, s.room, i as u32, video)
+        .iter()
+        .all(|k| t.heard.contains(k));
+    (!all).then(|| t.heard.clone())
 }
 
 /// Who a member of `room` must hear: every other publisher, audio (and video).
@@ -594,18 +607,7 @@ async fn wait_ready(spec: &LoadSpec, world: &World) -> Result<(), Error> {
                     "participant {i} ended during ramp-up: {why}"
                 )));
             }
-            // Stamp indices are handed out in join order, one per slot.
-            let me = i as u32;
-            // The tally's lock is never held across an await: the peer's
-            // driver takes it for every frame it receives.
-            let heard = {
-                let t = lock(&s.peer.tally);
-                let all = expected_heard(world, s.room, me, video)
-                    .iter()
-                    .all(|k| t.heard.contains(k));
-                (!all).then(|| t.heard.clone())
-            };
-            if let Some(heard) = heard {
+            if let Some(heard) = missing_publishers(world, i, video) {
                 waiting += 1;
                 if example.is_empty() {
                     let st = s.peer.stats().await;
