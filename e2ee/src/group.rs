@@ -112,16 +112,20 @@ impl core::fmt::Debug for CandidateKey {
     }
 }
 
-/// The result of joining: the group, what to do, and members whose key
-/// packages were refused (they stay out of the group).
+/// The result of joining: the group, what to do, and which of the given
+/// key packages were accepted and which refused (those stay out of the
+/// group), each by its index in the input.
 #[derive(Debug)]
 pub struct Joined {
     /// The new group state.
     pub group: Group,
     /// Envelopes and key events to act on.
     pub outputs: Vec<Output>,
-    /// One error per refused member key package.
-    pub rejected: Vec<Error>,
+    /// Index and participant id of every accepted key package, in input
+    /// order; [`Group::member`] gives the package as verified.
+    pub accepted: Vec<(usize, ParticipantId)>,
+    /// Index of every refused key package, in input order, and why.
+    pub rejected: Vec<(usize, Error)>,
 }
 
 struct ReceiveKey {
@@ -175,11 +179,21 @@ struct PendingKey {
 /// One member's view of a room's keys. A pure state machine: inputs are
 /// membership changes, envelopes and the time; outputs are envelopes to
 /// send and key events. See the crate docs for the protocol.
+///
+/// Timers ([`Group::next_timeout`], [`Group::handle_timeout`]) cost in
+/// proportion to the members holding a key in its grace period, not to the
+/// room: in a large room almost nobody does.
 pub struct Group {
     config: Config,
     room: RoomId,
     me: LocalMember,
     members: BTreeMap<ParticipantId, Member>,
+    /// Members that may hold a key with a deadline: a superset of those in
+    /// `members` with a key whose `expires` is set. [`install`], the only
+    /// place that sets one on a current member's key, adds the member;
+    /// [`Group::handle_timeout`] drops those left with none and
+    /// [`Group::member_left`] the one leaving. Timers visit only these.
+    timed: BTreeSet<ParticipantId>,
     /// Keys of departed members, kept until their grace period ends.
     departed: BTreeMap<ParticipantId, BTreeMap<Generation, ReceiveKey>>,
     /// Members who left, until their key package could no longer pass as
@@ -192,9 +206,10 @@ pub struct Group {
     /// the fresh key that departure made it send.
     joins_since_leave: u16,
     /// [`Group::next_timeout`], once computed (`None`: not yet). A caller
-    /// asks after every event it handles, frames included, and computing
-    /// it visits every key of every member: in a room of 1,000 that was
-    /// most of a client's time. Every `&mut self` method clears it first.
+    /// asks after every event it handles, frames included; computing it
+    /// visits the keys of the `timed` members, of departed members and the
+    /// pending key, few but not free when every frame asks. Every
+    /// `&mut self` method clears it first.
     next_deadline: Cell<Option<Option<Millis>>>,
 }
 
@@ -232,6 +247,7 @@ impl Group {
             room,
             me,
             members: BTreeMap::new(),
+            timed: BTreeSet::new(),
             departed: BTreeMap::new(),
             left: BTreeMap::new(),
             joins_since_leave: 0,
@@ -240,19 +256,33 @@ impl Group {
             next_deadline: Cell::new(None),
         };
         let mut outputs = vec![Output::Key(group.use_send_key_event())];
+        let mut accepted = Vec::new();
         let mut rejected = Vec::new();
-        for bytes in member_packages {
-            match group.admit(bytes, now) {
-                Ok(id) => match group.send_sender_key(id, &group.active_message()) {
-                    Ok(o) => outputs.push(o),
-                    Err(e) => rejected.push(e),
-                },
-                Err(e) => rejected.push(e),
+        for (index, bytes) in member_packages.iter().enumerate() {
+            let id = match group.admit(bytes, now) {
+                Ok(id) => id,
+                Err(e) => {
+                    rejected.push((index, e));
+                    continue;
+                }
+            };
+            match group.send_sender_key(id, &group.active_message()) {
+                Ok(o) => {
+                    outputs.push(o);
+                    accepted.push((index, id));
+                }
+                Err(e) => {
+                    // Refused means not in the group: a member that never
+                    // gets our key is not kept.
+                    group.members.remove(&id);
+                    rejected.push((index, e));
+                }
             }
         }
         Joined {
             group,
             outputs,
+            accepted,
             rejected,
         }
     }
@@ -352,6 +382,7 @@ impl Group {
     pub fn member_left(&mut self, who: ParticipantId, now: Millis) -> Result<Vec<Output>, Error> {
         self.next_deadline.set(None);
         let mut member = self.members.remove(&who).ok_or(Error::UnknownMember(who))?;
+        self.timed.remove(&who);
         let expiry = now.plus(self.config.grace_ms);
         for key in member.keys.values_mut() {
             key.expires = Some(key.expires.map_or(expiry, |e| e.min(expiry)));
@@ -443,7 +474,9 @@ impl Group {
                 if !stale && !member.keys.contains_key(&generation) {
                     let base = Secret::new(&base_key);
                     install(
+                        from,
                         member,
+                        &mut self.timed,
                         generation,
                         base.clone(),
                         now.plus(self.config.grace_ms),
@@ -471,7 +504,9 @@ impl Group {
                         };
                         member.current = Some(now_at);
                         member.missed_joins = 0;
-                        if let Some(event) = derive_up_to(from, member, now_at, &self.config, now) {
+                        let event =
+                            derive_up_to(from, member, &mut self.timed, now_at, &self.config, now);
+                        if let Some(event) = event {
                             outputs.push(Output::Key(event));
                         }
                     }
@@ -557,20 +592,30 @@ impl Group {
             Err(e) => return Err(e),
         };
         member.bring_chain_near(target, max_ahead);
-        let event = derive_up_to(sender, member, target, &self.config, now)
+        let event = derive_up_to(sender, member, &mut self.timed, target, &self.config, now)
             .ok_or(Error::UnknownKey { sender, kid: kid_ })?;
         Ok(vec![Output::Key(event)])
     }
 
     /// Acts on every deadline up to `now`: erases keys whose grace ended,
     /// activates a fresh key whose acknowledgements did not all arrive.
+    /// Visits only members holding a key with a deadline.
     pub fn handle_timeout(&mut self, now: Millis) -> Vec<Output> {
         self.next_deadline.set(None);
         let mut outputs = Vec::new();
-        for (&id, member) in self.members.iter_mut() {
+        // Only timed members can lose a key here, and a chain key is only
+        // dropped when held keys change: every other change of a member's
+        // keys or `current` prunes its chain itself.
+        let members = &mut self.members;
+        self.timed.retain(|&id| {
+            let Some(member) = members.get_mut(&id) else {
+                return false;
+            };
+            note_timer_visit();
             outputs.extend(remove_expired(id, &mut member.keys, now));
             member.prune_chain();
-        }
+            member.has_expiring_key()
+        });
         for (&id, keys) in self.departed.iter_mut() {
             outputs.extend(remove_expired(id, keys, now));
         }
@@ -592,11 +637,13 @@ impl Group {
     }
 
     /// [`Group::next_timeout`] from scratch: the earliest key expiry or
-    /// pending-key deadline.
+    /// pending-key deadline. Only `timed` members can have a key expiry.
     fn compute_next_timeout(&self) -> Option<Millis> {
         let keys = self
-            .members
-            .values()
+            .timed
+            .iter()
+            .filter_map(|id| self.members.get(id))
+            .inspect(|_| note_timer_visit())
             .flat_map(|m| m.keys.values())
             .chain(self.departed.values().flat_map(|k| k.values()))
             .filter_map(|k| k.expires);
@@ -616,6 +663,11 @@ impl Group {
     /// Current members other than us, with their verified key packages.
     pub fn members(&self) -> impl Iterator<Item = (ParticipantId, &KeyPackage)> {
         self.members.iter().map(|(&id, m)| (id, &m.package))
+    }
+
+    /// A current member's verified key package.
+    pub fn member(&self, id: ParticipantId) -> Option<&KeyPackage> {
+        self.members.get(&id).map(|m| &m.package)
     }
 
     /// The KID our frames currently carry.
@@ -707,6 +759,11 @@ impl Group {
 }
 
 impl Member {
+    /// Whether any key we hold of this member has a deadline.
+    fn has_expiring_key(&self) -> bool {
+        self.keys.values().any(|k| k.expires.is_some())
+    }
+
     /// The newest key we hold below `target`, if it has `target`'s `rekey`.
     fn held_below(&self, target: Generation) -> Option<(Generation, &ReceiveKey)> {
         self.keys
@@ -766,15 +823,25 @@ impl Member {
             return;
         };
         let keys = &self.keys;
-        self.chain.retain(|g, _| {
-            g.rekey == current.rekey
-                && !keys.contains_key(g)
-                && keys
-                    .range(..*g)
-                    .next_back()
-                    .is_some_and(|(h, _)| h.rekey == g.rekey)
-        });
+        self.chain
+            .retain(|&g, _| chain_key_serves(current, keys, g));
     }
+}
+
+/// Whether a cached chain key of generation `g` still serves a member
+/// sending under `current` whose held keys are `keys` (see
+/// [`Member::prune_chain`]).
+fn chain_key_serves(
+    current: Generation,
+    keys: &BTreeMap<Generation, ReceiveKey>,
+    g: Generation,
+) -> bool {
+    g.rekey == current.rekey
+        && !keys.contains_key(&g)
+        && keys
+            .range(..g)
+            .next_back()
+            .is_some_and(|(h, _)| h.rekey == g.rekey)
 }
 
 /// The generation `kid` names, if a frame may make us derive it from a key
@@ -841,6 +908,7 @@ fn random_key() -> Secret {
 fn derive_up_to(
     id: ParticipantId,
     member: &mut Member,
+    timed: &mut BTreeSet<ParticipantId>,
     target: Generation,
     config: &Config,
     now: Millis,
@@ -850,7 +918,9 @@ fn derive_up_to(
     }
     let (base, inherited) = derive_base(member, target)?;
     install(
+        id,
         member,
+        timed,
         target,
         base.clone(),
         now.plus(config.grace_ms),
@@ -900,30 +970,41 @@ thread_local! {
     /// Ratchet steps run for receive keys on this thread: tests bound the
     /// work a KID can cause with it.
     static RECEIVE_STEPS: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+    /// Members visited by timer work on this thread: tests check that it
+    /// does not grow with the room.
+    static TIMER_VISITS: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
 }
 
-/// Installs a receive key. Only the newest key of a member lives without
-/// a deadline: every older one (including this one, if a newer exists)
-/// is erased at `grace_end`, or at `inherited` (the deadline of the key it
-/// was derived from) or an earlier deadline already set, whichever is first.
+/// Counts one member visited by timer work (tests only; nothing otherwise).
+fn note_timer_visit() {
+    #[cfg(test)]
+    TIMER_VISITS.with(|n| n.set(n.get() + 1));
+}
+
+/// Installs a receive key of member `id`. Only the newest key of a member
+/// lives without a deadline: every older one (including this one, if a
+/// newer exists) is erased at `grace_end`, or at `inherited` (the deadline
+/// of the key it was derived from) or an earlier deadline already set,
+/// whichever is first. A member given a deadline joins `timed`.
 fn install(
+    id: ParticipantId,
     member: &mut Member,
+    timed: &mut BTreeSet<ParticipantId>,
     generation: Generation,
     base: Secret,
     grace_end: Millis,
     inherited: Option<Millis>,
 ) {
     let newer_exists = member.keys.range(generation..).next().is_some();
+    let older_exists = member.keys.range(..generation).next().is_some();
     let deadline = inherited.map_or(grace_end, |i| i.min(grace_end));
-    member.keys.insert(
-        generation,
-        ReceiveKey {
-            base,
-            expires: (newer_exists || inherited.is_some()).then_some(deadline),
-        },
-    );
+    let expires = (newer_exists || inherited.is_some()).then_some(deadline);
+    member.keys.insert(generation, ReceiveKey { base, expires });
     for (_, key) in member.keys.range_mut(..generation) {
         key.expires.get_or_insert(grace_end);
+    }
+    if expires.is_some() || older_exists {
+        timed.insert(id);
     }
 }
 
@@ -1538,6 +1619,7 @@ mod tests {
         let check = |b: &Group, seen: &mut Vec<Option<Millis>>| {
             let kept = b.next_timeout();
             assert_eq!(kept, b.compute_next_timeout());
+            assert_eq!(kept, full_scan_next_timeout(b));
             assert_eq!(b.next_timeout(), kept, "asked twice");
             seen.push(kept);
         };
@@ -1563,6 +1645,262 @@ mod tests {
         assert_eq!(seen.first(), Some(&None));
         assert!(seen.iter().any(Option::is_some), "{seen:?}");
         assert_eq!(seen.last(), Some(&b.compute_next_timeout()));
+    }
+
+    /// [`Group::next_timeout`] as a scan over every key of every member,
+    /// departed member and the pending key, `timed` ignored.
+    fn full_scan_next_timeout(g: &Group) -> Option<Millis> {
+        let keys = g
+            .members
+            .values()
+            .flat_map(|m| m.keys.values())
+            .chain(g.departed.values().flat_map(|k| k.values()))
+            .filter_map(|k| k.expires);
+        keys.chain(g.pending.as_ref().map(|p| p.deadline)).min()
+    }
+
+    /// Members of `g` holding a key with a deadline.
+    fn members_with_expiring_keys(g: &Group) -> BTreeSet<ParticipantId> {
+        g.members
+            .iter()
+            .filter(|(_, m)| m.has_expiring_key())
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// Members visited by timer work on this thread so far.
+    fn timer_visits() -> u64 {
+        TIMER_VISITS.with(core::cell::Cell::get)
+    }
+
+    /// A room where every member is simulated, driven by a fixed
+    /// pseudo-random sequence of joins, leaves, envelope deliveries (in
+    /// any order), frames whose keys are derived, and timeouts.
+    struct Churn {
+        room: RoomId,
+        groups: BTreeMap<ParticipantId, Group>,
+        packages: BTreeMap<ParticipantId, Vec<u8>>,
+        queue: Vec<(ParticipantId, Vec<u8>)>,
+        now: Millis,
+        seed: u64,
+        /// A short ratchet window, so that frames after a few joins
+        /// make members cache chain keys.
+        config: Config,
+        /// Members only join, up to 10, then only leave, down to 3: runs
+        /// of joins with no departure move generations far enough.
+        growing: bool,
+    }
+
+    impl Churn {
+        fn new(seed: u64) -> Self {
+            Self {
+                room: RoomId("churn".into()),
+                groups: BTreeMap::new(),
+                packages: BTreeMap::new(),
+                queue: Vec::new(),
+                now: T0,
+                seed,
+                config: Config {
+                    max_ratchet_ahead: 1,
+                    ..Config::default()
+                },
+                growing: true,
+            }
+        }
+
+        /// A number below `n` (xorshift64; `n` > 0).
+        fn below(&mut self, n: usize) -> usize {
+            self.seed ^= self.seed << 13;
+            self.seed ^= self.seed >> 7;
+            self.seed ^= self.seed << 17;
+            usize::try_from(self.seed % n as u64).expect("below n")
+        }
+
+        fn pick(&mut self) -> ParticipantId {
+            let i = self.below(self.groups.len());
+            *self.groups.keys().nth(i).expect("a member")
+        }
+
+        fn join(&mut self) {
+            let (m, kp) = new_member(&self.room);
+            let packages: Vec<Vec<u8>> = self.packages.values().cloned().collect();
+            let joined = Group::join(m, &packages, self.now, self.config);
+            assert_eq!(joined.accepted.len(), packages.len());
+            self.queue.extend(sends(joined.outputs));
+            for g in self.groups.values_mut() {
+                let out = g.member_joined(&kp, self.now).expect("joined");
+                self.queue.extend(sends(out));
+            }
+            self.packages.insert(joined.group.me(), kp);
+            self.groups.insert(joined.group.me(), joined.group);
+        }
+
+        fn leave(&mut self) {
+            let who = self.pick();
+            self.groups.remove(&who);
+            self.packages.remove(&who);
+            for g in self.groups.values_mut() {
+                let out = g.member_left(who, self.now).expect("left");
+                self.queue.extend(sends(out));
+            }
+        }
+
+        /// Delivers up to all queued envelopes, picked anywhere in the queue.
+        fn deliver(&mut self) {
+            for _ in 0..=self.below(self.queue.len()) {
+                if self.queue.is_empty() {
+                    return;
+                }
+                let i = self.below(self.queue.len());
+                let (to, envelope) = self.queue.swap_remove(i);
+                let now = self.now;
+                // The recipient may have left, or the sender left its view.
+                let out = self
+                    .groups
+                    .get_mut(&to)
+                    .and_then(|g| g.receive_envelope(&envelope, now).ok());
+                self.queue.extend(sends(out.unwrap_or_default()));
+            }
+        }
+
+        /// A member sends a frame; another derives its key if it
+        /// authenticates, as the client does.
+        fn frame(&mut self) {
+            let (from, to) = (self.pick(), self.pick());
+            if from == to {
+                return;
+            }
+            let frame = frame_from(&self.groups[&from], b"f");
+            let kid_ = self.groups[&from].active_kid();
+            let now = self.now;
+            let g = self.groups.get_mut(&to).expect("member");
+            if let Ok(candidate) = g.candidate_receive_key(from, kid_) {
+                if open_with(&candidate, &frame).is_some() {
+                    g.derive_receive_key(from, kid_, now).expect("derivable");
+                }
+            }
+        }
+
+        fn timeout(&mut self) {
+            let step = 100 * u64::try_from(self.below(40)).expect("small");
+            self.now = self.now.plus(step);
+            let now = self.now;
+            for g in self.groups.values_mut() {
+                drop(g.handle_timeout(now));
+                // Right after a timeout, `timed` is exact.
+                assert_eq!(g.timed, members_with_expiring_keys(g));
+            }
+        }
+
+        /// One pseudo-random step.
+        fn step(&mut self) {
+            if self.groups.len() >= 10 {
+                self.growing = false;
+            } else if self.groups.len() <= 3 {
+                self.growing = true;
+            }
+            match self.below(10) {
+                0 | 1 if self.growing => self.join(),
+                2 if !self.growing => self.leave(),
+                3..=5 if !self.queue.is_empty() => self.deliver(),
+                6 | 7 if self.groups.len() > 1 => self.frame(),
+                _ => self.timeout(),
+            }
+        }
+    }
+
+    #[test]
+    fn the_indexed_next_timeout_equals_a_full_scan_through_churn() {
+        let mut churn = Churn::new(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..3 {
+            churn.join();
+        }
+        let (mut deadlines, mut most_timed, mut chains) = (0, 0, 0);
+        for _ in 0..400 {
+            churn.step();
+            for g in churn.groups.values() {
+                // Timers skip untimed members' chains: those must be
+                // pruned already.
+                for m in g.members.values() {
+                    let pruned = m.current.map_or(m.chain.is_empty(), |c| {
+                        m.chain.keys().all(|&k| chain_key_serves(c, &m.keys, k))
+                    });
+                    assert!(pruned);
+                    chains += m.chain.len();
+                }
+                let expected = full_scan_next_timeout(g);
+                assert_eq!(g.compute_next_timeout(), expected);
+                assert_eq!(g.next_timeout(), expected);
+                assert_eq!(g.next_timeout(), expected, "asked twice");
+                assert!(g.timed.is_superset(&members_with_expiring_keys(g)));
+                assert!(g.timed.iter().all(|id| g.members.contains_key(id)));
+                deadlines += usize::from(expected.is_some());
+                most_timed = most_timed.max(g.timed.len());
+            }
+        }
+        // The sequence reached the states the index is about.
+        assert!(deadlines > 100, "{deadlines}");
+        assert!(most_timed >= 2, "{most_timed}");
+        assert!(chains > 0, "no chain key was ever cached");
+    }
+
+    #[test]
+    fn timers_visit_no_member_in_a_room_where_nobody_left() {
+        let room = RoomId("quiet".into());
+        let mut hub = hub_with(&room, 200);
+        let visits = |hub: &mut Group, now: Millis| {
+            let before = timer_visits();
+            drop(hub.handle_timeout(now));
+            let deadline = hub.next_timeout();
+            (timer_visits() - before, deadline)
+        };
+        assert_eq!(visits(&mut hub, T0), (0, None));
+        let (_, kp) = new_member(&room);
+        drop(hub.member_joined(&kp, T0).expect("joined"));
+        assert_eq!(visits(&mut hub, T0.plus(60_000)), (0, None));
+        // One member's frame under its current generation: its old key
+        // gets a deadline, and that member alone is visited.
+        let (&x, m) = hub.members.iter().next().expect("members");
+        let current = m.current.expect("its key arrived");
+        assert_eq!(
+            installs(
+                &hub.derive_receive_key(x, kid_of(x, current), T0)
+                    .expect("derived")
+            ),
+            1
+        );
+        let end = T0.plus(Config::default().grace_ms);
+        assert_eq!(visits(&mut hub, T0), (2, Some(end)));
+        // Once that key is gone, nobody is visited again.
+        let before = timer_visits();
+        let removed = hub.handle_timeout(end);
+        assert_eq!(removed.len(), 1, "{removed:?}");
+        assert_eq!(timer_visits() - before, 1);
+        assert!(hub.timed.is_empty());
+        assert_eq!(visits(&mut hub, end), (0, None));
+    }
+
+    #[test]
+    fn join_tells_accepted_and_refused_packages_by_index() {
+        let room = RoomId("by-index".into());
+        let (me, _) = new_member(&room);
+        let (a, a_kp) = new_member(&room);
+        let (b, b_kp) = new_member(&room);
+        let mut forged = b_kp.clone();
+        *forged.last_mut().expect("signature") ^= 1;
+        let packages = [a_kp.clone(), forged, b_kp, a_kp];
+        let joined = Group::join(me, &packages, T0, Config::default());
+        assert_eq!(
+            joined.accepted,
+            [(0, a.participant()), (2, b.participant())]
+        );
+        let rejected: Vec<_> = joined.rejected.iter().map(|(i, _)| *i).collect();
+        assert_eq!(rejected, [1, 3]);
+        assert!(matches!(joined.rejected[0].1, Error::BadSignature));
+        assert!(matches!(joined.rejected[1].1, Error::DuplicateMember(_)));
+        let kp = joined.group.member(b.participant()).expect("accepted");
+        assert_eq!(kp.identity, b.key_package().identity);
+        assert_eq!(joined.group.members().count(), 2);
     }
 
     #[test]

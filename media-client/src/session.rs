@@ -110,7 +110,8 @@ pub enum Warning {
     /// The server sent a second `joined`; it was ignored.
     #[error("a second `joined` was ignored")]
     SecondJoined,
-    /// A member's key package did not verify, or the group refused it.
+    /// A member's key package did not verify, or the group refused it
+    /// (at our join or later).
     #[error("member {id} refused: {error}")]
     MemberRefused {
         /// The member's signaling id.
@@ -118,9 +119,6 @@ pub enum Warning {
         /// Why.
         error: Error,
     },
-    /// A key package among those present at our join was refused.
-    #[error("key package refused: {0}")]
-    KeyPackageRefused(hush_e2ee::Error),
     /// Rekeying after a departure failed.
     #[error("rekey after a departure failed: {0}")]
     Rekey(hush_e2ee::Error),
@@ -313,32 +311,40 @@ impl Session {
                 };
                 self.you = Some(you);
                 events.push(CallEvent::Joined { you });
-                let mut verified = Vec::new();
-                for m in &members {
-                    match self.verify_peer(m, now) {
-                        Ok(peer) => verified.push((peer, m.key_package.as_bytes().to_vec())),
-                        Err(error) => events.push(CallEvent::Warning(Warning::MemberRefused {
-                            id: m.id,
-                            error,
-                        })),
-                    }
-                }
-                let packages: Vec<Vec<u8>> = verified.iter().map(|(_, kp)| kp.clone()).collect();
+                // The group verifies every package (once) and says, by
+                // index, which it accepted and which it refused.
+                let packages: Vec<Vec<u8>> = members
+                    .iter()
+                    .map(|m| m.key_package.as_bytes().to_vec())
+                    .collect();
                 let joined = Group::join(local, &packages, now, self.config);
-                for e in joined.rejected {
-                    events.push(CallEvent::Warning(Warning::KeyPackageRefused(e)));
+                for (index, error) in joined.rejected {
+                    if let Some(m) = members.get(index) {
+                        events.push(CallEvent::Warning(Warning::MemberRefused {
+                            id: m.id,
+                            error: error.into(),
+                        }));
+                    }
                 }
                 // Decide before committing state: only the members the group
-                // accepted are recorded and shown.
-                let accepted: Vec<_> = joined.group.members().map(|(id, _)| id).collect();
-                for (peer, _) in verified {
+                // accepted are recorded and shown, with what it verified.
+                for (index, e2ee) in joined.accepted {
+                    let (Some(m), Some(kp)) = (members.get(index), joined.group.member(e2ee))
+                    else {
+                        continue;
+                    };
                     // The group took one package per e2ee id: the first.
-                    if accepted.contains(&peer.e2ee)
-                        && !self.roster.by_e2ee.contains_key(&peer.e2ee)
-                    {
-                        self.roster.insert(peer.clone());
-                        events.push(CallEvent::PeerJoined(peer));
+                    if self.roster.by_e2ee.contains_key(&e2ee) {
+                        continue;
                     }
+                    let peer = Peer {
+                        id: m.id,
+                        name: m.name.to_string(),
+                        e2ee,
+                        identity: kp.identity,
+                    };
+                    self.roster.insert(peer.clone());
+                    events.push(CallEvent::PeerJoined(peer));
                 }
                 self.group = Some(joined.group);
                 self.carry_out(joined.outputs, now, &mut events);
@@ -801,6 +807,49 @@ mod tests {
             "{events:?}"
         );
         assert!(me.safety_number(SigId(9)).is_none());
+    }
+
+    #[test]
+    fn a_forged_key_package_at_our_join_refuses_only_that_member() {
+        let now = Millis(1_000_000);
+        let (mut me, _) = new_session("me", now);
+        let mut forged = package(now).as_bytes().to_vec();
+        *forged.last_mut().unwrap() ^= 1; // the signature's last byte
+        let members = vec![
+            member(2, "ann", package(now)),
+            member(3, "mallory", Opaque(forged)),
+            member(4, "cy", package(now)),
+        ];
+        let events = me.handle_server(joined(SigId(1), members), now);
+        let refused: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                CallEvent::Warning(Warning::MemberRefused { id, error }) => Some((*id, error)),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            matches!(
+                refused.as_slice(),
+                [(SigId(3), Error::E2ee(hush_e2ee::Error::BadSignature))]
+            ),
+            "{events:?}"
+        );
+        let shown: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                CallEvent::PeerJoined(p) => Some(p.id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(shown, [SigId(2), SigId(4)]);
+        assert_eq!(
+            me.peers().map(|p| p.id).collect::<Vec<_>>(),
+            [SigId(2), SigId(4)]
+        );
+        assert_eq!(envelopes_to(&events), [SigId(2), SigId(4)]);
+        assert!(me.safety_number(SigId(3)).is_none());
+        assert!(me.safety_number(SigId(4)).is_some());
     }
 
     #[test]

@@ -117,6 +117,7 @@ impl Room {
         let packages: Vec<Vec<u8>> = self.clients.values().map(|c| c.package.clone()).collect();
         let joined = Group::join(local, &packages, self.now, self.config);
         assert!(joined.rejected.is_empty(), "{:?}", joined.rejected);
+        assert_eq!(joined.accepted.len(), packages.len());
         let id = joined.group.me();
         let mut client = Client {
             group: joined.group,
