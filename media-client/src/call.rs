@@ -10,6 +10,7 @@
 //! application reads it through [`Call::with_session`], which runs on the
 //! driver's turn like any other input.
 
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -21,13 +22,14 @@ use tokio::task::JoinHandle;
 use crate::error::{Error, SignalingError, TransportError};
 use crate::frame::Codec;
 use crate::session::{CallEvent, Session, Warning};
-use crate::signal::Signaling;
+use crate::signal::{ConnectOptions, Signaling};
 use crate::transport::{Connector, MediaConnection, TransportEvent, WebRtcConnector};
 
 /// Where and how to join.
 #[derive(Debug, Clone)]
 pub struct JoinSpec {
-    /// Signaling server URL, e.g. `ws://127.0.0.1:7880`.
+    /// Signaling server URL: `wss://host[:port]`, or `ws://` to a loopback
+    /// address (e.g. `ws://127.0.0.1:7880`).
     pub server: String,
     /// Room id.
     pub room: String,
@@ -35,6 +37,22 @@ pub struct JoinSpec {
     pub name: String,
     /// Join token.
     pub token: String,
+    /// Extra CA certificates (PEM) trusted for `wss://`, besides the
+    /// bundled Mozilla roots: for a server with a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// Allow `ws://` (no TLS: the token and keys in clear text) to a host
+    /// that is not a loopback address.
+    pub insecure: bool,
+}
+
+impl JoinSpec {
+    /// How the signaling connection is secured.
+    pub fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions {
+            ca_file: self.ca_file.clone(),
+            insecure: self.insecure,
+        }
+    }
 }
 
 /// How the call's connections are set up.
@@ -66,7 +84,7 @@ impl Default for CallOptions {
         Self {
             e2ee: Config::default(),
             media: Some(IceTimeouts::default()),
-            connector: Arc::new(WebRtcConnector),
+            connector: Arc::new(WebRtcConnector::default()),
             keep_key_log: false,
         }
     }
@@ -205,7 +223,7 @@ impl<M: Media> Call<M> {
         options: CallOptions,
         media: M,
     ) -> Result<Self, Error> {
-        let mut sig = Signaling::connect(&spec.server).await?;
+        let mut sig = Signaling::connect(&spec.server, &spec.connect_options()).await?;
         let (mut session, join) = Session::new(
             identity,
             &spec.room,

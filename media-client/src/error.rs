@@ -1,6 +1,7 @@
 //! The errors of the client library, one enum per layer it talks to.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use hush_e2ee::ParticipantId;
 use hush_proto::{CloseReason, ErrorCode};
@@ -117,6 +118,112 @@ pub enum SignalingError {
     /// The connection closed without a reason.
     #[error("connection closed")]
     Closed,
+    /// The server URL cannot be used.
+    #[error("bad server URL {url:?}: {reason}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// `ws://` (no TLS) to a host that is not this machine, not allowed.
+    #[error(
+        "refusing ws:// to {host}: the join token, key packages and SDP would cross \
+         the network in clear text, readable and changeable by anyone on the path; \
+         use wss:// (or, knowingly, allow insecure connections: --insecure)"
+    )]
+    Insecure {
+        /// The host named in the URL.
+        host: String,
+    },
+    /// The CA file could not be read.
+    #[error("CA file {}: {source}", path.display())]
+    CaFileRead {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The CA file is not valid PEM.
+    #[error("CA file {}: not valid PEM: {source}", path.display())]
+    CaFilePem {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM parser said.
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The CA file holds no certificate.
+    #[error("CA file {}: no certificate (PEM `CERTIFICATE` block) found", path.display())]
+    CaFileEmpty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A certificate in the CA file cannot serve as a trust anchor.
+    #[error("CA file {}: unusable certificate: {source}", path.display())]
+    CaCertificate {
+        /// The file.
+        path: PathBuf,
+        /// What rustls said.
+        source: rustls::Error,
+    },
+    /// rustls refused the client configuration (its crypto provider lacks
+    /// the default protocol versions).
+    #[error("TLS configuration: {0}")]
+    TlsConfig(rustls::Error),
+    /// The server's TLS certificate was refused.
+    #[error("the TLS certificate of {host} was refused ({detail}): {problem}")]
+    Certificate {
+        /// The host we connected to.
+        host: String,
+        /// Why, in short.
+        problem: CertificateProblem,
+        /// Why, as rustls says it (names, dates).
+        detail: rustls::CertificateError,
+    },
+    /// The TLS handshake failed for another reason (not a TLS server,
+    /// no common protocol version or cipher suite, connection reset).
+    #[error("TLS handshake with {url} failed: {source}")]
+    Tls {
+        /// Where we tried.
+        url: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// Connecting (TCP, TLS and the WebSocket handshake) took too long.
+    #[error("no connection to {url} within {} s", after.as_secs())]
+    Timeout {
+        /// Where we tried.
+        url: String,
+        /// How long we waited.
+        after: Duration,
+    },
+}
+
+/// Why a server's TLS certificate was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertificateProblem {
+    /// Signed by a certificate authority this client does not trust.
+    #[error(
+        "it is signed by a certificate authority this client does not trust; \
+         for a private CA, give its certificate as the CA file (--ca-file)"
+    )]
+    UnknownIssuer,
+    /// Past its validity period.
+    #[error("it has expired")]
+    Expired,
+    /// Before its validity period.
+    #[error("it is not valid yet (is a clock wrong?)")]
+    NotValidYet,
+    /// Issued for another host name or address.
+    #[error("it was issued for another name than the one in the URL")]
+    WrongName,
+    /// Revoked by its issuer.
+    #[error("it has been revoked")]
+    Revoked,
+    /// Malformed, wrongly signed or unusable for a server.
+    #[error("it is not a valid server certificate")]
+    Invalid,
 }
 
 /// What went wrong with the WebRTC connection.

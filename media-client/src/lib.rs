@@ -27,4 +27,4 @@ pub mod signal;
 pub mod transport;
 pub mod video;
 
-pub use error::{Error, IvfError, SignalingError, TransportError};
+pub use error::{CertificateProblem, Error, IvfError, SignalingError, TransportError};

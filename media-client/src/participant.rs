@@ -14,6 +14,7 @@ use crate::audio::{AudioSource, OpusDecoder, OpusEncoder, WavSink, audio_level};
 use crate::call::{Call, CallOptions, EndReason, JoinSpec, Media};
 use crate::frame::Codec;
 use crate::session::{CallEvent, Session, Stats};
+use crate::transport::WebRtcConnector;
 use crate::video::{Clip, IvfWriter};
 
 /// Most decoded samples kept per remote sender for quality checks (60 s).
@@ -41,6 +42,8 @@ pub struct ParticipantSpec {
     pub keep_keys: bool,
     /// Where to report members arriving and leaving, for a live display.
     pub observer: Option<tokio::sync::mpsc::UnboundedSender<Observed>>,
+    /// The one local address media may use (`None`: every interface).
+    pub bind: Option<std::net::IpAddr>,
 }
 
 /// What a live display learns while the call runs.
@@ -128,6 +131,7 @@ impl Participant {
         let options = CallOptions {
             e2ee: spec.e2ee,
             keep_key_log: spec.keep_keys,
+            connector: std::sync::Arc::new(WebRtcConnector { bind: spec.bind }),
             ..CallOptions::default()
         };
         let join = spec.join.clone();

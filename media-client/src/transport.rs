@@ -7,6 +7,7 @@
 //! a [`Connector`]: [`Transport`] is the one every real client uses; the
 //! load tester plugs in cheaper peers that share one socket.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -103,7 +104,11 @@ pub trait Connector: Send + Sync + 'static {
 
 /// The [`Connector`] of real clients: a webrtc-rs [`Transport`] per call.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct WebRtcConnector;
+pub struct WebRtcConnector {
+    /// The one local address media may use, or `None` for every
+    /// interface (see [`udp_addrs`]).
+    pub bind: Option<IpAddr>,
+}
 
 #[async_trait::async_trait]
 impl Connector for WebRtcConnector {
@@ -113,8 +118,22 @@ impl Connector for WebRtcConnector {
         disconnected: Duration,
         failed: Duration,
     ) -> Result<Connected, Error> {
-        let (t, events) = Transport::with_ice_timeouts(with_video, disconnected, failed).await?;
+        let (t, events) =
+            Transport::with_ice_timeouts(with_video, disconnected, failed, self.bind).await?;
         Ok((Box::new(t), events))
+    }
+}
+
+/// The local UDP addresses a media connection binds (port 0: ephemeral).
+/// With no `bind`, or an unspecified one, every interface: webrtc-rs
+/// expands `0.0.0.0` to one socket per non-loopback IPv4 address (so a
+/// server on another machine gets a host candidate it can reach), and
+/// loopback is added for a server on this machine. A concrete `bind`
+/// is used alone, as given.
+pub fn udp_addrs(bind: Option<IpAddr>) -> Vec<String> {
+    match bind {
+        Some(ip) if !ip.is_unspecified() => vec![std::net::SocketAddr::new(ip, 0).to_string()],
+        _ => vec!["0.0.0.0:0".to_owned(), "127.0.0.1:0".to_owned()],
     }
 }
 
@@ -356,16 +375,24 @@ fn local_track(kind: RtpCodecKind, label: &str) -> Result<LocalTrack, Error> {
 impl Transport {
     /// Builds the connection with an audio track (and a video track if asked).
     pub async fn new(with_video: bool) -> Result<(Self, mpsc::Receiver<TransportEvent>), Error> {
-        Self::with_ice_timeouts(with_video, Duration::from_secs(3), Duration::from_secs(6)).await
+        Self::with_ice_timeouts(
+            with_video,
+            Duration::from_secs(3),
+            Duration::from_secs(6),
+            None,
+        )
+        .await
     }
 
     /// As [`Transport::new`], with the ICE timeouts after which an
     /// unanswered connection counts as disconnected, then failed (the load
-    /// test, whose clients share their cores with the SFU, waits longer).
+    /// test, whose clients share their cores with the SFU, waits longer),
+    /// and the local address to bind ([`udp_addrs`]).
     pub async fn with_ice_timeouts(
         with_video: bool,
         disconnected: Duration,
         failed: Duration,
+        bind: Option<IpAddr>,
     ) -> Result<(Self, mpsc::Receiver<TransportEvent>), Error> {
         let (events_tx, events) = mpsc::channel(4096);
         let (gathered_tx, gathered) = watch::channel(false);
@@ -380,7 +407,7 @@ impl Transport {
                 events: events_tx,
                 gathered: gathered_tx,
             }))
-            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .with_udp_addrs(udp_addrs(bind))
             .build()
             .await
             .map_err(transport)?;
@@ -411,7 +438,8 @@ impl Transport {
 
     async fn local_sdp(&self) -> Result<String, Error> {
         let mut gathered = self.gathered.clone();
-        // Host candidates on loopback gather at once; the bound only guards a hang.
+        // Host candidates gather at once (no STUN or TURN server to ask);
+        // the bound only guards a hang.
         let _ = tokio::time::timeout(Duration::from_secs(5), gathered.wait_for(|g| *g)).await;
         self.pc
             .local_description()
@@ -517,6 +545,21 @@ impl Transport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_binds_every_interface_unless_told_one() {
+        let every = vec!["0.0.0.0:0".to_owned(), "127.0.0.1:0".to_owned()];
+        assert_eq!(udp_addrs(None), every);
+        assert_eq!(udp_addrs(Some(IpAddr::from([0, 0, 0, 0]))), every);
+        assert_eq!(
+            udp_addrs(Some(IpAddr::from([192, 0, 2, 7]))),
+            vec!["192.0.2.7:0".to_owned()]
+        );
+        assert_eq!(
+            udp_addrs(Some(IpAddr::from([127, 0, 0, 1]))),
+            vec!["127.0.0.1:0".to_owned()]
+        );
+    }
 
     /// A VP8 payload descriptor (no extensions); `start` marks a partition head.
     fn packet(start: bool, body: &[u8]) -> Bytes {

@@ -50,6 +50,7 @@ async fn server() -> (String, ServerSecret) {
     let config = ServerConfig {
         limits: Limits::default(),
         secret: secret.clone(),
+        tls: None,
     };
     let server = Server::bind(
         "127.0.0.1:0".parse().expect("addr"),
@@ -82,6 +83,8 @@ async fn join(url: &str, secret: &ServerSecret, room: &str, name: &str) -> Membe
         room: room.into(),
         name: name.into(),
         token: token(secret, room, name),
+        ca_file: None,
+        insecure: false,
     };
     let (media, mut events) = ChannelMedia::new();
     let options = CallOptions {

@@ -10,7 +10,8 @@
 //!
 //! The decisions are plain data, testable without a socket: [`Rooms`]
 //! (membership and relay), [`authorize`] (version and token) and
-//! [`RateLimiter`]. [`Server`] is the thin axum shell around them.
+//! [`RateLimiter`]. [`Server`] is the thin axum shell around them; with a
+//! [`ServerTls`] it serves `wss://` and `https://` on its one port.
 
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,7 @@ pub mod media;
 mod metrics;
 mod room;
 mod server;
+mod tls;
 mod ws;
 
 pub use admission::{ConnectionCaps, ConnectionRefusal, ConnectionSlot};
@@ -32,6 +34,7 @@ pub use media::{MediaRouter, MediaSink, NoMedia, SinkClosed};
 pub use metrics::{process_cpu_seconds, thread_cpu_seconds};
 pub use room::{Admission, Delivery, JoinRequest, Rooms, authorize};
 pub use server::{Server, ServerConfig, ServerHandle, run_until};
+pub use tls::{ServerTls, TlsError};
 // The protocol's vocabulary, re-exported so that server code and its tests
 // name one set of types.
 pub use hush_proto::{

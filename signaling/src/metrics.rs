@@ -30,6 +30,7 @@ pub(crate) struct Metrics {
     connections: AtomicU64,
     refused: [AtomicU64; 2],
     handshake_timeouts: AtomicU64,
+    tls_failures: AtomicU64,
     joins: AtomicU64,
     relayed: [AtomicU64; 3],
     rejected: [AtomicU64; ErrorCode::ALL.len()],
@@ -54,6 +55,10 @@ impl Metrics {
 
     pub(crate) fn handshake_timed_out(&self) {
         self.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn tls_handshake_failed(&self) {
+        self.tls_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn joined(&self) {
@@ -113,6 +118,13 @@ impl Metrics {
              # TYPE hush_signaling_handshake_timeouts_total counter\n\
              hush_signaling_handshake_timeouts_total {}\n",
             self.handshake_timeouts.load(Ordering::Relaxed)
+        );
+        let _ = write!(
+            out,
+            "# HELP hush_signaling_tls_handshake_failures_total Connections closed because their TLS handshake failed.\n\
+             # TYPE hush_signaling_tls_handshake_failures_total counter\n\
+             hush_signaling_tls_handshake_failures_total {}\n",
+            self.tls_failures.load(Ordering::Relaxed)
         );
         let _ = write!(
             out,

@@ -1,4 +1,5 @@
-//! The axum shell around [`Rooms`]: `/v1/ws`, `/healthz` and `/metrics`.
+//! The axum shell around [`Rooms`]: `/v1/ws`, `/healthz` and `/metrics`,
+//! over plain TCP or, with [`ServerConfig::tls`], over TLS on the same port.
 //!
 //! One task per WebSocket reads the client's frames, its own outbound queue
 //! (messages from other members), its media events, timers and the shutdown
@@ -32,6 +33,7 @@ use hush_proto::{
 };
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{Instrument as _, debug, info, info_span, warn};
@@ -42,6 +44,7 @@ use crate::limits::{Limits, RateLimiter, RateVerdict};
 use crate::media::{MediaRouter, MediaSink};
 use crate::metrics::{Metrics, Relayed};
 use crate::room::{Delivery, JoinRequest, Rooms, authorize};
+use crate::tls::ServerTls;
 use crate::ws::{self, Socket};
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -71,6 +74,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// The join token secret.
     pub secret: ServerSecret,
+    /// TLS for every connection (`wss://`, `https://`), or `None` for plain
+    /// TCP, which only a loopback address or a TLS proxy in front should use.
+    pub tls: Option<ServerTls>,
 }
 
 /// A bound, not yet running signaling server.
@@ -90,6 +96,7 @@ struct Shared {
     limits: Limits,
     secret: ServerSecret,
     router: Arc<dyn MediaRouter>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     hub: Mutex<Hub>,
     metrics: Metrics,
     shutdown: watch::Sender<bool>,
@@ -127,6 +134,7 @@ impl Server {
             limits: config.limits,
             secret: config.secret,
             router,
+            tls: config.tls.as_ref().map(ServerTls::acceptor),
             metrics: Metrics::default(),
             shutdown,
         });
@@ -219,9 +227,9 @@ impl Hub {
 }
 
 /// Admits one TCP connection (or refuses it at once, counted) and serves
-/// its HTTP phase within the handshake timeout. The admission slot travels
-/// with the request into the WebSocket, so an upgraded connection keeps its
-/// place until it closes.
+/// its TLS handshake, if any, and its HTTP phase within the handshake
+/// timeout. The admission slot travels with the request into the WebSocket,
+/// so an upgraded connection keeps its place until it closes.
 fn accept(shared: &Arc<Shared>, app: &Router, tcp: TcpStream, from: SocketAddr) {
     let slot = match shared.admission.admit(from.ip()) {
         Ok(slot) => slot,
@@ -232,35 +240,88 @@ fn accept(shared: &Arc<Shared>, app: &Router, tcp: TcpStream, from: SocketAddr) 
         }
     };
     let handshake = shared.limits.handshake_timeout;
-    let metrics_of = Arc::clone(shared);
+    let shared = Arc::clone(shared);
     let app = app.clone();
     tokio::spawn(async move {
-        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(slot.clone());
-            let mut app = app.clone();
-            async move { tower_service::Service::call(&mut app, request).await }
-        });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(handshake)
-            .max_buf_size(MAX_HEADER_BYTES)
-            .serve_connection(TokioIo::new(tcp), service)
-            .with_upgrades();
-        // hyper's header timeout catches a slow request head; the outer one
-        // a head that came in time but a body or upgrade that did not.
-        let timed_out = match tokio::time::timeout(handshake, connection).await {
-            Ok(Ok(())) => false,
-            Ok(Err(e)) => {
-                debug!(%from, error = %e, "http connection ended");
-                e.is_timeout()
-            }
-            Err(_) => true,
+        let deadline = tokio::time::Instant::now() + handshake;
+        let timed_out = match shared.tls.clone() {
+            None => serve_http(tcp, from, slot, app, handshake, deadline).await,
+            Some(tls) => match tokio::time::timeout_at(deadline, tls.accept(tcp)).await {
+                Ok(Ok(stream)) => serve_http(stream, from, slot, app, handshake, deadline).await,
+                Ok(Err(e)) => {
+                    // Plain HTTP to the TLS port, a client that refuses our
+                    // certificate, a scanner: not the server's problem.
+                    shared.metrics.tls_handshake_failed();
+                    if refused_our_certificate(&e) {
+                        info!(%from, error = %e, "TLS handshake failed: the client refused our certificate");
+                    } else {
+                        debug!(%from, error = %e, "TLS handshake failed");
+                    }
+                    false
+                }
+                Err(_) => true,
+            },
         };
         if timed_out {
-            metrics_of.metrics.handshake_timed_out();
+            shared.metrics.handshake_timed_out();
             debug!(%from, "handshake timed out");
         }
     });
+}
+
+/// Serves one connection's HTTP phase until `deadline`; whether it ran out
+/// of time. The admission slot goes with every request into `upgrade`.
+async fn serve_http<I>(
+    io: I,
+    from: SocketAddr,
+    slot: ConnectionSlot,
+    app: Router,
+    header_timeout: Duration,
+    deadline: tokio::time::Instant,
+) -> bool
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(slot.clone());
+        let mut app = app.clone();
+        async move { tower_service::Service::call(&mut app, request).await }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    // hyper's header timeout catches a slow request head; the outer one
+    // a head that came in time but a body or upgrade that did not.
+    match tokio::time::timeout_at(deadline, connection).await {
+        Ok(Ok(())) => false,
+        Ok(Err(e)) => {
+            debug!(%from, error = %e, "http connection ended");
+            e.is_timeout()
+        }
+        Err(_) => true,
+    }
+}
+
+/// Whether a failed TLS handshake is the client's alert about our
+/// certificate (worth an operator's attention), not noise.
+fn refused_our_certificate(error: &io::Error) -> bool {
+    use rustls::AlertDescription as Alert;
+    matches!(
+        error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::AlertReceived(
+            Alert::BadCertificate
+                | Alert::UnknownCA
+                | Alert::CertificateExpired
+                | Alert::CertificateUnknown
+                | Alert::CertificateRevoked
+                | Alert::UnsupportedCertificate
+        ))
+    )
 }
 
 async fn upgrade(

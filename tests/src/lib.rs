@@ -20,6 +20,8 @@ pub fn spec(server: &LocalServer, room: &str, name: &str, hz: f64) -> Participan
             room: room.into(),
             name: name.into(),
             token: server.token(room, name).expect("token"),
+            ca_file: None,
+            insecure: false,
         },
         audio: AudioSource::sine(hz),
         video: None,
@@ -28,6 +30,7 @@ pub fn spec(server: &LocalServer, room: &str, name: &str, hz: f64) -> Participan
         keep_plaintext: false,
         keep_keys: false,
         observer: None,
+        bind: None,
     }
 }
 

@@ -73,6 +73,8 @@ pub async fn run_demo(opts: DemoOptions) -> Result<DemoOutcome, Error> {
                 room: ROOM.into(),
                 name: NAMES[i].into(),
                 token: server.token(ROOM, NAMES[i])?,
+                ca_file: None,
+                insecure: false,
             },
             audio: AudioSource::sine(TONES[i]),
             video: clip.clone(),
@@ -81,6 +83,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<DemoOutcome, Error> {
             keep_plaintext: true,
             keep_keys: false,
             observer: None,
+            bind: None,
         })
     };
     let started = Instant::now();

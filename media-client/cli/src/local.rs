@@ -55,6 +55,8 @@ impl LocalServer {
         let config = ServerConfig {
             limits,
             secret: secret.clone(),
+            // Loopback only: nothing to protect on the wire.
+            tls: None,
         };
         let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config, router)
             .await

@@ -79,9 +79,19 @@ enum IdentityAction {
 
 #[derive(clap::Args)]
 struct CallArgs {
-    /// Signaling server, e.g. ws://127.0.0.1:7880.
+    /// Signaling server: wss://HOST[:PORT], or ws://127.0.0.1:7880 on this machine.
     #[arg(long, env = "HUSH_SERVER")]
     server: String,
+    /// Also trust the CA certificate(s) in this PEM file for wss:// (a
+    /// private CA); the bundled Mozilla roots stay trusted.
+    #[arg(long, env = "HUSH_CA_FILE", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Allow ws:// (no TLS) to a host that is not this machine: the join
+    /// token, key packages and SDP then cross the network in clear text,
+    /// readable and changeable by anyone on the path. Certificates are
+    /// checked as always.
+    #[arg(long)]
+    insecure: bool,
     /// Room to join.
     #[arg(long)]
     room: String,
@@ -109,6 +119,9 @@ struct CallArgs {
     /// Configuration directory (default: ~/.config/hush).
     #[arg(long)]
     config_dir: Option<PathBuf>,
+    /// Local IP address for media (default: every interface, loopback included).
+    #[arg(long, env = "HUSH_BIND")]
+    bind: Option<std::net::IpAddr>,
 }
 
 #[derive(Args)]
@@ -430,6 +443,8 @@ async fn call(args: CallArgs) -> Result<()> {
             room: args.room.clone(),
             name: args.name.clone(),
             token: args.token.clone(),
+            ca_file: args.ca_file.clone(),
+            insecure: args.insecure,
         },
         audio: parse_audio(&args.audio)?,
         video: parse_video(args.video.as_deref())?,
@@ -438,6 +453,7 @@ async fn call(args: CallArgs) -> Result<()> {
         keep_plaintext: false,
         keep_keys: false,
         observer: Some(observer),
+        bind: args.bind,
     };
     let participant = Participant::start(spec, identity).await?;
     let mut known = KnownPeers::open(FilePeerStore(dir.join("known_peers.json")))?;

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use hush_signaling::{
-    DisplayName, JoinToken, Limits, NoMedia, RoomId, Server, ServerConfig, ServerSecret,
+    DisplayName, JoinToken, Limits, NoMedia, RoomId, Server, ServerConfig, ServerSecret, ServerTls,
     parse_duration, run_until,
 };
 use tracing_subscriber::EnvFilter;
@@ -20,7 +20,9 @@ use tracing_subscriber::EnvFilter;
 ///
 /// Media goes through the embedded SFU (forwarding-only: it sees SFrame
 /// ciphertext, never media); `--no-media` runs without it, refusing SDP
-/// offers with `media_unavailable`. Logging: RUST_LOG (default `info`).
+/// offers with `media_unavailable`. With --tls-cert and --tls-key the same
+/// port serves `wss://` and `https://`; SIGHUP reloads both files.
+/// Logging: RUST_LOG (default `info`).
 #[derive(Debug, Parser)]
 #[command(name = "hush-server", version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -60,6 +62,13 @@ struct ServeArgs {
     listen: SocketAddr,
     #[command(flatten)]
     secret: SecretArgs,
+    /// TLS certificate chain (PEM, leaf first): the port then serves
+    /// wss:// and https:// only. Reloaded with --tls-key on SIGHUP.
+    #[arg(long, env = "HUSH_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM: PKCS#8, RSA or SEC1).
+    #[arg(long, env = "HUSH_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Largest WebSocket message in bytes; larger ones close the socket with code 1009.
     #[arg(long, env = "HUSH_MAX_MESSAGE_BYTES", default_value_t = Limits::default().max_message_bytes)]
     max_message_bytes: usize,
@@ -260,9 +269,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             secret
         }
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(ServerTls::from_pem_files(cert, key)?),
+        // clap makes each flag require the other.
+        _ => None,
+    };
+    if tls.is_none() && !args.listen.ip().is_loopback() {
+        eprintln!(
+            "WARNING: listening on {} without TLS: join tokens, key packages and SDP \
+             travel in clear text, and anyone on the path can read and change them. \
+             Use --tls-cert/--tls-key, or a TLS reverse proxy in front of a loopback address.",
+            args.listen
+        );
+    }
     let config = ServerConfig {
         limits: args.limits(),
         secret,
+        tls: tls.clone(),
     };
     let (router, media): (Arc<dyn hush_signaling::MediaRouter>, String) = if args.no_media {
         (Arc::new(NoMedia), "not available (--no-media)".into())
@@ -291,11 +314,53 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = server.local_addr()?;
-    println!(
-        "hush-server listening on http://{addr} (WebSocket ws://{addr}/v1/ws); media: {media}"
-    );
+    match tls {
+        Some(tls) => {
+            reload_on_sighup(tls)?;
+            println!(
+                "hush-server listening on https://{addr} (WebSocket wss://{addr}/v1/ws); media: {media}"
+            );
+        }
+        None => println!(
+            "hush-server listening on http://{addr} (WebSocket ws://{addr}/v1/ws); media: {media}"
+        ),
+    }
     run_until(server, shutdown_signal()).await?;
     println!("hush-server stopped");
+    Ok(())
+}
+
+/// Reads the certificate and key again on every SIGHUP; a reload that fails
+/// keeps the current pair. The listener is made once, before the server
+/// says it listens, so no SIGHUP after that is missed.
+#[cfg(unix)]
+fn reload_on_sighup(tls: ServerTls) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let reloading = tls.clone();
+            // File reads: off the runtime's worker threads.
+            match tokio::task::spawn_blocking(move || reloading.reload()).await {
+                Ok(Ok(())) => tracing::info!(
+                    cert = %tls.cert_path().display(),
+                    key = %tls.key_path().display(),
+                    "TLS certificate reloaded"
+                ),
+                Ok(Err(e)) => tracing::warn!(
+                    error = %e,
+                    "TLS reload failed; keeping the current certificate"
+                ),
+                Err(e) => tracing::warn!(error = %e, "TLS reload did not finish"),
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Without SIGHUP there is nothing to reload on.
+#[cfg(not(unix))]
+fn reload_on_sighup(_tls: ServerTls) -> anyhow::Result<()> {
     Ok(())
 }
 

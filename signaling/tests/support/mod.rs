@@ -42,6 +42,7 @@ impl TestServer {
         let config = ServerConfig {
             limits,
             secret: secret.clone(),
+            tls: None,
         };
         let server = Server::bind("127.0.0.1:0".parse().expect("addr"), config, router)
             .await

@@ -99,7 +99,7 @@ impl Clients {
                 sansio::SansIoConnector::start(hubs)
                     .map_err(|e| Error::LoadTest(format!("load generator: {e}")))?,
             ),
-            Clients::WebRtc => Arc::new(WebRtcConnector),
+            Clients::WebRtc => Arc::new(WebRtcConnector::default()),
         })
     }
 }
@@ -462,6 +462,10 @@ async fn join_many(
                 room: room_name(room),
                 token: target.token(&room_name(room), &name)?,
                 name,
+                ca_file: None,
+                // `--server` is the operator's own server, whose secret the
+                // load tester holds; ws:// to it is their choice.
+                insecure: true,
             };
             let connector = Arc::clone(&world.connector);
             joins.push(async move {
@@ -549,8 +553,12 @@ async fn settle(world: &World, first: usize, video: bool) -> Result<(), Error> {
             return Ok(());
         };
         if Instant::now() >= deadline {
+            // Which stage it stopped at: no frames at all (media never
+            // connected or the SFU never forwarded), frames but no key,
+            // or frames refused.
+            let st = world.slots[i].peer.stats().await;
             return Err(Error::LoadTest(format!(
-                "participant {i} did not hear every publisher within {} s of joining",
+                "participant {i} did not hear every publisher within {} s of joining; its session: {st:?}",
                 JOIN_SETTLE.as_secs()
             )));
         }
