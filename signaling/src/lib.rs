@@ -19,6 +19,7 @@ mod admission;
 mod embedded;
 mod error;
 mod limits;
+pub mod config_file;
 pub mod media;
 mod metrics;
 mod room;

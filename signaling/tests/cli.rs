@@ -29,6 +29,9 @@ fn command() -> Command {
         "HUSH_RTC_PORT",
         "HUSH_PUBLIC_IP",
         "HUSH_SFU_WORKERS",
+        "HUSH_CONFIG",
+        "HUSH_MAX_ROOMS",
+        "HUSH_RTC_IP",
     ] {
         c.env_remove(var);
     }
@@ -240,6 +243,8 @@ async fn help_documents_every_flag() {
         "--public-ip",
         "--sfu-workers",
         "--no-media",
+        "--config",
+        "--check-config",
         "token",
         "embedded sfu",
     ] {
@@ -257,4 +262,108 @@ async fn help_documents_every_flag() {
     for flag in ["--secret-file", "--room", "--name", "--ttl"] {
         assert!(text.contains(flag), "token --help lacks {flag}:\n{text}");
     }
+}
+
+/// `deploy/hush-server.toml` with its `/etc/hush/` files made in a
+/// directory of this test, and that directory.
+fn deployed_example(tag: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("hush-cli-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("config dir");
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["hush.example.org".to_owned()]).expect("cert");
+    std::fs::write(dir.join("fullchain.pem"), cert.pem()).expect("write cert");
+    std::fs::write(dir.join("privkey.pem"), signing_key.serialize_pem()).expect("write key");
+    std::fs::write(dir.join("secret"), "a secret of at least sixteen bytes\n").expect("secret");
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/hush-server.toml"),
+    )
+    .expect("deploy/hush-server.toml");
+    let config = dir.join("hush-server.toml");
+    let here = format!("{}/", dir.display());
+    std::fs::write(&config, example.replace("/etc/hush/", &here)).expect("write config");
+    (config, dir)
+}
+
+async fn check(config: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
+    let mut c = command();
+    c.arg("--config")
+        .arg(config)
+        .arg("--check-config")
+        .args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = tokio::time::timeout(HANG_GUARD, c.output())
+        .await
+        .expect("--check-config hangs")
+        .expect("run --check-config");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn the_deploy_example_configuration_checks_and_flags_and_environment_override_it() {
+    let (config, dir) = deployed_example("deploy");
+    let (ok, text) = check(&config, &[], &[]).await;
+    assert!(ok, "{text}");
+    for line in [
+        "configuration OK",
+        "listen: 0.0.0.0:443 https/wss (TLS)",
+        "announced as 203.0.113.7",
+        "max-rooms 1000,",
+    ] {
+        assert!(text.contains(line), "no `{line}` in:\n{text}");
+    }
+    assert!(!text.contains("DEVELOPMENT"), "{text}");
+    let (ok, text) = check(&config, &[("HUSH_MAX_ROOMS", "7")], &[]).await;
+    assert!(
+        ok && text.contains("max-rooms 7,"),
+        "the environment beats the file:\n{text}"
+    );
+    let (ok, text) = check(&config, &[("HUSH_MAX_ROOMS", "7")], &["--max-rooms", "9"]).await;
+    assert!(
+        ok && text.contains("max-rooms 9,"),
+        "the command line beats both:\n{text}"
+    );
+    // HUSH_CONFIG names the file as well as --config does.
+    let mut c = command();
+    c.env("HUSH_CONFIG", &config).arg("--check-config");
+    let out = c.output().await.expect("run");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("max-rooms 1000,"),
+        "{out:?}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_bad_configuration_is_refused_with_its_reason() {
+    let (config, dir) = deployed_example("bad");
+    let good = std::fs::read_to_string(&config).expect("read");
+    for (change, reason) in [
+        (
+            good.replace("max-rooms", "max-room"),
+            "unknown key `max-room`",
+        ),
+        (
+            good.replace("rtc-port = 7882", "rtc-port = \"many\""),
+            "rtc-port",
+        ),
+        (
+            good.replace("public-ip = [\"203.0.113.7\"]", ""),
+            "needs --public-ip",
+        ),
+        (good.replace("fullchain.pem", "missing.pem"), "missing.pem"),
+        (format!("{good}\nlisten = "), "TOML"),
+    ] {
+        std::fs::write(&config, &change).expect("write");
+        let (ok, text) = check(&config, &[], &[]).await;
+        assert!(!ok, "accepted:\n{change}\n{text}");
+        assert!(text.contains(reason), "no `{reason}` in:\n{text}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

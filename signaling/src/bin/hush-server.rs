@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
+use hush_signaling::config_file::{self, FlagSpec};
 use hush_signaling::{
     DisplayName, JoinToken, Limits, NoMedia, RoomId, Server, ServerConfig, ServerSecret, ServerTls,
     parse_duration, run_until,
@@ -140,6 +142,15 @@ struct ServeArgs {
     /// Run without the embedded SFU: rooms and e2ee envelopes only, no media.
     #[arg(long)]
     no_media: bool,
+    /// Configuration file (TOML): keys are these long flags without the
+    /// dashes, e.g. `max-rooms = 200`. The command line and the
+    /// environment override it.
+    #[arg(long, env = "HUSH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Check the configuration (file, flags, environment, secret and TLS
+    /// files), print what would run, and exit without serving.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +210,111 @@ impl ServeArgs {
     }
 }
 
+/// `--check-config`: what must hold for the server to start, short of
+/// binding its ports, and what it would run with.
+fn check_config(args: &ServeArgs, secret: bool, tls: bool) -> anyhow::Result<()> {
+    if !args.no_media && args.rtc_ip.is_unspecified() && args.public_ips.is_empty() {
+        bail!(
+            "--rtc-ip {} needs --public-ip: clients cannot reach an unspecified address",
+            args.rtc_ip
+        );
+    }
+    let limits = args.limits();
+    println!("configuration OK");
+    if let Some(c) = &args.config {
+        println!("  file: {}", c.display());
+    }
+    let scheme = if tls {
+        "https/wss (TLS)"
+    } else {
+        "http/ws (no TLS)"
+    };
+    println!("  listen: {} {scheme}", args.listen);
+    if !secret {
+        println!("  secret: none given (a DEVELOPMENT secret would be made: not for real use)");
+    }
+    if args.no_media {
+        println!("  media: none (--no-media)");
+    } else {
+        let announced = if args.public_ips.is_empty() {
+            args.rtc_ip.to_string()
+        } else {
+            args.public_ips
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        println!(
+            "  media: udp {}:{} (workers: {}), announced as {announced}",
+            args.rtc_ip,
+            args.rtc_port,
+            hush_sfu::workers_or_cores(args.sfu_workers)
+        );
+    }
+    println!(
+        "  limits: max-rooms {}, max-room-participants {}, max-connections {}, max-connections-per-address {}",
+        limits.max_rooms,
+        limits.max_room_participants,
+        limits.max_connections,
+        limits.max_connections_per_address
+    );
+    Ok(())
+}
+
+/// `argv` with the arguments of the configuration file (`--config FILE` or
+/// `HUSH_CONFIG`) inserted before the user's own, leaving out every flag
+/// the command line gives or the environment sets (see
+/// [`hush_signaling::config_file`]). `token` takes no configuration file.
+fn with_config_file(argv: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
+    let user: Vec<String> = argv
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if user.first().is_some_and(|a| a == "token") {
+        return Ok(argv);
+    }
+    let from_args = user.iter().enumerate().find_map(|(i, a)| {
+        if a == "--config" {
+            user.get(i + 1).map(PathBuf::from)
+        } else {
+            a.strip_prefix("--config=").map(PathBuf::from)
+        }
+    });
+    let Some(path) = from_args.or_else(|| std::env::var_os("HUSH_CONFIG").map(PathBuf::from))
+    else {
+        return Ok(argv);
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the configuration file {}", path.display()))?;
+    let command = <Cli as clap::CommandFactory>::command();
+    let flags: Vec<FlagSpec> = command
+        .get_arguments()
+        .filter_map(|a| {
+            Some(FlagSpec {
+                long: a.get_long()?.to_owned(),
+                env: a.get_env().map(|e| e.to_string_lossy().into_owned()),
+                switch: matches!(a.get_action(), clap::ArgAction::SetTrue),
+                delimiter: a.get_value_delimiter(),
+            })
+        })
+        .collect();
+    let given = |long: &str| {
+        let flag = format!("--{long}");
+        let joined = format!("--{long}=");
+        user.iter().any(|a| *a == flag || a.starts_with(&joined))
+    };
+    let env_set = |var: &str| std::env::var_os(var).is_some();
+    let from_file = config_file::args_from_toml(&text, &flags, &given, &env_set)
+        .with_context(|| format!("in the configuration file {}", path.display()))?;
+    let mut out = Vec::with_capacity(argv.len() + from_file.len());
+    out.extend(argv.first().cloned());
+    out.extend(from_file.into_iter().map(OsString::from));
+    out.extend(argv.into_iter().skip(1));
+    Ok(out)
+}
+
 /// Raises the open-file limit to its hard limit (every connection and every
 /// media socket is a file descriptor) and says what it is.
 fn raise_file_limit() {
@@ -218,7 +334,7 @@ fn raise_file_limit() {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(with_config_file(std::env::args_os().collect())?);
     match cli.command {
         Some(Command::Token(args)) => mint(&args),
         None => {
@@ -255,7 +371,16 @@ fn mint(args: &TokenArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let secret = match args.secret.load()? {
+    let secret = args.secret.load()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(ServerTls::from_pem_files(cert, key)?),
+        // clap makes each flag require the other.
+        _ => None,
+    };
+    if args.check_config {
+        return check_config(&args, secret.is_some(), tls.is_some());
+    }
+    let secret = match secret {
         Some(secret) => secret,
         None => {
             let (secret, text) = ServerSecret::generate_development()?;
@@ -268,11 +393,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
             secret
         }
-    };
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(ServerTls::from_pem_files(cert, key)?),
-        // clap makes each flag require the other.
-        _ => None,
     };
     if tls.is_none() && !args.listen.ip().is_loopback() {
         eprintln!(
