@@ -32,6 +32,7 @@ pub(crate) struct Metrics {
     handshake_timeouts: AtomicU64,
     tls_failures: AtomicU64,
     joins: AtomicU64,
+    replaced: AtomicU64,
     relayed: [AtomicU64; 3],
     rejected: [AtomicU64; ErrorCode::ALL.len()],
 }
@@ -63,6 +64,10 @@ impl Metrics {
 
     pub(crate) fn joined(&self) {
         self.joins.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn replaced(&self) {
+        self.replaced.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn relayed(&self, kind: Relayed) {
@@ -132,6 +137,13 @@ impl Metrics {
              # TYPE hush_signaling_joins_total counter\n\
              hush_signaling_joins_total {}\n",
             self.joins.load(Ordering::Relaxed)
+        );
+        let _ = write!(
+            out,
+            "# HELP hush_signaling_replaced_total Members whose place a newer connection under the same name took.\n\
+             # TYPE hush_signaling_replaced_total counter\n\
+             hush_signaling_replaced_total {}\n",
+            self.replaced.load(Ordering::Relaxed)
         );
         out.push_str(
             "# HELP hush_signaling_messages_relayed_total Messages relayed, by kind.\n\

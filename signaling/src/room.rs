@@ -29,6 +29,10 @@ pub struct Admission {
     pub joined: ServerMessage,
     /// `member_joined` for every member already there.
     pub announcements: Vec<Delivery>,
+    /// The member of the same name this join replaced (one live connection
+    /// per room and name), whose connection the server closes; its
+    /// `member_left` deliveries come first in `announcements`.
+    pub replaced: Option<ParticipantId>,
 }
 
 /// A join request's fields, as the client sent them.
@@ -96,7 +100,10 @@ impl Rooms {
         }
     }
 
-    /// Admits an authorized participant to `room`, creating the room if needed.
+    /// Admits an authorized participant to `room`, creating the room if
+    /// needed. A member already there under the same name leaves first
+    /// ([`Admission::replaced`]): the others see it leave, then the
+    /// newcomer join.
     pub fn join(
         &mut self,
         room: RoomId,
@@ -110,6 +117,11 @@ impl Rooms {
                 max: self.max_key_package_bytes,
             });
         }
+        let replaced = self.member_named(&room, &name);
+        let mut announcements = match replaced {
+            Some(old) => self.leave(old),
+            None => Vec::new(),
+        };
         match self.rooms.get(&room) {
             Some(r) if r.members.len() >= self.max_room_participants => {
                 return Err(Error::RoomFull {
@@ -131,16 +143,12 @@ impl Rooms {
             key_package,
         };
         let entry = self.rooms.entry(room.clone()).or_default();
-        let announcements = entry
-            .members
-            .keys()
-            .map(|&to| Delivery {
-                to,
-                message: ServerMessage::MemberJoined {
-                    member: member.clone(),
-                },
-            })
-            .collect();
+        announcements.extend(entry.members.keys().map(|&to| Delivery {
+            to,
+            message: ServerMessage::MemberJoined {
+                member: member.clone(),
+            },
+        }));
         let joined = ServerMessage::Joined {
             protocol: PROTOCOL_VERSION,
             room: room.clone(),
@@ -153,7 +161,19 @@ impl Rooms {
             id,
             joined,
             announcements,
+            replaced,
         })
+    }
+
+    /// The member of `room` called `name`, if there is one: a join under
+    /// the same name replaces it (one live connection per room and name).
+    pub fn member_named(&self, room: &RoomId, name: &DisplayName) -> Option<ParticipantId> {
+        self.rooms
+            .get(room)?
+            .members
+            .values()
+            .find(|m| m.name == *name)
+            .map(|m| m.id)
     }
 
     /// Removes `id` from its room (dropping the room when it empties) and
@@ -239,6 +259,46 @@ mod tests {
             name.parse().unwrap(),
             Opaque(name.as_bytes().to_vec()),
         )
+    }
+
+    #[test]
+    fn a_join_under_a_taken_name_replaces_that_member_in_its_room_only() {
+        // A full room and a full server: the replacement still fits.
+        let mut r = rooms(2, 2);
+        let ann = join(&mut r, "a", "Ann").unwrap();
+        let bob = join(&mut r, "a", "Bob").unwrap();
+        let other = join(&mut r, "b", "Ann").unwrap();
+        assert_eq!(other.replaced, None, "another room's Ann is someone else");
+        let again = join(&mut r, "a", "Ann").unwrap();
+        assert_eq!(again.replaced, Some(ann.id));
+        assert_eq!(
+            again.announcements,
+            vec![
+                Delivery {
+                    to: bob.id,
+                    message: ServerMessage::MemberLeft { id: ann.id },
+                },
+                Delivery {
+                    to: bob.id,
+                    message: ServerMessage::MemberJoined {
+                        member: Member {
+                            id: again.id,
+                            name: "Ann".parse().unwrap(),
+                            key_package: Opaque(b"Ann".to_vec()),
+                        },
+                    },
+                },
+            ]
+        );
+        assert!(
+            matches!(&again.joined, ServerMessage::Joined { members, .. } if members.len() == 1 && members[0].id == bob.id)
+        );
+        assert_eq!(r.participant_count(), 3);
+        // The only member, replaced: its room is dropped and made again.
+        let cy = join(&mut r, "b", "Ann").unwrap();
+        assert_eq!(cy.replaced, Some(other.id));
+        assert!(cy.announcements.is_empty());
+        assert_eq!(r.room_count(), 2);
     }
 
     #[test]

@@ -110,6 +110,8 @@ struct Hub {
 struct Peer {
     /// Boxed messages: a channel allocates its slots 32 at a time.
     tx: mpsc::Sender<Box<ServerMessage>>,
+    /// Told when a newer connection under the same name takes its place.
+    replaced: Arc<Notify>,
     kick: Arc<Notify>,
 }
 
@@ -398,6 +400,7 @@ struct Connection {
     media_rx: mpsc::Receiver<ServerMessage>,
     kick: Arc<Notify>,
     probe: Arc<Notify>,
+    replaced: Arc<Notify>,
 }
 
 impl Connection {
@@ -418,6 +421,7 @@ impl Connection {
             media_rx,
             kick,
             probe,
+            replaced: Arc::new(Notify::new()),
         }
     }
 
@@ -432,6 +436,7 @@ impl Connection {
         let mut last_heard = Instant::now();
         let kick = Arc::clone(&self.kick);
         let probe = Arc::clone(&self.probe);
+        let replaced = Arc::clone(&self.replaced);
         // A liveness check under way: when its ping went out.
         let mut probing: Option<Instant> = None;
         let probe_deadline = tokio::time::sleep(Duration::from_secs(3600));
@@ -471,6 +476,13 @@ impl Connection {
                     reason: CloseReason::TooSlow,
                     code: close_code::POLICY,
                 },
+                () = replaced.notified() => {
+                    info!("replaced by a newer connection under the same name");
+                    Flow::Close {
+                        reason: CloseReason::Replaced,
+                        code: close_code::POLICY,
+                    }
+                }
                 () = probe.notified(), if probing.is_none() => {
                     probing = Some(Instant::now());
                     probe_deadline
@@ -665,17 +677,31 @@ impl Connection {
         let admission = hub
             .rooms
             .join(request.room, request.name, request.key_package)?;
+        // One live connection per room and name: a newer one (the same
+        // token holder, say after a network change left the old one
+        // half-open) takes the older one's place; the old connection is
+        // told and closed.
+        let old = admission.replaced;
+        if let Some(peer) = old.and_then(|old| hub.peers.remove(&old)) {
+            peer.replaced.notify_one();
+        }
         hub.peers.insert(
             admission.id,
             Peer {
                 tx: self.out_tx.clone(),
                 kick: Arc::clone(&self.kick),
+                replaced: Arc::clone(&self.replaced),
             },
         );
         for delivery in admission.announcements {
             hub.deliver(delivery);
         }
         drop(hub);
+        if let Some(old) = old {
+            self.shared.router.remove_participant(old);
+            self.shared.metrics.replaced();
+            info!(%room, %old, "took the place of the member with the same name");
+        }
         let id = admission.id;
         self.joined = Some((id, room.clone()));
         self.shared.metrics.joined();

@@ -346,3 +346,50 @@ async fn a_long_joined_arrives_whole_in_fragments() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_second_join_under_the_same_name_takes_the_first_ones_place() {
+    let server = TestServer::start(Limits::default()).await;
+    let mut old = server.join("standup", "Ann").await;
+    let mut bob = server.join("standup", "Bob").await;
+    assert!(
+        matches!(old.client.recv().await, ServerMessage::MemberJoined { member } if member.id == bob.id)
+    );
+    // Ann again, on a new connection with her token (a network change, say).
+    let mut new = server.join("standup", "Ann").await;
+    assert_ne!(new.id, old.id);
+    assert_eq!(
+        new.members.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![bob.id],
+        "the newcomer is not shown the member it replaced"
+    );
+    // The others see the old one leave, then the new one join.
+    assert_eq!(
+        bob.client.recv().await,
+        ServerMessage::MemberLeft { id: old.id }
+    );
+    assert!(
+        matches!(bob.client.recv().await, ServerMessage::MemberJoined { member } if member.id == new.id)
+    );
+    // The old connection is told why and closed.
+    let (reason, end) = old.client.until_closed().await;
+    assert_eq!(reason, Some(CloseReason::Replaced));
+    assert_eq!(end, End::Closed(1008));
+    // The room goes on with the new one.
+    bob.client.envelope(new.id, b"hi").await;
+    assert_eq!(
+        new.client.recv().await,
+        ServerMessage::Envelope {
+            from: bob.id,
+            to: new.id,
+            payload: Opaque(b"hi".to_vec())
+        }
+    );
+    assert_eq!(server.metric("hush_signaling_replaced_total").await, 1);
+    assert_eq!(server.metric("hush_signaling_participants").await, 2);
+    // A different name is not a replacement.
+    let _cy = server.join("standup", "Cy").await;
+    assert_eq!(server.metric("hush_signaling_participants").await, 3);
+    assert_eq!(server.metric("hush_signaling_replaced_total").await, 1);
+    server.stop().await;
+}

@@ -349,6 +349,10 @@ pub enum CloseReason {
     TooSlow,
     /// The client sent a message over the size limit (WebSocket close code 1009 follows).
     MessageTooBig,
+    /// Another connection joined the same room under the same name (the
+    /// same token holder, e.g. after a network change): it takes this
+    /// member's place.
+    Replaced,
 }
 
 /// Opaque bytes the server relays without reading; base64 on the wire.
