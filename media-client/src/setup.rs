@@ -1,7 +1,7 @@
 //! How the client's peer connection is built on webrtc-rs 0.21: the codecs,
 //! payload types and header extension of PROTOCOL.md §11 (from
 //! `hush_proto::media`), webrtc-rs's default interceptors, and the network
-//! settings that work on loopback.
+//! settings that work on loopback and between hosts.
 
 use std::time::Duration;
 
@@ -77,14 +77,16 @@ pub fn media_engine() -> Result<(MediaEngine, Registry), webrtc::error::Error> {
     Ok((engine, registry))
 }
 
-/// Network settings: host candidates including loopback, UDP over IPv4,
-/// mDNS off, and ICE timeouts that notice a vanished peer quickly
-/// (`disconnected` after `disconnected`, `failed` after `failed`).
+/// Network settings: host candidates including loopback, UDP and TCP
+/// over IPv4 (TCP is ICE-TCP, RFC 6544, for when UDP is blocked; its pairs
+/// rank below UDP's), mDNS off, and ICE timeouts that notice a vanished
+/// peer quickly (`disconnected` after `disconnected`, `failed` after
+/// `failed`).
 pub fn setting_engine(disconnected: Duration, failed: Duration) -> SettingEngine {
     SettingEngineBuilder::new()
         .with_include_loopback_candidate(true)
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-        .with_network_types(vec![NetworkType::Udp4])
+        .with_network_types(vec![NetworkType::Udp4, NetworkType::Tcp4])
         .with_ice_timeouts(
             Some(disconnected),
             Some(failed),

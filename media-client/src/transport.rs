@@ -9,6 +9,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -130,6 +131,11 @@ impl Connector for WebRtcConnector {
 /// server on another machine gets a host candidate it can reach), and
 /// loopback is added for a server on this machine. A concrete `bind`
 /// is used alone, as given.
+///
+/// The same addresses are bound for ICE-TCP (RFC 6544), expanded the same
+/// way: webrtc-rs makes an active TCP candidate only from a TCP listener,
+/// one per address, and matches a connection it dials to that candidate
+/// by the connection's local IP.
 pub fn udp_addrs(bind: Option<IpAddr>) -> Vec<String> {
     match bind {
         Some(ip) if !ip.is_unspecified() => vec![std::net::SocketAddr::new(ip, 0).to_string()],
@@ -191,6 +197,9 @@ pub struct Transport {
     gathered: watch::Receiver<bool>,
     audio: LocalTrack,
     video: Option<LocalTrack>,
+    /// The SFU's passive TCP candidates were handed to ICE (once per call:
+    /// webrtc-rs dials a new connection each time it is given one).
+    tcp_dialed: AtomicBool,
 }
 
 impl core::fmt::Debug for Transport {
@@ -408,6 +417,7 @@ impl Transport {
                 gathered: gathered_tx,
             }))
             .with_udp_addrs(udp_addrs(bind))
+            .with_tcp_addrs(udp_addrs(bind))
             .build()
             .await
             .map_err(transport)?;
@@ -431,6 +441,7 @@ impl Transport {
                 gathered,
                 audio,
                 video,
+                tcp_dialed: AtomicBool::new(false),
             },
             events,
         ))
@@ -460,26 +471,45 @@ impl Transport {
 
     /// The SFU's answer to our offer.
     pub async fn apply_answer(&self, sdp: String) -> Result<(), Error> {
+        let tcp = passive_tcp_candidates(&sdp);
         let answer = RTCSessionDescription::answer(sdp).map_err(transport)?;
         self.pc
             .set_remote_description(answer)
             .await
-            .map_err(transport)
+            .map_err(transport)?;
+        self.dial_tcp(tcp).await
     }
 
     /// Answers an SFU-initiated offer (renegotiation).
     pub async fn answer(&self, sdp: String) -> Result<String, Error> {
+        let tcp = passive_tcp_candidates(&sdp);
         let offer = RTCSessionDescription::offer(sdp).map_err(transport)?;
         self.pc
             .set_remote_description(offer)
             .await
             .map_err(transport)?;
+        self.dial_tcp(tcp).await?;
         let answer = self.pc.create_answer(None).await.map_err(transport)?;
         self.pc
             .set_local_description(answer)
             .await
             .map_err(transport)?;
         self.local_sdp().await
+    }
+
+    /// Hands the SFU's passive TCP candidates from the first remote
+    /// description to ICE, which dials each: webrtc-rs connects only to a
+    /// candidate given this way, never to one in a remote description.
+    /// Later descriptions are skipped, or every renegotiation would open
+    /// another connection.
+    async fn dial_tcp(&self, candidates: Vec<IceCandidate>) -> Result<(), Error> {
+        if self.tcp_dialed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        for c in candidates {
+            self.add_ice_candidate(c).await?;
+        }
+        Ok(())
     }
 
     /// A candidate the SFU trickled.
@@ -542,9 +572,94 @@ impl Transport {
     }
 }
 
+/// The passive TCP candidates (RFC 6544 `tcptype passive`) of an SDP, each
+/// once (with BUNDLE an SDP may repeat them in every m-section), with the
+/// m-section they came from.
+fn passive_tcp_candidates(sdp: &str) -> Vec<IceCandidate> {
+    let mut found: Vec<IceCandidate> = Vec::new();
+    let mut seen = Vec::new();
+    let mut m_line: Option<u16> = None;
+    let mut mid: Option<String> = None;
+    for line in sdp.lines().map(str::trim_end) {
+        if line.starts_with("m=") {
+            m_line = Some(m_line.map_or(0, |i| i.saturating_add(1)));
+            mid = None;
+            continue;
+        }
+        if let Some(m) = line.strip_prefix("a=mid:") {
+            mid = Some(m.to_owned());
+            for c in found.iter_mut() {
+                if c.sdp_m_line_index == m_line && c.sdp_mid.is_none() {
+                    c.sdp_mid = mid.clone();
+                }
+            }
+            continue;
+        }
+        let Some(candidate) = line.strip_prefix("a=") else {
+            continue;
+        };
+        let Some(fields) = candidate.strip_prefix("candidate:") else {
+            continue;
+        };
+        // foundation component transport priority address port typ type ...
+        let f: Vec<&str> = fields.split_whitespace().collect();
+        let passive = f.windows(2).any(|w| w == ["tcptype", "passive"]);
+        if f.len() < 6 || !f[2].eq_ignore_ascii_case("tcp") || !passive {
+            continue;
+        }
+        let at = (f[4].to_owned(), f[5].to_owned());
+        if seen.contains(&at) {
+            continue;
+        }
+        seen.push(at);
+        found.push(IceCandidate {
+            candidate: candidate.to_owned(),
+            sdp_mid: mid.clone(),
+            sdp_m_line_index: m_line,
+        });
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_passive_tcp_candidates_are_found_once_each() {
+        let sdp = "v=0\r\n\
+            a=ice-lite\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+            a=mid:0\r\n\
+            a=candidate:1 1 udp 2130706175 100.64.0.2 7882 typ host\r\n\
+            a=candidate:2 1 tcp 1509949695 100.64.0.2 7882 typ host tcptype passive\r\n\
+            a=candidate:3 1 tcp 1509949695 100.64.0.2 9 typ host tcptype active\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\n\
+            a=candidate:2 1 tcp 1509949695 100.64.0.2 7882 typ host tcptype passive\r\n\
+            a=candidate:4 1 TCP 1509949695 203.0.113.9 7882 typ host tcptype passive\r\n\
+            a=mid:1\r\n";
+        let found = passive_tcp_candidates(sdp);
+        assert_eq!(
+            found,
+            vec![
+                IceCandidate {
+                    candidate:
+                        "candidate:2 1 tcp 1509949695 100.64.0.2 7882 typ host tcptype passive"
+                            .into(),
+                    sdp_mid: Some("0".into()),
+                    sdp_m_line_index: Some(0),
+                },
+                IceCandidate {
+                    candidate:
+                        "candidate:4 1 TCP 1509949695 203.0.113.9 7882 typ host tcptype passive"
+                            .into(),
+                    sdp_mid: Some("1".into()),
+                    sdp_m_line_index: Some(1),
+                },
+            ]
+        );
+        assert!(passive_tcp_candidates("v=0\r\nm=audio 9 X 111\r\n").is_empty());
+    }
 
     #[test]
     fn media_binds_every_interface_unless_told_one() {

@@ -15,7 +15,10 @@
 //!   The SFU is ICE-lite and runs str0m in RTP mode; each worker is one
 //!   loop with one UDP socket that owns the router of its rooms and every
 //!   peer of those rooms, feeds the router and carries out its decisions.
-//!   A room lives on one worker ([`SfuConfig::workers`]).
+//!   A room lives on one worker ([`SfuConfig::workers`]). For clients
+//!   whose UDP is blocked, each worker also takes ICE-TCP connections
+//!   (RFC 6544, RFC 4571 framing) on a port of its own
+//!   ([`SfuConfig::tcp_port`]); their packets enter the same loop.
 //! - [`http`]: the control API of the standalone `hush-sfu` node.
 //! - [`pump`]: draining str0m peers and their deadline heap, shared with
 //!   the load generator's sans-IO client hub.
@@ -113,6 +116,7 @@ pub mod metrics;
 pub mod pump;
 pub mod routing;
 mod sfu;
+mod tcp;
 mod udp;
 
 pub use error::Error;

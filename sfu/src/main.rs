@@ -10,7 +10,8 @@ use hush_sfu::{RoutingConfig, Sfu, SfuConfig};
 
 /// A forwarding-only SFU node for hush calls.
 ///
-/// Participants connect with WebRTC (ICE + DTLS-SRTP) on UDP; a signaling
+/// Participants connect with WebRTC (ICE + DTLS-SRTP) on UDP, or over
+/// ICE-TCP when their UDP is blocked; a signaling
 /// server creates them and relays SDP and ICE through the control API:
 /// POST/DELETE /v1/rooms/{room}/participants/{id}, POST .../offer,
 /// .../answer, .../candidates, GET .../events (long poll), GET /metrics,
@@ -32,6 +33,14 @@ struct Args {
     /// public IP of a host behind 1:1 NAT. Needed when --rtc-ip is 0.0.0.0.
     #[arg(long = "public-ip", value_delimiter = ',')]
     public_ips: Vec<IpAddr>,
+    /// First TCP port for ICE-TCP (RFC 6544; worker i listens on PORT+i,
+    /// on --rtc-ip): a passive TCP candidate that clients use only when
+    /// their UDP is blocked. Must differ from --rtc-port. 0 picks free ports.
+    #[arg(long, default_value_t = 7881)]
+    rtc_tcp_port: u16,
+    /// Do not offer ICE-TCP.
+    #[arg(long)]
+    no_rtc_tcp: bool,
     /// Forwarding loops, each with its own UDP port; a room lives on one. 0: one per core.
     #[arg(long, default_value_t = 0)]
     workers: usize,
@@ -68,13 +77,14 @@ async fn main() -> anyhow::Result<()> {
         },
         capture: args.capture,
         ice_failed_timeout: Duration::from_secs(args.ice_failed_secs.max(1)),
+        tcp_port: (!args.no_rtc_tcp).then_some(args.rtc_tcp_port),
         ..SfuConfig::default()
     };
     let sfu = Sfu::new(config).context("starting the SFU")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    tracing::info!(listen = %args.listen, udp = ?sfu.udp_addrs(), "hush-sfu ready");
+    tracing::info!(listen = %args.listen, udp = ?sfu.udp_addrs(), tcp = ?sfu.tcp_addrs(), "hush-sfu ready");
     axum::serve(listener, hush_sfu::http::control_router(sfu.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await

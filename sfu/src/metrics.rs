@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hush_proto::{MediaKind, RoomId};
 
-/// Why a packet was not forwarded to a subscriber.
+/// Why a packet was not forwarded to a subscriber, or not sent at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DropReason {
@@ -20,13 +20,17 @@ pub enum DropReason {
     WriteError,
     /// The capture writer could not keep up (the packet was still forwarded).
     CaptureOverflow,
+    /// The subscriber's TCP connection was behind (its write queue full)
+    /// or gone: dropped, as a congested UDP path would lose it.
+    TcpBacklog,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 3] = [
+    const ALL: [DropReason; 4] = [
         DropReason::NotNegotiated,
         DropReason::WriteError,
         DropReason::CaptureOverflow,
+        DropReason::TcpBacklog,
     ];
 
     fn label(self) -> &'static str {
@@ -34,11 +38,47 @@ impl DropReason {
             DropReason::NotNegotiated => "not_negotiated",
             DropReason::WriteError => "write_error",
             DropReason::CaptureOverflow => "capture_overflow",
+            DropReason::TcpBacklog => "tcp_backlog",
         }
     }
 
     fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// Why an ICE-TCP connection was closed before it carried media (or, for
+/// [`TcpRefusal::Framing`], whenever it broke framing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TcpRefusal {
+    /// The worker already had its maximum of open connections.
+    OverCap,
+    /// Its first packet was not a STUN request a peer of the worker accepts.
+    FirstContact,
+    /// Nothing arrived within the first-contact timeout. Also how a client
+    /// whose UDP works ends: it dials the TCP candidate too, then leaves
+    /// that connection unused.
+    Silent,
+    /// A zero-length or oversize frame.
+    Framing,
+}
+
+impl TcpRefusal {
+    const ALL: [TcpRefusal; 4] = [
+        TcpRefusal::OverCap,
+        TcpRefusal::FirstContact,
+        TcpRefusal::Silent,
+        TcpRefusal::Framing,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            TcpRefusal::OverCap => "over_cap",
+            TcpRefusal::FirstContact => "first_contact",
+            TcpRefusal::Silent => "silent",
+            TcpRefusal::Framing => "framing",
+        }
     }
 }
 
@@ -67,6 +107,8 @@ pub struct Metrics {
     plis_sent: AtomicU64,
     subscriptions: AtomicI64,
     peer_connections: AtomicI64,
+    tcp_connections: AtomicI64,
+    tcp_refused: [AtomicU64; TcpRefusal::ALL.len()],
     hist: [AtomicU64; BUCKETS.len()],
     hist_count: AtomicU64,
     hist_sum_ns: AtomicU64,
@@ -129,6 +171,14 @@ impl Metrics {
         self.peer_connections.fetch_add(delta, Relaxed);
     }
 
+    pub(crate) fn tcp_connections_add(&self, delta: i64) {
+        self.tcp_connections.fetch_add(delta, Relaxed);
+    }
+
+    pub(crate) fn tcp_refused(&self, reason: TcpRefusal) {
+        self.tcp_refused[reason as usize].fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn set_rooms(&self, worker: usize, rooms: BTreeMap<RoomId, usize>) {
         if let Ok(mut r) = self.rooms.lock() {
             r.insert(worker, rooms);
@@ -158,6 +208,16 @@ impl Metrics {
     /// Live peer connections.
     pub fn peer_connections(&self) -> i64 {
         self.peer_connections.load(Relaxed)
+    }
+
+    /// Open ICE-TCP connections, all workers.
+    pub fn tcp_connections(&self) -> i64 {
+        self.tcp_connections.load(Relaxed)
+    }
+
+    /// ICE-TCP connections closed for `reason`.
+    pub fn tcp_refusals(&self, reason: TcpRefusal) -> u64 {
+        self.tcp_refused[reason as usize].load(Relaxed)
     }
 
     /// Live subscriptions (forwarded tracks).
@@ -214,6 +274,20 @@ impl Metrics {
             "Packets not forwarded (or not captured), by reason.",
             &drops,
         );
+        let refused: Vec<_> = TcpRefusal::ALL
+            .iter()
+            .map(|r| {
+                (
+                    format!("{{reason=\"{}\"}}", r.label()),
+                    self.tcp_refusals(*r),
+                )
+            })
+            .collect();
+        counter(
+            "hush_sfu_tcp_connections_refused_total",
+            "ICE-TCP connections closed unclaimed (first packet not a STUN request a peer accepts; silent for 5 s, as are the unused ones of clients whose UDP works; over the cap), or for breaking RFC 4571 framing, by reason.",
+            &refused,
+        );
         counter(
             "hush_sfu_nacks_received_total",
             "RTCP NACK packets received from subscribers (answered from the retransmission buffer).",
@@ -259,6 +333,12 @@ impl Metrics {
             "hush_sfu_peer_connections",
             "Open peer connections.",
             self.peer_connections.load(Relaxed),
+        );
+        gauge(
+            &mut s,
+            "hush_sfu_tcp_connections",
+            "Open ICE-TCP connections (clients whose UDP is blocked; others may hold one unused).",
+            self.tcp_connections.load(Relaxed),
         );
         let _ = writeln!(
             s,
@@ -306,6 +386,8 @@ mod tests {
         m.packet_in(MediaKind::Video, 100);
         m.packet_out(MediaKind::Video, 100, Duration::from_micros(300));
         m.dropped(DropReason::NotNegotiated);
+        m.tcp_refused(TcpRefusal::FirstContact);
+        m.tcp_connections_add(1);
         m.set_rooms(
             0,
             BTreeMap::from([("a.b".parse().expect("valid room id"), 2)]),
@@ -323,6 +405,9 @@ mod tests {
             "hush_sfu_forwarding_seconds_count 1",
             "hush_sfu_nacks_received_total 0",
             "hush_sfu_plis_sent_total 0",
+            "hush_sfu_dropped_packets_total{reason=\"tcp_backlog\"} 0",
+            "hush_sfu_tcp_connections_refused_total{reason=\"first_contact\"} 1",
+            "hush_sfu_tcp_connections 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

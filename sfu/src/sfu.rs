@@ -2,8 +2,9 @@
 //! signaling layer ([`SfuEvent`]).
 //!
 //! The transport that carries the API out is in `udp.rs`: str0m peers
-//! (sans-IO) on one UDP socket per worker, each worker one task that owns
-//! its rooms' [`Router`](crate::Router) and peers. A call here becomes a
+//! (sans-IO) on one UDP socket per worker (and, for clients whose UDP is
+//! blocked, one TCP listener per worker: `tcp.rs`), each worker
+//! one task that owns its rooms' [`Router`](crate::Router) and peers. A call here becomes a
 //! [`Command`] to the worker its room lives on ([`worker_of`]) and waits
 //! for the reply; the worker answers commands in order, between datagrams.
 
@@ -73,6 +74,14 @@ pub struct SfuConfig {
     /// Forwarding loops, each with its own UDP port (the first `udp_addrs`
     /// entry, port + i when it is not 0); a room lives on one of them.
     pub workers: usize,
+    /// ICE-TCP (RFC 6544, framing RFC 4571) for clients whose UDP is
+    /// blocked: worker i also listens on TCP at the UDP IP, this port + i
+    /// (0 picks free ports), and every peer's SDP carries a passive TCP
+    /// host candidate there on each announced address; clients prefer UDP
+    /// pairs. It must not be the UDP port's number: webrtc-rs 0.21 clients
+    /// (hush's own) find a remote candidate by address alone, so a TCP and
+    /// a UDP candidate on one address break each other. `None`: off.
+    pub tcp_port: Option<u16>,
 }
 
 impl Default for SfuConfig {
@@ -88,6 +97,7 @@ impl Default for SfuConfig {
             connect_timeout: Duration::from_secs(15),
             public_ips: Vec::new(),
             workers: 1,
+            tcp_port: Some(0),
         }
     }
 }
@@ -199,6 +209,8 @@ pub struct Sfu {
     metrics: Arc<Metrics>,
     /// The UDP addresses media arrives on, one per worker.
     udp: Arc<[SocketAddr]>,
+    /// The TCP addresses (ICE-TCP) media may arrive on, one per worker.
+    tcp: Arc<[SocketAddr]>,
 }
 
 impl Sfu {
@@ -210,17 +222,24 @@ impl Sfu {
             Some(path) => Some(Arc::new(CaptureWriter::create(path)?)),
             None => None,
         };
-        let (ctl, udp) = crate::udp::start(config, Arc::clone(&metrics), capture)?;
+        let bound = crate::udp::start(config, Arc::clone(&metrics), capture)?;
         Ok(Self {
-            ctl: ctl.into(),
+            ctl: bound.ctls.into(),
             metrics,
-            udp: udp.into(),
+            udp: bound.udp.into(),
+            tcp: bound.tcp.into(),
         })
     }
 
     /// The UDP addresses the SFU receives media on, one per worker.
     pub fn udp_addrs(&self) -> &[SocketAddr] {
         &self.udp
+    }
+
+    /// The TCP addresses the SFU listens on for ICE-TCP, one per worker;
+    /// empty when [`SfuConfig::tcp_port`] is `None`.
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp
     }
 
     /// Adds `participant` to `room` (created on first use). Its connection

@@ -6,7 +6,10 @@
 //! address, or on first contact by the STUN username's local ufrag), fed
 //! in, and the peer drained; a forwarded RTP packet is written to each
 //! subscriber's outgoing stream and that subscriber drained; every
-//! datagram the iteration produced is sent before the next wake-up. str0m
+//! datagram the iteration produced is sent before the next wake-up. A
+//! worker's ICE-TCP connections (`tcp.rs`) feed the same loop, packet by
+//! packet, and what str0m sends on a TCP pair goes to that connection's
+//! writer; UDP's path is the same with or without them. str0m
 //! does ICE-lite, DTLS, SRTP, RTCP, NACK/RTX and keeps its own timers; the
 //! worker feeds each peer its due timeout from a deadline heap.
 //!
@@ -26,7 +29,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::rtp::{Extension, ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tokio::io::Interest;
@@ -36,12 +39,13 @@ use tokio::sync::mpsc;
 use crate::capture::CaptureWriter;
 use crate::error::Error;
 use crate::ids::{TrackId, TrackKey};
-use crate::metrics::{DropReason, Metrics};
+use crate::metrics::{DropReason, Metrics, TcpRefusal};
 use crate::pump::{self, Deadlines};
 use crate::routing::{AudioLevel, Decision, Router};
 #[cfg(feature = "test-hooks")]
 use crate::sfu::TamperHook;
 use crate::sfu::{CloseReason, Command, ParticipantEvents, SfuConfig, SfuEvent, Who, unknown};
+use crate::tcp::{self, ConnId, Conns, TcpInput};
 
 /// The shortest silence after which a connected peer counts as gone. An
 /// ICE-lite SFU sends no checks of its own, so it hears a receive-only
@@ -65,13 +69,20 @@ const SEND_BATCH: usize = 64;
 /// The largest datagram read.
 const RECV_BUF: usize = 2048;
 
-/// Binds every worker's socket and starts the workers; returns their
-/// control channels and UDP addresses.
+/// What [`start`] started: each worker's control channel and addresses.
+pub(crate) struct Bound {
+    pub(crate) ctls: Vec<mpsc::UnboundedSender<Command>>,
+    pub(crate) udp: Vec<SocketAddr>,
+    /// Empty when ICE-TCP is off.
+    pub(crate) tcp: Vec<SocketAddr>,
+}
+
+/// Binds every worker's socket (and TCP listener) and starts the workers.
 pub(crate) fn start(
     config: SfuConfig,
     metrics: Arc<Metrics>,
     capture: Option<Arc<CaptureWriter>>,
-) -> Result<(Vec<mpsc::UnboundedSender<Command>>, Vec<SocketAddr>), Error> {
+) -> Result<Bound, Error> {
     // Idempotent: the first call in the process wins, later ones are no-ops.
     str0m::crypto::from_feature_flags().install_process_default();
     let base = *config
@@ -84,10 +95,23 @@ pub(crate) fn start(
              or bind a specific address, which is then announced to them"
         )));
     }
+    if let Some(tcp) = config.tcp_port
+        && tcp != 0
+        && tcp == base.port()
+    {
+        return Err(Error::Transport(format!(
+            "the ICE-TCP port {tcp} is the UDP port: webrtc-rs clients find a remote \
+             candidate by address alone, so a TCP and a UDP candidate on one address \
+             break each other; give ICE-TCP another port"
+        )));
+    }
     let provider = str0m::crypto::from_feature_flags();
     let workers = config.workers.max(1);
-    let mut ctls = Vec::with_capacity(workers);
-    let mut addrs = Vec::with_capacity(workers);
+    let mut bound = Bound {
+        ctls: Vec::with_capacity(workers),
+        udp: Vec::with_capacity(workers),
+        tcp: Vec::new(),
+    };
     for i in 0..workers {
         let mut addr = base;
         if base.port() != 0 {
@@ -95,7 +119,16 @@ pub(crate) fn start(
                 .map_err(|_| Error::Transport(format!("no port {}+{i}", base.port())))?;
             addr.set_port(port);
         }
-        let std_socket = std::net::UdpSocket::bind(addr).map_err(Error::transport)?;
+        let tcp_addr = match config.tcp_port {
+            None => None,
+            Some(0) => Some(SocketAddr::new(addr.ip(), 0)),
+            Some(p) => Some(SocketAddr::new(
+                addr.ip(),
+                u16::try_from(usize::from(p) + i)
+                    .map_err(|_| Error::Transport(format!("no TCP port {p}+{i}")))?,
+            )),
+        };
+        let (std_socket, listener) = bind(addr, tcp_addr)?;
         std_socket.set_nonblocking(true).map_err(Error::transport)?;
         let (rcvbuf, sndbuf) = socket_buffers(&std_socket, SOCKET_BUFFER_BYTES);
         let socket = UdpSocket::from_std(std_socket).map_err(Error::transport)?;
@@ -114,6 +147,32 @@ pub(crate) fn start(
                 Error::Transport(format!("{a} cannot be announced as a candidate: {e}"))
             })?;
         }
+        let tcp = match listener {
+            Some(listener) => {
+                listener.set_nonblocking(true).map_err(Error::transport)?;
+                let listener =
+                    tokio::net::TcpListener::from_std(listener).map_err(Error::transport)?;
+                let at = listener.local_addr().map_err(Error::transport)?;
+                // The same addresses as for UDP, with the TCP port.
+                let tcp_announced: Vec<SocketAddr> = (announced.iter())
+                    .map(|a| SocketAddr::new(a.ip(), at.port()))
+                    .collect();
+                for a in &tcp_announced {
+                    passive_tcp_candidate(*a).map_err(|e| {
+                        Error::Transport(format!("{a} cannot be announced as a TCP candidate: {e}"))
+                    })?;
+                }
+                let (tx, rx) = mpsc::channel(tcp::INPUT_QUEUE);
+                tokio::spawn(tcp::accept(listener, tx, Arc::clone(&metrics)));
+                tracing::info!(%at, worker = i, "SFU worker listening (ICE-TCP)");
+                bound.tcp.push(at);
+                Some(TcpPort {
+                    rx,
+                    announced: tcp_announced,
+                })
+            }
+            None => None,
+        };
         let cert = provider
             .dtls_provider
             .generate_certificate()
@@ -123,6 +182,7 @@ pub(crate) fn start(
             socket,
             local,
             announced,
+            tcp,
         };
         let worker = Worker::new(
             i,
@@ -134,10 +194,45 @@ pub(crate) fn start(
         );
         tokio::spawn(worker.run(rx));
         tracing::info!(%local, worker = i, rcvbuf, sndbuf, "SFU worker listening (UDP)");
-        ctls.push(tx);
-        addrs.push(local);
+        bound.ctls.push(tx);
+        bound.udp.push(local);
     }
-    Ok((ctls, addrs))
+    Ok(bound)
+}
+
+/// Binds a worker's UDP socket at `udp` and, if asked, its ICE-TCP
+/// listener at `tcp`. Their port numbers must differ (see
+/// [`SfuConfig::tcp_port`]); where the kernel picks one, a few tries find
+/// a pair that does.
+fn bind(
+    udp: SocketAddr,
+    tcp: Option<SocketAddr>,
+) -> Result<(std::net::UdpSocket, Option<std::net::TcpListener>), Error> {
+    for _ in 0..8 {
+        let socket = std::net::UdpSocket::bind(udp).map_err(Error::transport)?;
+        let Some(tcp) = tcp else {
+            return Ok((socket, None));
+        };
+        let listener = std::net::TcpListener::bind(tcp)
+            .map_err(|e| Error::Transport(format!("binding TCP {tcp} for ICE-TCP: {e}")))?;
+        let udp_port = socket.local_addr().map_err(Error::transport)?.port();
+        let tcp_port = listener.local_addr().map_err(Error::transport)?.port();
+        if udp_port != tcp_port {
+            return Ok((socket, Some(listener)));
+        }
+    }
+    Err(Error::Transport(format!(
+        "found no ICE-TCP port other than the UDP port's number ({udp})"
+    )))
+}
+
+/// The passive ICE-TCP host candidate (RFC 6544 §4.5) at `addr`.
+fn passive_tcp_candidate(addr: SocketAddr) -> Result<Candidate, str0m::error::IceError> {
+    Candidate::builder()
+        .tcp()
+        .host(addr)
+        .tcptype(TcpType::Passive)
+        .build()
 }
 
 /// A worker's UDP socket, where it is bound and what clients are told.
@@ -145,6 +240,16 @@ struct Port {
     socket: UdpSocket,
     local: SocketAddr,
     /// Never empty: the public addresses, else `local`.
+    announced: Vec<SocketAddr>,
+    /// Its ICE-TCP listener's side; `None` when ICE-TCP is off.
+    tcp: Option<TcpPort>,
+}
+
+/// What a worker needs of its ICE-TCP listener.
+struct TcpPort {
+    /// What its TCP tasks tell it.
+    rx: mpsc::Receiver<TcpInput>,
+    /// Never empty: `announced`'s addresses with the TCP port.
     announced: Vec<SocketAddr>,
 }
 
@@ -201,7 +306,10 @@ struct Peer {
     rtc: Rtc,
     events: mpsc::Sender<Box<SfuEvent>>,
     ufrag: String,
-    addr: Option<SocketAddr>,
+    /// The UDP address it was last heard from.
+    udp_addr: Option<SocketAddr>,
+    /// Its ICE-TCP connection, if it made one.
+    tcp: Option<ConnId>,
     published: HashMap<Mid, Published>,
     subs: BTreeMap<TrackKey, Subscription>,
     sub_by_mid: HashMap<Mid, TrackKey>,
@@ -229,6 +337,16 @@ struct Worker {
     /// told each datagram arrived on (it must name a local candidate).
     announced: Vec<SocketAddr>,
     destination: SocketAddr,
+    /// The passive TCP candidates announced to every peer; empty when
+    /// ICE-TCP is off.
+    tcp_announced: Vec<SocketAddr>,
+    /// What str0m is told each TCP packet arrived on (the first of
+    /// `tcp_announced`); `None` when ICE-TCP is off.
+    tcp_destination: Option<SocketAddr>,
+    /// Taken by `run`.
+    tcp_rx: Option<mpsc::Receiver<TcpInput>>,
+    /// Open ICE-TCP connections.
+    tcp: Conns,
     rtc_config: RtcConfig,
     router: Router,
     /// Boxed: a `Peer` (its `Rtc` inline) is ~10 KiB, and the table keeps
@@ -286,6 +404,10 @@ impl Worker {
             config,
             socket: port.socket,
             destination: port.announced.first().copied().unwrap_or(port.local),
+            tcp_destination: (port.tcp.as_ref()).and_then(|t| t.announced.first().copied()),
+            tcp_announced: (port.tcp.as_ref()).map_or_else(Vec::new, |t| t.announced.clone()),
+            tcp_rx: port.tcp.map(|t| t.rx),
+            tcp: Conns::default(),
             announced: port.announced,
             rtc_config,
             peers: HashMap::new(),
@@ -305,6 +427,7 @@ impl Worker {
 
     async fn run(mut self, mut ctl: mpsc::UnboundedReceiver<Command>) {
         let mut buf = vec![0u8; RECV_BUF];
+        let mut tcp_rx = self.tcp_rx.take();
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
@@ -326,10 +449,16 @@ impl Worker {
                         self.read_all(&mut buf);
                     }
                 }
+                input = next_tcp_input(&mut tcp_rx) => match input {
+                    Some(input) => self.tcp_input(input),
+                    None => tcp_rx = None,
+                },
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
             }
-            // Whatever woke the loop: a socket that is never quiet must not
-            // starve the timers (RTCP, retransmissions, liveness).
+            // Whatever woke the loop: a UDP socket that is never quiet must
+            // starve neither the TCP connections (the select is biased)
+            // nor the timers (RTCP, retransmissions, liveness).
+            self.read_tcp(&mut tcp_rx);
             let now = Instant::now();
             if self.next_deadline() <= now {
                 self.handle_timeouts(now);
@@ -401,27 +530,33 @@ impl Worker {
         let serial = match self.by_addr.get(&from) {
             Some(&s) => s,
             None => {
-                // First contact from this address: only a STUN request
-                // naming one of our ufrags (and passing its integrity check
-                // in `accepts`) may claim a peer.
-                let Some(serial) = stun_local_ufrag(data).and_then(|u| self.by_ufrag.get(&u))
-                else {
+                let Some(serial) = self.first_contact(data, &input) else {
                     return;
                 };
-                let serial = *serial;
                 let Some(peer) = self.peers.get_mut(&serial) else {
                     return;
                 };
-                if !peer.rtc.accepts(&input) {
-                    return;
-                }
-                if let Some(old) = peer.addr.replace(from) {
+                if let Some(old) = peer.udp_addr.replace(from) {
                     self.by_addr.remove(&old);
                 }
                 self.by_addr.insert(from, serial);
                 serial
             }
         };
+        self.deliver(serial, input, now);
+    }
+
+    /// The peer a packet from an address (or TCP connection) not yet
+    /// known may claim: see [`claimant`].
+    fn first_contact(&self, data: &[u8], input: &Input) -> Option<u64> {
+        claimant(data, input, |ufrag| {
+            let serial = *self.by_ufrag.get(ufrag)?;
+            Some((serial, &self.peers.get(&serial)?.rtc))
+        })
+    }
+
+    /// Feeds one received packet to its peer and drains the peer.
+    fn deliver(&mut self, serial: u64, input: Input, now: Instant) {
         let Some(peer) = self.peers.get_mut(&serial) else {
             return;
         };
@@ -432,15 +567,104 @@ impl Worker {
         self.drain(serial);
     }
 
+    /// Takes what else the TCP tasks have queued, at most [`READ_BATCH`]
+    /// inputs before what they caused is sent.
+    fn read_tcp(&mut self, rx: &mut Option<mpsc::Receiver<TcpInput>>) {
+        let Some(rx) = rx else {
+            return;
+        };
+        for _ in 0..READ_BATCH {
+            match rx.try_recv() {
+                Ok(input) => self.tcp_input(input),
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn tcp_input(&mut self, input: TcpInput) {
+        match input {
+            TcpInput::Opened { conn, peer, link } => {
+                self.tcp.open(conn, peer, link, Instant::now());
+            }
+            TcpInput::Packet { conn, data } => {
+                self.tcp_packet(conn, &data, Instant::now());
+                self.handle_events();
+                if self.out.len() >= SEND_BATCH {
+                    self.send_ready();
+                }
+            }
+            TcpInput::Closed { conn, broke } => {
+                if broke.is_some() {
+                    self.metrics.tcp_refused(TcpRefusal::Framing);
+                }
+                self.close_tcp(conn);
+            }
+        }
+    }
+
+    /// One packet from an ICE-TCP connection: as a datagram from its
+    /// client address, except that a connection no peer has claimed is
+    /// closed unless this packet claims it.
+    fn tcp_packet(&mut self, conn: ConnId, data: &[u8], now: Instant) {
+        let (Some(destination), Some((from, owner))) =
+            (self.tcp_destination, self.tcp.lookup(conn))
+        else {
+            return;
+        };
+        let receive = Receive::new(Protocol::Tcp, from, destination, data).ok();
+        let Some(input) = receive.map(|r| Input::Receive(now, r)) else {
+            if owner.is_none() {
+                self.refuse_tcp(conn, TcpRefusal::FirstContact);
+            }
+            return; // not STUN, DTLS, RTP or RTCP
+        };
+        let serial = match owner {
+            Some(s) => s,
+            None => {
+                let Some(serial) = self.first_contact(data, &input) else {
+                    self.refuse_tcp(conn, TcpRefusal::FirstContact);
+                    return;
+                };
+                let old = self
+                    .peers
+                    .get_mut(&serial)
+                    .and_then(|peer| peer.tcp.replace(conn));
+                if let Some(old) = old {
+                    // A peer has one TCP connection: a new one replaces it.
+                    self.tcp.close(old);
+                }
+                self.tcp.claim(conn, serial);
+                serial
+            }
+        };
+        self.deliver(serial, input, now);
+    }
+
+    fn refuse_tcp(&mut self, conn: ConnId, why: TcpRefusal) {
+        tracing::debug!(?conn, ?why, "ICE-TCP connection refused");
+        self.metrics.tcp_refused(why);
+        self.close_tcp(conn);
+    }
+
+    /// Closes an ICE-TCP connection and forgets it on its peer.
+    fn close_tcp(&mut self, conn: ConnId) {
+        if let Some(peer) = self.tcp.close(conn).and_then(|s| self.peers.get_mut(&s))
+            && peer.tcp == Some(conn)
+        {
+            peer.tcp = None;
+        }
+    }
+
     /// Drains one peer's output: datagrams to send, events to handle, and
     /// its next deadline.
     fn drain(&mut self, serial: u64) {
         let Some(peer) = self.peers.get_mut(&serial) else {
             return;
         };
-        let (out, pending) = (&mut self.out, &mut self.pending);
+        let (out, pending, tcp, metrics) =
+            (&mut self.out, &mut self.pending, &self.tcp, &self.metrics);
         let drained = pump::drain(&mut peer.rtc, Instant::now(), |output| match output {
-            Output::Transmit(t) => out.push((t.destination, t.contents.into())),
+            Output::Transmit(t) => route(t, out, tcp, metrics),
             Output::Event(e) => pending.push((serial, e)),
             Output::Timeout(_) => {}
         });
@@ -491,6 +715,9 @@ impl Worker {
                 tracing::info!(room = %peer.who.0, participant = %peer.who.1, connected = peer.connected, "media connection timed out");
                 self.evict.push((serial, CloseReason::ConnectionFailed));
             }
+        }
+        for conn in self.tcp.silent(now) {
+            self.refuse_tcp(conn, TcpRefusal::Silent);
         }
     }
 
@@ -824,6 +1051,10 @@ impl Worker {
             let candidate = Candidate::host(*addr, "udp").map_err(Error::transport)?;
             rtc.add_local_candidate(candidate);
         }
+        for addr in &self.tcp_announced {
+            let candidate = passive_tcp_candidate(*addr).map_err(Error::transport)?;
+            rtc.add_local_candidate(candidate);
+        }
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         let decisions = self.router.join(&who.0, &who.1)?;
         self.rooms_changed = true;
@@ -839,7 +1070,8 @@ impl Worker {
                 rtc,
                 events: events_tx,
                 ufrag,
-                addr: None,
+                udp_addr: None,
+                tcp: None,
                 published: HashMap::new(),
                 subs: BTreeMap::new(),
                 sub_by_mid: HashMap::new(),
@@ -1180,7 +1412,7 @@ impl Worker {
         };
         self.by_who.remove(&who);
         self.by_ufrag.remove(&peer.ufrag);
-        if let Some(addr) = peer.addr {
+        if let Some(addr) = peer.udp_addr {
             self.by_addr.remove(&addr);
         }
         for other in self.peers.values_mut() {
@@ -1196,11 +1428,15 @@ impl Worker {
         if peer.rtc.close().is_ok() {
             while let Ok(output) = peer.rtc.poll_output() {
                 match output {
-                    Output::Transmit(t) => self.out.push((t.destination, t.contents.into())),
+                    Output::Transmit(t) => route(t, &mut self.out, &self.tcp, &self.metrics),
                     Output::Timeout(_) => break,
                     Output::Event(_) => {}
                 }
             }
+        }
+        // After the goodbye: its writer sends what is queued, then closes.
+        if let Some(conn) = peer.tcp {
+            self.tcp.close(conn);
         }
         if let Some(reason) = reason {
             let _ = peer.events.try_send(Box::new(SfuEvent::Closed { reason }));
@@ -1276,6 +1512,40 @@ impl Worker {
         self.out.drain(..sent);
         !blocked
     }
+}
+
+/// Queues one of str0m's transmits: a UDP one for the next batch send, a
+/// TCP one to its connection's writer (dropped and counted if the writer
+/// is behind, as UDP would lose it).
+fn route(t: Transmit, out: &mut Vec<(SocketAddr, Vec<u8>)>, tcp: &Conns, metrics: &Metrics) {
+    if t.proto == Protocol::Udp {
+        out.push((t.destination, t.contents.into()));
+    } else if let Err(e) = tcp.send(t.destination, &t.contents) {
+        tracing::trace!(to = %t.destination, ?e, "TCP packet dropped");
+        metrics.dropped(DropReason::TcpBacklog);
+    }
+}
+
+/// The next input from the worker's TCP tasks; never, without ICE-TCP.
+async fn next_tcp_input(rx: &mut Option<mpsc::Receiver<TcpInput>>) -> Option<TcpInput> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whom a packet from an address (or TCP connection) not yet known may
+/// claim: only a STUN request naming a peer's local ufrag (`peer_of` finds
+/// the peer) that the peer accepts, which checks its integrity with the
+/// peer's ICE password. Anything else claims nobody.
+fn claimant<'a>(
+    data: &[u8],
+    input: &Input,
+    peer_of: impl FnOnce(&str) -> Option<(u64, &'a Rtc)>,
+) -> Option<u64> {
+    let ufrag = stun_local_ufrag(data)?;
+    let (serial, rtc) = peer_of(&ufrag)?;
+    rtc.accepts(input).then_some(serial)
 }
 
 /// Asks for `bytes` of receive and send buffer; returns what the kernel
@@ -1365,5 +1635,54 @@ mod tests {
     fn only_stun_names_a_ufrag() {
         assert_eq!(stun_local_ufrag(b"\x80\x60\x00\x01"), None);
         assert_eq!(stun_local_ufrag(&[]), None);
+    }
+
+    /// A STUN binding request from a client, as its ICE agent sends one:
+    /// USERNAME "`ufrag`:client", MESSAGE-INTEGRITY keyed with `password`.
+    fn binding_request(ufrag: &str, password: &str) -> Vec<u8> {
+        use str0m::ice::{StunMessage, TransId};
+        let provider = str0m::crypto::from_feature_flags();
+        let username = format!("{ufrag}:client");
+        let message = StunMessage::binding_request(&username, TransId::new(), true, 1, 100, true);
+        let mut buf = vec![0u8; 1500];
+        let n = message
+            .to_bytes(Some(password.as_bytes()), &mut buf, |key, payloads| {
+                provider.sha1_hmac_provider.sha1_hmac(key, payloads)
+            })
+            .expect("a binding request fits");
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn first_contact_needs_a_stun_request_the_named_peer_accepts() {
+        str0m::crypto::from_feature_flags().install_process_default();
+        let now = Instant::now();
+        let sfu = SocketAddr::from(([192, 0, 2, 1], 7882));
+        let client = SocketAddr::from(([198, 51, 100, 7], 50_000));
+        let mut rtc = Rtc::builder().set_ice_lite(true).build(now);
+        rtc.add_local_candidate(passive_tcp_candidate(sfu).expect("a TCP candidate"));
+        let creds = rtc.direct_api().local_ice_credentials();
+        let claim = |data: &[u8]| {
+            let receive = Receive::new(Protocol::Tcp, client, sfu, data).ok()?;
+            let input = Input::Receive(now, receive);
+            claimant(data, &input, |ufrag| {
+                (ufrag == creds.ufrag).then_some((7, &rtc))
+            })
+        };
+        assert_eq!(claim(&binding_request(&creds.ufrag, &creds.pass)), Some(7));
+        assert_eq!(
+            claim(&binding_request(&creds.ufrag, "not the password")),
+            None,
+            "integrity is checked"
+        );
+        assert_eq!(
+            claim(&binding_request("someone-else", &creds.pass)),
+            None,
+            "the ufrag must name a peer"
+        );
+        // A DTLS ClientHello's record header, and an RTP header: not STUN.
+        assert_eq!(claim(&[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]), None);
+        assert_eq!(claim(&[0x80, 111, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2]), None);
     }
 }

@@ -29,6 +29,8 @@ fn command() -> Command {
         "HUSH_RTC_PORT",
         "HUSH_PUBLIC_IP",
         "HUSH_SFU_WORKERS",
+        "HUSH_RTC_TCP_PORT",
+        "HUSH_NO_RTC_TCP",
         "HUSH_CONFIG",
         "HUSH_MAX_ROOMS",
         "HUSH_RTC_IP",
@@ -241,6 +243,8 @@ async fn help_documents_every_flag() {
         "--rtc-ip",
         "--rtc-port",
         "--public-ip",
+        "--rtc-tcp-port",
+        "--no-rtc-tcp",
         "--sfu-workers",
         "--no-media",
         "--config",
@@ -313,6 +317,7 @@ async fn the_deploy_example_configuration_checks_and_flags_and_environment_overr
     for line in [
         "configuration OK",
         "listen: 0.0.0.0:443 https/wss (TLS)",
+        "ice-tcp 0.0.0.0:7881",
         "announced as 203.0.113.7",
         "max-rooms 1000,",
     ] {

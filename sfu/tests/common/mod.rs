@@ -559,8 +559,9 @@ impl LossyShim {
         shim
     }
 
-    /// An SDP filter that points each side's loopback host candidate at
-    /// the shim instead, remembering the real addresses.
+    /// An SDP filter that points each side's loopback UDP host candidate
+    /// at the shim instead, remembering the real addresses (the SFU's
+    /// ICE-TCP candidate is left alone: these clients have no TCP).
     pub fn filter(self: &Arc<Self>) -> SdpFilter {
         let shim = Arc::clone(self);
         Arc::new(move |sdp: String| {
@@ -569,7 +570,11 @@ impl LossyShim {
             sdp.split("\r\n")
                 .map(|line| {
                     let mut f: Vec<String> = line.split(' ').map(str::to_owned).collect();
-                    if !line.starts_with("a=candidate:") || f.len() < 8 || f[4] != "127.0.0.1" {
+                    if !line.starts_with("a=candidate:")
+                        || f.len() < 8
+                        || f[4] != "127.0.0.1"
+                        || !f[2].eq_ignore_ascii_case("udp")
+                    {
                         return line.to_owned();
                     }
                     let Ok(port) = f[5].parse::<u16>() else {

@@ -135,6 +135,15 @@ struct ServeArgs {
     /// cloud VMs. Needed when --rtc-ip is 0.0.0.0.
     #[arg(long = "public-ip", env = "HUSH_PUBLIC_IP", value_delimiter = ',')]
     public_ips: Vec<std::net::IpAddr>,
+    /// First TCP port of the embedded SFU's ICE-TCP candidate (RFC 6544),
+    /// for clients whose UDP is blocked: worker i listens on PORT+i, on
+    /// --rtc-ip. Must differ from --rtc-port. Default 7881, or free ports
+    /// when --rtc-port is 0.
+    #[arg(long, env = "HUSH_RTC_TCP_PORT")]
+    rtc_tcp_port: Option<u16>,
+    /// Do not offer ICE-TCP (clients whose UDP is blocked then get no media).
+    #[arg(long, env = "HUSH_NO_RTC_TCP")]
+    no_rtc_tcp: bool,
     /// Forwarding loops of the embedded SFU, each with its own UDP port; a
     /// room lives on one. 0: one per core.
     #[arg(long, env = "HUSH_SFU_WORKERS", default_value_t = 0)]
@@ -189,6 +198,18 @@ impl SecretArgs {
 }
 
 impl ServeArgs {
+    /// The ICE-TCP port of the SFU's first worker, or `None` for none.
+    fn tcp_port(&self) -> Option<u16> {
+        if self.no_rtc_tcp {
+            return None;
+        }
+        Some(match (self.rtc_tcp_port, self.rtc_port) {
+            (Some(port), _) => port,
+            (None, 0) => 0,
+            (None, _) => DEFAULT_RTC_TCP_PORT,
+        })
+    }
+
     fn limits(&self) -> Limits {
         Limits {
             max_message_bytes: self.max_message_bytes,
@@ -209,6 +230,10 @@ impl ServeArgs {
         }
     }
 }
+
+/// The embedded SFU's first ICE-TCP port when neither --rtc-tcp-port nor
+/// --rtc-port 0 is given (LiveKit's choice too).
+const DEFAULT_RTC_TCP_PORT: u16 = 7881;
 
 /// `--check-config`: what must hold for the server to start, short of
 /// binding its ports, and what it would run with.
@@ -245,8 +270,12 @@ fn check_config(args: &ServeArgs, secret: bool, tls: bool) -> anyhow::Result<()>
                 .collect::<Vec<_>>()
                 .join(",")
         };
+        let tcp = match args.tcp_port() {
+            Some(port) => format!(", ice-tcp {}:{port}", args.rtc_ip),
+            None => String::new(),
+        };
         println!(
-            "  media: udp {}:{} (workers: {}), announced as {announced}",
+            "  media: udp {}:{}{tcp} (workers: {}), announced as {announced}",
             args.rtc_ip,
             args.rtc_port,
             hush_sfu::workers_or_cores(args.sfu_workers)
@@ -415,13 +444,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             capture: args.capture.clone(),
             workers: hush_sfu::workers_or_cores(args.sfu_workers),
             public_ips: args.public_ips.clone(),
+            tcp_port: args.tcp_port(),
             ..Default::default()
         })
         .context("starting the embedded SFU")?;
-        let on = sfu
-            .udp_addrs()
-            .iter()
-            .map(|a| format!("udp {a}"))
+        let on = (sfu.udp_addrs().iter().map(|a| format!("udp {a}")))
+            .chain(sfu.tcp_addrs().iter().map(|a| format!("tcp {a}")))
             .collect::<Vec<_>>()
             .join(", ");
         let what = match &args.capture {
