@@ -12,6 +12,11 @@
 //! | `GET /metrics` | none | Prometheus text |
 //! | `GET /healthz` | none | `200 ok` |
 //!
+//! Every request but `GET /healthz` carries `Authorization: Bearer TOKEN`,
+//! a [`hush_proto::ControlToken`] minted under the secret the node shares
+//! with the signaling servers that drive it (`hush-sfu token`); without a
+//! valid one the reply is `401` and nothing happens.
+//!
 //! `{room}` is a protocol room id (`hush_proto::RoomId`: 1 to 64 ASCII
 //! letters, digits, `-`, `_`, `.`) and `{participant}` the signaling
 //! server's participant id in decimal (`7`, or `p7` as in logs); see
@@ -26,15 +31,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use hush_proto::{IceCandidate, ParticipantId, RoomId};
+use hush_proto::{ControlToken, IceCandidate, ParticipantId, RoomId, ServerSecret};
 
 use crate::error::Error;
 use crate::sfu::{ParticipantEvents, Sfu, SfuEvent};
@@ -54,14 +60,14 @@ struct AppState {
     events: Arc<Mutex<HashMap<Key, Arc<Mutex<ParticipantEvents>>>>>,
 }
 
-/// The control API's routes for `sfu`.
-pub fn control_router(sfu: Sfu) -> Router {
+/// The control API's routes for `sfu`; every one but `GET /healthz`
+/// needs a control token minted under `secret`.
+pub fn control_router(sfu: Sfu, secret: ServerSecret) -> Router {
     let state = AppState {
         sfu,
         events: Arc::new(Mutex::new(HashMap::new())),
     };
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+    let api = Router::new()
         .route("/metrics", get(metrics))
         .route(
             "/v1/rooms/{room}/participants/{participant}",
@@ -84,6 +90,45 @@ pub fn control_router(sfu: Sfu) -> Router {
             get(events),
         )
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(secret),
+            require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(api)
+}
+
+/// Lets a request through only with a valid control token.
+async fn require_token(
+    State(secret): State<Arc<ServerSecret>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let token = (request.headers().get(header::AUTHORIZATION))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let refusal = match token {
+        Some(token) => match ControlToken::verify(&secret, token.trim(), now) {
+            Ok(()) => return next.run(request).await,
+            Err(e) => format!("control token refused: {e}"),
+        },
+        None => "no control token: send `Authorization: Bearer TOKEN` (hush-sfu token)".to_owned(),
+    };
+    tracing::info!(path = %request.uri().path(), %refusal, "control request refused");
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        Json(serde_json::json!({ "error": refusal })),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 /// Why a control request failed.

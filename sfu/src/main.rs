@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use hush_proto::{ControlToken, ServerSecret};
 use hush_sfu::{RoutingConfig, Sfu, SfuConfig};
 
 /// A forwarding-only SFU node for hush calls.
@@ -17,11 +18,39 @@ use hush_sfu::{RoutingConfig, Sfu, SfuConfig};
 /// .../answer, .../candidates, GET .../events (long poll), GET /metrics,
 /// GET /healthz. The SFU forwards encrypted payloads it cannot read.
 #[derive(Debug, Parser)]
-#[command(name = "hush-sfu", version)]
+#[command(name = "hush-sfu", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Args,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Mint a control-API token (the line printed) for a node started with
+    /// the same --control-secret-file.
+    Token {
+        /// File holding the control secret (surrounding whitespace ignored).
+        #[arg(long, env = "HUSH_SFU_CONTROL_SECRET_FILE", value_name = "FILE")]
+        control_secret_file: PathBuf,
+        /// How long the token is valid (e.g. 10m, 1h, 7d).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
 struct Args {
-    /// Address of the HTTP control API.
+    /// Address of the HTTP control API (keep it on loopback or a private
+    /// network: it is plain HTTP).
     #[arg(long, default_value = "127.0.0.1:7880")]
     listen: SocketAddr,
+    /// File holding the secret (at least 16 bytes) that control tokens are
+    /// minted under, shared with the signaling servers that drive this
+    /// node. Without it a DEVELOPMENT secret is made and printed.
+    #[arg(long, env = "HUSH_SFU_CONTROL_SECRET_FILE", value_name = "FILE")]
+    control_secret_file: Option<PathBuf>,
     /// IP address media (UDP) arrives on; announced to clients as the
     /// SFU's candidate, so it must be reachable by them.
     #[arg(long, default_value = "127.0.0.1")]
@@ -66,7 +95,36 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,str0m=warn".into()),
         )
         .init();
-    let args = Args::parse();
+    let args = match Cli::parse() {
+        Cli {
+            command:
+                Some(Command::Token {
+                    control_secret_file,
+                    ttl,
+                }),
+            ..
+        } => {
+            let secret = read_secret(&control_secret_file)?;
+            let ttl = hush_proto::parse_duration(&ttl)?;
+            let expiry = unix_now() + ttl.as_secs();
+            println!("{}", ControlToken::mint(&secret, expiry));
+            return Ok(());
+        }
+        Cli { serve, .. } => serve,
+    };
+    let secret = match &args.control_secret_file {
+        Some(path) => read_secret(path)?,
+        None => {
+            let (secret, text) = ServerSecret::generate_development()?;
+            println!("No --control-secret-file given: using a DEVELOPMENT control secret.");
+            println!(
+                "DEVELOPMENT CONTROL TOKEN (valid 24 h): {}",
+                ControlToken::mint(&secret, unix_now() + 24 * 3600)
+            );
+            drop(text);
+            secret
+        }
+    };
     let config = SfuConfig {
         udp_addrs: vec![SocketAddr::new(args.rtc_ip, args.rtc_port)],
         workers: hush_sfu::workers_or_cores(args.workers),
@@ -85,13 +143,29 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %args.listen, udp = ?sfu.udp_addrs(), tcp = ?sfu.tcp_addrs(), "hush-sfu ready");
-    axum::serve(listener, hush_sfu::http::control_router(sfu.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving the control API")?;
+    axum::serve(
+        listener,
+        hush_sfu::http::control_router(sfu.clone(), secret),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serving the control API")?;
     tracing::info!("shutting down");
     sfu.shutdown().await;
     Ok(())
+}
+
+fn read_secret(path: &std::path::Path) -> anyhow::Result<ServerSecret> {
+    let bytes = zeroize::Zeroizing::new(
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+    );
+    ServerSecret::from_file_contents(&bytes).with_context(|| format!("in {}", path.display()))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 async fn shutdown_signal() {

@@ -41,7 +41,7 @@ pub mod wire;
 
 pub use error::Error;
 pub use ids::{DisplayName, MAX_NAME_LEN, MAX_ROOM_LEN, ParticipantId, RoomId, stream_id};
-pub use token::{JoinToken, MIN_SECRET_LEN, ServerSecret, parse_duration};
+pub use token::{ControlToken, JoinToken, MIN_SECRET_LEN, ServerSecret, parse_duration};
 pub use wire::{
     ClientMessage, CloseReason, ErrorCode, IceCandidate, MediaKind, Member, Opaque,
     PROTOCOL_VERSION, ServerMessage,

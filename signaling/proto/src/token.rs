@@ -80,6 +80,59 @@ impl ServerSecret {
         mac.update(&expiry.to_be_bytes());
         mac
     }
+
+    fn control_mac(&self, expiry: u64) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(CONTROL_LABEL);
+        mac.update(&expiry.to_be_bytes());
+        mac
+    }
+}
+
+const CONTROL_LABEL: &[u8] = b"hush-sfu-control-v1";
+const CONTROL_PREFIX: &str = "v1c";
+
+/// Bearer tokens of a standalone SFU node's control API: HMAC-SHA256 under
+/// a secret the node shares with the signaling servers that drive it.
+/// Format `v1c.<expiry>.<mac>` (expiry in Unix seconds, mac unpadded
+/// base64url over `"hush-sfu-control-v1" || u64be(expiry)`), sent as
+/// `Authorization: Bearer <token>`. A join token never passes for one:
+/// the labels and the formats differ.
+pub struct ControlToken;
+
+impl ControlToken {
+    /// Mints a control token valid until `expiry` (Unix seconds).
+    pub fn mint(secret: &ServerSecret, expiry: u64) -> String {
+        let tag = secret.control_mac(expiry).finalize().into_bytes();
+        format!("{CONTROL_PREFIX}.{expiry}.{}", URL_SAFE_NO_PAD.encode(tag))
+    }
+
+    /// Checks a control token at Unix time `now`: the MAC first (in
+    /// constant time), then the expiry.
+    pub fn verify(secret: &ServerSecret, token: &str, now: u64) -> Result<(), Error> {
+        if token.is_empty() {
+            return Err(Error::TokenMissing);
+        }
+        let mut parts = token.split('.');
+        let (Some(CONTROL_PREFIX), Some(expiry), Some(tag), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Error::TokenMalformed);
+        };
+        let expiry: u64 = expiry.parse().map_err(|_| Error::TokenMalformed)?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| Error::TokenMalformed)?;
+        secret
+            .control_mac(expiry)
+            .verify_slice(&tag)
+            .map_err(|_| Error::TokenForged)?;
+        if now >= expiry {
+            return Err(Error::TokenExpired { expired_at: expiry });
+        }
+        Ok(())
+    }
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -214,6 +267,48 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, Error> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn control_tokens_verify_only_under_their_secret_and_until_expiry() {
+        use super::*;
+        let secret = ServerSecret::new(b"a control secret of some length".to_vec()).unwrap();
+        let other = ServerSecret::new(b"another secret, also long enough".to_vec()).unwrap();
+        let token = ControlToken::mint(&secret, 1000);
+        assert_eq!(ControlToken::verify(&secret, &token, 999), Ok(()));
+        assert_eq!(
+            ControlToken::verify(&secret, &token, 1000),
+            Err(Error::TokenExpired { expired_at: 1000 })
+        );
+        assert_eq!(
+            ControlToken::verify(&other, &token, 999),
+            Err(Error::TokenForged)
+        );
+        // A later expiry with the old MAC is a forgery, not an extension.
+        let stretched = token.replacen("1000", "9000", 1);
+        assert_eq!(
+            ControlToken::verify(&secret, &stretched, 999),
+            Err(Error::TokenForged)
+        );
+        for bad in [
+            "",
+            "v1c",
+            "v1c.1000",
+            "v1c.x.AAAA",
+            "v1c.1000.!!",
+            "v2c.1000.AAAA",
+            "v1c.1.A.B",
+        ] {
+            assert!(ControlToken::verify(&secret, bad, 0).is_err(), "{bad}");
+        }
+        // A join token is never a control token.
+        let room: RoomId = "r".parse().unwrap();
+        let name: DisplayName = "n".parse().unwrap();
+        let join = JoinToken::mint(&secret, &room, &name, 1000);
+        assert_eq!(
+            ControlToken::verify(&secret, join.as_str(), 999),
+            Err(Error::TokenMalformed)
+        );
+    }
+
     use super::*;
 
     fn secret(b: u8) -> ServerSecret {
