@@ -556,13 +556,23 @@ async fn settle(world: &World, first: usize, video: bool) -> Result<(), Error> {
             // Which stage it stopped at: no frames at all (media never
             // connected or the SFU never forwarded), frames but no key,
             // or frames refused.
-            let st = world.slots[i].peer.stats().await;
+            let st = session_of(&world.slots[i].peer).await;
             return Err(Error::LoadTest(format!(
-                "participant {i} did not hear every publisher within {} s of joining; its session: {st:?}",
+                "participant {i} did not hear every publisher within {} s of joining; its session: {st}",
                 JOIN_SETTLE.as_secs()
             )));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A participant's frame counters for an error message, or why there are
+/// none: a call driver stuck in a join does not answer, and the message
+/// must not wait for it.
+async fn session_of(peer: &Peer) -> String {
+    match tokio::time::timeout(Duration::from_secs(5), peer.stats()).await {
+        Ok(st) => format!("{st:?}"),
+        Err(_) => "its call driver did not answer within 5 s".to_owned(),
     }
 }
 
@@ -618,9 +628,8 @@ async fn wait_ready(spec: &LoadSpec, world: &World) -> Result<(), Error> {
             if let Some(heard) = missing_publishers(world, i, video) {
                 waiting += 1;
                 if example.is_empty() {
-                    let st = s.peer.stats().await;
-                    example =
-                        format!("; e.g. participant {i} heard {heard:?}, its session: {st:?}");
+                    let st = session_of(&s.peer).await;
+                    example = format!("; e.g. participant {i} heard {heard:?}, its session: {st}");
                 }
             }
         }
