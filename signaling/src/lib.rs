@@ -16,10 +16,10 @@
 #![forbid(unsafe_code)]
 
 mod admission;
+pub mod config_file;
 mod embedded;
 mod error;
 mod limits;
-pub mod config_file;
 pub mod media;
 mod metrics;
 mod room;
