@@ -21,6 +21,21 @@ fn token() -> String {
     ControlToken::mint(&secret(), now() + 60)
 }
 
+/// An SFU with its control API on an ephemeral loopback port, under [`secret`].
+async fn node() -> (Sfu, std::net::SocketAddr) {
+    let sfu = Sfu::new(SfuConfig::default()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        axum::serve(
+            listener,
+            hush_sfu::http::control_router(sfu.clone(), secret()),
+        )
+        .into_future(),
+    );
+    (sfu, addr)
+}
+
 async fn request(
     addr: std::net::SocketAddr,
     method: &str,
@@ -56,16 +71,7 @@ async fn request_as(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_api_creates_removes_and_reports() {
-    let sfu = Sfu::new(SfuConfig::default()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        axum::serve(
-            listener,
-            hush_sfu::http::control_router(sfu.clone(), secret()),
-        )
-        .into_future(),
-    );
+    let (sfu, addr) = node().await;
 
     assert_eq!(
         request(addr, "GET", "/healthz", "").await,
@@ -101,16 +107,7 @@ async fn control_api_creates_removes_and_reports() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_control_api_does_nothing_without_a_valid_token() {
-    let sfu = Sfu::new(SfuConfig::default()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        axum::serve(
-            listener,
-            hush_sfu::http::control_router(sfu.clone(), secret()),
-        )
-        .into_future(),
-    );
+    let (sfu, addr) = node().await;
     // A load balancer's health check needs no token.
     assert_eq!(
         request_as(addr, None, "GET", "/healthz", "").await,
