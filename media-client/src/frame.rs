@@ -99,9 +99,15 @@ impl FrameCrypto {
                     .rx
                     .entry(*sender)
                     .or_insert_with(|| Receiver::new(MEDIA_SUITE));
-                // A key re-derived after its erasure replaces nothing live.
-                rx.remove_key(*kid);
-                rx.add_key(*kid, base_key.expose())?;
+                // A KID names one key of one sender: a second install of a
+                // live one (a repeated or replayed key message, a key
+                // derived again) changes nothing, and above all keeps the
+                // key's replay window, which a fresh install would reset
+                // (then every frame already seen under it would open again).
+                // A key re-derived after its erasure is installed anew.
+                if !rx.has_key(*kid) {
+                    rx.add_key(*kid, base_key.expose())?;
+                }
             }
             KeyEvent::RemoveReceiveKey { sender, kid } => {
                 if let Some(rx) = self.rx.get_mut(sender) {
@@ -238,6 +244,46 @@ mod tests {
             bob.open(pid(2), Codec::Vp8, &sealed),
             Err(Error::UnknownSender(_))
         ));
+    }
+
+    #[test]
+    fn installing_a_live_key_again_keeps_its_replay_window() {
+        let key = Secret::new(&[9u8; 32]);
+        let kid = KeyId(0x0102_0000_0000);
+        let mut alice = FrameCrypto::new();
+        alice
+            .apply(&KeyEvent::UseSendKey {
+                kid,
+                base_key: key.clone(),
+            })
+            .expect("send key");
+        let install = KeyEvent::InstallReceiveKey {
+            sender: pid(1),
+            kid,
+            base_key: key,
+        };
+        let mut bob = FrameCrypto::new();
+        bob.apply(&install).expect("recv key");
+        let sealed = alice.seal(Codec::Opus, b"hello").expect("seal");
+        assert_eq!(
+            bob.open(pid(1), Codec::Opus, &sealed).expect("open"),
+            b"hello"
+        );
+        // The attacker replays the key message, then the frame.
+        bob.apply(&install).expect("the same key again");
+        assert!(
+            matches!(
+                bob.open(pid(1), Codec::Opus, &sealed),
+                Err(Error::Frame(hush_sframe::Error::Replayed { .. }))
+            ),
+            "a frame opened twice"
+        );
+        // Frames after it still open.
+        let next = alice.seal(Codec::Opus, b"again").expect("seal");
+        assert_eq!(
+            bob.open(pid(1), Codec::Opus, &next).expect("open"),
+            b"again"
+        );
     }
 
     #[test]
