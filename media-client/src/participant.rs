@@ -68,6 +68,9 @@ pub enum Observed {
     },
     /// Something went wrong but the call goes on.
     Warning(String),
+    /// The media connection failed (ICE or DTLS): no frames can flow
+    /// until it is made again. A warning says so too.
+    MediaFailed,
 }
 
 /// What one participant saw of one remote member.
@@ -326,7 +329,12 @@ impl Media for ParticipantMedia {
             CallEvent::PeerLeft(p) => self.observe(Observed::PeerLeft {
                 name: p.name.clone(),
             }),
-            CallEvent::Warning(w) => self.warn(w.to_string()),
+            CallEvent::Warning(w) => {
+                if matches!(w, crate::session::Warning::MediaFailed) {
+                    self.observe(Observed::MediaFailed);
+                }
+                self.warn(w.to_string());
+            }
             CallEvent::Closing(reason) => {
                 self.warn(format!("server closing the connection: {reason:?}"));
             }

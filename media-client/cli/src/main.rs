@@ -46,6 +46,12 @@ enum Command {
         identity: Option<PathBuf>,
     },
     /// Join a call on a hush-server.
+    ///
+    /// Exit status: 0 after a normal leave (Ctrl-C or --seconds); 3 if the
+    /// call could not be joined (server unreachable, TLS or token refused);
+    /// 4 if the server ended the call or the connection to it was lost; 5
+    /// if the media connection failed during the call (no frames could
+    /// flow); 130 on a second Ctrl-C while leaving; 1 for anything else.
     #[command(alias = "join")]
     Call(CallArgs),
     /// Measure how much media one SFU carries: simulated participants send
@@ -381,7 +387,16 @@ async fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Call(args) => call(args).await,
+        Command::Call(args) => match call(args).await {
+            Err(e) => match e.downcast_ref::<CallExit>() {
+                Some(exit) => {
+                    eprintln!("hush call: {e:#}");
+                    std::process::exit(exit.code());
+                }
+                None => Err(e),
+            },
+            ok => ok,
+        },
         Command::Demo {
             participants,
             seconds,
@@ -420,6 +435,33 @@ struct LastPeer {
     safety_number: String,
 }
 
+/// How `hush call` ended, when not by a normal leave: each has its own
+/// exit status (see `hush call --help`).
+#[derive(Debug, thiserror::Error)]
+enum CallExit {
+    /// The call could not be joined.
+    #[error("could not join: {0}")]
+    NotJoined(String),
+    /// The server ended the call, or the connection to it was lost.
+    #[error("the server closed the connection")]
+    ServerClosed,
+    /// The media connection failed; the call had no media from then on.
+    #[error(
+        "the media connection failed: no frames could flow (UDP and TCP to the SFU blocked or lost?)"
+    )]
+    MediaFailed,
+}
+
+impl CallExit {
+    fn code(&self) -> i32 {
+        match self {
+            CallExit::NotJoined(_) => 3,
+            CallExit::ServerClosed => 4,
+            CallExit::MediaFailed => 5,
+        }
+    }
+}
+
 async fn call(args: CallArgs) -> Result<()> {
     let dir = config_dir(args.config_dir.as_deref());
     let identity = load_or_create_identity(
@@ -455,7 +497,11 @@ async fn call(args: CallArgs) -> Result<()> {
         observer: Some(observer),
         bind: args.bind,
     };
-    let participant = Participant::start(spec, identity).await?;
+    let participant = Participant::start(spec, identity)
+        .await
+        .map_err(|e| CallExit::NotJoined(e.to_string()))?;
+    let mut media_failed = false;
+    let mut joined = false;
     let mut known = KnownPeers::open(FilePeerStore(dir.join("known_peers.json")))?;
     let mut last = LastCall {
         room: args.room.clone(),
@@ -484,7 +530,10 @@ async fn call(args: CallArgs) -> Result<()> {
                 eprint!("\rsent {} | received {} | decrypted {} | failed {}   ", s.sent, s.received, s.decrypted, s.failed.values().sum::<u64>());
             }
             o = observed.recv() => match o {
-                Some(Observed::Joined) => println!("\njoined {}", args.room),
+                Some(Observed::Joined) => {
+                    joined = true;
+                    println!("\njoined {}", args.room);
+                }
                 Some(Observed::PeerJoined { name, identity, safety_number }) => {
                     let status = known.check(&name, &identity)?;
                     match status {
@@ -502,12 +551,26 @@ async fn call(args: CallArgs) -> Result<()> {
                 }
                 Some(Observed::PeerLeft { name }) => println!("\n{name} left"),
                 Some(Observed::Warning(w)) => eprintln!("\nwarning: {w}"),
+                Some(Observed::MediaFailed) => media_failed = true,
                 Some(_) => {}
                 None => break,
             }
         }
     }
-    let report = participant.stop().await?;
+    // Leaving waits for the server and the media connection to close; a
+    // second Ctrl-C does not wait.
+    let report = tokio::select! {
+        report = participant.stop() => match report {
+            Ok(report) => report,
+            // A join the server refused ends the call before `joined`.
+            Err(e) if !joined => return Err(CallExit::NotJoined(e.to_string()).into()),
+            Err(e) => return Err(e.into()),
+        },
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("\nhush call: interrupted again, exiting without a clean leave");
+            std::process::exit(130);
+        }
+    };
     println!(
         "\nleft {}: sent {} audio and {} video frames",
         args.room, report.audio_sent, report.video_sent
@@ -523,7 +586,10 @@ async fn call(args: CallArgs) -> Result<()> {
     }
     if report.ended_by == Some(EndReason::ServerClosed) {
         // The call did not end because the user asked: say so, and fail.
-        bail!("the server closed the connection");
+        return Err(CallExit::ServerClosed.into());
+    }
+    if media_failed {
+        return Err(CallExit::MediaFailed.into());
     }
     Ok(())
 }

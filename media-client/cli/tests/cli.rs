@@ -69,9 +69,28 @@ fn wrong_token_is_refused() {
             .output()
             .expect("run hush call");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "a bad token was accepted");
+        assert_eq!(out.status.code(), Some(3), "not joined is 3:\n{stderr}");
         assert!(stderr.contains(code), "expected {code} in:\n{stderr}");
     }
+    // No server at all: not joined either.
+    let gone = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("port");
+    let url = format!("ws://{}", gone.local_addr().expect("addr"));
+    drop(gone);
+    let out = hush()
+        .args(["call", "--server", &url, "--room", "room", "--name", "ann"])
+        .args(["--token", &good, "--seconds", "10"])
+        .arg("--config-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run hush call");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     rt.block_on(server.stop());
 }
 
@@ -118,8 +137,44 @@ fn a_call_whose_server_goes_away_exits_non_zero() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
         .expect("stderr");
-    assert!(!status.success(), "exit 0 after the server went away");
+    assert_eq!(
+        status.code(),
+        Some(4),
+        "after the server went away:\n{stderr}"
+    );
     assert!(stderr.contains("server closed the connection"), "{stderr}");
+}
+
+#[test]
+fn a_call_whose_media_fails_exits_five_after_leaving() {
+    // The SFU announces an address nothing listens on (loopback only):
+    // signaling works, ICE over UDP and TCP cannot.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = rt
+        .block_on(hush::local::LocalServer::start_with(hush_sfu::SfuConfig {
+            public_ips: vec![std::net::IpAddr::from([127, 0, 0, 2])],
+            ..Default::default()
+        }))
+        .expect("server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = server.token("room", "ann").expect("token");
+    let out = hush()
+        .args(["call", "--server", &server.url(), "--room", "room"])
+        .args(["--name", "ann", "--token", &token, "--seconds", "12"])
+        .arg("--config-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run hush call");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("media connection failed"), "{stderr}");
+    // It still left properly: the summary was printed.
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("left room"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    rt.block_on(server.stop());
 }
 
 #[test]
