@@ -205,7 +205,7 @@ impl ParticipantEvents {
 #[derive(Clone, Debug)]
 pub struct Sfu {
     /// One control channel per worker; a room goes to one of them.
-    ctl: Arc<[mpsc::UnboundedSender<Command>]>,
+    ctl: Arc<[mpsc::Sender<Command>]>,
     metrics: Arc<Metrics>,
     /// The UDP addresses media arrives on, one per worker.
     udp: Arc<[SocketAddr]>,
@@ -326,7 +326,7 @@ impl Sfu {
     pub async fn shutdown(&self) {
         for ctl in self.ctl.iter() {
             let (reply, rx) = oneshot::channel();
-            if ctl.send(Command::Shutdown { reply }).is_ok() {
+            if ctl.send(Command::Shutdown { reply }).await.is_ok() {
                 let _ = rx.await;
             }
         }
@@ -342,7 +342,9 @@ impl Sfu {
             Some(room) if self.ctl.len() > 1 => &self.ctl[worker_of(room, self.ctl.len())],
             _ => &self.ctl[0],
         };
-        ctl.send(cmd).map_err(|_| Error::Shutdown)?;
+        // Bounded: a caller waits for room (and then for its reply), so a
+        // burst of signaling cannot grow the worker's queue without end.
+        ctl.send(cmd).await.map_err(|_| Error::Shutdown)?;
         rx.await.map_err(|_| Error::Shutdown)?
     }
 }

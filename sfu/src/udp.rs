@@ -70,8 +70,13 @@ const SEND_BATCH: usize = 64;
 const RECV_BUF: usize = 2048;
 
 /// What [`start`] started: each worker's control channel and addresses.
+/// Commands a worker's queue holds before callers wait: each caller (a
+/// participant's task) waits for its reply anyway, so this only absorbs
+/// bursts across participants.
+const CONTROL_QUEUE: usize = 1024;
+
 pub(crate) struct Bound {
-    pub(crate) ctls: Vec<mpsc::UnboundedSender<Command>>,
+    pub(crate) ctls: Vec<mpsc::Sender<Command>>,
     pub(crate) udp: Vec<SocketAddr>,
     /// Empty when ICE-TCP is off.
     pub(crate) tcp: Vec<SocketAddr>,
@@ -177,7 +182,7 @@ pub(crate) fn start(
             .dtls_provider
             .generate_certificate()
             .ok_or_else(|| Error::Transport("no DTLS certificate".into()))?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
         let port = Port {
             socket,
             local,
@@ -425,7 +430,7 @@ impl Worker {
         }
     }
 
-    async fn run(mut self, mut ctl: mpsc::UnboundedReceiver<Command>) {
+    async fn run(mut self, mut ctl: mpsc::Receiver<Command>) {
         let mut buf = vec![0u8; RECV_BUF];
         let mut tcp_rx = self.tcp_rx.take();
         loop {
