@@ -18,6 +18,7 @@ pub struct LocalServer {
     pub handle: ServerHandle,
     secret: ServerSecret,
     sfu: hush_sfu::Sfu,
+    tls: bool,
 }
 
 impl core::fmt::Debug for LocalServer {
@@ -50,13 +51,36 @@ impl LocalServer {
         limits: Limits,
         sfu_config: hush_sfu::SfuConfig,
     ) -> Result<Self, Error> {
+        // Loopback only: nothing to protect on the wire.
+        Self::start_full(secret, limits, sfu_config, None).await
+    }
+
+    /// Starts the server serving `wss://` with this certificate (tests of
+    /// `hush call` over TLS).
+    pub async fn start_tls(tls: hush_signaling::ServerTls) -> Result<Self, Error> {
+        let (secret, _) = ServerSecret::generate_development()?;
+        Self::start_full(
+            secret,
+            Limits::default(),
+            hush_sfu::SfuConfig::default(),
+            Some(tls),
+        )
+        .await
+    }
+
+    async fn start_full(
+        secret: ServerSecret,
+        limits: Limits,
+        sfu_config: hush_sfu::SfuConfig,
+        tls: Option<hush_signaling::ServerTls>,
+    ) -> Result<Self, Error> {
+        let with_tls = tls.is_some();
         let sfu = hush_sfu::Sfu::new(sfu_config)?;
         let router = Arc::new(EmbeddedSfu::new(sfu.clone()));
         let config = ServerConfig {
             limits,
             secret: secret.clone(),
-            // Loopback only: nothing to protect on the wire.
-            tls: None,
+            tls,
         };
         let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config, router)
             .await
@@ -71,12 +95,14 @@ impl LocalServer {
             handle,
             secret,
             sfu,
+            tls: with_tls,
         })
     }
 
-    /// The WebSocket URL clients join at.
+    /// The WebSocket URL clients join at (`wss://` with TLS).
     pub fn url(&self) -> String {
-        format!("ws://{}", self.addr)
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// A token for `name` in `room`, valid for an hour.

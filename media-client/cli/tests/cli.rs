@@ -211,3 +211,85 @@ fn identity_new_and_show() {
             .success()
     );
 }
+
+/// A CA, and a certificate for 127.0.0.1 it signed, as PEM files in `dir`:
+/// (ca.pem, cert.pem, key.pem).
+fn private_ca(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("CA");
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("params")
+        .signed_by(&key, &ca)
+        .expect("sign");
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).expect("write");
+        path
+    };
+    (
+        write("ca.pem", ca.pem()),
+        write("cert.pem", cert.pem()),
+        write("key.pem", key.serialize_pem()),
+    )
+}
+
+#[test]
+fn two_hush_calls_talk_over_wss_with_a_private_ca() {
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = private_ca(dir.path());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let tls = hush_signaling::ServerTls::from_pem_files(&cert, &key).expect("TLS pair");
+    let server = rt
+        .block_on(hush::local::LocalServer::start_tls(tls))
+        .expect("server");
+    let url = server.url();
+    assert!(url.starts_with("wss://127.0.0.1:"), "{url}");
+    let call = |name: &str, config: &std::path::Path, ca: Option<&std::path::Path>| {
+        let token = server.token("room", name).expect("token");
+        let mut c = hush();
+        c.args(["call", "--server", &url, "--room", "room", "--name", name])
+            .args(["--token", &token, "--seconds", "6"])
+            .arg("--config-dir")
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(ca) = ca {
+            c.arg("--ca-file").arg(ca);
+        }
+        c.spawn().expect("run hush call")
+    };
+    let (ann_dir, bob_dir) = (dir.path().join("ann"), dir.path().join("bob"));
+    let ann = call("ann", &ann_dir, Some(&ca));
+    let bob = call("bob", &bob_dir, Some(&ca));
+    for (who, other, child) in [("ann", "bob", ann), ("bob", "ann", bob)] {
+        let out = child.wait_with_output().expect("hush call ends");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{who}:\n{stdout}\n{stderr}");
+        let heard = stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("from {other}: ")))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        assert!(
+            heard >= 100,
+            "{who} decrypted {heard} frames of {other}:\n{stdout}"
+        );
+    }
+    // Without the CA the server's certificate is refused, clearly.
+    let out = call("cy", &dir.path().join("cy"), None)
+        .wait_with_output()
+        .expect("hush call ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    rt.block_on(server.stop());
+}
