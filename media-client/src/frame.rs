@@ -207,10 +207,10 @@ mod tests {
         assert_eq!(clear_prefix_len(Codec::Vp8, &[]), 0);
     }
 
-    #[test]
-    fn frames_round_trip_and_the_prefix_stays_clear_but_authenticated() {
-        let key = Secret::new(&[7u8; 32]);
-        let kid = KeyId(0x0101_0000_0000);
+    /// Alice sending under `key` as `kid`, and the event that gives it to
+    /// a receiver as sender `pid(1)`.
+    fn sender_and_install(key: [u8; 32], kid: KeyId) -> (FrameCrypto, KeyEvent) {
+        let key = Secret::new(&key);
         let mut alice = FrameCrypto::new();
         alice
             .apply(&KeyEvent::UseSendKey {
@@ -218,13 +218,19 @@ mod tests {
                 base_key: key.clone(),
             })
             .expect("send key");
-        let mut bob = FrameCrypto::new();
-        bob.apply(&KeyEvent::InstallReceiveKey {
+        let install = KeyEvent::InstallReceiveKey {
             sender: pid(1),
             kid,
             base_key: key,
-        })
-        .expect("recv key");
+        };
+        (alice, install)
+    }
+
+    #[test]
+    fn frames_round_trip_and_the_prefix_stays_clear_but_authenticated() {
+        let (mut alice, install) = sender_and_install([7u8; 32], KeyId(0x0101_0000_0000));
+        let mut bob = FrameCrypto::new();
+        bob.apply(&install).expect("recv key");
         let frame = [
             b"\x50\x2c\x00\x9d\x01\x2a\x40\x01\xf0\x00".as_slice(),
             b"secret pixels",
@@ -248,20 +254,7 @@ mod tests {
 
     #[test]
     fn installing_a_live_key_again_keeps_its_replay_window() {
-        let key = Secret::new(&[9u8; 32]);
-        let kid = KeyId(0x0102_0000_0000);
-        let mut alice = FrameCrypto::new();
-        alice
-            .apply(&KeyEvent::UseSendKey {
-                kid,
-                base_key: key.clone(),
-            })
-            .expect("send key");
-        let install = KeyEvent::InstallReceiveKey {
-            sender: pid(1),
-            kid,
-            base_key: key,
-        };
+        let (mut alice, install) = sender_and_install([9u8; 32], KeyId(0x0102_0000_0000));
         let mut bob = FrameCrypto::new();
         bob.apply(&install).expect("recv key");
         let sealed = alice.seal(Codec::Opus, b"hello").expect("seal");

@@ -14,31 +14,8 @@ use support::{Client, End, HANG_GUARD};
 use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hush-server");
-
 fn command() -> Command {
-    let mut c = Command::new(BIN);
-    for var in [
-        "HUSH_LISTEN",
-        "HUSH_SECRET",
-        "HUSH_SECRET_FILE",
-        "HUSH_TLS_CERT",
-        "HUSH_TLS_KEY",
-        "HUSH_JOIN_TIMEOUT",
-        "HUSH_IDLE_TIMEOUT",
-        "HUSH_RTC_PORT",
-        "HUSH_PUBLIC_IP",
-        "HUSH_SFU_WORKERS",
-        "HUSH_RTC_TCP_PORT",
-        "HUSH_NO_RTC_TCP",
-        "HUSH_CONFIG",
-        "HUSH_MAX_ROOMS",
-        "HUSH_RTC_IP",
-    ] {
-        c.env_remove(var);
-    }
-    c.env("RUST_LOG", "warn").kill_on_drop(true);
-    c
+    support::hush_server_command()
 }
 
 /// A secret file unique to this test process and `tag`.

@@ -5,6 +5,8 @@
 //! `ws://` off this machine refused, and SIGHUP reloading the certificate
 //! without dropping a connection.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -28,8 +30,6 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
-
-const BIN: &str = env!("CARGO_BIN_EXE_hush-server");
 
 /// Bound on any single wait; reaching it means a hang, not slowness.
 const HANG_GUARD: Duration = Duration::from_secs(20);
@@ -330,20 +330,7 @@ async fn tls_flags_come_in_pairs() {
 // ---- harness ----
 
 fn command() -> Command {
-    let mut c = Command::new(BIN);
-    for var in [
-        "HUSH_LISTEN",
-        "HUSH_SECRET",
-        "HUSH_SECRET_FILE",
-        "HUSH_TLS_CERT",
-        "HUSH_TLS_KEY",
-        "HUSH_RTC_PORT",
-        "HUSH_PUBLIC_IP",
-    ] {
-        c.env_remove(var);
-    }
-    c.env("RUST_LOG", "warn").kill_on_drop(true);
-    c
+    support::hush_server_command()
 }
 
 async fn guard<F: std::future::Future>(f: F) -> F::Output {

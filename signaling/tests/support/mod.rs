@@ -22,6 +22,19 @@ use tokio_tungstenite::tungstenite::Message;
 /// Generous bound on any single wait; reaching it means a hang, not slowness.
 pub const HANG_GUARD: Duration = Duration::from_secs(20);
 
+/// The `hush-server` binary as a test starts it: no `HUSH_*` setting of the
+/// surrounding environment leaks in, `RUST_LOG=warn`, killed when dropped.
+pub fn hush_server_command() -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_hush-server"));
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("HUSH_") {
+            c.env_remove(var);
+        }
+    }
+    c.env("RUST_LOG", "warn").kill_on_drop(true);
+    c
+}
+
 /// A server running in this process.
 pub struct TestServer {
     pub addr: SocketAddr,
