@@ -2,12 +2,13 @@
 //! (trust on first use) file. Storage of known peers sits behind
 //! [`PeerStore`] so callers and tests can keep it elsewhere.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -98,129 +99,245 @@ impl PeerStore for FilePeerStore {
     }
 }
 
-/// What the known-peers list says about a peer's identity.
+/// What the known-peers list says about a peer's identity. The identity
+/// key is what is pinned; the display name comes from the signaling server,
+/// which nothing signs, so a name is only ever a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PeerStatus {
-    /// First time seen: now pinned.
+    /// First time seen: now pinned under the name given.
     New,
-    /// Same identity as pinned, not yet verified by safety number.
+    /// Same identity as pinned under this name, not yet verified by
+    /// safety number.
     Known,
-    /// Same identity as pinned, and the user verified the safety number.
+    /// Same identity as pinned under this name, and the user verified the
+    /// safety number.
     Verified,
-    /// A different identity than pinned: show this loudly. The pin is
-    /// not replaced until the user accepts the new identity.
+    /// This name is pinned to a different identity: show this loudly.
+    /// The presented identity is not pinned until the user verifies it.
     IdentityChanged {
         /// The pinned identity's fingerprint.
         pinned: String,
         /// The identity now presented.
         presented: String,
     },
+    /// This identity is pinned under another name: the server calls a
+    /// known peer by a different name. Show this loudly, with the name as
+    /// the server's claim; the pin is not changed.
+    NameChanged {
+        /// The name this identity was pinned under.
+        pinned_name: String,
+    },
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// The file, in either version: `P` is the pin of that version, or
+/// `IgnoredAny` to read the version first.
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PeerFile {
+struct PeerFile<P> {
     version: u32,
-    peers: BTreeMap<String, PinnedPeer>,
+    peers: BTreeMap<String, P>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// A version 1 pin, keyed by display name.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PinnedPeer {
+struct PinV1 {
     /// Hex of the 32-byte Ed25519 identity key.
     identity: String,
     verified: bool,
 }
 
-/// Pins each peer's identity key on first use (format: JSON, version 1,
-/// `{"version":1,"peers":{NAME:{"identity":HEX,"verified":BOOL}}}`).
+/// A version 2 pin, keyed by hex of the 32-byte Ed25519 identity key.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinV2 {
+    /// The name the identity was first seen (or verified) under.
+    name: String,
+    verified: bool,
+}
+
+/// One entry of the known-peers list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PinnedPeer {
+    /// The pinned identity key.
+    pub identity: PublicIdentity,
+    /// The name it was first seen, or last verified, under.
+    pub name: String,
+    /// Whether the user verified the safety number.
+    pub verified: bool,
+}
+
+/// Pins each peer's identity key on first use, with the name it was first
+/// seen under. Format: JSON, version 2,
+/// `{"version":2,"peers":{IDENTITY_HEX:{"name":NAME,"verified":BOOL}}}`;
+/// a version 1 file (`{"version":1,"peers":{NAME:{"identity":HEX,
+/// "verified":BOOL}}}`) is migrated in memory and written as version 2 on
+/// the next save.
 pub struct KnownPeers<S: PeerStore> {
     store: S,
-    file: PeerFile,
+    /// Keyed by the identity's 32-byte encoding. At most one pin per name:
+    /// `check` pins a new identity only under a free name, and
+    /// `mark_verified` removes the old pin of the name it takes.
+    pins: BTreeMap<[u8; 32], PinnedPeer>,
 }
 
 impl<S: PeerStore> KnownPeers<S> {
     /// Loads the list; a corrupt file is an error and is left as it is.
     pub fn open(store: S) -> Result<Self, Error> {
-        let file = match store.load()? {
-            None => PeerFile {
-                version: 1,
-                peers: BTreeMap::new(),
-            },
-            Some(text) => {
-                let corrupt = |why: String| Error::CorruptPeerFile {
-                    path: store.location(),
-                    why,
-                };
-                let file: PeerFile =
-                    serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-                if file.version != 1 {
-                    return Err(corrupt(format!("unknown version {}", file.version)));
-                }
-                for (name, peer) in &file.peers {
-                    if decode_identity(&peer.identity).is_none() {
-                        return Err(corrupt(format!("bad identity key for {name:?}")));
-                    }
-                }
-                file
-            }
+        let pins = match store.load()? {
+            None => BTreeMap::new(),
+            Some(text) => parse(&text).map_err(|why| Error::CorruptPeerFile {
+                path: store.location(),
+                why,
+            })?,
         };
-        Ok(Self { store, file })
+        Ok(Self { store, pins })
     }
 
-    /// Checks `identity` against the pin for `name`, pinning it if new.
+    /// Checks `identity`, presented under the server's `name`, against the
+    /// pins, pinning it under `name` if both are new.
     pub fn check(&mut self, name: &str, identity: &PublicIdentity) -> Result<PeerStatus, Error> {
-        let presented = hex::encode(identity.to_bytes());
-        let status = match self.file.peers.get(name) {
-            None => {
-                self.file.peers.insert(
-                    name.to_owned(),
-                    PinnedPeer {
-                        identity: presented,
-                        verified: false,
-                    },
-                );
-                self.persist()?;
-                PeerStatus::New
-            }
-            Some(p) if p.identity == presented => {
-                if p.verified {
-                    PeerStatus::Verified
-                } else {
-                    PeerStatus::Known
+        let key = identity.to_bytes();
+        if let Some(pin) = self.pins.get(&key) {
+            return Ok(if pin.name != name {
+                PeerStatus::NameChanged {
+                    pinned_name: pin.name.clone(),
                 }
-            }
-            Some(p) => PeerStatus::IdentityChanged {
-                pinned: decode_identity(&p.identity)
-                    .map_or_else(|| p.identity.clone(), |i| i.fingerprint()),
+            } else if pin.verified {
+                PeerStatus::Verified
+            } else {
+                PeerStatus::Known
+            });
+        }
+        if let Some(pin) = self.pinned_under(name) {
+            return Ok(PeerStatus::IdentityChanged {
+                pinned: pin.identity.fingerprint(),
                 presented: identity.fingerprint(),
+            });
+        }
+        let mut next = self.pins.clone();
+        next.insert(
+            key,
+            PinnedPeer {
+                identity: *identity,
+                name: name.to_owned(),
+                verified: false,
             },
-        };
-        Ok(status)
+        );
+        self.commit(next)?;
+        Ok(PeerStatus::New)
     }
 
-    /// Pins `identity` for `name` as verified (the user compared safety
-    /// numbers); replaces a changed identity only through this call.
+    /// Pins `identity` as verified under `name` (the user compared safety
+    /// numbers). This is the only way a pin changes: another identity
+    /// pinned under `name` is removed (the user accepted the new identity
+    /// for this name), and an `identity` pinned under another name is
+    /// renamed to `name`.
     pub fn mark_verified(&mut self, name: &str, identity: &PublicIdentity) -> Result<(), Error> {
-        self.file.peers.insert(
-            name.to_owned(),
+        let key = identity.to_bytes();
+        let mut next = self.pins.clone();
+        next.retain(|k, pin| *k == key || pin.name != name);
+        next.insert(
+            key,
             PinnedPeer {
-                identity: hex::encode(identity.to_bytes()),
+                identity: *identity,
+                name: name.to_owned(),
                 verified: true,
             },
         );
-        self.persist()
+        self.commit(next)
     }
 
-    fn persist(&self) -> Result<(), Error> {
-        let text =
-            serde_json::to_string_pretty(&self.file).map_err(|e| Error::CorruptPeerFile {
-                path: self.store.location(),
-                why: e.to_string(),
-            })?;
-        self.store.save(&text)
+    /// The pinned identities, in the order of their encoding.
+    pub fn pins(&self) -> impl Iterator<Item = &PinnedPeer> {
+        self.pins.values()
     }
+
+    /// The pin held under `name`, if any. A linear scan: a personal list
+    /// holds tens of peers, and a second index would be one more thing to
+    /// keep in step with the first.
+    fn pinned_under(&self, name: &str) -> Option<&PinnedPeer> {
+        self.pins.values().find(|pin| pin.name == name)
+    }
+
+    /// Saves `pins`, then (only if that worked) makes them the current list.
+    fn commit(&mut self, pins: BTreeMap<[u8; 32], PinnedPeer>) -> Result<(), Error> {
+        let file = PeerFile {
+            version: 2,
+            peers: pins
+                .iter()
+                .map(|(key, pin)| {
+                    (
+                        hex::encode(key),
+                        PinV2 {
+                            name: pin.name.clone(),
+                            verified: pin.verified,
+                        },
+                    )
+                })
+                .collect(),
+        };
+        let text = serde_json::to_string_pretty(&file).map_err(|e| Error::CorruptPeerFile {
+            path: self.store.location(),
+            why: e.to_string(),
+        })?;
+        self.store.save(&text)?;
+        self.pins = pins;
+        Ok(())
+    }
+}
+
+/// Parses a known-peers file of either version into pins by identity.
+fn parse(text: &str) -> Result<BTreeMap<[u8; 32], PinnedPeer>, String> {
+    let header: PeerFile<IgnoredAny> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let mut pins = BTreeMap::new();
+    match header.version {
+        1 => {
+            let file: PeerFile<PinV1> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+            // Version 1 may pin one identity under two names. Iterating the
+            // BTreeMap in name order, the first name keeps the identity (with
+            // its `verified`); the later names are dropped, so the identity
+            // will be reported as `NameChanged` under them.
+            for (name, v1) in file.peers {
+                let identity = decode_identity(&v1.identity)
+                    .ok_or_else(|| format!("bad identity key for {name:?}"))?;
+                pins.entry(identity.to_bytes()).or_insert(PinnedPeer {
+                    identity,
+                    name,
+                    verified: v1.verified,
+                });
+            }
+        }
+        2 => {
+            let file: PeerFile<PinV2> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+            let mut names = BTreeSet::new();
+            for (hex_key, v2) in file.peers {
+                let identity = decode_identity(&hex_key)
+                    .ok_or_else(|| format!("bad identity key {hex_key:?}"))?;
+                if !names.insert(v2.name.clone()) {
+                    return Err(format!("two identities pinned as {:?}", v2.name));
+                }
+                // Hex in upper and lower case decodes to the same key.
+                if pins
+                    .insert(
+                        identity.to_bytes(),
+                        PinnedPeer {
+                            identity,
+                            name: v2.name,
+                            verified: v2.verified,
+                        },
+                    )
+                    .is_some()
+                {
+                    return Err(format!("identity {hex_key:?} pinned twice"));
+                }
+            }
+        }
+        other => return Err(format!("unknown version {other}")),
+    }
+    Ok(pins)
 }
 
 fn decode_identity(hex_key: &str) -> Option<PublicIdentity> {

@@ -543,6 +543,13 @@ async fn call(args: CallArgs) -> Result<()> {
                             println!("Someone may be impersonating {name}. Compare safety numbers before trusting this call.");
                             println!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
                         }
+                        // Pins are by identity; the name is only the server's claim.
+                        PeerStatus::NameChanged { pinned_name } => {
+                            println!("\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+                            println!("WARNING: the server calls {name:?}, but this identity ({}) was pinned as {pinned_name:?}.", identity.fingerprint());
+                            println!("The name is only the server's claim: this is the key of {pinned_name:?}. Compare safety numbers before trusting this call.");
+                            println!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+                        }
                         other => println!("\n{name} joined ({}, {})", identity.fingerprint(), match other { PeerStatus::New => "new peer, now pinned", PeerStatus::Verified => "verified", _ => "known" }),
                     }
                     println!("  safety number with {name}: {safety_number}");
