@@ -186,6 +186,10 @@ struct LoadtestArgs {
     /// Most subscribers per room the ramp tries.
     #[arg(long, default_value_t = 400)]
     ramp_max: usize,
+    /// A join storm: the first step's subscribers join unpaced and
+    /// concurrently, their joins started evenly over S seconds.
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=600))]
+    storm_seconds: Option<u64>,
     /// Simulated participants' media: `sans-io` (str0m peers sharing a few
     /// sockets on loopback addresses; cheap, reaches only a server on this
     /// machine) or `webrtc` (a webrtc-rs peer connection each, as `hush call`).
@@ -223,6 +227,9 @@ async fn loadtest(args: LoadtestArgs) -> Result<()> {
     if args.plot.is_some() && !args.ramp {
         bail!("--plot draws the steps of --ramp; add --ramp");
     }
+    if args.storm_seconds.is_some() && args.subscribers == 0 {
+        bail!("--storm-seconds joins the subscribers of the first step; --subscribers is 0");
+    }
     if args.rooms == 0 || args.publishers == 0 || args.seconds == 0 {
         bail!("--rooms, --publishers and --seconds must be at least 1");
     }
@@ -249,6 +256,7 @@ async fn loadtest(args: LoadtestArgs) -> Result<()> {
             step: args.ramp_step.unwrap_or(args.subscribers).max(1),
             max_subscribers: args.ramp_max,
         }),
+        storm: args.storm_seconds.map(Duration::from_secs),
         progress: hush::progress::stderr_is_terminal(),
         clients,
     };

@@ -90,6 +90,15 @@ fn a_small_audio_load_decrypts_every_frame_and_reports_every_figure() {
     assert_eq!(report["unstamped_frames"], 0, "{report:#}");
     assert_eq!(report["ok"], true);
     assert_eq!(report["result"]["participants"], 8);
+    // Paced joins are timed too: every subscriber, from its join to its first frame.
+    let joins = &report["result"]["join_to_first_frame_ms"];
+    assert_eq!(joins["count"], 4, "{report:#}");
+    assert_eq!(joins["missing"], 0, "{report:#}");
+    assert!(number(joins, "p50") > 0.0, "{report:#}");
+    assert!(
+        report["result"]["lost_to_key_change_during_ramp"].is_u64(),
+        "{report:#}"
+    );
     // The default generator: sans-IO peers, every one a real ICE + DTLS +
     // SRTP connection to the SFU, many on one socket.
     assert!(
@@ -139,6 +148,46 @@ fn video_and_a_ramp_report_each_step_and_draw_a_plot() {
 }
 
 #[test]
+fn a_join_storm_times_every_join_to_its_first_frame() {
+    let (report, stdout) = loadtest(&[
+        "--embedded",
+        "--rooms",
+        "1",
+        "--publishers",
+        "1",
+        "--subscribers",
+        "6",
+        "--storm-seconds",
+        "2",
+        "--seconds",
+        "2",
+        "--baseline",
+        "none",
+    ]);
+    assert_eq!(report["config"]["storm_seconds"], 2.0, "{report:#}");
+    assert_eq!(report["decryption_failures"], 0, "{report:#}");
+    let step = &report["steps"][0];
+    let joins = &step["join_to_first_frame_ms"];
+    assert_eq!(
+        joins["count"], 6,
+        "every storm join heard its publisher: {report:#}"
+    );
+    assert_eq!(joins["missing"], 0, "{report:#}");
+    let (p50, p99, max) = (
+        number(joins, "p50"),
+        number(joins, "p99"),
+        number(joins, "max"),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{joins:#}");
+    assert!(
+        step["lost_to_key_change_during_ramp"].is_u64(),
+        "{report:#}"
+    );
+    assert!(report["lost_to_key_change"].is_u64(), "{report:#}");
+    assert!(stdout.contains("join to first frame"), "{stdout}");
+}
+
+#[test]
 fn bad_arguments_are_refused_before_anything_starts() {
     for args in [
         vec!["loadtest", "--baseline", "tcp"],
@@ -147,6 +196,9 @@ fn bad_arguments_are_refused_before_anything_starts() {
         vec!["loadtest", "--rooms", "0"],
         vec!["loadtest", "--subscribers", "100000"],
         vec!["loadtest", "--clients", "quic"],
+        vec!["loadtest", "--storm-seconds", "0"],
+        vec!["loadtest", "--storm-seconds", "601"],
+        vec!["loadtest", "--storm-seconds", "2", "--subscribers", "0"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_hush"))
             .args(&args)

@@ -28,7 +28,7 @@ use crate::progress;
 use peer::{Peer, Publish, SharedTally, VideoLoad, lock};
 use server::{ServerSample, Target};
 use stamp::Stamp;
-use tally::{Delivery, Latency, RoomShape, Tally, Window, WindowCounts};
+use tally::{Delivery, JoinToFirstFrame, Latency, RoomShape, Tally, Window, WindowCounts};
 
 /// A step of `--ramp` holds its load if loss stays at or under this (percent).
 pub const HELD_MAX_LOSS_PERCENT: f64 = 1.0;
@@ -71,6 +71,9 @@ pub struct LoadSpec {
     pub baseline: bool,
     /// Grow subscribers until the load is not held.
     pub ramp: Option<Ramp>,
+    /// A join storm: the first step's subscribers join unpaced, concurrently,
+    /// their joins started evenly over this long (at least 1 s).
+    pub storm: Option<Duration>,
     /// Draw a progress bar on standard error.
     pub progress: bool,
     /// What the simulated participants' media connections run on.
@@ -132,6 +135,8 @@ pub struct ConfigReport {
     pub video_kbps: Option<u32>,
     /// Whether the run ramped.
     pub ramp: bool,
+    /// With `--storm-seconds`: the seconds over which the first step's joins started.
+    pub storm_seconds: Option<f64>,
     /// What the simulated participants' media connections ran on.
     pub clients: Clients,
 }
@@ -202,6 +207,13 @@ pub struct StepReport {
     pub ratio_to_udp_relay: Option<f64>,
     /// Why the baseline of this step could not be measured, if it could not.
     pub baseline_error: Option<String>,
+    /// Subscribers that joined in this step: from the start of each join to
+    /// its first decrypted frame from every publisher of its room.
+    pub join_to_first_frame_ms: JoinToFirstFrame,
+    /// Frames lost to key changes, summed over every participant, from the
+    /// end of the previous step's window (the first step: from the start)
+    /// to the end of this step's ramp-up, before its window opened.
+    pub lost_to_key_change_during_ramp: u64,
 }
 
 /// The whole report.
@@ -236,6 +248,10 @@ pub struct LoadReport {
 struct Slot {
     peer: Peer,
     room: usize,
+    /// Just before its `Peer::start`.
+    joined_at: Instant,
+    /// The step a subscriber joined in (`None`: a publisher).
+    step: Option<usize>,
 }
 
 struct World {
@@ -256,6 +272,40 @@ impl World {
                 members: *m,
             })
             .collect()
+    }
+
+    /// Adds a participant that finished joining. Slots are kept in stamp
+    /// index order: the window's sums and readiness checks rely on it.
+    fn admit(&mut self, index: u32, publishes: bool, slot: Slot) {
+        debug_assert_eq!(index as usize, self.slots.len(), "slots out of join order");
+        if publishes {
+            self.rooms[slot.room].push(index);
+        }
+        self.members[slot.room] += 1;
+        self.slots.push(slot);
+    }
+
+    /// The next stamp index and its join to `room`.
+    fn next_join(
+        &mut self,
+        target: &Target,
+        room: usize,
+        publishes: bool,
+    ) -> Result<(u32, JoinSpec), Error> {
+        let index = self.next_index;
+        self.next_index += 1;
+        let name = format!("{}{index}", if publishes { "p" } else { "s" });
+        let join = JoinSpec {
+            server: target.url.clone(),
+            room: room_name(room),
+            token: target.token(&room_name(room), &name)?,
+            name,
+            ca_file: None,
+            // `--server` is the operator's own server, whose secret the
+            // load tester holds; ws:// to it is their choice.
+            insecure: true,
+        };
+        Ok((index, join))
     }
 
     fn tallies(&self) -> Vec<SharedTally> {
@@ -283,6 +333,16 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
             "load: rooms, publishers and seconds must be at least 1",
         ));
     }
+    if let Some(storm) = spec.storm {
+        if storm < Duration::from_secs(1) {
+            return Err(Error::Invalid("load: a join storm lasts at least 1 s"));
+        }
+        if spec.subscribers == 0 {
+            return Err(Error::Invalid(
+                "load: a join storm needs subscribers in the first step",
+            ));
+        }
+    }
     let media = Publish {
         audio_bytes: spec.audio_bytes,
         video: spec.video_kbps.map(|k| VideoLoad::at(k, spec.video_fps)),
@@ -309,10 +369,13 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
             s += step;
         }
     }
+    // Frames lost to key changes when the last step's window closed.
+    let mut lost_before_ramp = 0;
     let outcome: Result<(), Error> = async {
         join_publishers(spec, target, &mut world, media).await?;
         for (i, &subs) in targets.iter().enumerate() {
-            let ready = match join_subscribers(spec, target, &mut world, subs).await {
+            let storm = spec.storm.filter(|_| i == 0);
+            let ready = match join_subscribers(spec, target, &mut world, subs, i, storm).await {
                 Ok(()) => wait_ready(spec, &world).await,
                 Err(e) => Err(e),
             };
@@ -327,7 +390,8 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
             if i == 0 {
                 ramp_up_seconds = started.elapsed().as_secs_f64();
             }
-            let step = match measure_sfu(spec, target, &world, subs, &before).await {
+            let lost_at_ramp_up = lost_to_key_change(&world).await;
+            let mut step = match measure_sfu(spec, target, &world, subs, &before).await {
                 Ok(step) => step,
                 Err(e) if i > 0 => {
                     // Steps measured so far stand; this load was not held.
@@ -336,6 +400,9 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
                 }
                 Err(e) => return Err(e),
             };
+            step.lost_to_key_change_during_ramp = lost_at_ramp_up.saturating_sub(lost_before_ramp);
+            step.join_to_first_frame_ms = join_to_first_frame(&world, i);
+            lost_before_ramp = lost_to_key_change(&world).await;
             let held = step.held;
             steps.push(step);
             shapes.push(world.shapes());
@@ -419,6 +486,7 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
             audio_frame_bytes: spec.audio_bytes,
             video_kbps: spec.video_kbps,
             ramp: spec.ramp.is_some(),
+            storm_seconds: spec.storm.map(|d| d.as_secs_f64()),
             clients: spec.clients,
         },
         result,
@@ -439,7 +507,8 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
 /// before the next joins: every join costs every member e2ee work (a key
 /// package to verify, an envelope to seal), and joining faster than the
 /// machine does that work only builds a queue in which the newcomers'
-/// handshakes time out.
+/// handshakes time out. `step` is the step subscribers join in (`None`
+/// for publishers).
 async fn join_many(
     spec: &LoadSpec,
     target: &Target,
@@ -447,6 +516,7 @@ async fn join_many(
     who: Vec<(usize, bool)>,
     media: Publish,
     paced: bool,
+    step: Option<usize>,
 ) -> Result<(), Error> {
     let (video, progress) = (spec.video_kbps.is_some(), spec.progress);
     let total = who.len();
@@ -454,43 +524,24 @@ async fn join_many(
     for chunk in who.chunks(JOIN_CONCURRENCY) {
         let mut joins = Vec::new();
         for &(room, publishes) in chunk {
-            let index = world.next_index;
-            world.next_index += 1;
-            let name = format!("{}{index}", if publishes { "p" } else { "s" });
-            let join = JoinSpec {
-                server: target.url.clone(),
-                room: room_name(room),
-                token: target.token(&room_name(room), &name)?,
-                name,
-                ca_file: None,
-                // `--server` is the operator's own server, whose secret the
-                // load tester holds; ws:// to it is their choice.
-                insecure: true,
-            };
+            let (index, join) = world.next_join(target, room, publishes)?;
             let connector = Arc::clone(&world.connector);
+            let publish = publishes.then_some(media);
             joins.push(async move {
-                let publish = publishes.then_some(media);
-                // Bounded: a machine too loaded to finish a join stops the
-                // step with a reason rather than hanging the load test.
-                let start = Peer::start(&join, index, publish, video, connector);
-                let peer = match tokio::time::timeout(JOIN_SETTLE, start).await {
-                    Ok(peer) => peer,
-                    Err(_) => Err(Error::LoadTest(format!(
-                        "participant {index} did not finish joining within {} s",
-                        JOIN_SETTLE.as_secs()
-                    ))),
-                };
+                let peer = start_peer(join, index, publish, video, connector).await;
                 (room, index, publishes, peer)
             });
         }
         let first = world.slots.len();
         for (room, index, publishes, peer) in futures_util::future::join_all(joins).await {
-            let peer = peer?;
-            if publishes {
-                world.rooms[room].push(index);
-            }
-            world.members[room] += 1;
-            world.slots.push(Slot { peer, room });
+            let (peer, joined_at) = peer?;
+            let slot = Slot {
+                peer,
+                room,
+                joined_at,
+                step,
+            };
+            world.admit(index, publishes, slot);
         }
         if paced {
             settle(world, first, video).await?;
@@ -510,14 +561,40 @@ async fn join_publishers(
     let who = (0..spec.rooms)
         .flat_map(|r| (0..spec.publishers).map(move |_| (r, true)))
         .collect();
-    join_many(spec, target, world, who, media, false).await
+    join_many(spec, target, world, who, media, false, None).await
 }
 
+/// Starts a participant, bounded by [`JOIN_SETTLE`]; returns it with the
+/// instant its join started.
+async fn start_peer(
+    join: JoinSpec,
+    index: u32,
+    publish: Option<Publish>,
+    video: bool,
+    connector: Arc<dyn Connector>,
+) -> Result<(Peer, Instant), Error> {
+    let joined_at = Instant::now();
+    // Bounded: a machine too loaded to finish a join stops the step with a
+    // reason rather than hanging the load test.
+    let start = Peer::start(&join, index, publish, video, connector);
+    match tokio::time::timeout(JOIN_SETTLE, start).await {
+        Ok(peer) => peer.map(|p| (p, joined_at)),
+        Err(_) => Err(Error::LoadTest(format!(
+            "participant {index} did not finish joining within {} s",
+            JOIN_SETTLE.as_secs()
+        ))),
+    }
+}
+
+/// Joins the subscribers that bring every room to `per_room` in step
+/// `step`: paced, or with `storm` as a join storm over that long.
 async fn join_subscribers(
     spec: &LoadSpec,
     target: &Target,
     world: &mut World,
     per_room: usize,
+    step: usize,
+    storm: Option<Duration>,
 ) -> Result<(), Error> {
     let mut who = Vec::new();
     for r in 0..spec.rooms {
@@ -528,7 +605,113 @@ async fn join_subscribers(
         audio_bytes: spec.audio_bytes,
         video: None,
     };
-    join_many(spec, target, world, who, media, true).await
+    match storm {
+        Some(over) => join_storm(spec, target, world, who, media, step, over).await,
+        None => join_many(spec, target, world, who, media, true, Some(step)).await,
+    }
+}
+
+/// Joins `who` as a storm, the way a meeting starts: unpaced, each join
+/// started at its share of `over` (200 over 10 s: one every 50 ms) and
+/// running concurrently with the others, then waits until every one hears
+/// every publisher of its room. Rooms take turns, so each fills over the
+/// whole storm.
+async fn join_storm(
+    spec: &LoadSpec,
+    target: &Target,
+    world: &mut World,
+    who: Vec<(usize, bool)>,
+    media: Publish,
+    step: usize,
+    over: Duration,
+) -> Result<(), Error> {
+    let video = spec.video_kbps.is_some();
+    // `who` is grouped by room: order it by place within its room (the sort is stable).
+    let mut place = vec![0usize; world.rooms.len()];
+    let mut who: Vec<(usize, (usize, bool))> = who
+        .into_iter()
+        .map(|(room, publishes)| {
+            let k = place[room];
+            place[room] += 1;
+            (k, (room, publishes))
+        })
+        .collect();
+    who.sort_by_key(|&(k, _)| k);
+    let total = who.len();
+    let bar = progress::bar(
+        "joining (storm)",
+        total as u64,
+        "participants",
+        spec.progress,
+    );
+    let first = world.slots.len();
+    let mut joins = tokio::task::JoinSet::new();
+    // Each join's result, by its place in the storm: slots are admitted in
+    // stamp index order once all are in, whatever order they finish in.
+    let mut joined: Vec<Option<(u32, Peer, Instant)>> =
+        std::iter::repeat_with(|| None).take(total).collect();
+    let t0 = tokio::time::Instant::now();
+    let mut next = 0;
+    while next < total || !joins.is_empty() {
+        let due = t0 + over.mul_f64(next as f64 / total as f64);
+        tokio::select! {
+            () = tokio::time::sleep_until(due), if next < total => {
+                let (_, (room, publishes)) = who[next];
+                let (index, join) = world.next_join(target, room, publishes)?;
+                let connector = Arc::clone(&world.connector);
+                let publish = publishes.then_some(media);
+                let k = next;
+                joins.spawn(async move {
+                    (k, index, start_peer(join, index, publish, video, connector).await)
+                });
+                next += 1;
+            }
+            Some(done) = joins.join_next(), if !joins.is_empty() => {
+                let (k, index, peer) = done
+                    .map_err(|e| Error::LoadTest(format!("a join of the storm failed: {e}")))?;
+                // An error ends the storm; dropping `joins` aborts the joins still running.
+                let (peer, joined_at) = peer?;
+                joined[k] = Some((index, peer, joined_at));
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    for ((_, (room, publishes)), peer) in who.into_iter().zip(joined) {
+        let (index, peer, joined_at) =
+            peer.ok_or_else(|| Error::LoadTest("a join of the storm never finished".into()))?;
+        let slot = Slot {
+            peer,
+            room,
+            joined_at,
+            step: Some(step),
+        };
+        world.admit(index, publishes, slot);
+    }
+    settle(world, first, video).await
+}
+
+/// The step's join-to-first-frame figures, over the subscribers that joined in it.
+fn join_to_first_frame(world: &World, step: usize) -> JoinToFirstFrame {
+    let mut times = Vec::new();
+    let mut missing = 0;
+    for s in world.slots.iter().filter(|s| s.step == Some(step)) {
+        let heard_all = lock(&s.peer.tally).heard_all_at(&world.rooms[s.room]);
+        match heard_all {
+            Some(at) => times.push(at.saturating_duration_since(s.joined_at)),
+            None => missing += 1,
+        }
+    }
+    JoinToFirstFrame::of(&mut times, missing)
+}
+
+/// Frames lost to key changes so far, summed over every participant.
+async fn lost_to_key_change(world: &World) -> u64 {
+    let mut total = 0;
+    for s in &world.slots {
+        total += s.peer.stats().await.lost_to_key_change;
+    }
+    total
 }
 
 /// Waits until the participants from slot `first` on hear every publisher
@@ -764,6 +947,8 @@ async fn measure_sfu(
         baseline: None,
         ratio_to_udp_relay: None,
         baseline_error: None,
+        join_to_first_frame_ms: JoinToFirstFrame::default(),
+        lost_to_key_change_during_ramp: 0,
     })
 }
 
@@ -825,7 +1010,7 @@ async fn relay_member(
                 let Ok(n) = r else { continue };
                 joins_left = 0;
                 if let Some(s) = buf.get(relay::HEADER_LEN..n).and_then(stamp::read_at) {
-                    lock(&tally).on_received(s, stamp::now_us());
+                    lock(&tally).on_received(s, stamp::now_us(), Instant::now());
                 }
             }
             _ = join_tick.tick(), if joins_left > 0 => {
@@ -1001,7 +1186,7 @@ pub fn table(r: &LoadReport) -> String {
     let c = &r.config;
     let _ = writeln!(
         out,
-        "hush loadtest: server {}, {} room(s) x ({} publisher(s) + {} subscriber(s)), {} s per step{}, {} clients",
+        "hush loadtest: server {}, {} room(s) x ({} publisher(s) + {} subscriber(s)), {} s per step{}, {} clients{}",
         c.server,
         c.rooms,
         c.publishers,
@@ -1012,7 +1197,10 @@ pub fn table(r: &LoadReport) -> String {
         match c.clients {
             Clients::SansIo { hubs } => format!("sans-IO ({hubs} hubs)"),
             Clients::WebRtc => "webrtc-rs".into(),
-        }
+        },
+        c.storm_seconds.map_or_else(String::new, |s| format!(
+            ", join storm: the first step's joins started over {s} s"
+        ))
     );
     let _ = writeln!(
         out,
@@ -1052,10 +1240,25 @@ pub fn table(r: &LoadReport) -> String {
             if s.held { "" } else { "  (not held)" }
         );
     }
+    let _ = writeln!(out);
+    for s in &r.steps {
+        let j = &s.join_to_first_frame_ms;
+        let _ = writeln!(
+            out,
+            "{:>9} subs/room: join to first frame p50 {} ms, p99 {} ms, max {} ms ({} joined, {} missing); lost to key changes during ramp-up {}",
+            s.subscribers_per_room,
+            opt(j.p50, 0),
+            opt(j.p99, 0),
+            opt(j.max, 0),
+            j.count,
+            j.missing,
+            s.lost_to_key_change_during_ramp
+        );
+    }
     let s = &r.result;
     let _ = writeln!(
         out,
-        "\nSFU memory: peak {}, {} per subscriber; SFU dropped {} packets",
+        "SFU memory: peak {}, {} per subscriber; SFU dropped {} packets",
         mib(s.sfu_peak_memory_bytes.map(|b| b as f64)),
         s.sfu_memory_per_subscriber_bytes
             .map_or_else(|| "n/a".into(), |b| format!("{:.0} KiB", b / 1024.0)),
@@ -1132,6 +1335,7 @@ mod tests {
             video_fps: 15,
             baseline: true,
             ramp: None,
+            storm: None,
             progress: false,
             clients: Clients::WebRtc,
         };

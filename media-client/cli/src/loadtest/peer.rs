@@ -4,7 +4,7 @@
 //! running a codec, and checks the stamp of every frame it decrypts.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hush_client::call::{Call, CallOptions, IceTimeouts, JoinSpec, Media};
 use hush_client::frame::Codec;
@@ -186,10 +186,10 @@ impl Media for LoadMedia {
         frame: Vec<u8>,
         _: &Session,
     ) -> Result<(), ClientError> {
-        let at = stamp::now_us();
+        let (at, now) = (stamp::now_us(), Instant::now());
         let mut t = lock(&self.tally);
         match stamp::read(codec, &frame) {
-            Some(s) => t.on_received(s, at),
+            Some(s) => t.on_received(s, at, now),
             None => t.unstamped += 1,
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! window adds up to. Pure: no IO, no clock of its own.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -41,6 +42,8 @@ pub struct Tally {
     pub latencies_us: Vec<u32>,
     /// (publisher, codec) pairs ever heard from, window or not (readiness).
     pub heard: BTreeSet<(u32, &'static str)>,
+    /// When the first frame of each publisher was decrypted (any codec).
+    pub first_frame: BTreeMap<u32, Instant>,
     /// Frames that decrypted but carried no valid stamp.
     pub unstamped: u64,
 }
@@ -69,10 +72,13 @@ impl Tally {
         }
     }
 
-    /// Counts a received unit with its stamp, at `now_us`.
-    pub fn on_received(&mut self, s: Stamp, now_us: u64) {
+    /// Counts a received unit with its stamp, at `now_us` (wall clock, for
+    /// one-way latency against the sender's stamp) and `now` (monotonic, for
+    /// the time from joining to the first frame).
+    pub fn on_received(&mut self, s: Stamp, now_us: u64, now: Instant) {
         let codec = codec_label(s.codec);
         self.heard.insert((s.publisher, codec));
+        self.first_frame.entry(s.publisher).or_insert(now);
         if self.window.contains(s.sent_us) {
             *self.received.entry((s.publisher, codec)).or_default() += 1;
             if self.latencies_us.len() < MAX_LATENCIES {
@@ -81,6 +87,16 @@ impl Tally {
                     .push(u32::try_from(us).unwrap_or(u32::MAX));
             }
         }
+    }
+
+    /// When the last of `publishers` was first heard, if all of them were
+    /// (never, for an empty list: there is nothing to hear).
+    pub fn heard_all_at(&self, publishers: &[u32]) -> Option<Instant> {
+        let mut latest = None;
+        for p in publishers {
+            latest = latest.max(Some(*self.first_frame.get(p)?));
+        }
+        latest
     }
 
     /// Takes this window's counts, leaving the tally counting nothing.
@@ -124,19 +140,51 @@ impl Latency {
     /// Nearest-rank percentiles of microsecond samples (sorted in place).
     pub fn of(samples: &mut [u32]) -> Self {
         samples.sort_unstable();
-        let pick = |q: f64| -> f64 {
-            if samples.is_empty() {
-                return 0.0;
-            }
-            let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
-            f64::from(samples[rank - 1]) / 1000.0
-        };
+        let pick = |q: f64| nearest_rank(samples, q).map_or(0.0, |us| f64::from(us) / 1000.0);
         Self {
             p50_ms: pick(0.50),
             p95_ms: pick(0.95),
             p99_ms: pick(0.99),
             max_ms: pick(1.0),
             samples: samples.len() as u64,
+        }
+    }
+}
+
+/// The `q` quantile (0 < q <= 1) of sorted samples by nearest rank.
+fn nearest_rank<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied()
+}
+
+/// How long the subscribers that joined in one step took from the start of
+/// their join to their first decrypted frame from every publisher of their
+/// room, in milliseconds (nearest rank; `None` when no subscriber got there).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct JoinToFirstFrame {
+    /// Subscribers that heard every publisher of their room.
+    pub count: u64,
+    /// Subscribers that joined in the step but had not heard every publisher by its end.
+    pub missing: u64,
+    /// Median.
+    pub p50: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+    /// Largest.
+    pub max: Option<f64>,
+}
+
+impl JoinToFirstFrame {
+    /// The figures of these times (sorted in place) and `missing` subscribers.
+    pub fn of(times: &mut [Duration], missing: u64) -> Self {
+        times.sort_unstable();
+        let pick = |q: f64| nearest_rank(times, q).map(|d| d.as_secs_f64() * 1000.0);
+        Self {
+            count: times.len() as u64,
+            missing,
+            p50: pick(0.50),
+            p99: pick(0.99),
+            max: pick(1.0),
         }
     }
 }
@@ -219,8 +267,9 @@ mod tests {
 
     #[test]
     fn only_units_sent_inside_the_window_count() {
+        let now = Instant::now();
         let mut t = Tally::default();
-        t.on_received(stamp(1, 0, 50), 60);
+        t.on_received(stamp(1, 0, 50), 60, now);
         assert!(t.received.is_empty(), "no window yet");
         assert!(t.heard.contains(&(1, "audio")), "but it was heard");
         t.open(Window {
@@ -231,9 +280,9 @@ mod tests {
         t.on_sent(Codec::Opus, 100);
         t.on_sent(Codec::Opus, 199);
         t.on_sent(Codec::Vp8, 200);
-        t.on_received(stamp(1, 1, 150), 1_150);
-        t.on_received(stamp(1, 2, 99), 1_150);
-        t.on_received(stamp(2, 2, 199), 5_199);
+        t.on_received(stamp(1, 1, 150), 1_150, now);
+        t.on_received(stamp(1, 2, 99), 1_150, now);
+        t.on_received(stamp(2, 2, 199), 5_199, now);
         let c = t.close();
         assert_eq!(c.sent.get("audio"), Some(&2));
         assert_eq!(c.sent.get("video"), None);
@@ -242,6 +291,36 @@ mod tests {
         assert_eq!(c.latencies_us, vec![1_000, 5_000]);
         t.on_sent(Codec::Opus, 150);
         assert!(t.sent.is_empty(), "closed windows count nothing");
+    }
+
+    #[test]
+    fn the_first_frame_of_each_publisher_is_kept_and_the_last_one_heard_counts() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut t = Tally::default();
+        assert_eq!(t.heard_all_at(&[1]), None);
+        t.on_received(stamp(1, 0, 0), 0, at(30));
+        t.on_received(stamp(1, 1, 0), 0, at(40));
+        assert_eq!(t.heard_all_at(&[1]), Some(at(30)), "the first frame counts");
+        assert_eq!(t.heard_all_at(&[1, 2]), None, "publisher 2 not heard yet");
+        t.on_received(stamp(2, 0, 0), 0, at(70));
+        assert_eq!(t.heard_all_at(&[1, 2]), Some(at(70)));
+        assert_eq!(t.heard_all_at(&[]), None, "nothing to hear");
+    }
+
+    #[test]
+    fn join_times_use_nearest_rank_and_count_the_missing() {
+        let mut v: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        let j = JoinToFirstFrame::of(&mut v, 3);
+        assert_eq!(
+            (j.count, j.missing, j.p50, j.p99, j.max),
+            (100, 3, Some(50.0), Some(99.0), Some(100.0))
+        );
+        let none = JoinToFirstFrame::of(&mut [], 2);
+        assert_eq!(
+            (none.count, none.missing, none.p50, none.max),
+            (0, 2, None, None)
+        );
     }
 
     #[test]
