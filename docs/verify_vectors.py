@@ -91,6 +91,8 @@ check("pairwise.key_b_to_a", key_ba.hex(), pw["key_b_to_a"])
 for i, env in enumerate(e2ee["envelopes"]):
     if env["message"] == "key_ack":
         plaintext = b"\x02" + u64(env["kid"])
+    elif env["message"] == "hello":
+        plaintext = b"\x03"
     else:
         key = H(env["base_key"])
         plaintext = b"\x01" + u64(env["kid"]) + bytes([len(key)]) + key

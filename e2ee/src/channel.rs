@@ -237,14 +237,19 @@ pub(crate) enum Message {
     },
     /// The receiver installed the sender key `kid`.
     KeyAck { kid: u64 },
+    /// A newcomer's first word to each member it was told of: it proves
+    /// the newcomer is live (only it holds its ephemeral key), and asks for
+    /// that member's key. Carries nothing.
+    Hello,
 }
 
 const MSG_SENDER_KEY: u8 = 1;
 const MSG_KEY_ACK: u8 = 2;
+const MSG_HELLO: u8 = 3;
 
 impl Message {
     /// Encodes: `u8 type`, then for a sender key `u64 kid || u8 len || key`,
-    /// for an ack `u64 kid`.
+    /// for an ack `u64 kid`, for a hello nothing.
     pub(crate) fn encode(&self) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::with_capacity(1 + 8 + 1 + 32));
         match self {
@@ -259,6 +264,7 @@ impl Message {
                 out.push(MSG_KEY_ACK);
                 out.extend_from_slice(&kid.to_be_bytes());
             }
+            Message::Hello => out.push(MSG_HELLO),
         }
         out
     }
@@ -282,6 +288,7 @@ impl Message {
                 }
             }
             MSG_KEY_ACK => Message::KeyAck { kid: r.u64()? },
+            MSG_HELLO => Message::Hello,
             _ => {
                 return Err(Error::Malformed {
                     what: WHAT,

@@ -31,6 +31,10 @@ pub struct Config {
     pub max_ratchet_ahead: u16,
     /// Age limits for key packages.
     pub freshness: Freshness,
+    /// How long after a membership change a key may still be on its way
+    /// (default 5 s): only then is a frame under a key we cannot derive
+    /// worth holding ([`Group::key_may_come`]).
+    pub settle_ms: u64,
 }
 
 impl Default for Config {
@@ -40,6 +44,7 @@ impl Default for Config {
             rekey_wait_ms: 1_000,
             max_ratchet_ahead: 16,
             freshness: Freshness::default(),
+            settle_ms: 5_000,
         }
     }
 }
@@ -57,6 +62,10 @@ pub enum Output {
     },
     /// A change for the SFrame layer.
     Key(KeyEvent),
+    /// A member proved it is live: the first envelope from it
+    /// authenticated. Until then it is *unconfirmed*: a key package alone
+    /// (which a server can replay) shows only that it was once present.
+    Confirmed(ParticipantId),
 }
 
 /// Key changes for the SFrame layer: one `hush_sframe::Sender` for our
@@ -163,11 +172,30 @@ struct Member {
     /// ([`Member::prune_chain`]); [`Secret`] zeroizes them on drop, and
     /// nothing prints them.
     chain: BTreeMap<Generation, Secret>,
+    /// Whether an envelope from this member has authenticated: only its
+    /// holder of the ephemeral key in its package can make one, so this
+    /// shows the member is live, not a replayed package.
+    confirmed: bool,
 }
 
+#[derive(Clone)]
 struct SenderKey {
     generation: Generation,
     base: Secret,
+}
+
+/// Our keys owed to a member not yet confirmed: it gets them only once an
+/// envelope from it authenticates, so a member the server shows but who is
+/// not there (a departed member's replayed key package) never gets a key.
+struct Owed {
+    /// The key it would have got when we learnt of it: our first key,
+    /// generation (0, 0), if it was there before us; the key we ratcheted
+    /// to at its join if it came after. Whatever we sent since, this is
+    /// what its count of joins starts from (PROTOCOL.md §5.3).
+    first: SenderKey,
+    /// The fresh key of our latest departure since then, at ratchet 0, if
+    /// one came: the chain we send under now, as it was when we made it.
+    fresh: Option<SenderKey>,
 }
 
 struct PendingKey {
@@ -202,6 +230,14 @@ pub struct Group {
     left: BTreeMap<ParticipantId, Millis>,
     active: SenderKey,
     pending: Option<PendingKey>,
+    /// Keys owed to members not yet confirmed, by member.
+    owed: BTreeMap<ParticipantId, Owed>,
+    /// When we last saw a member join, and when members left (ours or
+    /// ones we refused) within the last `settle_ms`: keys may be on their
+    /// way for `settle_ms` after each. Each departure moves a sender at
+    /// most one `rekey` on.
+    last_join: Option<Millis>,
+    departures: std::collections::VecDeque<Millis>,
     /// Joins since the last departure: how far every sender has ratcheted
     /// the fresh key that departure made it send.
     joins_since_leave: u16,
@@ -226,8 +262,13 @@ impl core::fmt::Debug for Group {
 
 impl Group {
     /// Joins a room whose current members sent these key packages (from
-    /// the signaling server's "joined" message). Makes our first sender key
-    /// and sends it to every accepted member.
+    /// the signaling server's "joined" message). Makes our first sender key,
+    /// starts using it, and sends each accepted member a hello (no key).
+    /// Our key goes to a member only once an envelope from it authenticates
+    /// (its key, which it sends when our hello reaches it): a package the
+    /// server lists for someone who is not there, such as a departed
+    /// member's replayed, never gets a key, and that member stays
+    /// unconfirmed.
     pub fn join(
         me: LocalMember,
         member_packages: &[Vec<u8>],
@@ -251,6 +292,10 @@ impl Group {
             departed: BTreeMap::new(),
             left: BTreeMap::new(),
             joins_since_leave: 0,
+            owed: BTreeMap::new(),
+            // Our own join: every member's key is on its way.
+            last_join: Some(now),
+            departures: std::collections::VecDeque::new(),
             active,
             pending: None,
             next_deadline: Cell::new(None),
@@ -259,21 +304,23 @@ impl Group {
         let mut accepted = Vec::new();
         let mut rejected = Vec::new();
         for (index, bytes) in member_packages.iter().enumerate() {
-            let id = match group.admit(bytes, now) {
+            let id = match group.admit(bytes, now, config.freshness.max_age_ms) {
                 Ok(id) => id,
                 Err(e) => {
                     rejected.push((index, e));
                     continue;
                 }
             };
-            match group.send_sender_key(id, &group.active_message()) {
+            match group.send(id, &Message::Hello) {
                 Ok(o) => {
                     outputs.push(o);
                     accepted.push((index, id));
+                    let first = group.active.clone();
+                    group.owed.insert(id, Owed { first, fresh: None });
                 }
                 Err(e) => {
                     // Refused means not in the group: a member that never
-                    // gets our key is not kept.
+                    // hears from us is not kept.
                     group.members.remove(&id);
                     rejected.push((index, e));
                 }
@@ -288,15 +335,17 @@ impl Group {
     }
 
     /// A member joined with this key package. We ratchet our sender key
-    /// one step (so the newcomer cannot read earlier frames) and send our
-    /// new key to the newcomer only. Every other member ratchets its key
+    /// one step (so the newcomer cannot read earlier frames) and owe our
+    /// new key to the newcomer only: it is sent when the newcomer's hello
+    /// (or any envelope of it) authenticates, so a replayed package of
+    /// someone not there gets nothing. Every other member ratchets its key
     /// the same way, with no message: we note the generation each now
     /// sends under and derive nothing. Most members of a large room never
     /// send, so their keys need never be derived; a frame under the new
     /// generation is derived from the key we hold when it arrives, and
     /// installed once it authenticates ([`Group::candidate_receive_key`]).
-    /// The outputs are our own key event and the envelope to the newcomer,
-    /// however large the room. On error nothing changes.
+    /// The output is our own key event, however large the room. On error
+    /// nothing changes.
     ///
     /// Keys of a member that moved on only by joins get no deadline here:
     /// the one we hold stays until a newer key of that member is installed
@@ -335,7 +384,10 @@ impl Group {
                 .checked_add(1)
                 .ok_or(Error::GenerationExhausted(next))?,
         };
-        let newcomer = self.admit(package, now)?;
+        // A newcomer's package was made for this join: it must be fresh
+        // by the shorter bound, which limits how long after a departure a
+        // member that never saw it leave can be shown it again.
+        let newcomer = self.admit(package, now, self.config.freshness.newcomer_max_age_ms)?;
         // A fresh key still waiting for acknowledgements is activated now:
         // the newcomer must get a key that is never used before it joined.
         let base = match self.pending.take() {
@@ -346,7 +398,8 @@ impl Group {
             generation: next,
             base: ratchet(&base, next),
         };
-        let mut outputs = vec![Output::Key(self.use_send_key_event())];
+        let outputs = vec![Output::Key(self.use_send_key_event())];
+        self.last_join = Some(now);
         self.joins_since_leave = self.joins_since_leave.saturating_add(1);
         // Everyone else ratchets too, with no message: note it, derive nothing.
         for (&id, member) in self.members.iter_mut() {
@@ -366,7 +419,9 @@ impl Group {
                 }
             }
         }
-        outputs.push(self.send_sender_key(newcomer, &self.active_message())?);
+        // The newcomer gets this key once its hello shows it is live.
+        let first = self.active.clone();
+        self.owed.insert(newcomer, Owed { first, fresh: None });
         let package = self
             .members
             .get(&newcomer)
@@ -383,6 +438,7 @@ impl Group {
         self.next_deadline.set(None);
         let mut member = self.members.remove(&who).ok_or(Error::UnknownMember(who))?;
         self.timed.remove(&who);
+        self.owed.remove(&who);
         let expiry = now.plus(self.config.grace_ms);
         for key in member.keys.values_mut() {
             key.expires = Some(key.expires.map_or(expiry, |e| e.min(expiry)));
@@ -395,7 +451,7 @@ impl Group {
             .plus(self.config.freshness.max_skew_ms);
         self.left.retain(|_, until| *until > now);
         self.left.insert(who, stale);
-        self.departure_seen();
+        self.departure_seen(now);
         let last = self
             .pending
             .as_ref()
@@ -416,17 +472,30 @@ impl Group {
             kid: kid(self.me.participant().slot(), generation).0,
             base_key: zeroize::Zeroizing::new(key.base.expose().to_vec()),
         };
-        let waiting: BTreeSet<ParticipantId> = self.members.keys().copied().collect();
+        // Members not confirmed yet get this one with what they are owed.
+        for owed in self.owed.values_mut() {
+            owed.fresh = Some(key.clone());
+        }
+        let owed = &self.owed;
+        let waiting: BTreeSet<ParticipantId> = self
+            .members
+            .keys()
+            .filter(|id| !owed.contains_key(id))
+            .copied()
+            .collect();
         let mut outputs = Vec::new();
         for &id in &waiting {
-            outputs.push(self.send_sender_key(id, &message)?);
+            outputs.push(self.send(id, &message)?);
         }
+        // Nobody to wait for (alone, or only unconfirmed members, who get
+        // the key with what they are owed): use it at once.
+        let alone = waiting.is_empty();
         self.pending = Some(PendingKey {
             key,
             waiting,
             deadline: now.plus(self.config.rekey_wait_ms),
         });
-        if self.members.is_empty() {
+        if alone {
             outputs.extend(self.activate_pending());
         }
         Ok(outputs)
@@ -435,8 +504,17 @@ impl Group {
     /// A member left that we had refused (so [`Group::member_left`] does
     /// not apply): the others, who accepted it, each make a fresh key now,
     /// and the joins that follow ratchet that key. `member_left` does this too.
-    pub fn departure_seen(&mut self) {
+    pub fn departure_seen(&mut self, now: Millis) {
         self.next_deadline.set(None);
+        let settle = self.config.settle_ms;
+        while self
+            .departures
+            .front()
+            .is_some_and(|t| t.0.saturating_add(settle) <= now.0)
+        {
+            self.departures.pop_front();
+        }
+        self.departures.push_back(now);
         self.joins_since_leave = 0;
         for m in self.members.values_mut().filter(|m| m.current.is_none()) {
             m.counting_missed = false;
@@ -461,14 +539,31 @@ impl Group {
             .ok_or(Error::UnknownMember(header.from))?;
         let plaintext = member.channel.open(envelope, &header)?;
         let from = header.from;
-        match Message::decode(&plaintext)? {
+        let message = Message::decode(&plaintext)?;
+        if let Message::SenderKey { kid: k, .. } = &message {
+            let kid = KeyId(*k);
+            if split_kid(kid).is_none_or(|(slot, _)| slot != from.slot()) {
+                return Err(Error::ForeignKeyId { from, kid });
+            }
+        }
+        // It authenticated: the member is live. What we owe it goes first.
+        let mut outputs = Vec::new();
+        if !member.confirmed {
+            outputs.extend(self.pay_owed(from)?);
+            outputs.push(Output::Confirmed(from));
+        }
+        let member = self
+            .members
+            .get_mut(&from)
+            .ok_or(Error::UnknownMember(from))?;
+        member.confirmed = true;
+        match message {
             Message::SenderKey { kid: k, base_key } => {
                 let kid = KeyId(k);
                 let generation = match split_kid(kid) {
                     Some((slot, g)) if slot == from.slot() => g,
                     _ => return Err(Error::ForeignKeyId { from, kid }),
                 };
-                let mut outputs = Vec::new();
                 let newest = member.keys.keys().next_back().copied();
                 let stale = newest.is_some_and(|n| generation.rekey < n.rekey);
                 if !stale && !member.keys.contains_key(&generation) {
@@ -519,7 +614,6 @@ impl Group {
                 Ok(outputs)
             }
             Message::KeyAck { kid: k } => {
-                let mut outputs = Vec::new();
                 let slot = me.slot();
                 if let Some(p) = self.pending.as_mut() {
                     if kid(slot, p.key.generation).0 == k {
@@ -531,6 +625,8 @@ impl Group {
                 }
                 Ok(outputs)
             }
+            // Its work (confirming the newcomer, paying what we owe it) is done above.
+            Message::Hello => Ok(outputs),
         }
     }
 
@@ -567,6 +663,45 @@ impl Group {
             kid: kid_,
             base,
         })
+    }
+
+    /// Whether a frame of `sender` under `kid`, which no key we hold opens
+    /// and [`Group::candidate_receive_key`] cannot derive, may still open
+    /// soon, so that it is worth holding briefly: its key is on the way
+    /// (we hold none of `sender`'s yet; or a newer `rekey`, at most one
+    /// per departure within the last `settle_ms`), or joins we have not seen yet will
+    /// bring it into reach (the same `rekey`, at most `max_ratchet_ahead`
+    /// beyond the window, within `settle_ms` of a join). Anything else (a
+    /// KID of another slot, an older `rekey`, far ahead, or a change
+    /// nobody announced) cannot come from `sender` as things stand: the
+    /// caller drops it at once rather than holding a forgery.
+    pub fn key_may_come(&self, sender: ParticipantId, kid_: KeyId, now: Millis) -> bool {
+        let Some(member) = self.members.get(&sender) else {
+            return false;
+        };
+        let Some(target) = split_kid(kid_)
+            .filter(|&(slot, _)| slot == sender.slot())
+            .map(|(_, g)| g)
+        else {
+            return false;
+        };
+        let recent = |at: Option<Millis>| {
+            at.is_some_and(|t| now.0 < t.0.saturating_add(self.config.settle_ms))
+        };
+        let (Some(newest), Some(current)) = (member.keys.keys().next_back(), member.current) else {
+            // Its first key is on the way.
+            return true;
+        };
+        let max_ahead = self.config.max_ratchet_ahead;
+        let held = newest.rekey.max(current.rekey);
+        if target.rekey > held {
+            let recent_departures = self.departures.iter().filter(|&&t| recent(Some(t))).count();
+            return usize::from(target.rekey - held) <= recent_departures;
+        }
+        target.rekey == current.rekey
+            && target.ratchet > current.ratchet.saturating_add(max_ahead)
+            && target.ratchet <= current.ratchet.saturating_add(max_ahead.saturating_mul(2))
+            && recent(self.last_join)
     }
 
     /// Derives and installs the receive key for a frame from `sender` under
@@ -670,6 +805,12 @@ impl Group {
         self.members.get(&id).map(|m| &m.package)
     }
 
+    /// Whether a current member is confirmed: an envelope from it has
+    /// authenticated (see [`Output::Confirmed`]).
+    pub fn is_confirmed(&self, id: ParticipantId) -> bool {
+        self.members.get(&id).is_some_and(|m| m.confirmed)
+    }
+
     /// The KID our frames currently carry.
     pub fn active_kid(&self) -> KeyId {
         kid(self.me.participant().slot(), self.active.generation)
@@ -684,9 +825,19 @@ impl Group {
         ))
     }
 
-    /// Verifies a key package and opens a channel to its member.
-    fn admit(&mut self, package: &[u8], now: Millis) -> Result<ParticipantId, Error> {
-        let kp = KeyPackage::verify(package, &self.room, now, self.config.freshness)?;
+    /// Verifies a key package, no older than `max_age_ms`, and opens a
+    /// channel to its member.
+    fn admit(
+        &mut self,
+        package: &[u8],
+        now: Millis,
+        max_age_ms: u64,
+    ) -> Result<ParticipantId, Error> {
+        let freshness = Freshness {
+            max_age_ms: max_age_ms.min(self.config.freshness.max_age_ms),
+            ..self.config.freshness
+        };
+        let kp = KeyPackage::verify(package, &self.room, now, freshness)?;
         let id = kp.participant;
         if id == self.me.participant() || kp.ephemeral == self.me.package.ephemeral {
             return Err(Error::FromSelf);
@@ -708,19 +859,39 @@ impl Group {
                 counting_missed: true,
                 current: None,
                 chain: BTreeMap::new(),
+                confirmed: false,
             },
         );
         Ok(id)
     }
 
-    fn active_message(&self) -> Message {
+    /// The sender-key message carrying one of our keys.
+    fn key_message(&self, key: &SenderKey) -> Message {
         Message::SenderKey {
-            kid: self.active_kid().0,
-            base_key: zeroize::Zeroizing::new(self.active.base.expose().to_vec()),
+            kid: kid(self.me.participant().slot(), key.generation).0,
+            base_key: zeroize::Zeroizing::new(key.base.expose().to_vec()),
         }
     }
 
-    fn send_sender_key(&mut self, to: ParticipantId, message: &Message) -> Result<Output, Error> {
+    /// Sends what we owe `id` (see [`Owed`]), if anything, and forgets
+    /// (erases) it. On error nothing is forgotten.
+    fn pay_owed(&mut self, id: ParticipantId) -> Result<Vec<Output>, Error> {
+        let Some(owed) = self.owed.get(&id) else {
+            return Ok(Vec::new());
+        };
+        let messages: Vec<Message> = std::iter::once(&owed.first)
+            .chain(owed.fresh.as_ref())
+            .map(|k| self.key_message(k))
+            .collect();
+        let mut outputs = Vec::with_capacity(messages.len());
+        for message in &messages {
+            outputs.push(self.send(id, message)?);
+        }
+        self.owed.remove(&id);
+        Ok(outputs)
+    }
+
+    fn send(&mut self, to: ParticipantId, message: &Message) -> Result<Output, Error> {
         let member = self.members.get_mut(&to).ok_or(Error::UnknownMember(to))?;
         let envelope = member.channel.seal(&message.encode())?;
         Ok(Output::Send { to, envelope })
@@ -747,6 +918,10 @@ impl Group {
         ];
         if let Some(p) = &self.pending {
             s.push(p.key.base.expose().to_vec());
+        }
+        for o in self.owed.values() {
+            s.push(o.first.base.expose().to_vec());
+            s.extend(o.fresh.iter().map(|k| k.base.expose().to_vec()));
         }
         for m in self.members.values() {
             s.push(m.channel.keys_for_tests.send.to_vec());
@@ -1062,13 +1237,30 @@ mod tests {
     }
 
     /// `a` alone in `room`, then `b` joined with `a`'s package; `a` has not
-    /// yet seen `b`'s (here is its key package).
-    fn two_members(room: &RoomId) -> (Group, Group, Vec<u8>) {
+    /// yet seen `b`'s (here is its key package, and its hello to `a`).
+    fn two_members(room: &RoomId) -> (Group, Group, Vec<u8>, Vec<u8>) {
         let (a, a_kp) = new_member(room);
         let (b, b_kp) = new_member(room);
         let a = Group::join(a, &[], T0, Config::default()).group;
-        let b = Group::join(b, &[a_kp], T0, Config::default()).group;
-        (a, b, b_kp)
+        let joined = Group::join(b, &[a_kp], T0, Config::default());
+        let hello = hello_in(joined.outputs);
+        (a, joined.group, b_kp, hello)
+    }
+
+    /// The one envelope (a newcomer's hello) in a join's outputs.
+    fn hello_in(outputs: Vec<Output>) -> Vec<u8> {
+        let mut envelopes = sends(outputs);
+        assert_eq!(envelopes.len(), 1, "one hello");
+        envelopes.remove(0).1
+    }
+
+    /// `a` learns of a newcomer (its key package), then gets its hello:
+    /// what `a` sends (its key, for the newcomer).
+    fn admit_with_hello(a: &mut Group, kp: &[u8], hello: &[u8]) -> Vec<(ParticipantId, Vec<u8>)> {
+        let mut out = sends(a.member_joined(kp, T0).expect("joined"));
+        assert!(out.is_empty(), "nothing for the newcomer before its hello");
+        out.extend(sends(a.receive_envelope(hello, T0).expect("hello")));
+        out
     }
 
     /// How many receive keys `outputs` install.
@@ -1116,9 +1308,13 @@ mod tests {
         for _ in 0..n {
             let (m, kp) = new_member(room);
             let joined = Group::join(m, std::slice::from_ref(&hub_kp), T0, Config::default());
-            hub.member_joined(&kp, T0).expect("joined");
-            for (_, e) in sends(joined.outputs) {
-                hub.receive_envelope(&e, T0).expect("its key");
+            let hello = hello_in(joined.outputs);
+            let mut m = joined.group;
+            // The newcomer sends its key once the hub's has come.
+            for (_, e) in admit_with_hello(&mut hub, &kp, &hello) {
+                for (_, e) in sends(m.receive_envelope(&e, T0).expect("the hub's key")) {
+                    drop(hub.receive_envelope(&e, T0).expect("its key or ack"));
+                }
             }
         }
         hub
@@ -1160,7 +1356,7 @@ mod tests {
             .into_iter()
             .filter_map(|o| match o {
                 Output::Send { to, envelope } => Some((to, envelope)),
-                Output::Key(_) => None,
+                Output::Key(_) | Output::Confirmed(_) => None,
             })
             .collect()
     }
@@ -1224,9 +1420,10 @@ mod tests {
         let b_kp = b.key_package().to_bytes();
         let mut a = Group::join(a, &[], T0, Config::default()).group;
         let joined = Group::join(b, &[a_kp], T0, Config::default());
+        let hello = hello_in(joined.outputs);
         let mut b = joined.group;
         let aid = a.me();
-        let to_b = sends(a.member_joined(&b_kp, T0).expect("joined"));
+        let to_b = admit_with_hello(&mut a, &b_kp, &hello);
         for (_, e) in to_b {
             b.receive_envelope(&e, T0).expect("key");
         }
@@ -1350,8 +1547,8 @@ mod tests {
         // before an existing member's key reaches it; the sender ratcheted
         // once per join meanwhile, and so must the newcomer's copy.
         let room = RoomId("busy".into());
-        let (mut a, mut b, b_kp) = two_members(&room);
-        let delayed = sends(a.member_joined(&b_kp, T0).expect("b joined"));
+        let (mut a, mut b, b_kp, hello) = two_members(&room);
+        let delayed = admit_with_hello(&mut a, &b_kp, &hello);
         let joins = Config::default().max_ratchet_ahead + 4;
         for _ in 0..joins {
             let (_, kp) = new_member(&room);
@@ -1411,8 +1608,8 @@ mod tests {
         // we must not ratchet past the sender, or its key is erased after
         // the grace period and every later frame fails.
         let room = RoomId("lag".into());
-        let (mut a, mut b, b_kp) = two_members(&room);
-        for (_, e) in sends(a.member_joined(&b_kp, T0).expect("b joined")) {
+        let (mut a, mut b, b_kp, hello) = two_members(&room);
+        for (_, e) in admit_with_hello(&mut a, &b_kp, &hello) {
             b.receive_envelope(&e, T0).expect("a's key");
         }
         let packages: Vec<Vec<u8>> = (0..5).map(|_| new_member(&room).1).collect();
@@ -1546,7 +1743,7 @@ mod tests {
         drop(sends(a.member_joined(&x_kp, T0).expect("a accepts x")));
         // b refuses x: no member_joined at b. x leaves.
         let fresh = sends(a.member_left(x_id, T0).expect("x left"));
-        groups.get_mut(&bid).expect("b").departure_seen();
+        groups.get_mut(&bid).expect("b").departure_seen(T0);
         let fresh: Vec<_> = fresh.into_iter().filter(|(to, _)| *to == bid).collect();
         settle(&mut groups, fresh, &mut log);
         let later = T0.plus(10 * Config::default().grace_ms);
@@ -1582,16 +1779,13 @@ mod tests {
         let before = state(&hub);
         let (newcomer, kp) = new_member(&room);
         let outputs = hub.member_joined(&kp, T0).expect("joined");
-        // Our own new key, and the envelope carrying it to the newcomer.
-        assert_eq!(outputs.len(), 2, "{outputs:?}");
+        // Our own new key; the newcomer is owed it until its hello comes.
+        assert_eq!(outputs.len(), 1, "{outputs:?}");
         assert!(matches!(
             &outputs[0],
             Output::Key(KeyEvent::UseSendKey { kid, .. }) if *kid == hub.active_kid()
         ));
-        assert!(matches!(
-            &outputs[1],
-            Output::Send { to, .. } if *to == newcomer.participant()
-        ));
+        assert!(hub.owed.contains_key(&newcomer.participant()));
         // The others' generations moved one step; nothing was derived.
         let mut after = state(&hub);
         assert!(after.remove(&newcomer.participant()).is_some());
@@ -1860,7 +2054,12 @@ mod tests {
         assert_eq!(visits(&mut hub, T0.plus(60_000)), (0, None));
         // One member's frame under its current generation: its old key
         // gets a deadline, and that member alone is visited.
-        let (&x, m) = hub.members.iter().next().expect("members");
+        // (Any member but the newcomer, whose key never came.)
+        let (&x, m) = hub
+            .members
+            .iter()
+            .find(|(_, m)| m.current.is_some())
+            .expect("members");
         let current = m.current.expect("its key arrived");
         assert_eq!(
             installs(
@@ -1912,7 +2111,11 @@ mod tests {
         assert_eq!(package.participant, newcomer.participant());
         assert_eq!(package.identity, newcomer.key_package().identity);
         assert_eq!(package.to_bytes(), kp);
-        assert_eq!(outputs.len(), 2, "our key event and the envelope");
+        assert_eq!(
+            outputs.len(),
+            1,
+            "our key event (the newcomer's key waits for its hello)"
+        );
         // The same package again is refused, and nothing is handed back.
         assert!(matches!(
             hub.admit_newcomer(&kp, T0),
@@ -1932,7 +2135,7 @@ mod tests {
                 .filter(|o| matches!(o, Output::Key(_)))
                 .count();
             assert_eq!(keys, 1, "{size} members");
-            assert_eq!(outputs.len(), 2, "{size} members");
+            assert_eq!(outputs.len(), 1, "{size} members");
         }
     }
 
@@ -1984,8 +2187,10 @@ mod tests {
         // nothing before it, though that is near a's generation.
         let (d, d_kp) = new_member(&room);
         let a_kp = a.me.key_package().to_bytes();
-        let mut d = Group::join(d, &[a_kp], T0, Config::default()).group;
-        for (_, e) in sends(a.member_joined(&d_kp, T0).expect("d joined")) {
+        let joined = Group::join(d, &[a_kp], T0, Config::default());
+        let hello = hello_in(joined.outputs);
+        let mut d = joined.group;
+        for (_, e) in admit_with_hello(&mut a, &d_kp, &hello) {
             d.receive_envelope(&e, T0).expect("a's key");
         }
         let before_d = Generation {

@@ -58,6 +58,11 @@ pub struct Freshness {
     /// Oldest acceptable age. Members' packages are relayed to later
     /// newcomers, so this spans a long call (default 24 h).
     pub max_age_ms: u64,
+    /// Oldest acceptable age of a *newcomer's* package (`member_joined`),
+    /// made for that very join (default 10 min, twice the skew allowed):
+    /// how long after a departure a member who never saw it can be shown
+    /// the departed member's package again.
+    pub newcomer_max_age_ms: u64,
     /// Clock skew tolerated for packages dated in the future (default 5 min).
     pub max_skew_ms: u64,
 }
@@ -66,6 +71,7 @@ impl Default for Freshness {
     fn default() -> Self {
         Self {
             max_age_ms: 24 * 3600 * 1000,
+            newcomer_max_age_ms: 10 * 60 * 1000,
             max_skew_ms: 5 * 60 * 1000,
         }
     }

@@ -24,6 +24,11 @@
 //!   the remaining members (at most `rekey_wait_ms`, default 1 s, later).
 //! - **Envelopes cannot be tampered with or replayed**: AEAD with the
 //!   header as associated data, per-direction counters and a replay window.
+//! - **A replayed key package gets nothing.** A member is sent a key only
+//!   once an envelope from it authenticates ([`Output::Confirmed`]); until
+//!   then it is shown as unconfirmed. A departed member's package is
+//!   refused by everyone who saw it leave, and a newcomer's package must be
+//!   minutes fresh.
 //! - **Safety numbers** let two users check, out of band, that no one
 //!   substituted an identity; the known-peers file pins identities on first
 //!   use and reports a change.
@@ -34,7 +39,9 @@
 //!   to the servers.
 //! - A malicious signaling server can add a ghost participant with its own
 //!   identity; members then share keys with it. Users detect it by the
-//!   participant list and by comparing safety numbers.
+//!   participant list and by comparing safety numbers. Display names come
+//!   from the server and are not signed: the known-peers file pins by
+//!   identity key and warns when a known identity comes under another name.
 //! - During the grace period after a departure (until the fresh key is in
 //!   use) the departed member can still decrypt; receivers keep replaced
 //!   keys for `grace_ms` (default 2 s) for frames in flight.
@@ -54,8 +61,15 @@
 //! let bob = LocalMember::new(Identity::generate(), room, now)?;
 //! let bob_kp = bob.key_package().to_bytes();
 //! let bob = Group::join(bob, &[alice_kp], now, Config::default());
-//! let from_alice = alice.member_joined(&bob_kp, now)?;
-//! # let _ = (bob, from_alice);
+//! alice.member_joined(&bob_kp, now)?;
+//! // Bob's hello reaches Alice, who answers with her key for him.
+//! let hello = bob.outputs.iter().find_map(|o| match o {
+//!     Output::Send { envelope, .. } => Some(envelope.clone()),
+//!     _ => None,
+//! });
+//! let from_alice = alice.receive_envelope(&hello.expect("a hello"), now)?;
+//! assert!(from_alice.iter().any(|o| matches!(o, Output::Send { .. })));
+//! # let _ = bob;
 //! # Ok::<(), hush_e2ee::Error>(())
 //! ```
 

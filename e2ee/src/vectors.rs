@@ -45,10 +45,15 @@ fn e2ee_vectors() -> Value {
 
     // Envelopes a -> b with counters 0 (an ack) and 1 (a sender key).
     let mut channel = Channel::new(&a, b.key_package(), &room).expect("channel");
-    let ack = Message::KeyAck {
-        kid: 0x00a1_0000_0001,
-    }
-    .encode();
+    // a acknowledges b's key (0, 1): the KID carries b's slot.
+    let ack_kid = kid(
+        ParticipantId([0xb2; 16]).slot(),
+        Generation {
+            rekey: 0,
+            ratchet: 1,
+        },
+    );
+    let ack = Message::KeyAck { kid: ack_kid.0 }.encode();
     let env0 = channel.seal(&ack).expect("seal");
     let base_key = [0x5a_u8; 32];
     let sender_kid = kid(
@@ -64,6 +69,8 @@ fn e2ee_vectors() -> Value {
     }
     .encode();
     let env1 = channel.seal(&sk).expect("seal");
+    let hello = Message::Hello.encode();
+    let env2 = channel.seal(&hello).expect("seal");
 
     let mut ratchet_steps = vec![json!({"rekey": 0, "ratchet": 0, "base_key": h(&[0x5a; 32])})];
     let mut key = hush_sframe::Secret::new(&[0x5a; 32]);
@@ -107,8 +114,9 @@ fn e2ee_vectors() -> Value {
             "key_b_to_a": h(keys_ab.recv.as_slice()),
         },
         "envelopes": [
-            {"from": "a", "to": "b", "counter": 0, "plaintext": h(&ack), "message": "key_ack", "kid": 0x00a1_0000_0001_u64, "envelope": h(&env0)},
+            {"from": "a", "to": "b", "counter": 0, "plaintext": h(&ack), "message": "key_ack", "kid": ack_kid.0, "envelope": h(&env0)},
             {"from": "a", "to": "b", "counter": 1, "plaintext": h(&sk), "message": "sender_key", "kid": sender_kid.0, "base_key": h(&base_key), "envelope": h(&env1)},
+            {"from": "a", "to": "b", "counter": 2, "plaintext": h(&hello), "message": "hello", "envelope": h(&env2)},
         ],
         "ratchet": ratchet_steps,
         "kid_layout": kids,

@@ -123,6 +123,8 @@ fn tampered_envelope_is_rejected() {
     let mut room = Room::new("r");
     let a = room.join();
     let b = room.join();
+    // b's hello reaches a, who answers with its key.
+    room.deliver_to(a);
     let q = room
         .queue
         .iter()
@@ -171,8 +173,9 @@ fn tampered_envelope_is_rejected() {
 #[test]
 fn replayed_envelope_is_rejected() {
     let mut room = Room::new("r");
-    let _a = room.join();
+    let a = room.join();
     let b = room.join();
+    room.deliver_to(a);
     let q = room
         .queue
         .iter()
@@ -375,4 +378,235 @@ fn a_departed_members_key_package_cannot_be_replayed() {
     // Bob rejoining for real brings a new package, which is accepted.
     let (_, bob_again) = package("r", later);
     group.member_joined(&bob_again, later).expect("bob rejoins");
+}
+
+/// A malicious server lists a departed member in a newcomer's `joined`
+/// (with its real, still fresh key package): the newcomer never sends it a
+/// key, and it stays unconfirmed, while every member who is really there
+/// is confirmed and gets the newcomer's key.
+#[test]
+fn a_departed_member_replayed_to_a_newcomer_gets_no_key_and_stays_unconfirmed() {
+    let mut room = Room::new("r");
+    let ann = room.join();
+    let bob = room.join();
+    room.deliver_all();
+    let bob_package = room.clients[&bob].package.clone();
+    room.leave(bob);
+    room.deliver_all();
+    room.advance(60_000);
+    // Carol joins; the server adds bob's package to what it tells her.
+    let local = LocalMember::new(Identity::generate(), room.room.clone(), room.now).expect("local");
+    let carol_package = local.key_package().to_bytes();
+    let packages = vec![room.clients[&ann].package.clone(), bob_package];
+    let joined = Group::join(local, &packages, room.now, room.config);
+    assert_eq!(joined.accepted.len(), 2, "bob's package itself verifies");
+    let carol_id = joined.group.me();
+    // Only hellos go out at the join: keys wait for each member's
+    // envelope. A hello envelope is the 41-byte header, the 1-byte message
+    // and the tag; a sender key could not fit in it.
+    const HELLO_LEN: usize = 41 + 1 + 16;
+    let (mut to_bob, mut to_ann) = (Vec::new(), Vec::new());
+    for o in &joined.outputs {
+        if let hush_e2ee::Output::Send { to, envelope } = o {
+            assert_eq!(envelope.len(), HELLO_LEN, "only a hello to {to}");
+            if *to == bob {
+                to_bob.push(envelope.clone());
+            } else if *to == ann {
+                to_ann.push(envelope.clone());
+            }
+        }
+    }
+    assert_eq!(to_bob.len(), 1, "bob is greeted, no more");
+    assert_eq!(to_ann.len(), 1, "ann is greeted");
+    let mut carol = joined.group;
+    let ann_group = &mut room.clients.get_mut(&ann).expect("ann").group;
+    let ann_out = ann_group
+        .member_joined(&carol_package, room.now)
+        .expect("ann admits carol");
+    assert!(
+        !ann_out
+            .iter()
+            .any(|o| matches!(o, hush_e2ee::Output::Send { .. })),
+        "ann waits for carol's hello"
+    );
+    let ann_out = ann_group
+        .receive_envelope(&to_ann[0], room.now)
+        .expect("carol's hello");
+    assert!(ann_group.is_confirmed(carol_id));
+    let mut to_carol: Vec<Vec<u8>> = ann_out
+        .into_iter()
+        .filter_map(|o| match o {
+            hush_e2ee::Output::Send { to, envelope } if to == carol_id => Some(envelope),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(to_carol.len(), 1, "ann's key for carol");
+    let out = carol
+        .receive_envelope(&to_carol.remove(0), room.now)
+        .expect("ann's key");
+    let mut sent_to = Vec::new();
+    let mut confirmed = Vec::new();
+    for o in out {
+        match o {
+            hush_e2ee::Output::Send { to, .. } => sent_to.push(to),
+            hush_e2ee::Output::Confirmed(who) => confirmed.push(who),
+            _ => {}
+        }
+    }
+    // Carol's key (and the ack) go to ann; nothing ever goes to bob.
+    assert!(sent_to.iter().all(|&to| to == ann), "{sent_to:?}");
+    assert_eq!(sent_to.len(), 2, "carol's key and her ack");
+    assert_eq!(confirmed, vec![ann]);
+    assert!(carol.is_confirmed(ann));
+    assert!(
+        !carol.is_confirmed(bob),
+        "a replayed package proves nothing"
+    );
+    // Time passes, a departure rekeys: still nothing for bob.
+    let out = carol.handle_timeout(room.now.plus(10_000));
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, hush_e2ee::Output::Send { to, .. } if *to == bob))
+    );
+}
+
+/// A newcomer's key package must be fresh by the shorter bound: one made
+/// more than `newcomer_max_age_ms` ago is refused in `member_joined`,
+/// while the same package in a `joined` list (a member present for a
+/// while) is accepted but unconfirmed until its member speaks.
+#[test]
+fn a_newcomers_package_must_be_minutes_fresh() {
+    let config = Config::default();
+    let old = config.freshness.newcomer_max_age_ms;
+    let (_, dave) = package("r", T0);
+    let later = T0.plus(old + 1);
+    let mut group = lone_member("r");
+    assert!(matches!(
+        group.member_joined(&dave, later),
+        Err(Error::StaleKeyPackage { .. })
+    ));
+    assert_eq!(group.members().count(), 0, "nothing changed");
+    let (me, _) = package("r", later);
+    let joined = Group::join(me, &[dave], later, config);
+    assert_eq!(joined.accepted.len(), 1);
+    let (id, _) = joined.group.members().next().expect("dave");
+    assert!(!joined.group.is_confirmed(id));
+}
+
+/// A newcomer the group refuses (forged, stale, replayed or duplicate
+/// package) changes nothing for the member who refuses it: same keys,
+/// same members, same deadlines, nothing sent.
+#[test]
+fn a_refused_newcomer_changes_nothing() {
+    let mut room = Room::new("r");
+    let ann = room.join();
+    let bob = room.join();
+    room.deliver_all();
+    let bob_package = room.clients[&bob].package.clone();
+    let (_, fresh) = package("r", room.now);
+    let mut forged = fresh.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let (_, stale) = package("r", T0);
+    room.advance(Config::default().freshness.newcomer_max_age_ms + 1);
+    let ann_group = &mut room.clients.get_mut(&ann).expect("ann").group;
+    let before = (
+        ann_group.active_kid(),
+        ann_group.members().map(|(id, _)| id).collect::<Vec<_>>(),
+        ann_group.next_timeout(),
+    );
+    for bad in [&forged, &stale, &bob_package] {
+        assert!(ann_group.member_joined(bad, room.now).is_err());
+        let after = (
+            ann_group.active_kid(),
+            ann_group.members().map(|(id, _)| id).collect::<Vec<_>>(),
+            ann_group.next_timeout(),
+        );
+        assert_eq!(after, before);
+    }
+    // Ann and bob still read each other under the same keys.
+    let frame = room.seal(bob, b"still here");
+    assert_eq!(
+        room.open(ann, bob, &frame).as_deref(),
+        Ok(&b"still here"[..])
+    );
+    let frame = room.seal(ann, b"me too");
+    assert_eq!(room.open(bob, ann, &frame).as_deref(), Ok(&b"me too"[..]));
+}
+
+/// Members who are really there confirm each other as keys go round; a
+/// member is confirmed once.
+#[test]
+fn members_confirm_each_other_once() {
+    let mut room = Room::new("r");
+    let ids: Vec<ParticipantId> = (0..4).map(|_| room.join()).collect();
+    room.deliver_all();
+    let leaver = ids[3];
+    room.leave(leaver);
+    room.deliver_all();
+    for &a in &ids[..3] {
+        for &b in &ids[..3] {
+            if a != b {
+                assert!(room.confirmed(a, b), "{a} has not confirmed {b}");
+            }
+        }
+        let seen = &room.clients[&a].confirmed;
+        assert!(seen.len() >= 2, "{seen:?}");
+    }
+}
+
+/// A frame no key opens is worth holding only while its key may still
+/// come; a forged KID that cannot (another slot, an older or unannounced
+/// `rekey`, far ahead, or long after the last change) is not.
+#[test]
+fn only_kids_whose_key_may_come_are_worth_holding() {
+    use hush_e2ee::{Generation, kid, split_kid};
+    let mut room = Room::new("r");
+    let a = room.join();
+    let b = room.join();
+    room.deliver_all();
+    let settle = room.config.settle_ms;
+    let (slot, g) = split_kid(room.clients[&a].group.active_kid()).expect("a's KID");
+    let at = |rekey: u16, ratchet: u16| kid(slot, Generation { rekey, ratchet });
+    let may = |room: &Room, k| room.clients[&b].group.key_may_come(a, k, room.now);
+    let max = room.config.max_ratchet_ahead;
+    // Just after a join: a few joins we have not seen may bring these in reach.
+    assert!(may(&room, at(g.rekey, g.ratchet + max + 1)));
+    assert!(may(&room, at(g.rekey, g.ratchet + 2 * max)));
+    assert!(!may(&room, at(g.rekey, g.ratchet + 2 * max + 1)));
+    // Never: another slot, an unannounced rekey, a KID that is not one.
+    assert!(!may(&room, kid(slot ^ 1, g)));
+    assert!(!may(&room, at(g.rekey + 1, 0)));
+    assert!(!may(&room, hush_sframe::KeyId(u64::MAX)));
+    // Long after the last change, not even near ones.
+    room.advance(settle + 1);
+    assert!(!may(&room, at(g.rekey, g.ratchet + max + 1)));
+    // A departure: a fresh key (next rekey) may be on its way, for a while.
+    let c = room.join();
+    room.deliver_all();
+    room.advance(settle + 1);
+    room.leave(c);
+    assert!(may(&room, at(g.rekey + 1, 0)));
+    assert!(!may(&room, at(g.rekey + 2, 0)), "only the next rekey");
+    room.deliver_all();
+    room.advance(settle + 1);
+    let (_, now_g) = split_kid(room.clients[&a].group.active_kid()).expect("a's KID");
+    assert!(!may(&room, at(now_g.rekey + 1, 0)));
+    assert!(!may(&room, at(0, 0)), "an older rekey");
+    // A newcomer whose key has not come yet: any KID of its slot may.
+    let d = room.join();
+    let d_slot = d.slot();
+    let any = kid(
+        d_slot,
+        Generation {
+            rekey: 0,
+            ratchet: 7,
+        },
+    );
+    assert!(room.clients[&b].group.key_may_come(d, any, room.now));
+    assert!(
+        !room.clients[&b]
+            .group
+            .key_may_come(d, kid(d_slot ^ 1, g), room.now)
+    );
 }

@@ -591,6 +591,7 @@ impl Media for ChannelMedia {
         let copy = match event {
             CallEvent::Joined { you } => CallEvent::Joined { you: *you },
             CallEvent::PeerJoined(p) => CallEvent::PeerJoined(p.clone()),
+            CallEvent::PeerConfirmed(p) => CallEvent::PeerConfirmed(p.clone()),
             CallEvent::PeerLeft(p) => CallEvent::PeerLeft(p.clone()),
             _ => return Ok(()),
         };

@@ -189,6 +189,14 @@ impl FrameCrypto {
     }
 }
 
+/// The KID of an encrypted frame (after its clear prefix), if its SFrame
+/// header parses.
+pub fn kid_of(codec: Codec, data: &[u8]) -> Option<KeyId> {
+    let clear = clear_prefix_len(codec, data);
+    let (header, _) = hush_sframe::Header::parse(data.get(clear..)?).ok()?;
+    Some(header.kid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

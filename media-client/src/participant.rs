@@ -61,6 +61,12 @@ pub enum Observed {
         /// Our safety number with it.
         safety_number: String,
     },
+    /// A member proved it is live (its first envelope authenticated);
+    /// until then it is unconfirmed.
+    PeerConfirmed {
+        /// Display name.
+        name: String,
+    },
     /// A member left.
     PeerLeft {
         /// Display name.
@@ -86,6 +92,8 @@ pub struct RemoteReport {
     pub pcm: Vec<i16>,
     /// Safety number with this member.
     pub safety_number: Option<String>,
+    /// Whether it proved it is live (see [`Observed::PeerConfirmed`]).
+    pub confirmed: bool,
 }
 
 /// What one participant did and saw.
@@ -325,6 +333,12 @@ impl Media for ParticipantMedia {
                     safety_number,
                 });
                 self.report.remotes.entry(p.id).or_default().name = p.name.clone();
+            }
+            CallEvent::PeerConfirmed(p) => {
+                self.observe(Observed::PeerConfirmed {
+                    name: p.name.clone(),
+                });
+                self.report.remotes.entry(p.id).or_default().confirmed = true;
             }
             CallEvent::PeerLeft(p) => self.observe(Observed::PeerLeft {
                 name: p.name.clone(),

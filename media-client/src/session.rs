@@ -29,6 +29,10 @@ pub const HOLD_MS: u64 = 1_000;
 /// How many such frames are kept at most.
 pub const HOLD_MAX: usize = 256;
 
+/// How many of them may come from one sender: frames forged on one
+/// member's stream cannot push out another member's held frames.
+pub const HOLD_PER_SENDER: usize = 64;
+
 /// A remote member as this client knows it.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -62,8 +66,13 @@ pub enum CallEvent {
         /// Our signaling id.
         you: SigId,
     },
-    /// A member arrived (or was there when we joined).
+    /// A member arrived (or was there when we joined). It is
+    /// *unconfirmed* until [`CallEvent::PeerConfirmed`]: its key package
+    /// alone, which a server can replay, does not show it is there.
     PeerJoined(Peer),
+    /// A member proved it is live: the first envelope from it
+    /// authenticated (PROTOCOL.md §5.3). Only now does it get our key.
+    PeerConfirmed(Peer),
     /// A member left.
     PeerLeft(Peer),
     /// Something the user should know; the call goes on.
@@ -287,6 +296,15 @@ impl Session {
         &self.stats
     }
 
+    /// Whether a member is confirmed (see [`CallEvent::PeerConfirmed`]).
+    pub fn is_confirmed(&self, peer: SigId) -> bool {
+        let e2ee = self.roster.by_sig.get(&peer).map(|p| p.e2ee);
+        match (self.group.as_ref(), e2ee) {
+            (Some(g), Some(e2ee)) => g.is_confirmed(e2ee),
+            _ => false,
+        }
+    }
+
     /// The safety number with a member.
     pub fn safety_number(&self, peer: SigId) -> Option<SafetyNumber> {
         Some(SafetyNumber::new(
@@ -400,7 +418,7 @@ impl Session {
                     events.push(CallEvent::PeerLeft(peer));
                 } else if let Some(g) = self.group.as_mut() {
                     // One we refused: the others rekey all the same.
-                    g.departure_seen();
+                    g.departure_seen(now);
                 }
             }
             ServerMessage::Envelope { from, payload, .. } => {
@@ -561,6 +579,21 @@ impl Session {
                 }
             }
         }
+        // No key opens it: hold it only if its key may still come
+        // (PROTOCOL.md §5.3); a KID that cannot, such as one forged by the
+        // SFU, is dropped now and counted as a failure, not a loss.
+        if let Err(Error::MissingKey(_) | Error::UnknownSender(_)) = &result {
+            let refused = match (crate::frame::kid_of(codec, &data), self.group.as_ref()) {
+                (Some(kid), Some(g)) => (!g.key_may_come(e2ee, kid, now)).then_some("unknown_key"),
+                // Not joined yet: every key is still to come.
+                (Some(_), None) => None,
+                (None, _) => Some("malformed"),
+            };
+            if let Some(reason) = refused {
+                *self.stats.failed.entry(reason).or_default() += 1;
+                return;
+            }
+        }
         match result {
             Ok(frame) => {
                 self.stats.decrypted += 1;
@@ -570,7 +603,13 @@ impl Session {
                 events.push(CallEvent::Frame { from, codec, frame });
             }
             Err(Error::MissingKey(_) | Error::UnknownSender(_)) => {
-                if self.held.len() >= HOLD_MAX {
+                let mine = self.held.iter().filter(|h| h.from == from).count();
+                if mine >= HOLD_PER_SENDER {
+                    if let Some(i) = self.held.iter().position(|h| h.from == from) {
+                        self.held.remove(i);
+                        self.stats.lost_to_key_change += 1;
+                    }
+                } else if self.held.len() >= HOLD_MAX {
                     self.held.pop_front();
                     self.stats.lost_to_key_change += 1;
                 }
@@ -624,6 +663,17 @@ impl Session {
                     })),
                     None => events.push(CallEvent::Warning(Warning::NoSignalingId(to))),
                 },
+                Output::Confirmed(e2ee) => {
+                    let peer = self
+                        .roster
+                        .by_e2ee
+                        .get(&e2ee)
+                        .and_then(|sig| self.roster.by_sig.get(sig));
+                    match peer {
+                        Some(peer) => events.push(CallEvent::PeerConfirmed(peer.clone())),
+                        None => events.push(CallEvent::Warning(Warning::NoSignalingId(e2ee))),
+                    }
+                }
                 Output::Key(k) => {
                     installed |= matches!(k, hush_e2ee::KeyEvent::InstallReceiveKey { .. });
                     if let Some(log) = self.key_log.as_mut() {
@@ -756,16 +806,37 @@ mod tests {
     #[test]
     fn a_replayed_key_package_cannot_take_an_existing_members_place() {
         let now = Millis(1_000_000);
-        let (mut me, _) = new_session("me", now);
-        let ann = package(now);
-        let members = vec![member(2, "ann", ann.clone()), member(3, "cy", package(now))];
-        let events = me.handle_server(joined(SigId(1), members), now);
-        assert_eq!(envelopes_to(&events), [SigId(2), SigId(3)]);
+        let (me_id, ann_id) = (SigId(1), SigId(2));
+        let (mut me, me_join) = new_session("me", now);
+        let (mut ann, ann_join) = new_session("ann", now);
+        let ann_package = key_package_of(&ann_join);
+        ann.handle_server(joined(ann_id, vec![]), now);
+        let members = vec![
+            member(2, "ann", ann_package.clone()),
+            member(3, "cy", package(now)),
+        ];
+        let hellos = me.handle_server(joined(me_id, members), now);
+        assert_eq!(envelopes_to(&hellos), [ann_id, SigId(3)]);
+        // Ann is really there: she answers our hello with her key, and is
+        // confirmed; cy never answers.
+        drop(ann.handle_server(
+            ServerMessage::MemberJoined {
+                member: member(1, "me", key_package_of(&me_join)),
+            },
+            now,
+        ));
+        let to_ann: Vec<CallEvent> = hellos
+            .into_iter()
+            .filter(|e| matches!(e, CallEvent::Send(ClientMessage::Envelope { to, .. }) if *to == ann_id))
+            .collect();
+        relay((&mut me, me_id), (&mut ann, ann_id), to_ann, now);
+        assert!(me.is_confirmed(ann_id));
+        assert!(!me.is_confirmed(SigId(3)));
 
         // The server (or anyone on the path) shows ann's key package again
         // under a new signaling id: refused, and ann keeps her entry.
         let replay = ServerMessage::MemberJoined {
-            member: member(9, "mallory", ann),
+            member: member(9, "mallory", ann_package),
         };
         let events = me.handle_server(replay, now);
         assert!(
@@ -777,18 +848,74 @@ mod tests {
         );
         assert_eq!(
             me.peers().map(|p| p.id).collect::<Vec<_>>(),
-            [SigId(2), SigId(3)]
+            [ann_id, SigId(3)]
         );
 
         // cy leaves: the fresh key still reaches ann, under her own signaling id.
         let events = me.handle_server(ServerMessage::MemberLeft { id: SigId(3) }, now);
-        assert_eq!(envelopes_to(&events), [SigId(2)], "{events:?}");
+        assert_eq!(envelopes_to(&events), [ann_id], "{events:?}");
         assert!(
             !events
                 .iter()
                 .any(|e| matches!(e, CallEvent::Warning(Warning::NoSignalingId(_)))),
             "{events:?}"
         );
+    }
+
+    /// A frame under a KID whose key may still come is held; one sender's
+    /// frames cannot take more than [`HOLD_PER_SENDER`] places, so they
+    /// never push out another sender's; a KID that cannot come is a
+    /// failure at once, never held.
+    #[test]
+    fn held_frames_are_bounded_per_sender_and_only_kids_that_may_come() {
+        let now = Millis(1_000_000);
+        let (mut me, _) = new_session("me", now);
+        let members = vec![
+            member(2, "ann", package(now)),
+            member(3, "bob", package(now)),
+        ];
+        drop(me.handle_server(joined(SigId(1), members), now));
+        let slot = |id: u64| me.peers().find(|p| p.id == SigId(id)).unwrap().e2ee.slot();
+        let (ann, bob) = (slot(2), slot(3));
+        let frame = |slot: u16, ctr: u64| {
+            let kid = hush_e2ee::kid(
+                slot,
+                hush_e2ee::Generation {
+                    rekey: 0,
+                    ratchet: 0,
+                },
+            );
+            let mut f = hush_sframe::Header::new(kid, hush_sframe::Counter(ctr))
+                .encode()
+                .as_bytes()
+                .to_vec();
+            f.extend_from_slice(&[0x42; 40]);
+            f
+        };
+        for ctr in 0..10 {
+            assert!(
+                me.receive_frame(SigId(3), Codec::Opus, &frame(bob, ctr), now)
+                    .is_empty()
+            );
+        }
+        for ctr in 0..100 {
+            assert!(
+                me.receive_frame(SigId(2), Codec::Opus, &frame(ann, ctr), now)
+                    .is_empty()
+            );
+        }
+        // Ann's keys have not come: her frames wait, but only 64 of them.
+        assert_eq!(me.stats().lost_to_key_change, 100 - HOLD_PER_SENDER as u64);
+        // A KID of another slot on ann's stream can never be hers.
+        assert!(
+            me.receive_frame(SigId(2), Codec::Opus, &frame(ann ^ 1, 0), now)
+                .is_empty()
+        );
+        assert_eq!(me.stats().failed.get("unknown_key"), Some(&1));
+        // When the hold ends, bob's 10 were still there to give up.
+        drop(me.handle_timeout(now.plus(HOLD_MS)));
+        assert_eq!(me.stats().lost_to_key_change, 100 + 10);
+        assert_eq!(me.stats().received, 111);
     }
 
     #[test]

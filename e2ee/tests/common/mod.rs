@@ -21,6 +21,11 @@ pub struct Client {
     /// Every receive key this client was ever given or derived.
     pub ever_held: Vec<(ParticipantId, KeyId, Secret)>,
     pub package: Vec<u8>,
+    /// Members this client saw confirmed, in order.
+    pub confirmed: Vec<ParticipantId>,
+    /// When it joined, and (for a former member) left, in [`Room::events`].
+    pub joined_at: u64,
+    pub left_at: Option<u64>,
 }
 
 impl Client {
@@ -63,6 +68,10 @@ impl Client {
                         .is_some_and(|rx| rx.remove_key(kid));
                     assert!(removed, "removing a key that was never installed");
                 }
+                Output::Confirmed(who) => {
+                    assert!(!self.confirmed.contains(&who), "confirmed twice: {who}");
+                    self.confirmed.push(who);
+                }
                 other => panic!("unexpected output {other:?}"),
             }
         }
@@ -88,6 +97,10 @@ pub struct Room {
     pub now: Millis,
     /// Clients that left, kept so tests can play the removed member.
     pub former: BTreeMap<ParticipantId, Client>,
+    /// Every envelope delivered so far, for tests that replay them.
+    pub delivered: Vec<Queued>,
+    /// Joins and departures so far.
+    pub events: u64,
 }
 
 impl Room {
@@ -100,6 +113,8 @@ impl Room {
             relay_log: Vec::new(),
             now: T0,
             former: BTreeMap::new(),
+            delivered: Vec::new(),
+            events: 0,
         }
     }
 
@@ -125,7 +140,11 @@ impl Room {
             rx: HashMap::new(),
             ever_held: Vec::new(),
             package: package.clone(),
+            confirmed: Vec::new(),
+            joined_at: self.events,
+            left_at: None,
         };
+        self.events += 1;
         client.apply(joined.outputs, &mut self.queue);
         for c in self.clients.values_mut() {
             let out = c
@@ -140,7 +159,9 @@ impl Room {
 
     /// A member leaves (or is removed); everyone else is told.
     pub fn leave(&mut self, id: ParticipantId) {
-        let client = self.clients.remove(&id).expect("a member");
+        let mut client = self.clients.remove(&id).expect("a member");
+        client.left_at = Some(self.events);
+        self.events += 1;
         self.former.insert(id, client);
         for c in self.clients.values_mut() {
             let out = c.group.member_left(id, self.now).expect("member left");
@@ -154,6 +175,7 @@ impl Room {
     pub fn deliver_one(&mut self, index: usize) {
         let q = self.queue.remove(index);
         self.relay_log.push(q.envelope.clone());
+        self.delivered.push(q.clone());
         let Some(c) = self.clients.get_mut(&q.to) else {
             return;
         };
@@ -162,6 +184,20 @@ impl Room {
             // Envelopes from members who left meanwhile are refused; fine.
             Err(Error::UnknownMember(from)) if !self.clients.contains_key(&from) => {}
             Err(e) => panic!("envelope {} -> {} refused: {e}", q.from, q.to),
+        }
+    }
+
+    /// Delivers what is queued now for `to` (not what that makes others send).
+    pub fn deliver_to(&mut self, to: ParticipantId) {
+        let mut i = 0;
+        let mut n = self.queue.iter().filter(|q| q.to == to).count();
+        while n > 0 {
+            if self.queue[i].to == to {
+                self.deliver_one(i);
+                n -= 1;
+            } else {
+                i += 1;
+            }
         }
     }
 
@@ -191,8 +227,9 @@ impl Room {
             .expect("has a send key")
     }
 
-    /// `at` opens a frame from `from`, deriving a later ratchet step if
-    /// the frame asks for one (as a client does on an unknown KID).
+    /// `at` opens a frame from `from` as a client does (PROTOCOL.md §5.3):
+    /// under an installed key, or, for an unknown KID, under a candidate
+    /// key that is installed only if the frame authenticates under it.
     pub fn open(
         &mut self,
         at: ParticipantId,
@@ -205,6 +242,15 @@ impl Room {
         match rx.decrypt(b"", frame) {
             Ok(pt) => Ok(pt),
             Err(hush_sframe::Error::UnknownKeyId(kid)) => {
+                let candidate = c
+                    .group
+                    .candidate_receive_key(from, kid)
+                    .map_err(|e| e.to_string())?;
+                let mut trial = Receiver::new(SUITE);
+                trial
+                    .add_key(kid, candidate.base.expose())
+                    .expect("fresh receiver");
+                let opened = trial.decrypt(b"", frame).map_err(|e| e.to_string())?;
                 let out = c
                     .group
                     .derive_receive_key(from, kid, now)
@@ -212,13 +258,23 @@ impl Room {
                 let mut q = Vec::new();
                 c.apply(out, &mut q);
                 assert!(q.is_empty());
-                c.rx.get_mut(&from)
-                    .expect("created above")
-                    .decrypt(b"", frame)
-                    .map_err(|e| e.to_string())
+                // The installed key opens it too (the trial's replay
+                // window is thrown away with the trial context).
+                let again =
+                    c.rx.get_mut(&from)
+                        .expect("created above")
+                        .decrypt(b"", frame)
+                        .map_err(|e| e.to_string())?;
+                assert_eq!(again, opened);
+                Ok(opened)
             }
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// Whether `at` holds `from` as a confirmed member.
+    pub fn confirmed(&self, at: ParticipantId, from: ParticipantId) -> bool {
+        self.clients[&at].group.is_confirmed(from)
     }
 
     pub fn ids(&self) -> Vec<ParticipantId> {

@@ -561,9 +561,11 @@ async fn call(args: CallArgs) -> Result<()> {
                         other => println!("\n{name} joined ({}, {})", identity.fingerprint(), match other { PeerStatus::New => "new peer, now pinned", PeerStatus::Verified => "verified", _ => "known" }),
                     }
                     println!("  safety number with {name}: {safety_number}");
+                    println!("  {name} is unconfirmed until their device answers");
                     last.peers.push(LastPeer { name, identity: hex::encode(identity.to_bytes()), safety_number });
                     let _ = std::fs::write(dir.join("last-call.json"), serde_json::to_string_pretty(&last)?);
                 }
+                Some(Observed::PeerConfirmed { name }) => println!("\n{name} confirmed: their device answered, keys exchanged"),
                 Some(Observed::PeerLeft { name }) => println!("\n{name} left"),
                 Some(Observed::Warning(w)) => eprintln!("\nwarning: {w}"),
                 Some(Observed::MediaFailed) => media_failed = true,

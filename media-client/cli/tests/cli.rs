@@ -283,6 +283,13 @@ fn two_hush_calls_talk_over_wss_with_a_private_ca() {
             heard >= 100,
             "{who} decrypted {heard} frames of {other}:\n{stdout}"
         );
+        // Each saw the other listed as unconfirmed, then confirmed.
+        let unconfirmed = stdout.find(&format!("{other} is unconfirmed"));
+        let confirmed = stdout.find(&format!("{other} confirmed"));
+        assert!(
+            matches!((unconfirmed, confirmed), (Some(u), Some(c)) if u < c),
+            "{who}:\n{stdout}"
+        );
     }
     // Without the CA the server's certificate is refused, clearly.
     let out = call("cy", &dir.path().join("cy"), None)
