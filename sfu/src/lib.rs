@@ -103,9 +103,13 @@
 //! # Features
 //!
 //! - `test-hooks`: `SfuConfig::tamper` and `TamperHook`, a tampering SFU
-//!   for tests that check clients detect it. Off by default; production
-//!   builds never enable it, and without it the forwarding path has no
-//!   branch for it.
+//!   for tests that check clients detect it: it may replace any forwarded
+//!   payload and inject audio packets after one (`Tampering`). With a hook
+//!   set, audio legs number their packets by a running counter, so that
+//!   injected packets have sequence numbers of their own; video legs keep
+//!   the publisher's numbering for NACKs, and get no injected packets. Off
+//!   by default; production builds never enable it, and without it the
+//!   forwarding path has no branch for it.
 #![forbid(unsafe_code)]
 
 mod capture;
@@ -126,4 +130,4 @@ pub use metrics::Metrics;
 pub use routing::{Decision, Router, RoutingConfig, SpeakerConfig};
 pub use sfu::{CloseReason, ParticipantEvents, Sfu, SfuConfig, SfuEvent, workers_or_cores};
 #[cfg(feature = "test-hooks")]
-pub use sfu::{TamperFn, TamperHook};
+pub use sfu::{TamperFn, TamperHook, Tampering};

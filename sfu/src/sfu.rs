@@ -23,22 +23,63 @@ use crate::ids::TrackId;
 use crate::metrics::Metrics;
 use crate::routing::RoutingConfig;
 
-/// A test hook that may replace a forwarded payload before it reaches any
-/// subscriber: a tampering (or forging) SFU, for tests that check clients
-/// detect it. Returns `Some(bytes)` to substitute. Exists only with the
-/// `test-hooks` feature, which no production build enables.
+/// A test hook that sees every forwarded payload before it reaches any
+/// subscriber and may replace it or inject packets after it: a tampering
+/// (or forging) SFU, for tests that check clients detect it. Exists only
+/// with the `test-hooks` feature, which no production build enables.
 #[cfg(feature = "test-hooks")]
 #[derive(Clone)]
 pub struct TamperHook(pub Arc<TamperFn>);
 
-/// The function a [`TamperHook`] wraps: payload in, replacement out.
+/// The function a [`TamperHook`] wraps: a publisher's payload in, what the
+/// SFU forwards for it out.
 #[cfg(feature = "test-hooks")]
-pub type TamperFn = dyn Fn(MediaKind, &[u8]) -> Option<Vec<u8>> + Send + Sync;
+pub type TamperFn = dyn Fn(MediaKind, &[u8]) -> Tampering + Send + Sync;
 
 #[cfg(feature = "test-hooks")]
 impl std::fmt::Debug for TamperHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("TamperHook")
+    }
+}
+
+/// What a [`TamperHook`] does with one packet: [`Tampering::default`]
+/// forwards it as it came.
+///
+/// Injection is for audio only: while a hook is set, every audio leg
+/// numbers the packets it sends by a running counter of its own, so
+/// injected packets get sequence numbers of their own (the receiver's SRTP
+/// drops a repeated one as a replay); audio is never retransmitted, so no
+/// NACK needs mapping back. Video legs keep the publisher's numbering (their
+/// NACKs name the publisher's packets), and `inject` is ignored for video.
+#[cfg(feature = "test-hooks")]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tampering {
+    /// Forward these bytes instead of the genuine payload; `None` forwards
+    /// the genuine one.
+    pub replace: Option<Vec<u8>>,
+    /// Audio only: payloads to send after it, in order, on every
+    /// subscriber's leg, as packets of the same stream (same RTP timestamp,
+    /// marker and audio level).
+    pub inject: Vec<Vec<u8>>,
+}
+
+#[cfg(feature = "test-hooks")]
+impl Tampering {
+    /// Forward `payload` instead of the genuine one.
+    pub fn replace(payload: Vec<u8>) -> Self {
+        Self {
+            replace: Some(payload),
+            inject: Vec::new(),
+        }
+    }
+
+    /// Forward the genuine payload, then `payloads` (audio only).
+    pub fn inject(payloads: Vec<Vec<u8>>) -> Self {
+        Self {
+            replace: None,
+            inject: payloads,
+        }
     }
 }
 

@@ -290,6 +290,10 @@ struct Subscription {
     pt: Option<Pt>,
     /// Publisher sequence number that maps to this leg's first (1).
     seq_base: Option<u64>,
+    /// Packets sent on this leg: with a tamper hook, an audio leg numbers
+    /// its packets by this counter (`Tampering` in sfu.rs).
+    #[cfg(feature = "test-hooks")]
+    written: u64,
 }
 
 #[derive(Default)]
@@ -846,7 +850,11 @@ impl Worker {
             self.execute(decisions);
         }
         #[cfg(feature = "test-hooks")]
-        let packet = self.tampered(kind, packet);
+        let (packet, injected) = self.tampered(kind, packet);
+        // Injected packets need sequence numbers of their own: audio legs
+        // count instead of mapping the publisher's (audio has no NACKs).
+        #[cfg(feature = "test-hooks")]
+        let renumber = kind == MediaKind::Audio && self.tamper.is_some();
         self.metrics.packet_in(kind, packet.payload.len());
         if outlets.is_empty() {
             return;
@@ -885,6 +893,8 @@ impl Worker {
             let Some(out_seq) = in_seq.checked_sub(base).map(|d| d + 1) else {
                 continue; // reordered from before this leg began
             };
+            #[cfg(feature = "test-hooks")]
+            let out_seq = if renumber { sub.written + 1 } else { out_seq };
             let mut api = sub_peer.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(sub_mid, None) else {
                 self.metrics.dropped(DropReason::NotNegotiated);
@@ -913,6 +923,24 @@ impl Worker {
             written += 1;
             self.metrics
                 .packet_out(kind, packet.payload.len(), now.elapsed());
+            #[cfg(feature = "test-hooks")]
+            if renumber {
+                sub.written += 1;
+                for payload in &injected {
+                    sub.written += 1;
+                    let write = RtpWrite::new(
+                        pt,
+                        SeqNo::from(sub.written),
+                        packet.header.timestamp,
+                        packet.timestamp,
+                        Arc::clone(payload),
+                    )
+                    .marker(packet.header.marker)
+                    .ext_vals(ext_vals.clone());
+                    tx.write_rtp(write);
+                    self.metrics.packet_out(kind, payload.len(), now.elapsed());
+                }
+            }
             self.drain(sub_serial);
         }
         // The audit holds what was forwarded: once per packet that went to
@@ -928,19 +956,40 @@ impl Worker {
                 if !capture.record(record) {
                     self.metrics.dropped(DropReason::CaptureOverflow);
                 }
+                #[cfg(feature = "test-hooks")]
+                for payload in &injected {
+                    let record = CaptureRecord {
+                        kind,
+                        ssrc: *packet.header.ssrc,
+                        seq: packet.header.sequence_number,
+                        payload: bytes::Bytes::copy_from_slice(payload),
+                    };
+                    if !capture.record(record) {
+                        self.metrics.dropped(DropReason::CaptureOverflow);
+                    }
+                }
             }
         }
     }
 
-    /// The packet as the test hook wants it forwarded.
+    /// The packet as the test hook wants it forwarded, and the payloads to
+    /// inject after it (audio only: video legs keep the publisher's
+    /// numbering, which leaves no sequence numbers to give them).
     #[cfg(feature = "test-hooks")]
-    fn tampered(&self, kind: MediaKind, mut packet: RtpPacket) -> RtpPacket {
-        if let Some(hook) = &self.tamper
-            && let Some(replaced) = (hook.0)(kind, &packet.payload)
-        {
+    fn tampered(&self, kind: MediaKind, mut packet: RtpPacket) -> (RtpPacket, Vec<Arc<[u8]>>) {
+        let Some(hook) = &self.tamper else {
+            return (packet, Vec::new());
+        };
+        let tampering = (hook.0)(kind, &packet.payload);
+        if let Some(replaced) = tampering.replace {
             packet.payload = replaced.into();
         }
-        packet
+        let injected = if kind == MediaKind::Audio {
+            tampering.inject.into_iter().map(Arc::from).collect()
+        } else {
+            Vec::new()
+        };
+        (packet, injected)
     }
 
     /// A publisher's first packet on `mid`: the track is published.
@@ -1360,6 +1409,8 @@ impl Worker {
                 state: SubState::Pending,
                 pt: None,
                 seq_base: None,
+                #[cfg(feature = "test-hooks")]
+                written: 0,
             },
         );
         peer.neg.dirty = true;

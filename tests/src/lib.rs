@@ -4,13 +4,21 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hush::local::LocalServer;
-use hush_client::audio::{AudioSource, FRAME_SAMPLES, dominant_frequency};
-use hush_client::call::JoinSpec;
+use hush_client::audio::{
+    AudioSource, FRAME_SAMPLES, OpusDecoder, OpusEncoder, audio_level, dominant_frequency,
+};
+use hush_client::call::{Call, CallOptions, JoinSpec, Media};
+use hush_client::frame::Codec;
 use hush_client::participant::{Participant, ParticipantReport, ParticipantSpec, RemoteReport};
+use hush_client::session::{HOLD_MS, Session, Stats};
 use hush_e2ee::Identity;
+use hush_proto::ParticipantId as SigId;
 
 /// The spec of a participant `name` in `room` sending a sine at `hz`.
 pub fn spec(server: &LocalServer, room: &str, name: &str, hz: f64) -> ParticipantSpec {
@@ -69,4 +77,222 @@ pub fn heard<'a>(report: &'a ParticipantReport, name: &str) -> Option<&'a Remote
 /// The dominant frequency of what was decoded, after the codec's start-up.
 pub fn heard_hz(remote: &RemoteReport) -> Option<f64> {
     dominant_frequency(remote.pcm.get(FRAME_SAMPLES * 10..)?)
+}
+
+/// A participant whose media keeps a record for audits: it sends its
+/// spec's audio as Opus (as [`Participant`] does), can stop and resume
+/// sending, and keeps every frame it sent and every frame that decrypted,
+/// so a test can check that what decrypted is exactly what was sent.
+#[derive(Debug)]
+pub struct Witness {
+    call: Call<WitnessMedia>,
+    sending: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+}
+
+/// What a [`Witness`] saw, when it stops.
+#[derive(Debug, Default)]
+pub struct WitnessLog {
+    /// Display name.
+    pub name: String,
+    /// Every audio frame it sent (plaintext), with how often it sent it.
+    pub sent: HashMap<Vec<u8>, u64>,
+    /// Audio frames it sent.
+    pub sent_frames: u64,
+    /// What decrypted, per sender.
+    pub heard: BTreeMap<SigId, Heard>,
+}
+
+/// What a [`Witness`] decrypted from one sender.
+#[derive(Debug, Default)]
+pub struct Heard {
+    /// The sender's display name.
+    pub name: String,
+    /// Every frame that decrypted (plaintext), with how often.
+    pub frames: HashMap<Vec<u8>, u64>,
+    /// Frames that decrypted.
+    pub decrypted: u64,
+    /// Audio frames that also decoded as Opus.
+    pub decoded: u64,
+}
+
+impl WitnessLog {
+    /// What this witness decrypted from the member called `name`.
+    pub fn heard(&self, name: &str) -> Option<&Heard> {
+        self.heard.values().find(|h| h.name == name)
+    }
+
+    /// How many frames this witness decrypted from `sender` that `sender`
+    /// never sent: a frame counts once for every copy beyond the copies
+    /// the sender sent of it (replay protection lets a frame open once).
+    pub fn not_sent_by(&self, sender: &WitnessLog) -> u64 {
+        let Some(heard) = self.heard(&sender.name) else {
+            return 0;
+        };
+        heard
+            .frames
+            .iter()
+            .map(|(frame, &n)| n.saturating_sub(sender.sent.get(frame).copied().unwrap_or(0)))
+            .sum()
+    }
+}
+
+impl Witness {
+    /// Joins with a fresh identity as `spec` says (its audio, join and
+    /// e2ee settings; recording, video and the plaintext audit are not
+    /// supported) and starts sending.
+    pub async fn start(spec: ParticipantSpec) -> Self {
+        let sending = Arc::new(AtomicBool::new(true));
+        let sent = Arc::new(AtomicU64::new(0));
+        let media = WitnessMedia {
+            encoder: OpusEncoder::new().expect("opus encoder"),
+            audio: spec.audio,
+            sending: Arc::clone(&sending),
+            sent_count: Arc::clone(&sent),
+            decoders: HashMap::new(),
+            log: WitnessLog {
+                name: spec.join.name.clone(),
+                ..WitnessLog::default()
+            },
+        };
+        let options = CallOptions {
+            e2ee: spec.e2ee,
+            ..CallOptions::default()
+        };
+        let call = Call::start(&spec.join, Identity::generate(), options, media)
+            .await
+            .expect("witness starts");
+        Self {
+            call,
+            sending,
+            sent,
+        }
+    }
+
+    /// Starts or stops sending audio (frames are skipped while stopped).
+    pub fn send(&self, on: bool) {
+        self.sending.store(on, Ordering::SeqCst);
+    }
+
+    /// Audio frames sent so far (sealed and handed to the connection).
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    /// The session's frame counters so far.
+    pub async fn stats(&self) -> Stats {
+        self.call.stats().await.expect("witness running")
+    }
+
+    /// Waits until it has decrypted at least `n` frames.
+    pub async fn until_decrypted(&self, n: u64) {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while self.stats().await.decrypted < n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("hang guard: frames never decrypted");
+    }
+
+    /// Runs `f` on the session, on the driver's turn.
+    pub async fn with_session<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Session) -> R + Send + 'static,
+    ) -> R {
+        self.call.with_session(f).await.expect("witness running")
+    }
+
+    /// Leaves and hands back the record and the session (its final counters).
+    pub async fn stop(self) -> (WitnessLog, Session) {
+        let ended = self.call.leave().await.expect("witness leaves");
+        (ended.media.log, ended.session)
+    }
+}
+
+/// Waits until no frame has arrived at any of `witnesses` for 300 ms (their
+/// senders have stopped: what was in flight has landed), then for frames
+/// held for a key to be decided (decrypted or given up after
+/// [`HOLD_MS`]), and checks that nothing arrived meanwhile either. Their
+/// counters are then final until someone sends again.
+pub async fn until_quiet(witnesses: &[&Witness]) {
+    async fn arrived(witnesses: &[&Witness]) -> Vec<u64> {
+        let mut n = Vec::with_capacity(witnesses.len());
+        for w in witnesses {
+            n.push(w.stats().await.received);
+        }
+        n
+    }
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let mut last = arrived(witnesses).await;
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = arrived(witnesses).await;
+            if now != last {
+                last = now;
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(HOLD_MS + 250)).await;
+            last = arrived(witnesses).await;
+            if last == now {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("hang guard: frames never stopped arriving");
+}
+
+struct WitnessMedia {
+    audio: AudioSource,
+    encoder: OpusEncoder,
+    sending: Arc<AtomicBool>,
+    sent_count: Arc<AtomicU64>,
+    decoders: HashMap<SigId, OpusDecoder>,
+    log: WitnessLog,
+}
+
+impl Media for WitnessMedia {
+    fn audio_frame(&mut self) -> Result<Option<(Vec<u8>, u8)>, hush_client::Error> {
+        if !self.sending.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let pcm = self.audio.next_frame();
+        Ok(Some((self.encoder.encode(&pcm)?, audio_level(&pcm))))
+    }
+
+    fn sent(&mut self, codec: Codec, frame: &[u8]) {
+        if codec == Codec::Opus {
+            *self.log.sent.entry(frame.to_vec()).or_default() += 1;
+            self.log.sent_frames += 1;
+            self.sent_count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn received(
+        &mut self,
+        from: SigId,
+        codec: Codec,
+        frame: Vec<u8>,
+        session: &Session,
+    ) -> Result<(), hush_client::Error> {
+        let heard = self.log.heard.entry(from).or_default();
+        if heard.name.is_empty() {
+            if let Some(p) = session.peers().find(|p| p.id == from) {
+                heard.name = p.name.clone();
+            }
+        }
+        heard.decrypted += 1;
+        if codec == Codec::Opus {
+            let decoder = match self.decoders.entry(from) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => v.insert(OpusDecoder::new()?),
+            };
+            if decoder.decode(Some(&frame)).is_ok() {
+                heard.decoded += 1;
+            }
+        }
+        *heard.frames.entry(frame).or_default() += 1;
+        Ok(())
+    }
 }

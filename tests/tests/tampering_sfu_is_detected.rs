@@ -1,15 +1,15 @@
 //! An SFU that flips a bit in forwarded audio payloads, and one that swaps
 //! payloads for forged frames under the sender's real (visible) KID:
-//! receivers count authentication failures, decode nothing from them, and
-//! the call goes on.
+//! receivers count authentication failures, nothing the SFU altered or
+//! forged ever decrypts, and the call goes on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hush::local::LocalServer;
-use hush_sfu::{MediaKind, SfuConfig, TamperHook};
-use hush_tests::{heard, join, spec, until_decrypted};
+use hush_sfu::{MediaKind, SfuConfig, TamperHook, Tampering};
+use hush_tests::{Witness, spec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampering_sfu_is_detected() {
@@ -19,20 +19,26 @@ async fn tampering_sfu_is_detected() {
         let (seen, tampered) = (Arc::clone(&seen), Arc::clone(&tampered));
         TamperHook(Arc::new(move |kind, payload: &[u8]| {
             if kind != MediaKind::Audio {
-                return None;
+                return Tampering::default();
             }
             let n = seen.fetch_add(1, Ordering::Relaxed);
             // Leave the start alone (keys settle), then tamper with every 25th packet.
             if n < 100 || n % 25 != 0 {
-                return None;
+                return Tampering::default();
+            }
+            let Ok((header, hlen)) = hush_sframe::Header::parse(payload) else {
+                return Tampering::default();
+            };
+            if payload.len() <= hlen {
+                return Tampering::default();
             }
             tampered.fetch_add(1, Ordering::Relaxed);
-            let (header, hlen) = hush_sframe::Header::parse(payload).ok()?;
             let mut out = payload.to_vec();
             if n % 50 == 0 {
-                // Flip one bit of the ciphertext.
-                let last = out.len() - 1;
-                out[last] ^= 0x01;
+                // Flip one bit of the ciphertext (not of the tag): a receiver
+                // that skipped authentication would decrypt it to the sent
+                // frame with that bit flipped, which the sender never sent.
+                out[hlen] ^= 0x01;
             } else {
                 // A forged frame: the real KID, a counter far ahead, made-up ciphertext.
                 out = hush_sframe::Header::new(
@@ -44,7 +50,7 @@ async fn tampering_sfu_is_detected() {
                 .to_vec();
                 out.extend(std::iter::repeat_n(0x5a, payload.len() - hlen));
             }
-            Some(out)
+            Tampering::replace(out)
         }))
     };
     let server = LocalServer::start_with(SfuConfig {
@@ -53,43 +59,54 @@ async fn tampering_sfu_is_detected() {
     })
     .await
     .expect("server");
-    let ann = join(spec(&server, "t", "ann", 440.0)).await;
-    let bob = join(spec(&server, "t", "bob", 660.0)).await;
-    until_decrypted(&ann, 10).await;
-    until_decrypted(&bob, 10).await;
+    let ann = Witness::start(spec(&server, "t", "ann", 440.0)).await;
+    let bob = Witness::start(spec(&server, "t", "bob", 660.0)).await;
+    ann.until_decrypted(10).await;
+    bob.until_decrypted(10).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let ra = ann.stop().await.expect("ann");
-    let rb = bob.stop().await.expect("bob");
+    let (la, sa) = ann.stop().await;
+    let (lb, sb) = bob.stop().await;
     server.stop().await;
     let total_tampered = tampered.load(Ordering::Relaxed);
     assert!(
         total_tampered >= 4,
         "the hook tampered with {total_tampered} packets"
     );
-    let auth_failures: u64 = [&ra, &rb]
+    let auth_failures: u64 = [&sa, &sb]
         .iter()
-        .map(|r| r.stats.failed.get("authentication").copied().unwrap_or(0))
+        .map(|s| s.stats().failed.get("authentication").copied().unwrap_or(0))
         .sum();
+    eprintln!("tampered {total_tampered}, authentication failures {auth_failures}");
     // Every tampered packet that reached a receiver failed authentication (a
     // few may have been in flight when the call ended).
     assert!(
         auth_failures + 2 >= total_tampered && auth_failures >= 4,
         "{auth_failures} failures for {total_tampered} tampered packets"
     );
-    for (r, other) in [(&ra, "bob"), (&rb, "ann")] {
+    for (log, sender) in [(&la, &lb), (&lb, &la)] {
         // The call went on: frames kept decoding after the tampering started.
-        let remote = heard(r, other).expect("heard");
+        let heard = log.heard(&sender.name).expect("heard");
         assert!(
-            remote.audio_frames > 150,
+            heard.decoded > 150,
             "{} decoded only {} frames",
-            r.name,
-            remote.audio_frames
+            log.name,
+            heard.decoded
         );
-        // Nothing tampered was counted as decrypted.
-        assert!(
-            r.stats.decrypted + r.stats.failed.values().sum::<u64>() <= r.stats.received,
-            "{:?}",
-            r.stats
+        eprintln!(
+            "{}: {} decrypted, {} decoded from {}, which sent {}",
+            log.name, heard.decrypted, heard.decoded, sender.name, sender.sent_frames
+        );
+        // Nothing the SFU altered or forged decrypted: every frame that did
+        // is one the sender sent, at most as often as it sent it.
+        assert_eq!(
+            log.not_sent_by(sender),
+            0,
+            "{} decrypted {} frames {} never sent ({} decrypted, {} sent)",
+            log.name,
+            log.not_sent_by(sender),
+            sender.name,
+            heard.decrypted,
+            sender.sent_frames
         );
     }
 }
