@@ -31,10 +31,6 @@ pub struct Config {
     pub max_ratchet_ahead: u16,
     /// Age limits for key packages.
     pub freshness: Freshness,
-    /// How long after a membership change a key may still be on its way
-    /// (default 5 s): only then is a frame under a key we cannot derive
-    /// worth holding ([`Group::key_may_come`]).
-    pub settle_ms: u64,
 }
 
 impl Default for Config {
@@ -44,7 +40,6 @@ impl Default for Config {
             rekey_wait_ms: 1_000,
             max_ratchet_ahead: 16,
             freshness: Freshness::default(),
-            settle_ms: 5_000,
         }
     }
 }
@@ -97,6 +92,17 @@ pub enum KeyEvent {
         /// The KID to forget.
         kid: KeyId,
     },
+}
+
+/// What [`Group::key_outlook`] says of a frame no key opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOutlook {
+    /// Its key may still come: hold the frame briefly.
+    MayCome,
+    /// Its key is behind us (never given to us, or erased): lost to a key change.
+    Gone,
+    /// Its sender could not have sent it as things stand: a failure.
+    Never,
 }
 
 /// A receive key derived for a frame's KID and not installed yet (see
@@ -186,13 +192,15 @@ struct SenderKey {
 
 /// Our keys owed to a member not yet confirmed: it gets them only once an
 /// envelope from it authenticates, so a member the server shows but who is
-/// not there (a departed member's replayed key package) never gets a key.
+/// not there (a departed member's replayed key package) never gets a key
+/// that needs it to be live, and never one made at a departure.
+#[derive(Default)]
 struct Owed {
-    /// The key it would have got when we learnt of it: our first key,
-    /// generation (0, 0), if it was there before us; the key we ratcheted
-    /// to at its join if it came after. Whatever we sent since, this is
-    /// what its count of joins starts from (PROTOCOL.md §5.3).
-    first: SenderKey,
+    /// The key it would have got when we learnt of it, if we have not sent
+    /// it: our first key, generation (0, 0), if it was there before us; the
+    /// key we ratcheted to at its join if it came after. Whatever we sent
+    /// since, this is what its count of joins starts from (PROTOCOL.md §5.3).
+    first: Option<SenderKey>,
     /// The fresh key of our latest departure since then, at ratchet 0, if
     /// one came: the chain we send under now, as it was when we made it.
     fresh: Option<SenderKey>,
@@ -232,12 +240,10 @@ pub struct Group {
     pending: Option<PendingKey>,
     /// Keys owed to members not yet confirmed, by member.
     owed: BTreeMap<ParticipantId, Owed>,
-    /// When we last saw a member join, and when members left (ours or
-    /// ones we refused) within the last `settle_ms`: keys may be on their
-    /// way for `settle_ms` after each. Each departure moves a sender at
-    /// most one `rekey` on.
+    /// When we last saw a member join (or joined), and a member leave
+    /// (ours or one we refused): see [`Group::changed_since`].
     last_join: Option<Millis>,
-    departures: std::collections::VecDeque<Millis>,
+    last_departure: Option<Millis>,
     /// Joins since the last departure: how far every sender has ratcheted
     /// the fresh key that departure made it send.
     joins_since_leave: u16,
@@ -295,7 +301,7 @@ impl Group {
             owed: BTreeMap::new(),
             // Our own join: every member's key is on its way.
             last_join: Some(now),
-            departures: std::collections::VecDeque::new(),
+            last_departure: None,
             active,
             pending: None,
             next_deadline: Cell::new(None),
@@ -316,7 +322,13 @@ impl Group {
                     outputs.push(o);
                     accepted.push((index, id));
                     let first = group.active.clone();
-                    group.owed.insert(id, Owed { first, fresh: None });
+                    group.owed.insert(
+                        id,
+                        Owed {
+                            first: Some(first),
+                            fresh: None,
+                        },
+                    );
                 }
                 Err(e) => {
                     // Refused means not in the group: a member that never
@@ -335,17 +347,19 @@ impl Group {
     }
 
     /// A member joined with this key package. We ratchet our sender key
-    /// one step (so the newcomer cannot read earlier frames) and owe our
-    /// new key to the newcomer only: it is sent when the newcomer's hello
-    /// (or any envelope of it) authenticates, so a replayed package of
-    /// someone not there gets nothing. Every other member ratchets its key
+    /// one step (so the newcomer cannot read earlier frames) and send our
+    /// new key to the newcomer only: at once if its package was made after
+    /// ours (give or take the clock skew: had it left since, we would have
+    /// seen it go and refused the package), else once its hello (or any
+    /// envelope of it) authenticates, so a replayed package of someone who
+    /// left before we came gets nothing. Every other member ratchets its key
     /// the same way, with no message: we note the generation each now
     /// sends under and derive nothing. Most members of a large room never
     /// send, so their keys need never be derived; a frame under the new
     /// generation is derived from the key we hold when it arrives, and
     /// installed once it authenticates ([`Group::candidate_receive_key`]).
-    /// The output is our own key event, however large the room. On error
-    /// nothing changes.
+    /// The outputs are our own key event and, mostly, the envelope to the
+    /// newcomer, however large the room. On error nothing changes.
     ///
     /// Keys of a member that moved on only by joins get no deadline here:
     /// the one we hold stays until a newer key of that member is installed
@@ -398,7 +412,7 @@ impl Group {
             generation: next,
             base: ratchet(&base, next),
         };
-        let outputs = vec![Output::Key(self.use_send_key_event())];
+        let mut outputs = vec![Output::Key(self.use_send_key_event())];
         self.last_join = Some(now);
         self.joins_since_leave = self.joins_since_leave.saturating_add(1);
         // Everyone else ratchets too, with no message: note it, derive nothing.
@@ -419,14 +433,33 @@ impl Group {
                 }
             }
         }
-        // The newcomer gets this key once its hello shows it is live.
-        let first = self.active.clone();
-        self.owed.insert(newcomer, Owed { first, fresh: None });
         let package = self
             .members
             .get(&newcomer)
             .map(|m| m.package.clone())
             .ok_or(Error::UnknownMember(newcomer))?;
+        // A package made after ours (within the clock skew) is one whose
+        // departure we would have seen, so `admit` refused it if it is a
+        // replay: the newcomer gets our key at once. An older one could be
+        // a member who left before we came, shown again: it gets our key
+        // only once its hello shows it is live.
+        let after_us = package
+            .created
+            .0
+            .saturating_add(self.config.freshness.max_skew_ms)
+            >= self.me.package.created.0;
+        if after_us {
+            outputs.push(self.send(newcomer, &self.key_message(&self.active))?);
+        } else {
+            let first = self.active.clone();
+            self.owed.insert(
+                newcomer,
+                Owed {
+                    first: Some(first),
+                    fresh: None,
+                },
+            );
+        }
         Ok((package, outputs))
     }
 
@@ -472,16 +505,22 @@ impl Group {
             kid: kid(self.me.participant().slot(), generation).0,
             base_key: zeroize::Zeroizing::new(key.base.expose().to_vec()),
         };
-        // Members not confirmed yet get this one with what they are owed.
-        for owed in self.owed.values_mut() {
-            owed.fresh = Some(key.clone());
+        // Members not confirmed yet get this one when they are, with what
+        // else they are owed, and nobody waits for them.
+        let unconfirmed: Vec<ParticipantId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| !m.confirmed)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in unconfirmed {
+            self.owed.entry(id).or_default().fresh = Some(key.clone());
         }
-        let owed = &self.owed;
         let waiting: BTreeSet<ParticipantId> = self
             .members
-            .keys()
-            .filter(|id| !owed.contains_key(id))
-            .copied()
+            .iter()
+            .filter(|(_, m)| m.confirmed)
+            .map(|(&id, _)| id)
             .collect();
         let mut outputs = Vec::new();
         for &id in &waiting {
@@ -506,15 +545,7 @@ impl Group {
     /// and the joins that follow ratchet that key. `member_left` does this too.
     pub fn departure_seen(&mut self, now: Millis) {
         self.next_deadline.set(None);
-        let settle = self.config.settle_ms;
-        while self
-            .departures
-            .front()
-            .is_some_and(|t| t.0.saturating_add(settle) <= now.0)
-        {
-            self.departures.pop_front();
-        }
-        self.departures.push_back(now);
+        self.last_departure = Some(now);
         self.joins_since_leave = 0;
         for m in self.members.values_mut().filter(|m| m.current.is_none()) {
             m.counting_missed = false;
@@ -665,43 +696,46 @@ impl Group {
         })
     }
 
-    /// Whether a frame of `sender` under `kid`, which no key we hold opens
-    /// and [`Group::candidate_receive_key`] cannot derive, may still open
-    /// soon, so that it is worth holding briefly: its key is on the way
-    /// (we hold none of `sender`'s yet; or a newer `rekey`, at most one
-    /// per departure within the last `settle_ms`), or joins we have not seen yet will
-    /// bring it into reach (the same `rekey`, at most `max_ratchet_ahead`
-    /// beyond the window, within `settle_ms` of a join). Anything else (a
-    /// KID of another slot, an older `rekey`, far ahead, or a change
-    /// nobody announced) cannot come from `sender` as things stand: the
-    /// caller drops it at once rather than holding a forgery.
-    pub fn key_may_come(&self, sender: ParticipantId, kid_: KeyId, now: Millis) -> bool {
+    /// What to make of a frame of `sender` under `kid` that no key we hold
+    /// opens and [`Group::candidate_receive_key`] cannot derive:
+    ///
+    /// - [`KeyOutlook::Never`]: `sender` could not have sent it (not a
+    ///   member, or another slot's KID): a forgery, a failure.
+    /// - [`KeyOutlook::Gone`]: it names a generation below the newest key
+    ///   we hold of `sender`: a key we were never given (the frame was
+    ///   sealed before we joined) or have erased. Lost to a key change.
+    /// - [`KeyOutlook::MayCome`]: ahead of what we hold: its key may be on
+    ///   the way (our first key of `sender`, a fresh key after a
+    ///   departure) or joins we have not seen yet may bring it in reach.
+    ///   Worth holding briefly; if it never opens, [`Group::changed_since`]
+    ///   tells a key change that came too late (membership changed around
+    ///   it) from a forgery (nothing changed).
+    pub fn key_outlook(&self, sender: ParticipantId, kid_: KeyId) -> KeyOutlook {
         let Some(member) = self.members.get(&sender) else {
-            return false;
+            return KeyOutlook::Never;
         };
         let Some(target) = split_kid(kid_)
             .filter(|&(slot, _)| slot == sender.slot())
             .map(|(_, g)| g)
         else {
-            return false;
+            return KeyOutlook::Never;
         };
-        let recent = |at: Option<Millis>| {
-            at.is_some_and(|t| now.0 < t.0.saturating_add(self.config.settle_ms))
-        };
-        let (Some(newest), Some(current)) = (member.keys.keys().next_back(), member.current) else {
-            // Its first key is on the way.
-            return true;
-        };
-        let max_ahead = self.config.max_ratchet_ahead;
-        let held = newest.rekey.max(current.rekey);
-        if target.rekey > held {
-            let recent_departures = self.departures.iter().filter(|&&t| recent(Some(t))).count();
-            return usize::from(target.rekey - held) <= recent_departures;
+        match member.keys.keys().next_back() {
+            Some(&newest) if target < newest => KeyOutlook::Gone,
+            _ => KeyOutlook::MayCome,
         }
-        target.rekey == current.rekey
-            && target.ratchet > current.ratchet.saturating_add(max_ahead)
-            && target.ratchet <= current.ratchet.saturating_add(max_ahead.saturating_mul(2))
-            && recent(self.last_join)
+    }
+
+    /// Whether `sender` is a member whose first key has not reached us yet
+    /// (it is on its way: the member sends it once it hears from us).
+    pub fn awaits_first_key(&self, sender: ParticipantId) -> bool {
+        self.members.get(&sender).is_some_and(|m| m.keys.is_empty())
+    }
+
+    /// Whether we saw a member join or leave (ours, or one we refused) at
+    /// or after `at`, or joined ourselves then: keys were changing.
+    pub fn changed_since(&self, at: Millis) -> bool {
+        self.last_join.is_some_and(|t| t >= at) || self.last_departure.is_some_and(|t| t >= at)
     }
 
     /// Derives and installs the receive key for a frame from `sender` under
@@ -879,7 +913,9 @@ impl Group {
         let Some(owed) = self.owed.get(&id) else {
             return Ok(Vec::new());
         };
-        let messages: Vec<Message> = std::iter::once(&owed.first)
+        let messages: Vec<Message> = owed
+            .first
+            .iter()
             .chain(owed.fresh.as_ref())
             .map(|k| self.key_message(k))
             .collect();
@@ -920,7 +956,7 @@ impl Group {
             s.push(p.key.base.expose().to_vec());
         }
         for o in self.owed.values() {
-            s.push(o.first.base.expose().to_vec());
+            s.extend(o.first.iter().map(|k| k.base.expose().to_vec()));
             s.extend(o.fresh.iter().map(|k| k.base.expose().to_vec()));
         }
         for m in self.members.values() {
@@ -1257,9 +1293,12 @@ mod tests {
     /// `a` learns of a newcomer (its key package), then gets its hello:
     /// what `a` sends (its key, for the newcomer).
     fn admit_with_hello(a: &mut Group, kp: &[u8], hello: &[u8]) -> Vec<(ParticipantId, Vec<u8>)> {
-        let mut out = sends(a.member_joined(kp, T0).expect("joined"));
-        assert!(out.is_empty(), "nothing for the newcomer before its hello");
-        out.extend(sends(a.receive_envelope(hello, T0).expect("hello")));
+        let out = sends(a.member_joined(kp, T0).expect("joined"));
+        assert_eq!(out.len(), 1, "the newcomer's key, at once");
+        assert!(
+            sends(a.receive_envelope(hello, T0).expect("hello")).is_empty(),
+            "a hello asks for nothing more"
+        );
         out
     }
 
@@ -1779,13 +1818,16 @@ mod tests {
         let before = state(&hub);
         let (newcomer, kp) = new_member(&room);
         let outputs = hub.member_joined(&kp, T0).expect("joined");
-        // Our own new key; the newcomer is owed it until its hello comes.
-        assert_eq!(outputs.len(), 1, "{outputs:?}");
+        // Our own new key, and the envelope carrying it to the newcomer.
+        assert_eq!(outputs.len(), 2, "{outputs:?}");
         assert!(matches!(
             &outputs[0],
             Output::Key(KeyEvent::UseSendKey { kid, .. }) if *kid == hub.active_kid()
         ));
-        assert!(hub.owed.contains_key(&newcomer.participant()));
+        assert!(matches!(
+            &outputs[1],
+            Output::Send { to, .. } if *to == newcomer.participant()
+        ));
         // The others' generations moved one step; nothing was derived.
         let mut after = state(&hub);
         assert!(after.remove(&newcomer.participant()).is_some());
@@ -2111,16 +2153,47 @@ mod tests {
         assert_eq!(package.participant, newcomer.participant());
         assert_eq!(package.identity, newcomer.key_package().identity);
         assert_eq!(package.to_bytes(), kp);
-        assert_eq!(
-            outputs.len(),
-            1,
-            "our key event (the newcomer's key waits for its hello)"
-        );
+        assert_eq!(outputs.len(), 2, "our key event and the envelope");
         // The same package again is refused, and nothing is handed back.
         assert!(matches!(
             hub.admit_newcomer(&kp, T0),
             Err(Error::DuplicateMember(_))
         ));
+    }
+
+    /// A newcomer's package older than ours (beyond the clock skew) may be
+    /// a member who left before we came, shown again: our key waits for
+    /// its hello. One made after ours gets the key at once.
+    #[test]
+    fn a_package_older_than_ours_gets_our_key_only_after_its_hello() {
+        let room = RoomId("old".into());
+        let skew = Config::default().freshness.max_skew_ms;
+        let old = LocalMember::new(Identity::generate(), room.clone(), T0).expect("old");
+        let old_id = old.participant();
+        let old_kp = old.key_package().to_bytes();
+        let later = T0.plus(skew + 1);
+        let me = LocalMember::new(Identity::generate(), room.clone(), later).expect("me");
+        let me_kp = me.key_package().to_bytes();
+        let mut me = Group::join(me, &[], later, Config::default()).group;
+        let out = me
+            .member_joined(&old_kp, later)
+            .expect("fresh enough to admit");
+        assert!(sends(out).is_empty(), "no key before its hello");
+        assert!(!me.is_confirmed(old_id));
+        // Its hello (it is live after all): now it gets the key.
+        let joined = Group::join(old, &[me_kp], later, Config::default());
+        let hello = hello_in(joined.outputs);
+        let out = me.receive_envelope(&hello, later).expect("hello");
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Output::Confirmed(id) if *id == old_id))
+        );
+        assert_eq!(sends(out).len(), 1, "our key");
+        // A package made after ours gets it at once.
+        let fresh = LocalMember::new(Identity::generate(), room, later.plus(1)).expect("new");
+        let fresh_kp = fresh.key_package().to_bytes();
+        let out = me.member_joined(&fresh_kp, later.plus(1)).expect("joined");
+        assert_eq!(sends(out).len(), 1);
     }
 
     #[test]
@@ -2135,7 +2208,7 @@ mod tests {
                 .filter(|o| matches!(o, Output::Key(_)))
                 .count();
             assert_eq!(keys, 1, "{size} members");
-            assert_eq!(outputs.len(), 1, "{size} members");
+            assert_eq!(outputs.len(), 2, "{size} members");
         }
     }
 

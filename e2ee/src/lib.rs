@@ -61,14 +61,16 @@
 //! let bob = LocalMember::new(Identity::generate(), room, now)?;
 //! let bob_kp = bob.key_package().to_bytes();
 //! let bob = Group::join(bob, &[alice_kp], now, Config::default());
-//! alice.member_joined(&bob_kp, now)?;
-//! // Bob's hello reaches Alice, who answers with her key for him.
+//! // Alice sends Bob her key; Bob greets Alice with a hello, and sends
+//! // his key once hers arrives (keys go only to members shown to be live).
+//! let from_alice = alice.member_joined(&bob_kp, now)?;
+//! assert!(from_alice.iter().any(|o| matches!(o, Output::Send { .. })));
 //! let hello = bob.outputs.iter().find_map(|o| match o {
 //!     Output::Send { envelope, .. } => Some(envelope.clone()),
 //!     _ => None,
 //! });
-//! let from_alice = alice.receive_envelope(&hello.expect("a hello"), now)?;
-//! assert!(from_alice.iter().any(|o| matches!(o, Output::Send { .. })));
+//! let confirmed = alice.receive_envelope(&hello.expect("a hello"), now)?;
+//! assert!(confirmed.iter().any(|o| matches!(o, Output::Confirmed(_))));
 //! # let _ = bob;
 //! # Ok::<(), hush_e2ee::Error>(())
 //! ```
@@ -92,7 +94,8 @@ pub use channel::{
 };
 pub use error::Error;
 pub use group::{
-    CandidateKey, Config, Group, Joined, KeyEvent, Output, RATCHET_LABEL, SENDER_KEY_LEN, ratchet,
+    CandidateKey, Config, Group, Joined, KeyEvent, KeyOutlook, Output, RATCHET_LABEL,
+    SENDER_KEY_LEN, ratchet,
 };
 pub use identity::{Identity, PublicIdentity};
 pub use ids::{Generation, Millis, ParticipantId, RoomId, kid, split_kid};

@@ -420,19 +420,21 @@ fn a_departed_member_replayed_to_a_newcomer_gets_no_key_and_stays_unconfirmed() 
     assert_eq!(to_ann.len(), 1, "ann is greeted");
     let mut carol = joined.group;
     let ann_group = &mut room.clients.get_mut(&ann).expect("ann").group;
-    let ann_out = ann_group
+    // Carol's package is newer than ann's: ann sends her key at once.
+    let mut ann_out = ann_group
         .member_joined(&carol_package, room.now)
         .expect("ann admits carol");
-    assert!(
-        !ann_out
-            .iter()
-            .any(|o| matches!(o, hush_e2ee::Output::Send { .. })),
-        "ann waits for carol's hello"
-    );
-    let ann_out = ann_group
+    let hello_out = ann_group
         .receive_envelope(&to_ann[0], room.now)
         .expect("carol's hello");
     assert!(ann_group.is_confirmed(carol_id));
+    assert!(
+        !hello_out
+            .iter()
+            .any(|o| matches!(o, hush_e2ee::Output::Send { .. })),
+        "the hello asks for nothing ann has not sent"
+    );
+    ann_out.extend(hello_out);
     let mut to_carol: Vec<Vec<u8>> = ann_out
         .into_iter()
         .filter_map(|o| match o {
@@ -555,58 +557,75 @@ fn members_confirm_each_other_once() {
     }
 }
 
-/// A frame no key opens is worth holding only while its key may still
-/// come; a forged KID that cannot (another slot, an older or unannounced
-/// `rekey`, far ahead, or long after the last change) is not.
+/// A frame no key opens: a KID its sender could not have sent is never
+/// worth holding; one below the keys we hold is lost; one ahead may open
+/// once keys arrive, and `changed_since` later tells a key that came too
+/// late (membership was changing) from one that was never coming.
 #[test]
-fn only_kids_whose_key_may_come_are_worth_holding() {
-    use hush_e2ee::{Generation, kid, split_kid};
+fn what_a_frame_no_key_opens_is() {
+    use hush_e2ee::{Generation, KeyOutlook, kid, split_kid};
     let mut room = Room::new("r");
     let a = room.join();
     let b = room.join();
     room.deliver_all();
-    let settle = room.config.settle_ms;
     let (slot, g) = split_kid(room.clients[&a].group.active_kid()).expect("a's KID");
     let at = |rekey: u16, ratchet: u16| kid(slot, Generation { rekey, ratchet });
-    let may = |room: &Room, k| room.clients[&b].group.key_may_come(a, k, room.now);
+    let outlook = |room: &Room, k| room.clients[&b].group.key_outlook(a, k);
     let max = room.config.max_ratchet_ahead;
-    // Just after a join: a few joins we have not seen may bring these in reach.
-    assert!(may(&room, at(g.rekey, g.ratchet + max + 1)));
-    assert!(may(&room, at(g.rekey, g.ratchet + 2 * max)));
-    assert!(!may(&room, at(g.rekey, g.ratchet + 2 * max + 1)));
-    // Never: another slot, an unannounced rekey, a KID that is not one.
-    assert!(!may(&room, kid(slot ^ 1, g)));
-    assert!(!may(&room, at(g.rekey + 1, 0)));
-    assert!(!may(&room, hush_sframe::KeyId(u64::MAX)));
-    // Long after the last change, not even near ones.
-    room.advance(settle + 1);
-    assert!(!may(&room, at(g.rekey, g.ratchet + max + 1)));
-    // A departure: a fresh key (next rekey) may be on its way, for a while.
+    assert_eq!(
+        outlook(&room, at(g.rekey, g.ratchet + max + 1)),
+        KeyOutlook::MayCome
+    );
+    assert_eq!(outlook(&room, at(g.rekey + 1, 0)), KeyOutlook::MayCome);
+    assert_eq!(outlook(&room, kid(slot ^ 1, g)), KeyOutlook::Never);
+    assert_eq!(
+        outlook(&room, hush_sframe::KeyId(u64::MAX)),
+        KeyOutlook::Never
+    );
+    assert_eq!(
+        room.clients[&b]
+            .group
+            .key_outlook(ParticipantId([7; 16]), at(0, 0)),
+        KeyOutlook::Never,
+        "not a member"
+    );
+    // Below the key b was given when it joined: never b's to read.
+    assert_eq!(outlook(&room, at(0, 0)), KeyOutlook::Gone);
+    // Changes: b's own join, then quiet, then a join and a departure.
+    fn group(room: &Room, b: ParticipantId) -> &Group {
+        &room.clients[&b].group
+    }
+    let joined_at = room.now;
+    assert!(group(&room, b).changed_since(joined_at));
+    room.advance(10_000);
+    let quiet = room.now;
+    assert!(!group(&room, b).changed_since(quiet));
     let c = room.join();
+    assert!(group(&room, b).changed_since(quiet));
     room.deliver_all();
-    room.advance(settle + 1);
+    room.advance(10_000);
+    let quiet = room.now;
     room.leave(c);
-    assert!(may(&room, at(g.rekey + 1, 0)));
-    assert!(!may(&room, at(g.rekey + 2, 0)), "only the next rekey");
+    assert!(group(&room, b).changed_since(quiet));
+    assert!(!group(&room, b).changed_since(quiet.plus(1)));
+    // After that departure, a's first rekey is behind: a frame under it
+    // (a's key before the departure) is gone, not pending.
     room.deliver_all();
-    room.advance(settle + 1);
+    room.advance(10_000);
     let (_, now_g) = split_kid(room.clients[&a].group.active_kid()).expect("a's KID");
-    assert!(!may(&room, at(now_g.rekey + 1, 0)));
-    assert!(!may(&room, at(0, 0)), "an older rekey");
+    assert!(now_g.rekey > g.rekey);
+    assert_eq!(outlook(&room, at(g.rekey, g.ratchet)), KeyOutlook::Gone);
     // A newcomer whose key has not come yet: any KID of its slot may.
     let d = room.join();
     let d_slot = d.slot();
     let any = kid(
         d_slot,
         Generation {
-            rekey: 0,
+            rekey: 3,
             ratchet: 7,
         },
     );
-    assert!(room.clients[&b].group.key_may_come(d, any, room.now));
-    assert!(
-        !room.clients[&b]
-            .group
-            .key_may_come(d, kid(d_slot ^ 1, g), room.now)
-    );
+    let d_outlook = |k| room.clients[&b].group.key_outlook(d, k);
+    assert_eq!(d_outlook(any), KeyOutlook::MayCome);
+    assert_eq!(d_outlook(kid(d_slot ^ 1, g)), KeyOutlook::Never);
 }

@@ -23,6 +23,8 @@ pub struct Client {
     pub package: Vec<u8>,
     /// Members this client saw confirmed, in order.
     pub confirmed: Vec<ParticipantId>,
+    /// When its key package was made.
+    pub created: Millis,
     /// When it joined, and (for a former member) left, in [`Room::events`].
     pub joined_at: u64,
     pub left_at: Option<u64>,
@@ -128,6 +130,7 @@ impl Room {
 
     pub fn join_with(&mut self, local: LocalMember) -> ParticipantId {
         let package = local.key_package().to_bytes();
+        let created = local.key_package().created;
         self.relay_log.push(package.clone());
         let packages: Vec<Vec<u8>> = self.clients.values().map(|c| c.package.clone()).collect();
         let joined = Group::join(local, &packages, self.now, self.config);
@@ -141,6 +144,7 @@ impl Room {
             ever_held: Vec::new(),
             package: package.clone(),
             confirmed: Vec::new(),
+            created,
             joined_at: self.events,
             left_at: None,
         };
