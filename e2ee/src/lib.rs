@@ -24,11 +24,13 @@
 //!   the remaining members (at most `rekey_wait_ms`, default 1 s, later).
 //! - **Envelopes cannot be tampered with or replayed**: AEAD with the
 //!   header as associated data, per-direction counters and a replay window.
-//! - **A replayed key package gets nothing.** A member is sent a key only
-//!   once an envelope from it authenticates ([`Output::Confirmed`]); until
-//!   then it is shown as unconfirmed. A departed member's package is
-//!   refused by everyone who saw it leave, and a newcomer's package must be
-//!   minutes fresh.
+//! - **A replayed key package shows nobody present.** A member is shown
+//!   as unconfirmed until an envelope from it authenticates
+//!   ([`Output::Confirmed`]). A departed member's package is refused by
+//!   everyone who saw it leave; a newcomer's package must be minutes
+//!   fresh; a member that could be a replay (listed at our join, or with a
+//!   package older than ours) gets our key only once confirmed, and no
+//!   unconfirmed member ever gets the fresh key of a departure.
 //! - **Safety numbers** let two users check, out of band, that no one
 //!   substituted an identity; the known-peers file pins identities on first
 //!   use and reports a change.
