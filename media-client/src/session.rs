@@ -606,34 +606,6 @@ impl Session {
                 }
             }
         }
-        // No key opens it: hold it only if its key may still come
-        // (PROTOCOL.md §5.3); a KID that cannot, such as one forged by the
-        // SFU, is dropped now and counted as a failure, not a loss.
-        if let Err(Error::MissingKey(_) | Error::UnknownSender(_)) = &result {
-            let outlook = match (crate::frame::kid_of(codec, &data), self.group.as_ref()) {
-                (Some(kid), Some(g)) => Ok(g.key_outlook(e2ee, kid)),
-                // Not joined yet: every key is still to come.
-                (Some(_), None) => Ok(KeyOutlook::MayCome),
-                (None, _) => Err("malformed"),
-            };
-            match outlook {
-                Ok(KeyOutlook::MayCome) => {}
-                // Sealed under a key we were never given (before we
-                // joined) or have erased: lost, not forged.
-                Ok(KeyOutlook::Gone) => {
-                    self.stats.lost_to_key_change += 1;
-                    return;
-                }
-                Ok(KeyOutlook::Never) => {
-                    *self.stats.failed.entry("unknown_key").or_default() += 1;
-                    return;
-                }
-                Err(reason) => {
-                    *self.stats.failed.entry(reason).or_default() += 1;
-                    return;
-                }
-            }
-        }
         match result {
             Ok(frame) => {
                 self.stats.decrypted += 1;
@@ -642,7 +614,36 @@ impl Session {
                 }
                 events.push(CallEvent::Frame { from, codec, frame });
             }
-            Err(Error::MissingKey(_) | Error::UnknownSender(_)) => {
+            Err(missing @ (Error::MissingKey(_) | Error::UnknownSender(_))) => {
+                // No key opens it: hold it only if its key may still come
+                // (PROTOCOL.md §5.3); a KID that cannot, such as one forged
+                // by the SFU, is a failure now, not a loss.
+                let kid = match missing {
+                    Error::MissingKey(m) => Some(m.kid),
+                    _ => crate::frame::kid_of(codec, &data),
+                };
+                let outlook = match (kid, self.group.as_ref()) {
+                    (Some(kid), Some(g)) => g.key_outlook(e2ee, kid),
+                    // Not joined yet: every key is still to come.
+                    (Some(_), None) => KeyOutlook::MayCome,
+                    (None, _) => {
+                        *self.stats.failed.entry("malformed").or_default() += 1;
+                        return;
+                    }
+                };
+                match outlook {
+                    KeyOutlook::MayCome => {}
+                    // Sealed under a key we were never given (before we
+                    // joined) or have erased: lost, not forged.
+                    KeyOutlook::Gone => {
+                        self.stats.lost_to_key_change += 1;
+                        return;
+                    }
+                    KeyOutlook::Never => {
+                        *self.stats.failed.entry("unknown_key").or_default() += 1;
+                        return;
+                    }
+                }
                 let mine = self.held.iter().filter(|h| h.from == from).count();
                 let evicted = if mine >= HOLD_PER_SENDER {
                     self.held
