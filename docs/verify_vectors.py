@@ -168,6 +168,18 @@ for f in media["frames"]:
     sealed = prefix + header + AESGCM(key).encrypt(nonce, payload, header + prefix)
     check(f"media.{f['codec']}.encrypted_frame", sealed.hex(), f["encrypted_frame"])
 
+red = json.loads((HERE / "vectors/red.json").read_text())
+pt = red["payload_type"]
+built = b""
+for b in red["redundant"]:
+    data = H(b["data"])
+    built += ((0x80 | pt) << 24 | b["timestamp_offset"] << 10 | len(data)).to_bytes(4, "big")
+built += bytes([pt])
+for b in red["redundant"]:
+    built += H(b["data"])
+built += H(red["primary"])
+check("red.payload", built.hex(), red["payload"])
+
 for line in failures:
     print("FAIL", line)
 print(f"{'ok' if not failures else 'FAILED'}: {len(failures)} mismatches")

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, SignalingError, TransportError};
 use crate::frame::Codec;
-use crate::session::{CallEvent, Session, Warning};
+use crate::session::{CallEvent, FrameInfo, Rtp, Session, Warning};
 use crate::signal::{ConnectOptions, Signaling};
 use crate::transport::{Connector, MediaConnection, TransportEvent, WebRtcConnector};
 
@@ -140,14 +140,22 @@ pub trait Media: Send + 'static {
     /// A frame of ours was sealed and went out on the media connection.
     fn sent(&mut self, _codec: Codec, _frame: &[u8]) {}
 
-    /// A member's frame decrypted. An error ends the call.
+    /// A member's frame decrypted (`info`: its RTP timestamp, and whether
+    /// it was recovered from a later packet). An error ends the call.
     fn received(
         &mut self,
         from: SigId,
         codec: Codec,
         frame: Vec<u8>,
+        info: FrameInfo,
         session: &Session,
     ) -> Result<(), Error>;
+
+    /// Every 20 ms while the call has a media connection: the playout
+    /// clock (a jitter buffer plays its next slot). An error ends the call.
+    fn tick(&mut self, _session: &Session) -> Result<(), Error> {
+        Ok(())
+    }
 
     /// Anything else the application may show: joined, members arriving
     /// and leaving, warnings, the active speaker. An error ends the call.
@@ -355,6 +363,9 @@ struct Driver<M> {
     commands: mpsc::Receiver<Command>,
 }
 
+/// Most media events taken in before a playout tick.
+const DRAIN_MAX: usize = 256;
+
 /// What one turn of the loop decided.
 enum Turn {
     Events(Vec<CallEvent>),
@@ -418,8 +429,15 @@ impl<M: Media> Driver<M> {
                     None => Turn::ServerClosed,
                 },
                 () = tokio::time::sleep(wait) => Turn::Events(self.session.handle_timeout(now())),
-                _ = audio_tick.tick(), if audio => {
-                    self.send(Codec::Opus).await?;
+                _ = audio_tick.tick(), if has_media => {
+                    if audio {
+                        self.send(Codec::Opus).await?;
+                    }
+                    // Frames that arrived while this task was busy go into
+                    // the jitter buffer before it plays a slot, or a late
+                    // turn would conceal frames that are already here.
+                    self.drain_transport().await?;
+                    self.media.tick(&self.session)?;
                     Turn::Events(Vec::new())
                 }
                 _ = video_tick.tick(), if video_interval.is_some() => {
@@ -465,14 +483,41 @@ impl<M: Media> Driver<M> {
         Ok(())
     }
 
+    /// Takes in what the media connection has already reported (at most
+    /// [`DRAIN_MAX`] events), without waiting.
+    async fn drain_transport(&mut self) -> Result<(), Error> {
+        for _ in 0..DRAIN_MAX {
+            let Some(rx) = self.transport_events.as_mut() else {
+                return Ok(());
+            };
+            let event = match rx.try_recv() {
+                Ok(event) => Some(event),
+                Err(mpsc::error::TryRecvError::Empty) => return Ok(()),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+            };
+            if let Turn::Events(events) = self.on_transport(event).await? {
+                self.carry_out(events).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn on_transport(&mut self, event: Option<TransportEvent>) -> Result<Turn, Error> {
         Ok(Turn::Events(match event {
             Some(TransportEvent::Frame {
                 stream_id,
                 codec,
                 data,
+                timestamp,
+                red,
                 ..
-            }) => self.session.receive_media(&stream_id, codec, &data, now()),
+            }) => self.session.receive_media(
+                &stream_id,
+                codec,
+                &data,
+                Some(Rtp { timestamp, red }),
+                now(),
+            ),
             Some(TransportEvent::IceCandidate(candidate)) => {
                 vec![CallEvent::Send(ClientMessage::IceCandidate { candidate })]
             }
@@ -491,8 +536,14 @@ impl<M: Media> Driver<M> {
         for event in events {
             match event {
                 CallEvent::Send(m) => self.sig.send(&m).await?,
-                CallEvent::Frame { from, codec, frame } => {
-                    self.media.received(from, codec, frame, &self.session)?;
+                CallEvent::Frame {
+                    from,
+                    codec,
+                    frame,
+                    info,
+                } => {
+                    self.media
+                        .received(from, codec, frame, info, &self.session)?;
                 }
                 CallEvent::ServerError { code, message } if self.session.you().is_none() => {
                     // Refused before joining (bad token, full room): the call cannot go on.
@@ -578,12 +629,16 @@ impl Media for ChannelMedia {
         from: SigId,
         codec: Codec,
         frame: Vec<u8>,
+        info: FrameInfo,
         _: &Session,
     ) -> Result<(), Error> {
         // The receiver may have stopped listening; the call goes on.
-        let _ = self
-            .events
-            .try_send(CallEvent::Frame { from, codec, frame });
+        let _ = self.events.try_send(CallEvent::Frame {
+            from,
+            codec,
+            frame,
+            info,
+        });
         Ok(())
     }
 

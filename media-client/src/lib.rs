@@ -10,6 +10,8 @@
 //! - [`participant`]: a full participant on the driver: Opus audio
 //!   ([`audio`]), VP8 passed through from IVF ([`video`]), decoding and
 //!   recording. `hush call`, `hush demo` and the end-to-end tests run it.
+//! - [`jitter`]: the receive-side playout buffer (reordering, delay that
+//!   adapts to jitter, which slots to conceal).
 //!
 //! Depends on the protocol crate (`hush_proto`), `hush_e2ee`,
 //! `hush_sframe` and webrtc-rs; never on the server or the SFU.
@@ -20,6 +22,7 @@ pub mod audio;
 pub mod call;
 mod error;
 pub mod frame;
+pub mod jitter;
 pub mod participant;
 pub mod session;
 pub mod setup;

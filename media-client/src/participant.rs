@@ -10,10 +10,11 @@ use hush_e2ee::Identity;
 use hush_proto::ParticipantId as SigId;
 
 use crate::Error;
-use crate::audio::{AudioSource, OpusDecoder, OpusEncoder, WavSink, audio_level};
+use crate::audio::{AudioSource, FRAME_SAMPLES, OpusDecoder, OpusEncoder, WavSink, audio_level};
 use crate::call::{Call, CallOptions, EndReason, JoinSpec, Media};
 use crate::frame::Codec;
-use crate::session::{CallEvent, Session, Stats};
+use crate::jitter::{JitterBuffer, JitterConfig, JitterStats, Slot};
+use crate::session::{CallEvent, FrameInfo, Session, Stats};
 use crate::transport::WebRtcConnector;
 use crate::video::{Clip, IvfWriter};
 
@@ -44,6 +45,9 @@ pub struct ParticipantSpec {
     pub observer: Option<tokio::sync::mpsc::UnboundedSender<Observed>>,
     /// The one local address media may use (`None`: every interface).
     pub bind: Option<std::net::IpAddr>,
+    /// Earlier audio frames each packet repeats (RFC 2198 RED, 0 to 2;
+    /// 2 by default, see [`hush_proto::red::MAX_REDUNDANT`]).
+    pub audio_redundancy: usize,
 }
 
 /// What a live display learns while the call runs.
@@ -84,11 +88,24 @@ pub enum Observed {
 pub struct RemoteReport {
     /// Display name.
     pub name: String,
-    /// Audio frames decrypted and decoded.
+    /// Audio frames played from received data: the frame's own packet or
+    /// a redundant copy in a later one (RED).
     pub audio_frames: u64,
+    /// Of those, frames played from a redundant copy.
+    pub recovered: u64,
+    /// Audio slots concealed (Opus packet-loss concealment) because their
+    /// frame was lost (it never arrived in time) or did not decode. Slots
+    /// concealed while nothing at all arrived (`jitter.stalled`: the sender
+    /// stopped, or its media stalled and came back in a burst) are not in it.
+    pub concealed: u64,
+    /// Frames that decrypted but did not decode, by reason (concealed).
+    pub decode_errors: BTreeMap<String, u64>,
+    /// What the jitter buffer saw (late, duplicate, skipped frames, the
+    /// stalled end of the stream).
+    pub jitter: JitterStats,
     /// Video frames decrypted.
     pub video_frames: u64,
-    /// Decoded audio (48 kHz mono), for quality measures.
+    /// Played audio (48 kHz mono, concealment included), for quality measures.
     pub pcm: Vec<i16>,
     /// Safety number with this member.
     pub safety_number: Option<String>,
@@ -142,7 +159,10 @@ impl Participant {
         let options = CallOptions {
             e2ee: spec.e2ee,
             keep_key_log: spec.keep_keys,
-            connector: std::sync::Arc::new(WebRtcConnector { bind: spec.bind }),
+            connector: std::sync::Arc::new(WebRtcConnector {
+                bind: spec.bind,
+                audio_redundancy: spec.audio_redundancy,
+            }),
             ..CallOptions::default()
         };
         let join = spec.join.clone();
@@ -188,7 +208,7 @@ struct ParticipantMedia {
     video_index: usize,
     keep_plaintext: bool,
     observer: Option<tokio::sync::mpsc::UnboundedSender<Observed>>,
-    decoders: HashMap<SigId, OpusDecoder>,
+    players: HashMap<SigId, Player>,
     recorders: Recorders,
     video_pts: HashMap<SigId, u64>,
     started: Instant,
@@ -213,7 +233,7 @@ impl ParticipantMedia {
             video_index: 0,
             keep_plaintext: spec.keep_plaintext,
             observer: spec.observer,
-            decoders: HashMap::new(),
+            players: HashMap::new(),
             video_pts: HashMap::new(),
             started: Instant::now(),
         })
@@ -229,6 +249,71 @@ impl ParticipantMedia {
     fn warn(&mut self, text: String) {
         self.observe(Observed::Warning(text.clone()));
         self.report.warnings.push(text);
+    }
+
+    /// Plays one 20 ms slot of `from`'s audio: decodes its frame, or
+    /// conceals a missing one or one that does not decode, and records it.
+    fn play(&mut self, from: SigId, slot: Slot<(Vec<u8>, bool)>) -> Result<(), Error> {
+        let Some(player) = self.players.get_mut(&from) else {
+            return Ok(());
+        };
+        let remote = self.report.remotes.entry(from).or_default();
+        let pcm = match slot {
+            Slot::Idle => return Ok(()),
+            Slot::Frame((frame, recovered)) => match player.decoder.decode(Some(&frame)) {
+                Ok(pcm) => {
+                    remote.audio_frames += 1;
+                    remote.recovered += u64::from(recovered);
+                    pcm
+                }
+                // A frame that authenticates but does not decode (a member's
+                // broken encoder) is that slot's loss, not the call's end.
+                Err(e) => {
+                    let reason = match &e {
+                        Error::OpusFrameSize { .. } => "frame_size".to_owned(),
+                        other => other.to_string(),
+                    };
+                    let first = !remote.decode_errors.contains_key(&reason);
+                    *remote.decode_errors.entry(reason).or_default() += 1;
+                    let pcm = player.decoder.decode(None).unwrap_or([0; FRAME_SAMPLES]);
+                    if first {
+                        let name = remote.name.clone();
+                        self.warn(format!("audio frame from {name} does not decode: {e}"));
+                    }
+                    pcm
+                }
+            },
+            Slot::Missing => {
+                remote.concealed += 1;
+                player.decoder.decode(None).unwrap_or([0; FRAME_SAMPLES])
+            }
+        };
+        let remote = self.report.remotes.entry(from).or_default();
+        remote.jitter = self
+            .players
+            .get(&from)
+            .map(|p| p.jitter.stats())
+            .unwrap_or_default();
+        if remote.pcm.len() < MAX_KEPT_SAMPLES {
+            remote.pcm.extend_from_slice(&pcm);
+        }
+        let name = remote.name.clone();
+        self.recorders.audio(from, &name, &pcm)
+    }
+}
+
+/// One remote sender's audio playout: its jitter buffer and decoder.
+struct Player {
+    jitter: JitterBuffer<(Vec<u8>, bool)>,
+    decoder: OpusDecoder,
+}
+
+impl Player {
+    fn new() -> Result<Self, Error> {
+        Ok(Self {
+            jitter: JitterBuffer::new(JitterConfig::default()),
+            decoder: OpusDecoder::new()?,
+        })
     }
 }
 
@@ -271,6 +356,7 @@ impl Media for ParticipantMedia {
         from: SigId,
         codec: Codec,
         frame: Vec<u8>,
+        info: FrameInfo,
         session: &Session,
     ) -> Result<(), Error> {
         if self.report.join_to_first_frame.is_none() {
@@ -287,24 +373,24 @@ impl Media for ParticipantMedia {
         }
         match codec {
             Codec::Opus => {
-                let decoder = match self.decoders.entry(from) {
+                let player = match self.players.entry(from) {
                     std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => v.insert(OpusDecoder::new()?),
+                    std::collections::hash_map::Entry::Vacant(v) => v.insert(Player::new()?),
                 };
-                // A frame that authenticates but does not decode (a member's
-                // broken encoder) is that frame's loss, not the call's end.
-                let pcm = match decoder.decode(Some(&frame)) {
-                    Ok(pcm) => pcm,
-                    Err(e) => {
-                        self.warn(format!("audio frame from {name} does not decode: {e}"));
-                        return Ok(());
+                match info.timestamp {
+                    // Over RTP: the playout clock ([`Media::tick`]) plays it in its slot.
+                    Some(ts) => {
+                        let now = self.started.elapsed().as_millis() as u64;
+                        player
+                            .jitter
+                            .push(ts, now, !info.recovered, (frame, info.recovered));
                     }
-                };
-                remote.audio_frames += 1;
-                if remote.pcm.len() < MAX_KEPT_SAMPLES {
-                    remote.pcm.extend_from_slice(&pcm);
+                    // Handed in directly (a call without media): played at once.
+                    None => {
+                        let slot = Slot::Frame((frame, info.recovered));
+                        self.play(from, slot)?;
+                    }
                 }
-                self.recorders.audio(from, &name, &pcm)?;
             }
             Codec::Vp8 => {
                 remote.video_frames += 1;
@@ -312,6 +398,19 @@ impl Media for ParticipantMedia {
                 self.recorders.video(from, &name, &frame, *pts)?;
                 *pts += 1;
             }
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self, _session: &Session) -> Result<(), Error> {
+        let now = self.started.elapsed().as_millis() as u64;
+        let senders: Vec<SigId> = self.players.keys().copied().collect();
+        for from in senders {
+            let slot = match self.players.get_mut(&from) {
+                Some(p) => p.jitter.pop(now),
+                None => continue,
+            };
+            self.play(from, slot)?;
         }
         Ok(())
     }

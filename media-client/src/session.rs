@@ -41,6 +41,29 @@ pub const HOLD_PER_SENDER: usize = 64;
 /// failure (`unknown_key`): a forged KID cannot pass for a lost frame.
 pub const CHANGE_WINDOW_MS: u64 = 5_000;
 
+/// How many recent audio timestamps are remembered per sender, so a
+/// redundant copy (RED) of a frame already opened is not opened again.
+const RECENT_AUDIO: usize = 64;
+
+/// Where a media payload sat in its RTP packet, as the transport saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rtp {
+    /// The packet's RTP timestamp.
+    pub timestamp: u32,
+    /// The payload is RFC 2198 RED: the frame and the ones before it.
+    pub red: bool,
+}
+
+/// What the call knows of a decrypted frame besides its bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// Its RTP timestamp, when it came over RTP.
+    pub timestamp: Option<u32>,
+    /// It was opened from a redundant copy in a later packet (RED): its
+    /// own packet had not arrived.
+    pub recovered: bool,
+}
+
 /// A remote member as this client knows it.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -68,6 +91,8 @@ pub enum CallEvent {
         codec: Codec,
         /// The decrypted encoded frame (clear prefix included).
         frame: Vec<u8>,
+        /// Its timestamp, and whether it was recovered from redundancy.
+        info: FrameInfo,
     },
     /// We are in the room.
     Joined {
@@ -199,12 +224,19 @@ pub struct Stats {
     /// when `member_left` arrived (media and signaling take different
     /// paths). Dropped unopened; not a failure.
     pub after_leave: u64,
+    /// Audio frames opened from a redundant copy (RED) because their own
+    /// packet had not arrived (counted in `decrypted` too).
+    pub recovered: u64,
+    /// Audio frames whose own packet arrived after a redundant copy had
+    /// already been opened: skipped unopened.
+    pub duplicate: u64,
 }
 
 struct Held {
     from: SigId,
     codec: Codec,
     data: Vec<u8>,
+    info: FrameInfo,
     since: Millis,
 }
 
@@ -221,6 +253,9 @@ pub struct Session {
     /// Which member each forwarded stream (MSID stream id) comes from, as `track_added` said.
     streams: HashMap<String, SigId>,
     held: VecDeque<Held>,
+    /// Per sender, the timestamps of audio frames opened lately, and
+    /// whether each was opened from a redundant copy.
+    recent_audio: HashMap<SigId, VecDeque<(u32, bool)>>,
     stats: Stats,
     key_log: Option<Vec<hush_e2ee::KeyEvent>>,
 }
@@ -266,6 +301,7 @@ impl Session {
             roster: Roster::default(),
             streams: HashMap::new(),
             held: VecDeque::new(),
+            recent_audio: HashMap::new(),
             stats: Stats::default(),
             key_log: None,
         };
@@ -543,44 +579,141 @@ impl Session {
     ) -> Vec<CallEvent> {
         self.stats.received += 1;
         let mut events = Vec::new();
-        self.open(from, codec, data.to_vec(), now, None, &mut events);
+        self.open(
+            from,
+            codec,
+            data.to_vec(),
+            FrameInfo::default(),
+            now,
+            None,
+            &mut events,
+        );
         events
     }
 
-    /// A media frame that arrived on the stream `stream_id`: from the
-    /// member `track_added` named for it, or counted as unattributed.
+    /// A media payload that arrived on the stream `stream_id`: from the
+    /// member `track_added` named for it, or counted as unattributed. An
+    /// audio payload in RED form (PROTOCOL.md §11) carries the frame and
+    /// up to two before it: a copy is opened only if that frame has not
+    /// been, so a frame whose own packet was lost is recovered from a
+    /// later one.
     pub fn receive_media(
         &mut self,
         stream_id: &str,
         codec: Codec,
         data: &[u8],
+        rtp: Option<Rtp>,
         now: Millis,
     ) -> Vec<CallEvent> {
-        match self.streams.get(stream_id) {
-            Some(&from) => self.receive_frame(from, codec, data, now),
-            None => {
-                self.stats.unattributed += 1;
-                Vec::new()
+        let Some(&from) = self.streams.get(stream_id) else {
+            self.stats.unattributed += 1;
+            return Vec::new();
+        };
+        let Some(rtp) = rtp.filter(|_| codec == Codec::Opus) else {
+            return self.receive_frame(from, codec, data, now);
+        };
+        self.stats.received += 1;
+        let mut events = Vec::new();
+        if !rtp.red {
+            self.receive_audio(from, data, rtp.timestamp, false, now, &mut events);
+            return events;
+        }
+        let red = match hush_proto::red::parse(data) {
+            Ok(red) => red,
+            Err(_) => {
+                *self.stats.failed.entry("malformed").or_default() += 1;
+                return events;
             }
+        };
+        for block in &red.redundant {
+            let ts = rtp.timestamp.wrapping_sub(block.timestamp_offset);
+            self.receive_audio(from, block.data, ts, true, now, &mut events);
+        }
+        self.receive_audio(
+            from,
+            red.primary.data,
+            rtp.timestamp,
+            false,
+            now,
+            &mut events,
+        );
+        events
+    }
+
+    /// One audio frame with its timestamp; `copy` says it is a redundant
+    /// copy from a later packet.
+    fn receive_audio(
+        &mut self,
+        from: SigId,
+        data: &[u8],
+        timestamp: u32,
+        copy: bool,
+        now: Millis,
+        events: &mut Vec<CallEvent>,
+    ) {
+        let seen = self
+            .recent_audio
+            .get(&from)
+            .and_then(|r| r.iter().find(|(ts, _)| *ts == timestamp))
+            .map(|&(_, recovered)| recovered);
+        match (seen, copy) {
+            // A copy of a frame already opened.
+            (Some(_), true) => return,
+            // Its own packet, late, after a copy of it opened.
+            (Some(true), false) => {
+                self.stats.duplicate += 1;
+                return;
+            }
+            // A frame not seen yet, or a packet seen before (a replay,
+            // which the SFrame replay window refuses and counts).
+            _ => {}
+        }
+        let info = FrameInfo {
+            timestamp: Some(timestamp),
+            recovered: copy,
+        };
+        if self.open(from, Codec::Opus, data.to_vec(), info, now, None, events) {
+            self.opened_audio(from, info);
         }
     }
 
+    /// Remembers an audio frame that opened, by its timestamp.
+    fn opened_audio(&mut self, from: SigId, info: FrameInfo) {
+        let Some(ts) = info.timestamp else { return };
+        if info.recovered {
+            self.stats.recovered += 1;
+        }
+        let recent = self.recent_audio.entry(from).or_default();
+        if recent.len() == RECENT_AUDIO {
+            recent.pop_front();
+        }
+        recent.push_back((ts, info.recovered));
+    }
+
+    /// Opens a frame, or holds it until its key may come; returns whether
+    /// it opened now. A redundant copy (`info.recovered`) is never held:
+    /// its frame's own packet, or a later copy, may still come.
+    #[allow(clippy::too_many_arguments)]
     fn open(
         &mut self,
         from: SigId,
         codec: Codec,
         data: Vec<u8>,
+        info: FrameInfo,
         now: Millis,
         held_since: Option<Millis>,
         events: &mut Vec<CallEvent>,
-    ) {
+    ) -> bool {
         let Some(peer) = self.roster.by_sig.get(&from) else {
+            if info.recovered {
+                return false;
+            }
             if self.roster.has_left(from) {
                 self.stats.after_leave += 1;
             } else {
                 *self.stats.failed.entry("unknown_sender").or_default() += 1;
             }
-            return;
+            return false;
         };
         let e2ee = peer.e2ee;
         let mut result = self.crypto.open(e2ee, codec, &data);
@@ -612,8 +745,16 @@ impl Session {
                 if held_since.is_some() {
                     self.stats.held_then_decrypted += 1;
                 }
-                events.push(CallEvent::Frame { from, codec, frame });
+                events.push(CallEvent::Frame {
+                    from,
+                    codec,
+                    frame,
+                    info,
+                });
+                return true;
             }
+            // A copy waits for nothing: see above.
+            Err(Error::MissingKey(_) | Error::UnknownSender(_)) if info.recovered => {}
             Err(missing @ (Error::MissingKey(_) | Error::UnknownSender(_))) => {
                 // No key opens it: hold it only if its key may still come
                 // (PROTOCOL.md §5.3); a KID that cannot, such as one forged
@@ -628,7 +769,7 @@ impl Session {
                     (Some(_), None) => KeyOutlook::MayCome,
                     (None, _) => {
                         *self.stats.failed.entry("malformed").or_default() += 1;
-                        return;
+                        return false;
                     }
                 };
                 match outlook {
@@ -637,11 +778,11 @@ impl Session {
                     // joined) or have erased: lost, not forged.
                     KeyOutlook::Gone => {
                         self.stats.lost_to_key_change += 1;
-                        return;
+                        return false;
                     }
                     KeyOutlook::Never => {
                         *self.stats.failed.entry("unknown_key").or_default() += 1;
-                        return;
+                        return false;
                     }
                 }
                 let mine = self.held.iter().filter(|h| h.from == from).count();
@@ -662,6 +803,7 @@ impl Session {
                     from,
                     codec,
                     data,
+                    info,
                     since: held_since.unwrap_or(now),
                 });
             }
@@ -676,6 +818,7 @@ impl Session {
             }
             Err(_) => *self.stats.failed.entry("other").or_default() += 1,
         }
+        false
     }
 
     /// Carries out e2ee outputs: envelopes become signaling messages, key
@@ -692,7 +835,9 @@ impl Session {
     fn retry_held(&mut self, now: Millis, events: &mut Vec<CallEvent>) {
         let held: Vec<Held> = self.held.drain(..).collect();
         for h in held {
-            self.open(h.from, h.codec, h.data, now, Some(h.since), events);
+            if self.open(h.from, h.codec, h.data, h.info, now, Some(h.since), events) {
+                self.opened_audio(h.from, h.info);
+            }
         }
     }
 
@@ -752,6 +897,7 @@ impl Session {
     fn forget_peer(&mut self, id: SigId) -> Option<Peer> {
         let peer = self.roster.remove(id)?;
         self.held.retain(|h| h.from != id);
+        self.recent_audio.remove(&id);
         Some(peer)
     }
 }
@@ -1042,7 +1188,10 @@ mod tests {
     fn frames_on_an_unannounced_stream_are_counted_not_opened() {
         let now = Millis(1_000_000);
         let (mut me, _) = new_session("me", now);
-        assert!(me.receive_media("p7", Codec::Opus, b"x", now).is_empty());
+        assert!(
+            me.receive_media("p7", Codec::Opus, b"x", None, now)
+                .is_empty()
+        );
         assert_eq!(me.stats().unattributed, 1);
         let added = ServerMessage::TrackAdded {
             publisher: SigId(7),
@@ -1050,7 +1199,7 @@ mod tests {
             stream_id: "p7".into(),
         };
         me.handle_server(added, now);
-        me.receive_media("p7", Codec::Opus, b"x", now);
+        me.receive_media("p7", Codec::Opus, b"x", None, now);
         // Attributed now: it counts as received (from a sender we hold no keys for).
         assert_eq!(me.stats().received, 1);
         assert_eq!(me.stats().unattributed, 1);
@@ -1069,7 +1218,7 @@ mod tests {
         me.handle_server(added, now);
         me.handle_server(ServerMessage::MemberLeft { id: SigId(2) }, now);
         // ann's last frame arrives after her departure (before track_removed).
-        me.receive_media("p2", Codec::Opus, b"late", now);
+        me.receive_media("p2", Codec::Opus, b"late", None, now);
         assert_eq!(me.stats().after_leave, 1);
         assert!(me.stats().failed.is_empty(), "{:?}", me.stats().failed);
         // A sender nobody ever announced is still a failure.
@@ -1079,7 +1228,7 @@ mod tests {
             stream_id: "p9".into(),
         };
         me.handle_server(ghost, now);
-        me.receive_media("p9", Codec::Opus, b"x", now);
+        me.receive_media("p9", Codec::Opus, b"x", None, now);
         assert_eq!(me.stats().failed.get("unknown_sender"), Some(&1));
     }
 
@@ -1118,9 +1267,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_forged_kid_from_the_sfu_cannot_erase_a_senders_real_key() {
-        let now = Millis(1_000_000);
+    /// ann (id 1) and bob (id 2) in one room, keys exchanged; bob knows
+    /// ann's audio stream as "p1".
+    fn ann_and_bob(now: Millis) -> (Session, Session, SigId, SigId) {
         let (ann_id, bob_id) = (SigId(1), SigId(2));
         let (mut ann, ann_join) = new_session("ann", now);
         let (mut bob, bob_join) = new_session("bob", now);
@@ -1137,6 +1286,137 @@ mod tests {
         );
         relay((&mut bob, bob_id), (&mut ann, ann_id), from_bob, now);
         relay((&mut ann, ann_id), (&mut bob, bob_id), from_ann, now);
+        bob.handle_server(
+            ServerMessage::TrackAdded {
+                publisher: ann_id,
+                kind: MediaKind::Audio,
+                stream_id: "p1".into(),
+            },
+            now,
+        );
+        (ann, bob, ann_id, bob_id)
+    }
+
+    /// The frames `events` delivered, with their info.
+    fn frames(events: &[CallEvent]) -> Vec<(Vec<u8>, FrameInfo)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                CallEvent::Frame { frame, info, .. } => Some((frame.clone(), *info)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn red_recovers_a_lost_packets_frame_once_and_replays_still_fail() {
+        use hush_proto::red::{Block, write};
+        let now = Millis(1_000_000);
+        let (mut ann, mut bob, _, _) = ann_and_bob(now);
+        let sealed: Vec<Vec<u8>> = (0..4u8)
+            .map(|i| ann.seal(Codec::Opus, &[i; 30]).unwrap())
+            .collect();
+        // Packet i carries frame i and, as RED, frames i-2 and i-1.
+        let packet = |i: usize| {
+            let blocks: Vec<Block<'_>> = (i.saturating_sub(2)..i)
+                .map(|j| Block {
+                    timestamp_offset: ((i - j) * 960) as u32,
+                    payload_type: 111,
+                    data: &sealed[j],
+                })
+                .collect();
+            let rtp = Rtp {
+                timestamp: 5_000 + (i * 960) as u32,
+                red: true,
+            };
+            (write(&blocks, 111, &sealed[i]), rtp)
+        };
+        let (p0, r0) = packet(0);
+        let got = frames(&bob.receive_media("p1", Codec::Opus, &p0, Some(r0), now));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, vec![0u8; 30]);
+        assert_eq!(
+            got[0].1,
+            FrameInfo {
+                timestamp: Some(5_000),
+                recovered: false
+            }
+        );
+        // Packets 1 and 2 are lost; packet 3 brings frames 1 and 2 back.
+        let (p3, r3) = packet(3);
+        let got = frames(&bob.receive_media("p1", Codec::Opus, &p3, Some(r3), now));
+        let got: Vec<(u8, Option<u32>, bool)> = got
+            .iter()
+            .map(|(f, i)| (f[0], i.timestamp, i.recovered))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, Some(5_960), true),
+                (2, Some(6_920), true),
+                (3, Some(7_880), false)
+            ]
+        );
+        assert_eq!(bob.stats().recovered, 2);
+        // Packet 2 arrives late after all: its frame was already played
+        // from a copy, so it is skipped, and so are its copies.
+        let (p2, r2) = packet(2);
+        assert!(frames(&bob.receive_media("p1", Codec::Opus, &p2, Some(r2), now)).is_empty());
+        assert_eq!(bob.stats().duplicate, 1);
+        assert!(bob.stats().failed.is_empty(), "{:?}", bob.stats().failed);
+        // The SFU replays packet 3: its primary was opened as a primary,
+        // so the replay window refuses it and counts it.
+        assert!(frames(&bob.receive_media("p1", Codec::Opus, &p3, Some(r3), now)).is_empty());
+        assert_eq!(bob.stats().failed.get("replay"), Some(&1));
+        assert_eq!(bob.stats().decrypted, 4);
+    }
+
+    #[test]
+    fn a_tampered_copy_or_a_malformed_red_header_is_counted_as_a_failure() {
+        use hush_proto::red::{Block, write};
+        let now = Millis(1_000_000);
+        let (mut ann, mut bob, _, _) = ann_and_bob(now);
+        let first = ann.seal(Codec::Opus, b"first").unwrap();
+        let second = ann.seal(Codec::Opus, b"second").unwrap();
+        // The SFU alters the redundant copy of frame 1 (its own packet was lost).
+        let mut altered = first.clone();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        let block = [Block {
+            timestamp_offset: 960,
+            payload_type: 111,
+            data: &altered,
+        }];
+        let rtp = Rtp {
+            timestamp: 1_960,
+            red: true,
+        };
+        let got = frames(&bob.receive_media(
+            "p1",
+            Codec::Opus,
+            &write(&block, 111, &second),
+            Some(rtp),
+            now,
+        ));
+        assert_eq!(got.len(), 1, "only the genuine primary opens");
+        assert_eq!(got[0].0, b"second");
+        assert_eq!(bob.stats().failed.get("authentication"), Some(&1));
+        assert_eq!(bob.stats().recovered, 0);
+        // A RED header that lies about its lengths.
+        let mut broken = write(&block, 111, &second);
+        broken[3] = 0xff;
+        let rtp = Rtp {
+            timestamp: 2_920,
+            red: true,
+        };
+        assert!(frames(&bob.receive_media("p1", Codec::Opus, &broken, Some(rtp), now)).is_empty());
+        assert_eq!(bob.stats().failed.get("malformed"), Some(&1));
+    }
+
+    #[test]
+    fn a_forged_kid_from_the_sfu_cannot_erase_a_senders_real_key() {
+        let now = Millis(1_000_000);
+        let (mut ann, mut bob, ann_id, _) = ann_and_bob(now);
 
         let genuine = ann.seal(Codec::Opus, b"hello").unwrap();
         let opened = bob.receive_frame(ann_id, Codec::Opus, &genuine, now);

@@ -51,6 +51,22 @@ pub fn media_engine() -> Result<(MediaEngine, Registry), webrtc::error::Error> {
             rtp_kind(kind),
         )?;
     }
+    // Audio redundancy (RFC 2198, PROTOCOL.md §11): Opus packets that also
+    // carry the two frames before them, each still sealed.
+    let red = hush_proto::media::RED_CODEC;
+    engine.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: red.mime_type.to_owned(),
+                clock_rate: red.clock_rate,
+                channels: red.channels,
+                sdp_fmtp_line: red.fmtp.to_owned(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: red.payload_type,
+        },
+        RtpCodecKind::Audio,
+    )?;
     // VP8 retransmissions (RFC 4588, PROTOCOL.md §11): what the SFU
     // resends after a NACK arrives on this payload type.
     engine.register_codec(

@@ -8,12 +8,12 @@
 //! load tester plugs in cheaper peers that share one socket.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hush_proto::media::{OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE};
+use hush_proto::media::{OPUS_PAYLOAD_TYPE, RED_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE};
 use hush_proto::{IceCandidate, MediaKind};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
@@ -54,10 +54,15 @@ pub enum TransportEvent {
         stream_id: String,
         /// Codec of the track.
         codec: Codec,
-        /// The frame as the publisher sealed it.
+        /// The frame as the publisher sealed it; for audio with `red`,
+        /// the RED payload holding it and the frames before it.
         data: Vec<u8>,
         /// When its last packet arrived.
         at: Instant,
+        /// Its RTP timestamp (as the SFU forwards it).
+        timestamp: u32,
+        /// The payload is RFC 2198 RED (audio only).
+        red: bool,
     },
     /// A remote track ended.
     TrackEnded {
@@ -104,11 +109,23 @@ pub trait Connector: Send + Sync + 'static {
 }
 
 /// The [`Connector`] of real clients: a webrtc-rs [`Transport`] per call.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct WebRtcConnector {
     /// The one local address media may use, or `None` for every
     /// interface (see [`udp_addrs`]).
     pub bind: Option<IpAddr>,
+    /// How many earlier audio frames each packet repeats (RFC 2198 RED,
+    /// at most [`hush_proto::red::MAX_REDUNDANT`]; 0 sends plain Opus).
+    pub audio_redundancy: usize,
+}
+
+impl Default for WebRtcConnector {
+    fn default() -> Self {
+        Self {
+            bind: None,
+            audio_redundancy: hush_proto::red::MAX_REDUNDANT,
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -121,6 +138,7 @@ impl Connector for WebRtcConnector {
     ) -> Result<Connected, Error> {
         let (t, events) =
             Transport::with_ice_timeouts(with_video, disconnected, failed, self.bind).await?;
+        t.set_audio_redundancy(self.audio_redundancy);
         Ok((Box::new(t), events))
     }
 }
@@ -174,6 +192,11 @@ impl MediaConnection for Transport {
     }
 }
 
+/// Locks a mutex whose data stays consistent even if a holder panicked.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn codec(kind: RtpCodecKind) -> RTCRtpCodec {
     setup::codec(if kind == RtpCodecKind::Audio {
         MediaKind::Audio
@@ -200,6 +223,63 @@ pub struct Transport {
     /// The SFU's passive TCP candidates were handed to ICE (once per call:
     /// webrtc-rs dials a new connection each time it is given one).
     tcp_dialed: AtomicBool,
+    /// Audio redundancy: what the SFU accepted and the frames to repeat.
+    red: Mutex<RedSender>,
+}
+
+/// The sending side of RFC 2198 audio redundancy (PROTOCOL.md §11).
+#[derive(Debug, Default)]
+struct RedSender {
+    /// Earlier frames each packet repeats, at most.
+    depth: usize,
+    /// The SFU's answer accepted `audio/red` under our payload type.
+    negotiated: bool,
+    /// The last sealed frames sent, oldest first.
+    history: std::collections::VecDeque<Vec<u8>>,
+}
+
+impl RedSender {
+    /// The payload and payload type for `sealed`, remembering it.
+    fn packet(&mut self, sealed: Vec<u8>) -> (Vec<u8>, u8) {
+        let out = if self.negotiated && self.depth > 0 {
+            let n = self.history.len() as u32;
+            let blocks: Vec<hush_proto::red::Block<'_>> = self
+                .history
+                .iter()
+                .enumerate()
+                .map(|(i, data)| hush_proto::red::Block {
+                    timestamp_offset: (n - i as u32) * FRAME_TICKS,
+                    payload_type: OPUS_PAYLOAD_TYPE,
+                    data,
+                })
+                .collect();
+            (
+                hush_proto::red::write(&blocks, OPUS_PAYLOAD_TYPE, &sealed),
+                RED_PAYLOAD_TYPE,
+            )
+        } else {
+            (sealed.clone(), OPUS_PAYLOAD_TYPE)
+        };
+        if self.depth > 0 {
+            if self.history.len() == self.depth {
+                self.history.pop_front();
+            }
+            self.history.push_back(sealed);
+        }
+        out
+    }
+}
+
+/// RTP clock ticks of one 20 ms Opus frame.
+const FRAME_TICKS: u32 = 960;
+
+/// Whether an SDP (the SFU's answer) accepts `audio/red` under our payload type.
+fn accepts_red(sdp: &str) -> bool {
+    let wanted = format!("a=rtpmap:{RED_PAYLOAD_TYPE} ");
+    sdp.lines().any(|l| {
+        l.strip_prefix(&wanted)
+            .is_some_and(|rest| rest.to_ascii_lowercase().starts_with("red/48000"))
+    })
 }
 
 impl core::fmt::Debug for Transport {
@@ -282,6 +362,8 @@ async fn read_track(track: Arc<dyn TrackRemote>, events: mpsc::Sender<TransportE
                 codec,
                 data,
                 at: Instant::now(),
+                timestamp: packet.header.timestamp,
+                red: codec == Codec::Opus && packet.header.payload_type == RED_PAYLOAD_TYPE,
             };
             // A full queue means the application is not keeping up; drop, as a jitter buffer would.
             let _ = events.try_send(ev);
@@ -442,6 +524,7 @@ impl Transport {
                 audio,
                 video,
                 tcp_dialed: AtomicBool::new(false),
+                red: Mutex::new(RedSender::default()),
             },
             events,
         ))
@@ -469,8 +552,17 @@ impl Transport {
         self.local_sdp().await
     }
 
+    /// How many earlier audio frames each packet repeats (RFC 2198), if
+    /// the SFU accepts `audio/red`; 0 sends plain Opus.
+    pub fn set_audio_redundancy(&self, depth: usize) {
+        let mut red = lock(&self.red);
+        red.depth = depth.min(hush_proto::red::MAX_REDUNDANT);
+        red.history.clear();
+    }
+
     /// The SFU's answer to our offer.
     pub async fn apply_answer(&self, sdp: String) -> Result<(), Error> {
+        lock(&self.red).negotiated = accepts_red(&sdp);
         let tcp = passive_tcp_candidates(&sdp);
         let answer = RTCSessionDescription::answer(sdp).map_err(transport)?;
         self.pc
@@ -525,10 +617,12 @@ impl Transport {
             .map_err(transport)
     }
 
-    /// Sends one sealed Opus frame (20 ms) with its RFC 6464 audio level.
+    /// Sends one sealed Opus frame (20 ms) with its RFC 6464 audio level,
+    /// with the frames before it if RED was negotiated.
     pub async fn send_audio(&self, sealed: Vec<u8>, level: u8) -> Result<(), Error> {
+        let (payload, payload_type) = lock(&self.red).packet(sealed);
         let sample = Sample {
-            data: Bytes::from(sealed),
+            data: Bytes::from(payload),
             duration: Duration::from_millis(20),
             timestamp: Instant::now(),
             packet_timestamp: 0,
@@ -537,7 +631,7 @@ impl Transport {
         };
         self.audio
             .track
-            .sample_writer(self.audio.ssrc, OPUS_PAYLOAD_TYPE)
+            .sample_writer(self.audio.ssrc, payload_type)
             .with_audio_level(AudioLevelExtension {
                 level,
                 voice: level < 127,
@@ -624,6 +718,53 @@ fn passive_tcp_candidates(sdp: &str) -> Vec<IceCandidate> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn red_packets_repeat_the_two_frames_before_when_the_sfu_accepts_red() {
+        let mut red = RedSender {
+            depth: 2,
+            ..Default::default()
+        };
+        // Not negotiated: plain Opus, but the history is kept.
+        assert_eq!(
+            red.packet(b"f0".to_vec()),
+            (b"f0".to_vec(), OPUS_PAYLOAD_TYPE)
+        );
+        red.negotiated = true;
+        for (i, frame) in [b"f1", b"f2", b"f3"].into_iter().enumerate() {
+            let (payload, pt) = red.packet(frame.to_vec());
+            assert_eq!(pt, RED_PAYLOAD_TYPE);
+            let parsed = hush_proto::red::parse(&payload).expect("RED");
+            assert_eq!(parsed.primary.data, frame);
+            let copies: Vec<(u32, Vec<u8>)> = parsed
+                .redundant
+                .iter()
+                .map(|b| (b.timestamp_offset, b.data.to_vec()))
+                .collect();
+            let expected: Vec<(u32, Vec<u8>)> = match i {
+                0 => vec![(960, b"f0".to_vec())],
+                1 => vec![(1920, b"f0".to_vec()), (960, b"f1".to_vec())],
+                _ => vec![(1920, b"f1".to_vec()), (960, b"f2".to_vec())],
+            };
+            assert_eq!(copies, expected, "packet {i}");
+        }
+        // Depth 0 sends plain Opus even when RED was accepted.
+        let mut plain = RedSender {
+            negotiated: true,
+            ..Default::default()
+        };
+        assert_eq!(plain.packet(b"x".to_vec()).1, OPUS_PAYLOAD_TYPE);
+        assert!(plain.history.is_empty());
+    }
+
+    #[test]
+    fn red_counts_as_accepted_only_under_our_payload_type() {
+        assert!(accepts_red(
+            "v=0\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:63 red/48000/2\r\n"
+        ));
+        assert!(!accepts_red("a=rtpmap:111 opus/48000/2\r\n"));
+        assert!(!accepts_red("a=rtpmap:64 red/48000/2\r\n"));
+    }
 
     #[test]
     fn the_passive_tcp_candidates_are_found_once_each() {

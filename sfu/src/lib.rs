@@ -80,6 +80,19 @@
 //! - Header extensions: only the audio level (RFC 6464) and the mid are
 //!   negotiated, so there is no TWCC feedback or bandwidth estimation.
 //!
+//! # Audio redundancy
+//!
+//! The SFU offers and accepts RFC 2198 RED for audio (`audio/red`,
+//! `111/111`, payload type 63 beside Opus 111) and keeps it only where the
+//! client offers or answers it too. An audio packet that arrives on the
+//! publisher's RED payload type goes to a subscriber that negotiated RED
+//! as it came, on that subscriber's RED payload type; a subscriber without
+//! RED gets the primary block alone (every block is SFrame ciphertext;
+//! only the RED header is read) on its Opus payload type, and nothing
+//! when the RED header does not parse or its primary is not Opus
+//! (counted as `malformed_red` drops). Plain Opus packets go out as Opus
+//! to everyone. RED packets are never retransmitted either.
+//!
 //! # Active speaker
 //!
 //! From the RFC 6464 audio-level header extension (the only signal when

@@ -23,14 +23,19 @@ pub enum DropReason {
     /// The subscriber's TCP connection was behind (its write queue full)
     /// or gone: dropped, as a congested UDP path would lose it.
     TcpBacklog,
+    /// An RFC 2198 RED audio packet whose header does not parse (or whose
+    /// primary block is not Opus), for a subscriber that did not negotiate
+    /// RED and gets the primary alone. RED subscribers still get it.
+    MalformedRed,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 4] = [
+    const ALL: [DropReason; 5] = [
         DropReason::NotNegotiated,
         DropReason::WriteError,
         DropReason::CaptureOverflow,
         DropReason::TcpBacklog,
+        DropReason::MalformedRed,
     ];
 
     fn label(self) -> &'static str {
@@ -39,6 +44,7 @@ impl DropReason {
             DropReason::WriteError => "write_error",
             DropReason::CaptureOverflow => "capture_overflow",
             DropReason::TcpBacklog => "tcp_backlog",
+            DropReason::MalformedRed => "malformed_red",
         }
     }
 
@@ -406,6 +412,7 @@ mod tests {
             "hush_sfu_nacks_received_total 0",
             "hush_sfu_plis_sent_total 0",
             "hush_sfu_dropped_packets_total{reason=\"tcp_backlog\"} 0",
+            "hush_sfu_dropped_packets_total{reason=\"malformed_red\"} 0",
             "hush_sfu_tcp_connections_refused_total{reason=\"first_contact\"} 1",
             "hush_sfu_tcp_connections 1",
         ] {

@@ -288,6 +288,9 @@ struct Subscription {
     state: SubState,
     /// The payload type negotiated with this subscriber for the codec.
     pt: Option<Pt>,
+    /// The RFC 2198 RED payload type negotiated with this subscriber
+    /// (audio only); `None`: it gets the primary block of RED packets.
+    red_pt: Option<Pt>,
     /// Publisher sequence number that maps to this leg's first (1).
     seq_base: Option<u64>,
     /// Packets sent on this leg: with a tamper hook, an audio leg numbers
@@ -392,7 +395,10 @@ impl Worker {
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
-            .enable_opus(true, false)
+            // Opus with RFC 2198 RED folded onto it (audio/red, `111/111`,
+            // payload type 63 by default): str0m keeps RED only where the
+            // client offers it too, so an Opus-only offer still gets Opus.
+            .enable_opus(true, true)
             .enable_vp8(true)
             // Only what the forwarding path uses: audio level (active
             // speaker, forwarded) and mid. No transport-wide congestion
@@ -833,6 +839,13 @@ impl Worker {
         }
         let kind = published.kind;
         let outlets = Arc::clone(&published.outlets);
+        // An RFC 2198 RED packet arrives on the publisher's RED payload
+        // type, which str0m folds onto its Opus params (and, in RTP mode,
+        // hands over as it came). `red` is then the publisher's Opus PT.
+        let red = match kind {
+            MediaKind::Audio => red_primary_pt(&publisher.rtc, packet.header.payload_type),
+            MediaKind::Video => None,
+        };
         let ext = &packet.header.ext_vals;
         let decisions = match (ext.audio_level, ext.voice_activity) {
             (Some(level), Some(voice)) => {
@@ -866,6 +879,10 @@ impl Worker {
         };
         let in_seq = *packet.seq_no;
         let mut written = 0usize;
+        // The primary block of a RED packet, for subscribers without RED:
+        // cut out at most once per packet, on the first that needs it
+        // (`None` inside: it does not parse).
+        let mut primary: Option<Option<Arc<[u8]>>> = None;
         for &(sub_serial, sub_mid) in outlets.iter() {
             let Some(sub_peer) = self.peers.get_mut(&sub_serial) else {
                 continue;
@@ -882,9 +899,25 @@ impl Worker {
             let Some(sub) = sub_peer.subs.get_mut(key) else {
                 continue;
             };
-            let Some(pt) = sub.pt else {
+            let Some(main_pt) = sub.pt else {
                 self.metrics.dropped(DropReason::NotNegotiated);
                 continue;
+            };
+            let (pt, payload) = match (red, sub.red_pt) {
+                (None, _) => (main_pt, &packet.payload),
+                // The subscriber checks the RED header itself.
+                (Some(_), Some(red_pt)) => (red_pt, &packet.payload),
+                (Some(primary_pt), None) => {
+                    let cut =
+                        primary.get_or_insert_with(|| red_primary(&packet.payload, primary_pt));
+                    match cut {
+                        Some(cut) => (main_pt, &*cut),
+                        None => {
+                            self.metrics.dropped(DropReason::MalformedRed);
+                            continue;
+                        }
+                    }
+                }
             };
             // Each leg numbers its packets from 1 (str0m cannot start a
             // stream past the first roll-over), keeping gaps so the
@@ -914,15 +947,14 @@ impl Worker {
                 SeqNo::from(out_seq),
                 packet.header.timestamp,
                 packet.timestamp,
-                Arc::clone(&packet.payload),
+                Arc::clone(payload),
             )
             .marker(packet.header.marker)
             .ext_vals(ext_vals.clone())
             .nackable(kind == MediaKind::Video);
             tx.write_rtp(write);
             written += 1;
-            self.metrics
-                .packet_out(kind, packet.payload.len(), now.elapsed());
+            self.metrics.packet_out(kind, payload.len(), now.elapsed());
             #[cfg(feature = "test-hooks")]
             if renumber {
                 sub.written += 1;
@@ -1219,11 +1251,10 @@ impl Worker {
                 MediaKind::Audio => Codec::Opus,
                 MediaKind::Video => Codec::Vp8,
             };
-            sub.pt = peer
-                .rtc
-                .codec_config()
-                .find(|p| p.spec().codec == codec)
-                .map(|p| p.pt());
+            let params = peer.rtc.codec_config().find(|p| p.spec().codec == codec);
+            sub.pt = params.map(|p| p.pt());
+            // str0m folds RED onto the primary codec's params (audio only).
+            sub.red_pt = params.and_then(|p| p.red());
             if let Some(mid) = sub.mid {
                 opened.push((key.clone(), mid));
             }
@@ -1408,6 +1439,7 @@ impl Worker {
                 mid: None,
                 state: SubState::Pending,
                 pt: None,
+                red_pt: None,
                 seq_base: None,
                 #[cfg(feature = "test-hooks")]
                 written: 0,
@@ -1582,6 +1614,24 @@ fn route(t: Transmit, out: &mut Vec<(SocketAddr, Vec<u8>)>, tcp: &Conns, metrics
     }
 }
 
+/// The publisher's primary (Opus) payload type if `pt` is its RFC 2198 RED
+/// payload type, which str0m keeps on the primary codec's params.
+fn red_primary_pt(rtc: &Rtc, pt: Pt) -> Option<Pt> {
+    rtc.codec_config()
+        .iter()
+        .find(|p| p.red() == Some(pt))
+        .map(|p| p.pt())
+}
+
+/// The primary block of a RED payload (RFC 2198 §3), if the payload parses
+/// and the block is of the publisher's primary payload type: what a
+/// subscriber without RED gets. The block is SFrame ciphertext like the
+/// rest; only the RED header is read.
+fn red_primary(payload: &[u8], primary_pt: Pt) -> Option<Arc<[u8]>> {
+    let red = hush_proto::red::parse(payload).ok()?;
+    (red.primary.payload_type == *primary_pt).then(|| Arc::from(red.primary.data))
+}
+
 /// The next input from the worker's TCP tasks; never, without ICE-TCP.
 async fn next_tcp_input(rx: &mut Option<mpsc::Receiver<TcpInput>>) -> Option<TcpInput> {
     match rx {
@@ -1685,6 +1735,29 @@ mod tests {
         assert_eq!(offered_ssrc(sdp, "1"), Some(22));
         assert_eq!(offered_ssrc(sdp, "2"), None);
         assert_eq!(offered_ssrc(sdp, "9"), None);
+    }
+
+    #[test]
+    fn a_red_payload_gives_its_primary_only_if_it_parses_as_opus() {
+        use hush_proto::red::{Block, write};
+        let opus = Pt::new_with_value(111);
+        let earlier = [Block {
+            timestamp_offset: 960,
+            payload_type: 111,
+            data: b"earlier",
+        }];
+        let payload = write(&earlier, 111, b"primary");
+        assert_eq!(
+            red_primary(&payload, opus).as_deref(),
+            Some(&b"primary"[..])
+        );
+        assert_eq!(
+            red_primary(&payload, Pt::new_with_value(100)),
+            None,
+            "a primary of another payload type is not Opus"
+        );
+        assert_eq!(red_primary(&payload[..5], opus), None, "truncated");
+        assert_eq!(red_primary(&[], opus), None);
     }
 
     #[test]

@@ -507,6 +507,7 @@ async fn client_process() {
         keep_keys: false,
         observer: None,
         bind,
+        audio_redundancy: hush_proto::red::MAX_REDUNDANT,
     };
     let p = Participant::start(spec, Identity::generate())
         .await

@@ -4,6 +4,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod impair;
+pub mod lossy;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,6 +42,7 @@ pub fn spec(server: &LocalServer, room: &str, name: &str, hz: f64) -> Participan
         keep_keys: false,
         observer: None,
         bind: None,
+        audio_redundancy: hush_proto::red::MAX_REDUNDANT,
     }
 }
 
@@ -274,6 +278,7 @@ impl Media for WitnessMedia {
         from: SigId,
         codec: Codec,
         frame: Vec<u8>,
+        _info: hush_client::session::FrameInfo,
         session: &Session,
     ) -> Result<(), hush_client::Error> {
         let heard = self.log.heard.entry(from).or_default();

@@ -103,6 +103,10 @@ async fn forged_kids_from_the_sfu_cost_no_genuine_frame() {
         // The forgeries arrived (the test tested something), and those
         // under a derivable KID were tried and failed authentication.
         assert!(
+            d.injected.derivable >= 500,
+            "the forger recognised too few genuine packets: {d:?}"
+        );
+        assert!(
             failed >= d.injected.total() * 9 / 10,
             "{failed} failures for {} injected: {d:?}",
             d.injected.total()
@@ -290,7 +294,13 @@ impl Forger {
         if kind != MediaKind::Audio {
             return Tampering::default();
         }
-        let Ok((header, hlen)) = Header::parse(payload) else {
+        // Audio packets are RED (PROTOCOL.md §11): the packet's own frame
+        // is the primary block; forgeries go out as RED packets too.
+        let Ok(red) = hush_proto::red::parse(payload) else {
+            return Tampering::default();
+        };
+        let genuine = red.primary.data;
+        let Ok((header, hlen)) = Header::parse(genuine) else {
             return Tampering::default();
         };
         let Some((slot, generation)) = split_kid(header.kid) else {
@@ -366,9 +376,13 @@ impl Forger {
                 .encode()
                 .as_bytes()
                 .to_vec();
-            let body = payload.len().saturating_sub(hlen).max(17);
+            let body = genuine.len().saturating_sub(hlen).max(17);
             frame.extend((0..body).map(|_| rng.next() as u8));
-            forged.push(frame);
+            forged.push(hush_proto::red::write(
+                &[],
+                red.primary.payload_type,
+                &frame,
+            ));
         }
         Tampering::inject(forged)
     }

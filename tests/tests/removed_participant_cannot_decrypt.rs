@@ -12,7 +12,20 @@ use hush_tests::{join, spec, until_decrypted};
 
 /// Whether any key in `keys`, ratcheted up to 8 steps within its
 /// generation or once under the frame's own generation, opens `payload`.
+/// Whether any key (or a later ratchet step of one) opens the payload, or
+/// any block of it read as RED (audio packets carry the frame and the two
+/// before it, each its own SFrame ciphertext, PROTOCOL.md §11).
 fn opens(keys: &[Secret], payload: &[u8]) -> bool {
+    opens_frame(keys, payload)
+        || hush_proto::red::parse(payload).is_ok_and(|red| {
+            red.redundant
+                .iter()
+                .chain([&red.primary])
+                .any(|b| opens_frame(keys, b.data))
+        })
+}
+
+fn opens_frame(keys: &[Secret], payload: &[u8]) -> bool {
     let Ok((header, _)) = Header::parse(payload) else {
         return false;
     };

@@ -26,30 +26,37 @@ async fn tampering_sfu_is_detected() {
             if n < 100 || n % 25 != 0 {
                 return Tampering::default();
             }
-            let Ok((header, hlen)) = hush_sframe::Header::parse(payload) else {
+            // Audio packets are RED (PROTOCOL.md §11): alter the packet's
+            // own frame and keep the copies of the two before it.
+            let Ok(red) = hush_proto::red::parse(payload) else {
                 return Tampering::default();
             };
-            if payload.len() <= hlen {
+            let frame = red.primary.data;
+            let Ok((header, hlen)) = hush_sframe::Header::parse(frame) else {
+                return Tampering::default();
+            };
+            if frame.len() <= hlen {
                 return Tampering::default();
             }
             tampered.fetch_add(1, Ordering::Relaxed);
-            let mut out = payload.to_vec();
+            let mut forged = frame.to_vec();
             if n % 50 == 0 {
                 // Flip one bit of the ciphertext (not of the tag): a receiver
                 // that skipped authentication would decrypt it to the sent
                 // frame with that bit flipped, which the sender never sent.
-                out[hlen] ^= 0x01;
+                forged[hlen] ^= 0x01;
             } else {
                 // A forged frame: the real KID, a counter far ahead, made-up ciphertext.
-                out = hush_sframe::Header::new(
+                forged = hush_sframe::Header::new(
                     header.kid,
                     hush_sframe::Counter(header.ctr.0 + 10_000),
                 )
                 .encode()
                 .as_bytes()
                 .to_vec();
-                out.extend(std::iter::repeat_n(0x5a, payload.len() - hlen));
+                forged.extend(std::iter::repeat_n(0x5a, frame.len() - hlen));
             }
+            let out = hush_proto::red::write(&red.redundant, red.primary.payload_type, &forged);
             Tampering::replace(out)
         }))
     };

@@ -84,6 +84,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<DemoOutcome, Error> {
             keep_keys: false,
             observer: None,
             bind: None,
+            audio_redundancy: hush_proto::red::MAX_REDUNDANT,
         })
     };
     let started = Instant::now();

@@ -110,6 +110,11 @@ impl LocalServer {
         mint_token(&self.secret, room, name)
     }
 
+    /// The local UDP addresses the SFU's workers bound (one per worker).
+    pub fn sfu_udp_addrs(&self) -> &[SocketAddr] {
+        self.sfu.udp_addrs()
+    }
+
     /// The SFU's metrics in Prometheus text.
     pub fn sfu_metrics(&self) -> String {
         self.sfu.metrics().render()

@@ -504,6 +504,7 @@ async fn call(args: CallArgs) -> Result<()> {
         keep_keys: false,
         observer: Some(observer),
         bind: args.bind,
+        audio_redundancy: hush_proto::red::MAX_REDUNDANT,
     };
     let participant = Participant::start(spec, identity)
         .await
@@ -594,9 +595,12 @@ async fn call(args: CallArgs) -> Result<()> {
     );
     for r in report.remotes.values() {
         println!(
-            "  from {}: {} audio, {} video frames decrypted",
-            r.name, r.audio_frames, r.video_frames
+            "  from {}: {} audio, {} video frames decrypted; audio: {} recovered from later packets, {} concealed",
+            r.name, r.audio_frames, r.video_frames, r.recovered, r.concealed
         );
+        for (reason, n) in &r.decode_errors {
+            println!("    {n} audio frames did not decode ({reason}) and were concealed");
+        }
     }
     if let Some(dir) = &args.record {
         println!("recordings in {}", dir.display());

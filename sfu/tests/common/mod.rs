@@ -4,6 +4,8 @@
 
 mod setup;
 
+pub use setup::AudioCodecs;
+
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -73,6 +75,7 @@ pub fn parse_tag(p: &[u8]) -> Option<Tag> {
 pub struct Received {
     pub track_id: String,
     pub ssrc: u32,
+    pub payload_type: u8,
     pub marker: bool,
     pub payload: Bytes,
     pub at: Instant,
@@ -102,6 +105,7 @@ impl PeerConnectionEventHandler for ClientHandler {
                     TrackRemoteEvent::OnRtpPacket(p) => received.lock().unwrap().push(Received {
                         track_id: track_id.clone(),
                         ssrc: p.header.ssrc,
+                        payload_type: p.header.payload_type,
                         marker: p.header.marker,
                         payload: p.payload,
                         at: Instant::now(),
@@ -184,13 +188,25 @@ impl Client {
         publish: Publish,
         filter: Option<SdpFilter>,
     ) -> Client {
+        Self::join_with(sfu, room, id, publish, filter, AudioCodecs::AsClient).await
+    }
+
+    /// [`Client::join`], registering the audio codecs `audio`.
+    pub async fn join_with(
+        sfu: &Sfu,
+        room: &str,
+        id: u64,
+        publish: Publish,
+        filter: Option<SdpFilter>,
+        audio: AudioCodecs,
+    ) -> Client {
         let room: RoomId = room.parse().unwrap();
         let id = ParticipantId(id);
         let mut events_rx = sfu.add_participant(&room, &id).await.unwrap();
         let (gathered_tx, mut gathered) = watch::channel(false);
         let received = Arc::new(Mutex::new(Vec::new()));
         let remotes = Arc::new(Mutex::new(Vec::new()));
-        let (engine, registry) = setup::peer_media();
+        let (engine, registry) = setup::peer_media(audio);
         let pc = PeerConnectionBuilder::new()
             .with_media_engine(engine)
             .with_interceptor_registry(registry)
@@ -358,6 +374,32 @@ impl Client {
             }
             MediaKind::Video => track.write_rtp(packet).await,
         };
+    }
+
+    /// Sends one audio packet with `payload_type` and `payload` as given;
+    /// number `n` sets its sequence number, timestamp and marker as
+    /// [`Client::send`] does.
+    pub async fn send_audio_as(&self, payload_type: u8, n: u32, payload: Bytes) {
+        let (track, ssrc) = self.audio.as_ref().unwrap();
+        let packet = rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                marker: n % 10 == 9,
+                payload_type,
+                sequence_number: n as u16,
+                timestamp: n.wrapping_mul(960),
+                ssrc: *ssrc,
+                ..Default::default()
+            },
+            payload,
+        };
+        let level = AudioLevelExtension {
+            level: 30,
+            voice: true,
+        };
+        let _ = track
+            .write_rtp_with_extensions(packet, &[HeaderExtension::AudioLevel(level)])
+            .await;
     }
 
     pub fn received(&self) -> Vec<Received> {

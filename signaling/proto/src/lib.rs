@@ -36,6 +36,7 @@ pub mod capture;
 mod error;
 pub mod ids;
 pub mod media;
+pub mod red;
 mod token;
 pub mod wire;
 

@@ -16,6 +16,19 @@ pub const VP8_PAYLOAD_TYPE: u8 = 96;
 /// the SFU resends video packets a subscriber NACKs on this payload type.
 pub const VP8_RTX_PAYLOAD_TYPE: u8 = 97;
 
+/// Payload type of RFC 2198 audio redundancy (`audio/red`, `111/111`):
+/// an Opus packet that also carries earlier sealed frames ([`crate::red`]).
+pub const RED_PAYLOAD_TYPE: u8 = 63;
+
+/// The `audio/red` codec both ends register beside Opus.
+pub const RED_CODEC: CodecSpec = CodecSpec {
+    mime_type: "audio/red",
+    clock_rate: 48_000,
+    channels: 2,
+    fmtp: "111/111",
+    payload_type: RED_PAYLOAD_TYPE,
+};
+
 /// Duration of one Opus frame, in milliseconds (one frame per RTP packet).
 pub const OPUS_FRAME_MS: u64 = 20;
 

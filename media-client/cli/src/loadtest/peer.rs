@@ -184,6 +184,7 @@ impl Media for LoadMedia {
         _from: SigId,
         codec: Codec,
         frame: Vec<u8>,
+        _: hush_client::session::FrameInfo,
         _: &Session,
     ) -> Result<(), ClientError> {
         let (at, now) = (stamp::now_us(), Instant::now());

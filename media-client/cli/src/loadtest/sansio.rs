@@ -534,6 +534,9 @@ impl Peer {
                 codec: inbound.codec,
                 data,
                 at: Instant::now(),
+                timestamp: packet.header.timestamp,
+                // These peers do not offer RED: the SFU sends them primaries.
+                red: false,
             });
         }
     }
