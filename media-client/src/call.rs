@@ -550,8 +550,15 @@ impl<M: Media> Driver<M> {
                     return Err(SignalingError::JoinRefused { code, message }.into());
                 }
                 CallEvent::ServerError { code, message } => {
+                    let closed = code == hush_proto::ErrorCode::MediaClosed;
                     let w = CallEvent::Warning(Warning::Server { code, message });
                     self.media.event(&w, &self.session)?;
+                    if closed {
+                        // The SFU gave up on our media connection (it never
+                        // came up, or it failed) even if ours has not noticed.
+                        let w = CallEvent::Warning(Warning::MediaFailed);
+                        self.media.event(&w, &self.session)?;
+                    }
                 }
                 CallEvent::SdpAnswer(sdp) => {
                     if let Some(t) = &self.transport {

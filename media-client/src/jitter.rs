@@ -254,6 +254,28 @@ impl<T> JitterBuffer<T> {
         Slot::Missing
     }
 
+    /// Everything still buffered, in order, when the call ends: each
+    /// waiting frame, and a missing slot for each gap between them (what
+    /// a recording keeps of the last moments).
+    pub fn drain(&mut self) -> Vec<Slot<T>> {
+        let mut out = Vec::new();
+        let mut next = self.next;
+        while let Some((ts, frame)) = self.frames.pop_first() {
+            if let Some(n) = next {
+                let gap = ((ts - n) / FRAME_TICKS).clamp(0, MAX_BUFFERED as i64);
+                for _ in 0..gap {
+                    self.stats.concealed += 1;
+                    out.push(Slot::Missing);
+                }
+            }
+            self.stats.played += 1;
+            out.push(Slot::Frame(frame));
+            next = Some(ts + FRAME_TICKS);
+        }
+        self.next = next;
+        out
+    }
+
     /// Skips frames beyond the target delay (with three frames of slack),
     /// returning the slot to play.
     fn trim(&mut self, next: i64) -> i64 {
@@ -409,6 +431,29 @@ mod tests {
         let played: Vec<u32> = out.iter().flatten().copied().collect();
         assert!(played.windows(2).all(|w| w[0] < w[1]), "{played:?}");
         assert!(played.contains(&99));
+    }
+
+    #[test]
+    fn what_is_buffered_at_the_end_is_drained_in_order_with_its_gaps() {
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        for i in [0u32, 1, 2, 4, 5] {
+            jb.push(i * 960, u64::from(i) * 20, true, i);
+        }
+        assert_eq!(jb.pop(200), Slot::Frame(0));
+        let rest = jb.drain();
+        assert_eq!(
+            rest,
+            [
+                Slot::Frame(1),
+                Slot::Frame(2),
+                Slot::Missing,
+                Slot::Frame(4),
+                Slot::Frame(5)
+            ]
+        );
+        assert!(jb.is_empty());
+        assert_eq!(jb.stats().played, 5);
+        assert_eq!(jb.stats().concealed, 1);
     }
 
     #[test]

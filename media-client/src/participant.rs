@@ -140,6 +140,8 @@ pub struct ParticipantReport {
     pub key_log: Vec<hush_e2ee::KeyEvent>,
     /// How the call ended: we left, or the server closed the connection first.
     pub ended_by: Option<EndReason>,
+    /// The media connection failed, as our WebRTC stack or the SFU said.
+    pub media_failed: bool,
 }
 
 /// A running participant.
@@ -179,8 +181,9 @@ impl Participant {
     /// Leaves cleanly (a `leave` is sent, recordings are finalized) and reports.
     pub async fn stop(self) -> Result<ParticipantReport, Error> {
         let ended = self.call.leave().await?;
-        let (media, session) = (ended.media, ended.session);
-        let mut report = media.report;
+        let (mut media, session) = (ended.media, ended.session);
+        media.drain_playout()?;
+        let mut report = std::mem::take(&mut media.report);
         report.ended_by = Some(ended.reason);
         report.stats = session.stats().clone();
         report.unattributed_frames = report.stats.unattributed;
@@ -251,6 +254,22 @@ impl ParticipantMedia {
         self.report.warnings.push(text);
     }
 
+    /// Plays what is still buffered from every speaker (the call ended):
+    /// the last moments reach the recordings and the counts.
+    fn drain_playout(&mut self) -> Result<(), Error> {
+        let senders: Vec<SigId> = self.players.keys().copied().collect();
+        for from in senders {
+            let slots = match self.players.get_mut(&from) {
+                Some(p) => p.jitter.drain(),
+                None => continue,
+            };
+            for slot in slots {
+                self.play(from, slot)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Plays one 20 ms slot of `from`'s audio: decodes its frame, or
     /// conceals a missing one or one that does not decode, and records it.
     fn play(&mut self, from: SigId, slot: Slot<(Vec<u8>, bool)>) -> Result<(), Error> {
@@ -283,10 +302,7 @@ impl ParticipantMedia {
                     pcm
                 }
             },
-            Slot::Missing => {
-                remote.concealed += 1;
-                player.decoder.decode(None).unwrap_or([0; FRAME_SAMPLES])
-            }
+            Slot::Missing => player.decoder.decode(None).unwrap_or([0; FRAME_SAMPLES]),
         };
         let remote = self.report.remotes.entry(from).or_default();
         remote.jitter = self
@@ -294,6 +310,7 @@ impl ParticipantMedia {
             .get(&from)
             .map(|p| p.jitter.stats())
             .unwrap_or_default();
+        remote.concealed = remote.jitter.concealed + remote.decode_errors.values().sum::<u64>();
         if remote.pcm.len() < MAX_KEPT_SAMPLES {
             remote.pcm.extend_from_slice(&pcm);
         }
@@ -444,6 +461,7 @@ impl Media for ParticipantMedia {
             }),
             CallEvent::Warning(w) => {
                 if matches!(w, crate::session::Warning::MediaFailed) {
+                    self.report.media_failed = true;
                     self.observe(Observed::MediaFailed);
                 }
                 self.warn(w.to_string());

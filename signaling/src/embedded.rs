@@ -100,7 +100,10 @@ fn translate(event: SfuEvent) -> Option<ServerMessage> {
             stream_id,
         },
         SfuEvent::ActiveSpeaker { participant } => ServerMessage::ActiveSpeaker { participant },
-        SfuEvent::Closed { reason } => failed(format!("media connection closed: {reason:?}")),
+        SfuEvent::Closed { reason } => ServerMessage::error(
+            ErrorCode::MediaClosed,
+            format!("media connection closed: {reason:?}"),
+        ),
         _ => return None,
     })
 }

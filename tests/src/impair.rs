@@ -37,6 +37,15 @@ pub struct Impairment {
     pub jitter: Duration,
     /// Whether jitter may reorder datagrams; if `false`, none is delivered before one that arrived earlier.
     pub reorder: bool,
+    /// Drop every DTLS record (first byte 20 to 63, RFC 7983), whatever
+    /// `loss` says: a handshake that cannot complete while STUN and, once
+    /// keyed, SRTP get through.
+    pub drop_dtls: bool,
+}
+
+/// Whether a datagram is DTLS by its first byte (RFC 7983 §7).
+fn is_dtls(data: &[u8]) -> bool {
+    data.first().is_some_and(|b| (20..=63).contains(b))
 }
 
 /// Counters of one direction: `seen = dropped + discarded + delivered + still queued`.
@@ -249,6 +258,10 @@ impl Up {
             .bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         let impairment = self.settings.borrow().up;
+        if impairment.drop_dtls && is_dtls(data) {
+            DirectionCounters::bump(&counters.dropped);
+            return;
+        }
         let Some(due) = self.lane.decide(&impairment, at) else {
             DirectionCounters::bump(&counters.dropped);
             return;
@@ -362,6 +375,10 @@ impl Down {
             .bytes
             .fetch_add(datagram.data.len() as u64, Ordering::Relaxed);
         let impairment = self.settings.borrow().down;
+        if impairment.drop_dtls && is_dtls(&datagram.data) {
+            DirectionCounters::bump(&counters.dropped);
+            return;
+        }
         let Some(due) = self.lane.decide(&impairment, datagram.at) else {
             DirectionCounters::bump(&counters.dropped);
             return;
@@ -765,6 +782,7 @@ mod tests {
             delay: Duration::from_millis(10),
             jitter: Duration::from_millis(30),
             reorder: false,
+            ..Impairment::default()
         };
         let run = |spacing: Duration| {
             let mut lane: Lane<()> = Lane::new(11, 12);

@@ -65,21 +65,13 @@ impl Heard {
 /// both hear each other (the link is clean until then), each repeating `redundancy` earlier frames, and
 /// reports what each heard.
 pub async fn lossy_call(link: Link, seconds: u64, redundancy: usize) -> Vec<Heard> {
-    let server = LocalServer::start_with(hush_sfu::SfuConfig {
-        public_ips: vec![std::net::IpAddr::from([127, 0, 0, 2])],
-        // UDP only: the relay carries UDP.
-        tcp_port: None,
-        ..Default::default()
-    })
-    .await
-    .expect("server");
-    let back = server.sfu_udp_addrs()[0];
-    let front = std::net::SocketAddr::from(([127, 0, 0, 2], back.port()));
+    let (server, front, back) = server_behind_relay(hush_sfu::SfuConfig::default()).await;
     let way = Impairment {
         loss: link.loss,
         delay: link.delay,
         jitter: link.jitter,
         reorder: true,
+        ..Impairment::default()
     };
     // The link is clean while the call connects (ICE, DTLS), then lossy:
     // what is measured is audio once media runs.
@@ -133,6 +125,26 @@ pub async fn lossy_call(link: Link, seconds: u64, redundancy: usize) -> Vec<Hear
             up_bytes,
         ),
     ]
+}
+
+/// A server whose SFU (`config`, one worker) binds 127.0.0.1 and announces 127.0.0.2 (UDP only),
+/// and the relay's front and back addresses: a relay at the front carries
+/// every media packet.
+pub async fn server_behind_relay(
+    config: hush_sfu::SfuConfig,
+) -> (LocalServer, std::net::SocketAddr, std::net::SocketAddr) {
+    let server = LocalServer::start_with(hush_sfu::SfuConfig {
+        public_ips: vec![std::net::IpAddr::from([127, 0, 0, 2])],
+        // UDP only: the relay carries UDP.
+        tcp_port: None,
+        workers: 1,
+        ..config
+    })
+    .await
+    .expect("server");
+    let back = server.sfu_udp_addrs()[0];
+    let front = std::net::SocketAddr::from(([127, 0, 0, 2], back.port()));
+    (server, front, back)
 }
 
 fn measure(

@@ -240,10 +240,12 @@ fn render(
             ok &= good;
             let _ = writeln!(
                 out,
-                "  {:<4} hears {:<4} {:>5} frames, {:>7} Hz (sent {:.0} Hz), SNR {:>5.1} dB, {} video frames {}",
+                "  {:<4} hears {:<4} {:>5} frames ({} recovered, {} concealed), {:>7} Hz (sent {:.0} Hz), SNR {:>5.1} dB, {} video frames {}",
                 r.name,
                 remote.name,
                 remote.audio_frames,
+                remote.recovered,
+                remote.concealed,
                 hz.map_or("-".into(), |h| format!("{h:.1}")),
                 expect,
                 snr,

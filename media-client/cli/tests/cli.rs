@@ -24,7 +24,10 @@ fn local_server() -> (
 #[test]
 fn hush_demo_runs_a_real_call_and_exits_zero() {
     let out = hush()
-        .args(["demo", "--seconds", "4"])
+        // Long enough that the participant who rejoins midway is heard
+        // for more than the 20 frames the demo asks for, after its key
+        // wait and the jitter buffer's delay.
+        .args(["demo", "--seconds", "6"])
         .output()
         .expect("run hush demo");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -258,6 +258,9 @@ pub enum ErrorCode {
     MediaUnavailable,
     /// The SFU refused the request.
     MediaFailed,
+    /// The SFU closed this participant's media connection (it never came
+    /// up, or it failed): no media flows on it any more. Sent unasked.
+    MediaClosed,
     /// A message over the size limit (only a metrics reason: the socket is
     /// closed with code 1009 instead of getting an error message).
     MessageTooBig,
@@ -265,7 +268,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order (for metrics).
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         Self::MalformedJson,
         Self::MissingType,
         Self::UnknownType,
@@ -287,6 +290,7 @@ impl ErrorCode {
         Self::JoinTimeout,
         Self::MediaUnavailable,
         Self::MediaFailed,
+        Self::MediaClosed,
         Self::MessageTooBig,
     ];
 
@@ -314,6 +318,7 @@ impl ErrorCode {
             Self::JoinTimeout => "join_timeout",
             Self::MediaUnavailable => "media_unavailable",
             Self::MediaFailed => "media_failed",
+            Self::MediaClosed => "media_closed",
             Self::MessageTooBig => "message_too_big",
         }
     }
