@@ -303,3 +303,57 @@ fn two_hush_calls_talk_over_wss_with_a_private_ca() {
     assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
     rt.block_on(server.stop());
 }
+
+#[test]
+fn ctrl_c_ends_the_call_cleanly_whenever_it_arrives() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let (rt, server, dir) = local_server();
+    // At once, and at moments the loop body is likely busy (the stats line
+    // runs every second).
+    for delay_ms in [0u64, 480, 1000] {
+        let token = server.token("room", "ann").expect("token");
+        let mut child = hush()
+            .args(["call", "--server", &server.url(), "--room", "room"])
+            .args(["--name", "ann", "--token", &token, "--seconds", "60"])
+            .arg("--config-dir")
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hush call");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            let n = stdout.read_line(&mut line).expect("read stdout");
+            assert!(n > 0, "hush call ended before joining:\n{seen}");
+            seen.push_str(&line);
+            if line.starts_with("joined ") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let killed = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "hush call ignored Ctrl-C ({delay_ms} ms after joining)"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        stdout.read_to_string(&mut seen).expect("stdout");
+        assert_eq!(status.code(), Some(0), "{delay_ms} ms:\n{seen}");
+        assert!(seen.contains("left room"), "{delay_ms} ms:\n{seen}");
+    }
+    rt.block_on(server.stop());
+}
