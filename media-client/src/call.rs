@@ -264,6 +264,7 @@ impl<M: Media> Call<M> {
             transport_events,
             media,
             commands: command_rx,
+            restart: Restart::default(),
         };
         let why = Arc::clone(&failure);
         let task = tokio::spawn(async move {
@@ -361,6 +362,28 @@ struct Driver<M> {
     transport_events: Option<mpsc::Receiver<TransportEvent>>,
     media: M,
     commands: mpsc::Receiver<Command>,
+    restart: Restart,
+}
+
+/// ICE restarts of a media connection that failed: when it failed, how
+/// many offers went out, and when the next is due.
+#[derive(Debug, Default)]
+struct Restart {
+    since: Option<tokio::time::Instant>,
+    attempts: u32,
+    next: Option<tokio::time::Instant>,
+}
+
+/// How long a failed media connection is given to come back through ICE
+/// restarts before the call reports it failed.
+pub const RESTART_BOUND: Duration = Duration::from_secs(20);
+
+/// The wait before ICE restart attempt `n` (from 0): 0, 1, 2, 4, 8 s.
+fn restart_backoff(n: u32) -> Duration {
+    match n {
+        0 => Duration::ZERO,
+        n => Duration::from_secs(1 << (n - 1).min(3)),
+    }
 }
 
 /// Most media events taken in before a playout tick.
@@ -445,6 +468,7 @@ impl<M: Media> Driver<M> {
                     Turn::Events(Vec::new())
                 }
                 ev = recv(&mut self.transport_events) => self.on_transport(ev).await?,
+                () = until(self.restart.next) => self.restart_ice().await?,
             };
             match turn {
                 Turn::Events(events) => self.carry_out(events).await?,
@@ -481,6 +505,54 @@ impl<M: Media> Driver<M> {
             self.media.sent(codec, &frame);
         }
         Ok(())
+    }
+
+    /// The media connection failed: restart ICE (at once, then with
+    /// backoff) until it is back or [`RESTART_BOUND`] has passed; a
+    /// connection that cannot restart fails the media at once.
+    fn media_lost(&mut self) -> Vec<CallEvent> {
+        let now = tokio::time::Instant::now();
+        let since = *self.restart.since.get_or_insert(now);
+        if now.duration_since(since) >= RESTART_BOUND {
+            self.restart = Restart::default();
+            return vec![CallEvent::Warning(Warning::MediaFailed)];
+        }
+        if self.restart.next.is_none() {
+            self.restart.next = Some(now + restart_backoff(self.restart.attempts));
+        }
+        vec![CallEvent::Warning(Warning::MediaInterrupted)]
+    }
+
+    /// Sends an offer that restarts ICE, and schedules the next attempt
+    /// in case this one does not bring the connection back.
+    async fn restart_ice(&mut self) -> Result<Turn, Error> {
+        let now = tokio::time::Instant::now();
+        self.restart.next = None;
+        let Some(since) = self.restart.since else {
+            return Ok(Turn::Events(Vec::new()));
+        };
+        if now.duration_since(since) >= RESTART_BOUND {
+            self.restart = Restart::default();
+            return Ok(Turn::Events(vec![CallEvent::Warning(Warning::MediaFailed)]));
+        }
+        let Some(t) = &self.transport else {
+            return Ok(Turn::Events(Vec::new()));
+        };
+        let offer = match t.restart_offer().await {
+            Ok(offer) => offer,
+            Err(e) => {
+                self.restart = Restart::default();
+                return Ok(Turn::Events(vec![
+                    CallEvent::Warning(Warning::Media(e)),
+                    CallEvent::Warning(Warning::MediaFailed),
+                ]));
+            }
+        };
+        self.restart.attempts += 1;
+        self.restart.next = Some(now + restart_backoff(self.restart.attempts));
+        Ok(Turn::Events(vec![CallEvent::Send(
+            ClientMessage::SdpOffer { sdp: offer },
+        )]))
     }
 
     /// Takes in what the media connection has already reported (at most
@@ -521,7 +593,16 @@ impl<M: Media> Driver<M> {
             Some(TransportEvent::IceCandidate(candidate)) => {
                 vec![CallEvent::Send(ClientMessage::IceCandidate { candidate })]
             }
-            Some(TransportEvent::Failed) => vec![CallEvent::Warning(Warning::MediaFailed)],
+            Some(TransportEvent::Failed) => self.media_lost(),
+            Some(TransportEvent::Connected) => {
+                let restored = self.restart.since.is_some();
+                self.restart = Restart::default();
+                if restored {
+                    vec![CallEvent::Warning(Warning::MediaRestored)]
+                } else {
+                    Vec::new()
+                }
+            }
             Some(_) => Vec::new(),
             None => {
                 // The connection's event source is gone: it will say nothing more.
@@ -598,6 +679,14 @@ impl<M: Media> Driver<M> {
     }
 }
 
+/// Waits until `at`; pending forever without one.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The next event of an optional channel; pending forever without one.
 async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
@@ -659,5 +748,19 @@ impl Media for ChannelMedia {
         };
         let _ = self.events.try_send(copy);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ice_restarts_back_off_to_eight_seconds_and_fit_the_bound() {
+        let waits: Vec<u64> = (0..7).map(|n| restart_backoff(n).as_secs()).collect();
+        assert_eq!(waits, [0, 1, 2, 4, 8, 8, 8]);
+        // At least four attempts fit before the call reports failure.
+        let first_four: Duration = (0..4).map(restart_backoff).sum();
+        assert!(first_four < RESTART_BOUND);
     }
 }

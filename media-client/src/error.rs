@@ -242,6 +242,9 @@ pub enum TransportError {
     /// ICE or DTLS failed, or the connection closed.
     #[error("media connection failed")]
     Failed,
+    /// This kind of media connection cannot restart ICE.
+    #[error("ICE restart is not supported by this connection")]
+    RestartUnsupported,
     /// Another kind of media connection (a [`crate::transport::Connector`]
     /// other than webrtc-rs) refused an operation.
     #[error("{0}")]

@@ -78,9 +78,13 @@ pub enum Observed {
     },
     /// Something went wrong but the call goes on.
     Warning(String),
-    /// The media connection failed (ICE or DTLS): no frames can flow
-    /// until it is made again. A warning says so too.
+    /// The media connection failed (ICE or DTLS) and ICE restarts did not
+    /// bring it back: no frames flow any more. A warning says so too.
     MediaFailed,
+    /// The media connection was lost; ICE restarts are under way.
+    MediaInterrupted,
+    /// The media connection is back.
+    MediaRestored,
 }
 
 /// What one participant saw of one remote member.
@@ -460,9 +464,18 @@ impl Media for ParticipantMedia {
                 name: p.name.clone(),
             }),
             CallEvent::Warning(w) => {
-                if matches!(w, crate::session::Warning::MediaFailed) {
-                    self.report.media_failed = true;
-                    self.observe(Observed::MediaFailed);
+                match w {
+                    crate::session::Warning::MediaFailed => {
+                        self.report.media_failed = true;
+                        self.observe(Observed::MediaFailed);
+                    }
+                    crate::session::Warning::MediaInterrupted => {
+                        self.observe(Observed::MediaInterrupted);
+                    }
+                    crate::session::Warning::MediaRestored => {
+                        self.observe(Observed::MediaRestored);
+                    }
+                    _ => {}
                 }
                 self.warn(w.to_string());
             }

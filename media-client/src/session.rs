@@ -198,9 +198,16 @@ pub enum Warning {
     /// The media connection refused an SDP or candidate.
     #[error("media: {0}")]
     Media(crate::TransportError),
-    /// The media connection failed (ICE or DTLS).
+    /// The media connection failed (ICE or DTLS) and could not be brought
+    /// back: no frames flow any more.
     #[error("media connection failed")]
     MediaFailed,
+    /// The media connection was lost; ICE restarts are under way.
+    #[error("media connection lost; restarting ICE")]
+    MediaInterrupted,
+    /// The media connection is back after being lost.
+    #[error("media connection restored")]
+    MediaRestored,
 }
 
 /// Counters a call keeps.

@@ -78,6 +78,11 @@ pub enum TransportEvent {
 pub trait MediaConnection: Send + Sync {
     /// Our offer (candidates included).
     async fn offer(&self) -> Result<String, Error>;
+    /// An offer that restarts ICE (new credentials, RFC 8445 §9): what
+    /// revives a connection whose path failed. Unsupported by default.
+    async fn restart_offer(&self) -> Result<String, Error> {
+        Err(Error::RestartUnsupported)
+    }
     /// The SFU's answer to our offer.
     async fn apply_answer(&self, sdp: String) -> Result<(), Error>;
     /// Answers an SFU-initiated offer (renegotiation).
@@ -165,6 +170,23 @@ pub fn udp_addrs(bind: Option<IpAddr>) -> Vec<String> {
 impl MediaConnection for Transport {
     async fn offer(&self) -> Result<String, Error> {
         Transport::offer(self).await
+    }
+
+    async fn restart_offer(&self) -> Result<String, Error> {
+        let options = rtc::peer_connection::configuration::RTCOfferOptions {
+            ice_restart: true,
+            ..Default::default()
+        };
+        let offer = self
+            .pc
+            .create_offer(Some(options))
+            .await
+            .map_err(transport)?;
+        self.pc
+            .set_local_description(offer)
+            .await
+            .map_err(transport)?;
+        self.local_sdp().await
     }
 
     async fn apply_answer(&self, sdp: String) -> Result<(), Error> {

@@ -50,7 +50,8 @@ enum Command {
     /// Exit status: 0 after a normal leave (Ctrl-C or --seconds); 3 if the
     /// call could not be joined (server unreachable, TLS or token refused);
     /// 4 if the server ended the call or the connection to it was lost; 5
-    /// if the media connection failed during the call (no frames could
+    /// if the media connection failed (ICE restarts, for up to 20 s, did
+    /// not bring it back, or it was still down at the end: no frames could
     /// flow); 130 on a second Ctrl-C while leaving; 1 for anything else.
     #[command(alias = "join")]
     Call(CallArgs),
@@ -453,7 +454,9 @@ enum CallExit {
     /// The server ended the call, or the connection to it was lost.
     #[error("the server closed the connection")]
     ServerClosed,
-    /// The media connection failed; the call had no media from then on.
+    /// The media connection failed (ICE restarts did not bring it back
+    /// within 20 s, or it was still down when the call ended); the call
+    /// had no media from then on.
     #[error(
         "the media connection failed: no frames could flow (UDP and TCP to the SFU blocked or lost?)"
     )]
@@ -510,6 +513,8 @@ async fn call(args: CallArgs) -> Result<()> {
         .await
         .map_err(|e| CallExit::NotJoined(e.to_string()))?;
     let mut media_failed = false;
+    // Lost and still being restarted when the call ends: no media either.
+    let mut media_down = false;
     let mut joined = false;
     let mut known = KnownPeers::open(FilePeerStore(dir.join("known_peers.json")))?;
     let mut last = LastCall {
@@ -570,6 +575,8 @@ async fn call(args: CallArgs) -> Result<()> {
                 Some(Observed::PeerLeft { name }) => println!("\n{name} left"),
                 Some(Observed::Warning(w)) => eprintln!("\nwarning: {w}"),
                 Some(Observed::MediaFailed) => media_failed = true,
+                Some(Observed::MediaInterrupted) => media_down = true,
+                Some(Observed::MediaRestored) => media_down = false,
                 Some(_) => {}
                 None => break,
             }
@@ -609,7 +616,7 @@ async fn call(args: CallArgs) -> Result<()> {
         // The call did not end because the user asked: say so, and fail.
         return Err(CallExit::ServerClosed.into());
     }
-    if media_failed {
+    if media_failed || media_down {
         return Err(CallExit::MediaFailed.into());
     }
     Ok(())
