@@ -50,6 +50,10 @@ pub enum Error {
     /// The envelope's addressee is not in the sender's room.
     #[error("participant {0} is not in this room")]
     UnknownRecipient(ParticipantId),
+    /// The envelope's addressee has half its queue or more waiting: the
+    /// envelope was not relayed (the addressee is not disconnected).
+    #[error("participant {0} has too much waiting; envelope not relayed")]
+    RecipientBusy(ParticipantId),
     /// The join names a protocol version this server does not speak.
     #[error("protocol version {got} not supported; this server speaks {supported}")]
     UnsupportedProtocol {
@@ -82,6 +86,7 @@ impl Error {
             Self::NotJoined(_) | Self::JoinFirst => ErrorCode::NotJoined,
             Self::AlreadyJoined => ErrorCode::AlreadyJoined,
             Self::UnknownRecipient(_) => ErrorCode::UnknownRecipient,
+            Self::RecipientBusy(_) => ErrorCode::RecipientBusy,
             Self::KeyPackageTooLarge { .. } | Self::EnvelopeTooLarge { .. } => {
                 ErrorCode::InvalidField
             }

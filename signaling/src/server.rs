@@ -218,6 +218,23 @@ impl Shared {
 }
 
 impl Hub {
+    /// Queues a member's envelope for its addressee, but only into the
+    /// free half of the addressee's queue: envelopes are the one thing a
+    /// member can send another at will, so a flood is refused to its
+    /// sender (`recipient_busy`) and never disconnects the addressee as
+    /// too slow, and the other half stays for the server's own messages.
+    fn deliver_envelope(&self, delivery: Delivery) -> Result<(), Error> {
+        let Some(peer) = self.peers.get(&delivery.to) else {
+            return Ok(());
+        };
+        if peer.tx.capacity() * 2 < peer.tx.max_capacity() {
+            return Err(Error::RecipientBusy(delivery.to));
+        }
+        peer.tx
+            .try_send(Box::new(delivery.message))
+            .map_err(|_| Error::RecipientBusy(delivery.to))
+    }
+
     fn deliver(&self, delivery: Delivery) {
         if let Some(peer) = self.peers.get(&delivery.to) {
             if peer.tx.try_send(Box::new(delivery.message)).is_err() {
@@ -644,8 +661,9 @@ impl Connection {
             (ClientMessage::Envelope { to, payload }, Some(from)) => {
                 let hub = self.shared.hub();
                 let delivery = hub.rooms.relay_envelope(from, to, payload)?;
-                hub.deliver(delivery);
+                let queued = hub.deliver_envelope(delivery);
                 drop(hub);
+                queued?;
                 self.shared.metrics.relayed(Relayed::Envelope);
                 Ok(Reply::None)
             }

@@ -246,6 +246,9 @@ pub enum ErrorCode {
     AlreadyJoined,
     /// The envelope's addressee is not a member of the room.
     UnknownRecipient,
+    /// The envelope's addressee has too much waiting (a flood of
+    /// envelopes to it): this one was not relayed.
+    RecipientBusy,
     /// The room has its maximum number of participants.
     RoomFull,
     /// The server has its maximum number of rooms.
@@ -268,7 +271,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order (for metrics).
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         Self::MalformedJson,
         Self::MissingType,
         Self::UnknownType,
@@ -284,6 +287,7 @@ impl ErrorCode {
         Self::NotJoined,
         Self::AlreadyJoined,
         Self::UnknownRecipient,
+        Self::RecipientBusy,
         Self::RoomFull,
         Self::ServerFull,
         Self::RateLimited,
@@ -312,6 +316,7 @@ impl ErrorCode {
             Self::NotJoined => "not_joined",
             Self::AlreadyJoined => "already_joined",
             Self::UnknownRecipient => "unknown_recipient",
+            Self::RecipientBusy => "recipient_busy",
             Self::RoomFull => "room_full",
             Self::ServerFull => "server_full",
             Self::RateLimited => "rate_limited",
