@@ -272,7 +272,11 @@ async fn a_client_that_stops_reading_is_dropped_from_its_room() {
                 assert_eq!(id, stuck.id);
                 break;
             }
-            ServerMessage::Error { code, .. } => assert_eq!(code, ErrorCode::UnknownRecipient),
+            // Refused while Stuck's queue was half full, or after it left.
+            ServerMessage::Error { code, .. } => assert!(
+                matches!(code, ErrorCode::RecipientBusy | ErrorCode::UnknownRecipient),
+                "{code:?}"
+            ),
             other => panic!("unexpected {other:?}"),
         }
     }
