@@ -10,11 +10,14 @@ use hush_proto::media::{AUDIO_LEVEL_URI, codec as codec_spec};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::Registry;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Slot};
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 
 /// The webrtc-rs codec of a track of `kind`, as §11 fixes it.
@@ -37,9 +40,10 @@ pub fn rtp_kind(kind: MediaKind) -> RtpCodecKind {
     }
 }
 
-/// Media engine and interceptors: Opus and VP8 only, the audio-level
-/// extension, and webrtc-rs's default interceptors (NACK generator and
-/// responder for video, sender/receiver reports, TWCC receiver).
+/// Media engine and interceptors: Opus (with RED) and VP8 (with RTX) only,
+/// the audio-level extension, and webrtc-rs's default interceptors (NACK
+/// generator, at most two NACKs per packet, and responder for video,
+/// sender/receiver reports, TWCC receiver).
 pub fn media_engine() -> Result<(MediaEngine, Registry), webrtc::error::Error> {
     let mut engine = MediaEngine::default();
     for kind in [MediaKind::Audio, MediaKind::Video] {
@@ -89,7 +93,32 @@ pub fn media_engine() -> Result<(MediaEngine, Registry), webrtc::error::Error> {
         RtpCodecKind::Audio,
         None,
     )?;
-    let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    // webrtc-rs's defaults (`register_default_interceptors`: NACK, TWCC
+    // receiver, RTCP reports), except that the NACK generator asks at most
+    // twice per lost packet: it never sees a retransmission arrive (it
+    // records packets before RTX is unwrapped), so unbounded it NACKs a
+    // repaired packet every 100 ms, and the SFU's resend budget (a share
+    // of what it sends) runs out on the repeats.
+    for parameter in ["", "pli"] {
+        engine.register_feedback(
+            RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: parameter.to_owned(),
+            },
+            RtpCodecKind::Video,
+        );
+    }
+    let registry = Registry::new()
+        .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        .with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new()
+                .with_max_nacks_per_packet(2)
+                .build(),
+        );
+    configure_simulcast_extension_headers(&mut engine)?;
+    let registry = configure_twcc_receiver_only(registry, &mut engine)?;
+    let registry = configure_rtcp_reports(registry);
     Ok((engine, registry))
 }
 

@@ -7,6 +7,7 @@
 //! a [`Connector`]: [`Transport`] is the one every real client uses; the
 //! load tester plugs in cheaper peers that share one socket.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -173,10 +174,7 @@ impl MediaConnection for Transport {
     }
 
     async fn restart_offer(&self) -> Result<String, Error> {
-        let options = rtc::peer_connection::configuration::RTCOfferOptions {
-            ice_restart: true,
-            ..Default::default()
-        };
+        let options = rtc::peer_connection::configuration::RTCOfferOptions { ice_restart: true };
         let offer = self
             .pc
             .create_offer(Some(options))
@@ -252,48 +250,26 @@ pub struct Transport {
 /// The sending side of RFC 2198 audio redundancy (PROTOCOL.md §11).
 #[derive(Debug, Default)]
 struct RedSender {
-    /// Earlier frames each packet repeats, at most.
-    depth: usize,
     /// The SFU's answer accepted `audio/red` under our payload type.
     negotiated: bool,
-    /// The last sealed frames sent, oldest first.
-    history: std::collections::VecDeque<Vec<u8>>,
+    /// The frames each packet repeats.
+    repeater: hush_proto::red::Repeater,
 }
 
 impl RedSender {
     /// The payload and payload type for `sealed`, remembering it.
     fn packet(&mut self, sealed: Vec<u8>) -> (Vec<u8>, u8) {
-        let out = if self.negotiated && self.depth > 0 {
-            let n = self.history.len() as u32;
-            let blocks: Vec<hush_proto::red::Block<'_>> = self
-                .history
-                .iter()
-                .enumerate()
-                .map(|(i, data)| hush_proto::red::Block {
-                    timestamp_offset: (n - i as u32) * FRAME_TICKS,
-                    payload_type: OPUS_PAYLOAD_TYPE,
-                    data,
-                })
-                .collect();
-            (
-                hush_proto::red::write(&blocks, OPUS_PAYLOAD_TYPE, &sealed),
-                RED_PAYLOAD_TYPE,
-            )
+        let (payload, red) = self
+            .repeater
+            .packet(sealed, self.negotiated, OPUS_PAYLOAD_TYPE);
+        let pt = if red {
+            RED_PAYLOAD_TYPE
         } else {
-            (sealed.clone(), OPUS_PAYLOAD_TYPE)
+            OPUS_PAYLOAD_TYPE
         };
-        if self.depth > 0 {
-            if self.history.len() == self.depth {
-                self.history.pop_front();
-            }
-            self.history.push_back(sealed);
-        }
-        out
+        (payload, pt)
     }
 }
-
-/// RTP clock ticks of one 20 ms Opus frame.
-const FRAME_TICKS: u32 = 960;
 
 /// Whether an SDP (the SFU's answer) accepts `audio/red` under our payload type.
 fn accepts_red(sdp: &str) -> bool {
@@ -363,99 +339,384 @@ async fn read_track(track: Arc<dyn TrackRemote>, events: mpsc::Sender<TransportE
         Codec::Vp8
     };
     let mut vp8 = Vp8Reassembly::default();
+    let emit = |data: Vec<u8>, timestamp: u32, red: bool| {
+        let ev = TransportEvent::Frame {
+            stream_id: stream_id.clone(),
+            codec,
+            data,
+            at: Instant::now(),
+            timestamp,
+            red,
+        };
+        // A full queue means the application is not keeping up; drop, as a jitter buffer would.
+        let _ = events.try_send(ev);
+    };
     while let Some(event) = track.poll().await {
         let packet = match event {
             TrackRemoteEvent::OnRtpPacket(p) => p,
             TrackRemoteEvent::OnEnded => break,
             _ => continue,
         };
-        let data = match codec {
-            Codec::Opus => Some(packet.payload.to_vec()),
-            Codec::Vp8 => vp8.push(
-                packet.header.sequence_number,
+        match codec {
+            Codec::Opus => emit(
+                packet.payload.to_vec(),
                 packet.header.timestamp,
-                packet.header.marker,
-                &packet.payload,
+                packet.header.payload_type == RED_PAYLOAD_TYPE,
             ),
-        };
-        if let Some(data) = data {
-            let ev = TransportEvent::Frame {
-                stream_id: stream_id.clone(),
-                codec,
-                data,
-                at: Instant::now(),
-                timestamp: packet.header.timestamp,
-                red: codec == Codec::Opus && packet.header.payload_type == RED_PAYLOAD_TYPE,
-            };
-            // A full queue means the application is not keeping up; drop, as a jitter buffer would.
-            let _ = events.try_send(ev);
+            Codec::Vp8 => {
+                // A retransmission can complete several held frames at once.
+                for frame in vp8.push(
+                    packet.header.sequence_number,
+                    packet.header.timestamp,
+                    packet.header.marker,
+                    &packet.payload,
+                ) {
+                    emit(frame.data, frame.timestamp, false);
+                }
+            }
         }
     }
     let _ = events.try_send(TransportEvent::TrackEnded { stream_id });
 }
 
-/// Largest VP8 frame reassembled; a frame that grows past it (a sender
+/// Largest VP8 frame reassembled, and the most payload bytes
+/// [`Vp8Reassembly`] holds at once: a frame that grows past it (a sender
 /// that never sets the marker bit, say) is dropped, so no member can grow
 /// a receiver's memory without bound.
 pub const MAX_VP8_FRAME_BYTES: usize = 2 * 1024 * 1024;
 
-/// Reassembles VP8 frames from RTP packets (RFC 7741): the packets of one
-/// timestamp, in sequence, from a partition head to the marker bit. A frame
-/// with a gap, a bad descriptor or over [`MAX_VP8_FRAME_BYTES`] is dropped.
+/// Most frames (distinct RTP timestamps) [`Vp8Reassembly`] holds at once.
+pub const MAX_HELD_VP8_FRAMES: usize = 8;
+
+/// Most packets [`Vp8Reassembly`] holds at once.
+pub const MAX_HELD_VP8_PACKETS: usize = 256;
+
+/// Complete frames [`Vp8Reassembly`] holds back behind a gap, waiting for
+/// a retransmission (NACK/RTX) to fill it; when one more completes, the
+/// gap is given up. At 15 fps that is 200 ms, about one NACK interval of
+/// webrtc-rs (100 ms) plus a round trip.
+pub const VP8_FRAMES_HELD_FOR_A_GAP: usize = 3;
+
+/// A packet this far behind the next expected one is no late
+/// retransmission (webrtc-rs keeps 1,024 packets for them) but a stream
+/// that started over: everything held is dropped and it is followed.
+const RESTART_DISTANCE: u64 = 1024;
+
+/// A reassembled VP8 frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vp8Frame {
+    /// RTP timestamp of its packets.
+    pub timestamp: u32,
+    /// The frame (still encrypted), descriptors stripped.
+    pub data: Vec<u8>,
+}
+
+/// Reassembles VP8 frames from RTP packets (RFC 7741) that may arrive out
+/// of order, duplicated, or late as retransmissions (webrtc-rs hands an
+/// RTX packet back as the original: its sequence number and payload).
+///
+/// A frame is the packets of consecutive sequence numbers from a frame
+/// start (S bit, partition 0) to the marker bit, all of one timestamp.
+/// Frames come out in sequence order, never one older than a frame
+/// already emitted: packets are held (by extended sequence number) until
+/// the frame they complete is next. A gap before a complete frame (a lost
+/// packet, or a whole frame lost) holds it back until the gap fills or
+/// [`VP8_FRAMES_HELD_FOR_A_GAP`] frames wait behind it; then the gap is
+/// given up and whatever it held back comes out. Packets that arrive for
+/// a frame given up or emitted are dropped. At most
+/// [`MAX_HELD_VP8_FRAMES`] frames, [`MAX_HELD_VP8_PACKETS`] packets and
+/// [`MAX_VP8_FRAME_BYTES`] payload bytes are held: beyond, the oldest
+/// frame is dropped, complete or not.
 #[derive(Default)]
 pub struct Vp8Reassembly {
     depacketizer: Vp8Packet,
-    frame: Vec<u8>,
-    timestamp: Option<u32>,
-    next_seq: Option<u16>,
-    broken: bool,
+    /// Packets held, by extended sequence number.
+    held: BTreeMap<u64, HeldPacket>,
+    /// Packets held per RTP timestamp (at most one entry more than
+    /// [`MAX_HELD_VP8_FRAMES`], briefly).
+    frames: Vec<(u32, usize)>,
+    /// Payload bytes held (descriptors stripped).
+    bytes: usize,
+    /// Extended sequence number of the newest packet.
+    highest: Option<u64>,
+    /// Where the next frame must start: just after the last frame emitted
+    /// or given up; `None` until the first.
+    next: Option<u64>,
+}
+
+struct HeldPacket {
+    timestamp: u32,
+    marker: bool,
+    /// The first packet of a frame: S bit set, partition index 0.
+    start: bool,
+    /// The VP8 data after the payload descriptor; `None` if the descriptor
+    /// did not parse (its frame is dropped).
+    part: Option<Bytes>,
+}
+
+impl HeldPacket {
+    fn len(&self) -> usize {
+        self.part.as_ref().map_or(0, Bytes::len)
+    }
+}
+
+/// What the packets held from one sequence number on make.
+#[derive(Debug, PartialEq, Eq)]
+enum Run {
+    /// A whole frame, ending at this sequence number.
+    Complete(u64),
+    /// A frame that can never come out (no start, a bad descriptor, no
+    /// marker before the next frame), ending at this sequence number.
+    Broken(u64),
+    /// A packet is missing.
+    Gap,
 }
 
 impl core::fmt::Debug for Vp8Reassembly {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Vp8Reassembly")
-            .field("bytes", &self.frame.len())
-            .field("broken", &self.broken)
+            .field("packets", &self.held.len())
+            .field("frames", &self.frames.len())
+            .field("bytes", &self.bytes)
+            .field("next", &self.next)
             .finish()
     }
 }
 
 impl Vp8Reassembly {
-    /// One packet; returns a complete frame when this packet ends one.
+    /// One packet; returns the frames it lets out, oldest first: none, the
+    /// frame it completes, or (a retransmission filling a gap) that frame
+    /// and the complete ones held behind it.
     pub fn push(
         &mut self,
         seq: u16,
         timestamp: u32,
         marker: bool,
         payload: &Bytes,
-    ) -> Option<Vec<u8>> {
-        if self.timestamp != Some(timestamp) {
-            // A new frame starts; a frame never finished is dropped.
-            self.frame.clear();
-            self.timestamp = Some(timestamp);
-            self.broken = !self.depacketizer.is_partition_head(payload);
-        } else if self.next_seq != Some(seq) {
-            self.broken = true;
+    ) -> Vec<Vp8Frame> {
+        let mut out = Vec::new();
+        let ext = self.extend(seq);
+        if let Some(next) = self.next
+            && ext < next
+        {
+            if next - ext <= RESTART_DISTANCE {
+                // Late: its frame was emitted or given up; or a duplicate.
+                return out;
+            }
+            self.restart(ext);
         }
-        self.next_seq = Some(seq.wrapping_add(1));
-        if !self.broken {
-            match self.depacketizer.depacketize(payload) {
-                Ok(part) if self.frame.len() + part.len() <= MAX_VP8_FRAME_BYTES => {
-                    self.frame.extend_from_slice(&part);
+        if self.held.contains_key(&ext) {
+            return out;
+        }
+        let part = self
+            .depacketizer
+            .depacketize(payload)
+            .ok()
+            .filter(|p| p.len() <= MAX_VP8_FRAME_BYTES);
+        let packet = HeldPacket {
+            timestamp,
+            marker,
+            // X R N S R PID: S set, PID 0 (RFC 7741 §4.2).
+            start: payload.first().is_some_and(|b| b & 0x17 == 0x10),
+            part,
+        };
+        self.hold(ext, packet);
+        while self.held.len() > MAX_HELD_VP8_PACKETS
+            || self.frames.len() > MAX_HELD_VP8_FRAMES
+            || self.bytes > MAX_VP8_FRAME_BYTES
+        {
+            self.drop_oldest_frame();
+        }
+        self.drain(&mut out);
+        out
+    }
+
+    /// Payload bytes held.
+    pub fn held_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Packets held.
+    pub fn held_packets(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Frames (RTP timestamps) of the packets held.
+    pub fn held_frames(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// The extended sequence number of `seq`: the one nearest the newest
+    /// packet's (RFC 3550 A.1), counting from 2^32 so it never goes below 0.
+    fn extend(&mut self, seq: u16) -> u64 {
+        let ext = match self.highest {
+            None => (1 << 32) | u64::from(seq),
+            Some(h) => {
+                // Truncation intended: the low 16 bits, then the signed distance.
+                let delta = seq.wrapping_sub(h as u16) as i16;
+                h.saturating_add_signed(i64::from(delta))
+            }
+        };
+        self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
+        ext
+    }
+
+    fn restart(&mut self, ext: u64) {
+        self.highest = Some(ext);
+        self.held.clear();
+        self.frames.clear();
+        self.bytes = 0;
+        self.next = None;
+    }
+
+    fn hold(&mut self, ext: u64, packet: HeldPacket) {
+        self.bytes += packet.len();
+        match self.frames.iter_mut().find(|(t, _)| *t == packet.timestamp) {
+            Some((_, n)) => *n += 1,
+            None => self.frames.push((packet.timestamp, 1)),
+        }
+        self.held.insert(ext, packet);
+    }
+
+    /// Takes every packet held before `ext` out, for the caller to use or drop.
+    fn take_before(&mut self, ext: u64) -> BTreeMap<u64, HeldPacket> {
+        let rest = self.held.split_off(&ext);
+        let taken = std::mem::replace(&mut self.held, rest);
+        for packet in taken.values() {
+            self.bytes -= packet.len();
+            if let Some(i) = self.frames.iter().position(|(t, _)| *t == packet.timestamp) {
+                self.frames[i].1 -= 1;
+                if self.frames[i].1 == 0 {
+                    self.frames.swap_remove(i);
                 }
-                _ => self.broken = true,
             }
         }
-        if self.broken {
-            // Nothing of a broken frame is kept while its packets keep coming.
-            self.frame = Vec::new();
+        taken
+    }
+
+    /// Drops every packet before `ext`; the next frame must start there.
+    fn skip_to(&mut self, ext: u64) {
+        self.take_before(ext);
+        self.next = Some(ext);
+    }
+
+    /// Over a bound: drops the oldest frame held, up to the next frame start.
+    fn drop_oldest_frame(&mut self) {
+        let Some((&first, _)) = self.held.first_key_value() else {
+            return;
+        };
+        let next_start = self
+            .held
+            .range(first + 1..)
+            .find(|(_, p)| p.start)
+            .map(|(&k, _)| k);
+        let to = match (next_start, self.held.last_key_value()) {
+            (Some(start), _) => start,
+            (None, Some((&last, _))) => last + 1,
+            (None, None) => return,
+        };
+        self.skip_to(to);
+    }
+
+    /// Emits every frame that is next and complete, giving up gaps that
+    /// have held back enough.
+    fn drain(&mut self, out: &mut Vec<Vp8Frame>) {
+        while !self.held.is_empty() {
+            let at = match self.next {
+                Some(next) => next,
+                // Before the first frame: it starts at the oldest frame start.
+                None => match self.held.iter().find(|(_, p)| p.start) {
+                    Some((&k, _)) => k,
+                    None => return,
+                },
+            };
+            match self.run_at(at) {
+                Run::Complete(end) => {
+                    let taken = self.take_before(end + 1);
+                    self.next = Some(end + 1);
+                    let timestamp = taken.get(&at).map_or(0, |p| p.timestamp);
+                    let mut data =
+                        Vec::with_capacity(taken.range(at..).map(|(_, p)| p.len()).sum());
+                    for part in taken.range(at..).filter_map(|(_, p)| p.part.as_ref()) {
+                        data.extend_from_slice(part);
+                    }
+                    if !data.is_empty() {
+                        out.push(Vp8Frame { timestamp, data });
+                    }
+                }
+                Run::Broken(end) => self.skip_to(end + 1),
+                Run::Gap => match self.give_up_at(at) {
+                    Some(start) => self.skip_to(start),
+                    None => return,
+                },
+            }
         }
-        if !marker {
-            return None;
+    }
+
+    /// What the packets held from `at` on make.
+    fn run_at(&self, at: u64) -> Run {
+        let mut timestamp = None;
+        let mut parsed = true;
+        for ((&k, p), expected) in self.held.range(at..).zip(at..) {
+            if k != expected {
+                return Run::Gap;
+            }
+            match timestamp {
+                None if !p.start => return Run::Broken(k),
+                None => timestamp = Some(p.timestamp),
+                // The next frame began before this one's marker came.
+                Some(t) if p.start || p.timestamp != t => return Run::Broken(k - 1),
+                Some(_) => {}
+            }
+            parsed &= p.part.is_some();
+            if p.marker {
+                return if parsed {
+                    Run::Complete(k)
+                } else {
+                    Run::Broken(k)
+                };
+            }
         }
-        let done = std::mem::take(&mut self.frame);
-        self.timestamp = None;
-        (!self.broken && !done.is_empty()).then_some(done)
+        Run::Gap
+    }
+
+    /// Where to go on from a gap at `at`: the start of the first complete
+    /// frame after it, once [`VP8_FRAMES_HELD_FOR_A_GAP`] complete frames
+    /// wait behind the gap or the gap is too long to be held when it fills.
+    fn give_up_at(&self, at: u64) -> Option<u64> {
+        let mut first = None;
+        let mut complete = 0;
+        // The frame being followed: its start, timestamp, next sequence
+        // number, and whether every descriptor parsed.
+        let mut run: Option<(u64, u32, u64, bool)> = None;
+        for (&k, p) in self.held.range(at + 1..) {
+            if p.start {
+                run = Some((k, p.timestamp, k, true));
+            }
+            match &mut run {
+                Some((start, timestamp, expected, parsed))
+                    if *expected == k && *timestamp == p.timestamp =>
+                {
+                    *parsed &= p.part.is_some();
+                    if p.marker {
+                        if *parsed {
+                            complete += 1;
+                            first.get_or_insert(*start);
+                        }
+                        run = None;
+                    } else {
+                        *expected += 1;
+                    }
+                }
+                _ => run = None,
+            }
+            if complete > VP8_FRAMES_HELD_FOR_A_GAP {
+                break;
+            }
+        }
+        let first = first?;
+        (complete > VP8_FRAMES_HELD_FOR_A_GAP || first - at > MAX_HELD_VP8_PACKETS as u64)
+            .then_some(first)
     }
 }
 
@@ -577,9 +838,7 @@ impl Transport {
     /// How many earlier audio frames each packet repeats (RFC 2198), if
     /// the SFU accepts `audio/red`; 0 sends plain Opus.
     pub fn set_audio_redundancy(&self, depth: usize) {
-        let mut red = lock(&self.red);
-        red.depth = depth.min(hush_proto::red::MAX_REDUNDANT);
-        red.history.clear();
+        lock(&self.red).repeater = hush_proto::red::Repeater::new(depth);
     }
 
     /// The SFU's answer to our offer.
@@ -742,9 +1001,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn red_packets_repeat_the_two_frames_before_when_the_sfu_accepts_red() {
+    fn red_packets_go_out_on_the_red_payload_type_once_the_sfu_accepts_red() {
         let mut red = RedSender {
-            depth: 2,
+            repeater: hush_proto::red::Repeater::new(2),
             ..Default::default()
         };
         // Not negotiated: plain Opus, but the history is kept.
@@ -753,30 +1012,18 @@ mod tests {
             (b"f0".to_vec(), OPUS_PAYLOAD_TYPE)
         );
         red.negotiated = true;
-        for (i, frame) in [b"f1", b"f2", b"f3"].into_iter().enumerate() {
-            let (payload, pt) = red.packet(frame.to_vec());
-            assert_eq!(pt, RED_PAYLOAD_TYPE);
-            let parsed = hush_proto::red::parse(&payload).expect("RED");
-            assert_eq!(parsed.primary.data, frame);
-            let copies: Vec<(u32, Vec<u8>)> = parsed
-                .redundant
-                .iter()
-                .map(|b| (b.timestamp_offset, b.data.to_vec()))
-                .collect();
-            let expected: Vec<(u32, Vec<u8>)> = match i {
-                0 => vec![(960, b"f0".to_vec())],
-                1 => vec![(1920, b"f0".to_vec()), (960, b"f1".to_vec())],
-                _ => vec![(1920, b"f1".to_vec()), (960, b"f2".to_vec())],
-            };
-            assert_eq!(copies, expected, "packet {i}");
-        }
+        let (payload, pt) = red.packet(b"f1".to_vec());
+        assert_eq!(pt, RED_PAYLOAD_TYPE);
+        let parsed = hush_proto::red::parse(&payload).expect("RED");
+        assert_eq!(parsed.primary.data, b"f1");
+        assert_eq!(parsed.redundant.len(), 1);
+        assert_eq!(parsed.redundant[0].data, b"f0");
         // Depth 0 sends plain Opus even when RED was accepted.
         let mut plain = RedSender {
             negotiated: true,
             ..Default::default()
         };
         assert_eq!(plain.packet(b"x".to_vec()).1, OPUS_PAYLOAD_TYPE);
-        assert!(plain.history.is_empty());
     }
 
     #[test]
@@ -839,28 +1086,197 @@ mod tests {
         );
     }
 
-    /// A VP8 payload descriptor (no extensions); `start` marks a partition head.
+    /// A VP8 payload descriptor (no extensions); `start` marks a frame start.
     fn packet(start: bool, body: &[u8]) -> Bytes {
         let mut p = vec![if start { 0x10 } else { 0x00 }];
         p.extend_from_slice(body);
         Bytes::from(p)
     }
 
+    /// The frames a push let out, as (timestamp, data).
+    fn out(frames: Vec<Vp8Frame>) -> Vec<(u32, Vec<u8>)> {
+        frames.into_iter().map(|f| (f.timestamp, f.data)).collect()
+    }
+
+    fn frame(timestamp: u32, data: &[u8]) -> Vec<(u32, Vec<u8>)> {
+        vec![(timestamp, data.to_vec())]
+    }
+
+    /// Pushes packet `seq` of a stream of three-packet frames (timestamp
+    /// 100 per frame; frame `n` is packets 3n..3n+2, body `[n; 4]`).
+    fn push3(r: &mut Vp8Reassembly, seq: u16) -> Vec<(u32, Vec<u8>)> {
+        let n = seq / 3;
+        let i = seq % 3;
+        out(r.push(
+            seq,
+            u32::from(n) * 100,
+            i == 2,
+            &packet(i == 0, &[n as u8; 4]),
+        ))
+    }
+
+    fn body3(n: u8) -> Vec<u8> {
+        vec![n; 12]
+    }
+
     #[test]
-    fn frames_are_reassembled_in_sequence_and_gaps_drop_the_frame() {
+    fn frames_in_order_come_out_as_their_marker_arrives() {
         let mut r = Vp8Reassembly::default();
-        assert_eq!(r.push(1, 100, false, &packet(true, b"aaaa")), None);
+        assert_eq!(out(r.push(1, 100, false, &packet(true, b"aaaa"))), []);
         assert_eq!(
-            r.push(2, 100, true, &packet(false, b"bbbb")),
-            Some(b"aaaabbbb".to_vec())
+            out(r.push(2, 100, true, &packet(false, b"bbbb"))),
+            frame(100, b"aaaabbbb")
         );
-        // Packet 4 is lost: frame 200 never comes out.
-        assert_eq!(r.push(3, 200, false, &packet(true, b"cccc")), None);
-        assert_eq!(r.push(5, 200, true, &packet(false, b"dddd")), None);
-        // The next frame is fine again.
         assert_eq!(
-            r.push(6, 300, true, &packet(true, b"eeee")),
-            Some(b"eeee".to_vec())
+            out(r.push(3, 200, true, &packet(true, b"cccc"))),
+            frame(200, b"cccc")
+        );
+        assert_eq!(r.held_packets(), 0);
+        assert_eq!(r.held_bytes(), 0);
+    }
+
+    #[test]
+    fn packets_reordered_within_a_frame_are_put_back_in_sequence() {
+        let mut r = Vp8Reassembly::default();
+        assert_eq!(out(r.push(12, 100, true, &packet(false, b"cccc"))), []);
+        assert_eq!(out(r.push(10, 100, false, &packet(true, b"aaaa"))), []);
+        assert_eq!(
+            out(r.push(11, 100, false, &packet(false, b"bbbb"))),
+            frame(100, b"aaaabbbbcccc")
+        );
+        // A duplicate of a packet of a frame already out is dropped.
+        assert_eq!(out(r.push(11, 100, false, &packet(false, b"bbbb"))), []);
+        assert_eq!(r.held_packets(), 0);
+    }
+
+    #[test]
+    fn a_retransmission_completes_its_frame_and_lets_out_the_frames_held_behind_it() {
+        let mut r = Vp8Reassembly::default();
+        assert_eq!(push3(&mut r, 0), []);
+        assert_eq!(push3(&mut r, 1), []);
+        assert_eq!(push3(&mut r, 2), vec![(0, body3(0))]);
+        // Packet 4 is lost; frame 1 waits, frames 2 and 3 complete behind it.
+        for seq in [3, 5, 6, 7, 8, 9, 10, 11] {
+            assert_eq!(push3(&mut r, seq), [], "{seq}");
+        }
+        // The retransmission of 4 arrives: frames 1, 2, 3 in order.
+        assert_eq!(
+            push3(&mut r, 4),
+            vec![(100, body3(1)), (200, body3(2)), (300, body3(3))]
+        );
+        // Its duplicate (the NACK generator asks more than once) is dropped.
+        assert_eq!(push3(&mut r, 4), []);
+        assert_eq!(push3(&mut r, 12), []);
+        assert_eq!(r.held_packets(), 1);
+    }
+
+    #[test]
+    fn a_gap_that_never_fills_is_given_up_and_frames_never_go_backwards() {
+        let mut r = Vp8Reassembly::default();
+        for seq in 0..3 {
+            push3(&mut r, seq);
+        }
+        // Packet 4 is lost for good: frame 1 never comes out. The frames
+        // behind it are held until one more than VP8_FRAMES_HELD_FOR_A_GAP
+        // is complete, then come out together, in order.
+        push3(&mut r, 3);
+        push3(&mut r, 5);
+        let held = VP8_FRAMES_HELD_FOR_A_GAP as u16;
+        let last = 3 * (held + 2) + 2;
+        for seq in 6..last {
+            assert_eq!(push3(&mut r, seq), [], "{seq}");
+        }
+        let expected: Vec<(u32, Vec<u8>)> = (2..=held + 2)
+            .map(|n| (u32::from(n) * 100, body3(n as u8)))
+            .collect();
+        assert_eq!(push3(&mut r, last), expected);
+        // Too late: frame 1 was given up, it never comes out after newer ones.
+        assert_eq!(push3(&mut r, 4), []);
+        // And the stream goes on.
+        assert_eq!(push3(&mut r, last + 1), []);
+        assert_eq!(push3(&mut r, last + 2), []);
+        assert_eq!(
+            push3(&mut r, last + 3),
+            vec![(u32::from(held + 3) * 100, body3(held as u8 + 3))]
+        );
+    }
+
+    #[test]
+    fn a_whole_lost_frame_holds_back_the_next_until_it_is_retransmitted() {
+        let mut r = Vp8Reassembly::default();
+        assert_eq!(
+            out(r.push(1, 100, true, &packet(true, b"aaaa"))),
+            frame(100, b"aaaa")
+        );
+        // Packet 2 (all of frame 200) is lost; 300 is complete but waits.
+        assert_eq!(out(r.push(3, 300, true, &packet(true, b"cccc"))), []);
+        assert_eq!(
+            out(r.push(2, 200, true, &packet(true, b"bbbb"))),
+            vec![(200, b"bbbb".to_vec()), (300, b"cccc".to_vec())]
+        );
+    }
+
+    #[test]
+    fn frames_without_a_start_a_marker_or_a_good_descriptor_never_come_out() {
+        let mut r = Vp8Reassembly::default();
+        assert_eq!(
+            out(r.push(1, 100, true, &packet(true, b"aaaa"))),
+            frame(100, b"aaaa")
+        );
+        // No start: packet 2 claims to continue a frame that already ended.
+        assert_eq!(out(r.push(2, 200, true, &packet(false, b"bbbb"))), []);
+        // No marker before the next frame starts.
+        assert_eq!(out(r.push(3, 300, false, &packet(true, b"cccc"))), []);
+        // A descriptor too short to parse.
+        assert_eq!(out(r.push(4, 400, false, &packet(true, b""))), []);
+        assert_eq!(out(r.push(5, 400, true, &packet(false, b"dddd"))), []);
+        // None of that holds the next good frame back.
+        assert_eq!(
+            out(r.push(6, 500, true, &packet(true, b"eeee"))),
+            frame(500, b"eeee")
+        );
+        assert_eq!(r.held_packets(), 0);
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let mut r = Vp8Reassembly::default();
+        let start = u16::MAX - 1;
+        assert_eq!(out(r.push(start, 7, false, &packet(true, b"aaaa"))), []);
+        // 0 and 1 arrive before 65535.
+        assert_eq!(out(r.push(0, 7, false, &packet(false, b"cccc"))), []);
+        assert_eq!(out(r.push(1, 7, true, &packet(false, b"dddd"))), []);
+        assert_eq!(
+            out(r.push(u16::MAX, 7, false, &packet(false, b"bbbb"))),
+            frame(7, b"aaaabbbbccccdddd")
+        );
+        assert_eq!(
+            out(r.push(2, 8, true, &packet(true, b"eeee"))),
+            frame(8, b"eeee")
+        );
+        // A retransmission of the packet before the wrap is late, not new.
+        assert_eq!(out(r.push(u16::MAX, 7, false, &packet(false, b"bbbb"))), []);
+        // Many wraps later frames still come out.
+        let mut seq = 2u16;
+        for n in 0..200_000u32 {
+            seq = seq.wrapping_add(1);
+            let f = r.push(seq, 9 + n, true, &packet(true, b"ffff"));
+            assert_eq!(f.len(), 1, "{n}");
+        }
+    }
+
+    #[test]
+    fn a_stream_that_starts_over_is_followed() {
+        let mut r = Vp8Reassembly::default();
+        assert_eq!(r.push(30_000, 1, true, &packet(true, b"aaaa")).len(), 1);
+        // Far behind: not a retransmission but a new start.
+        assert_eq!(
+            out(r.push(10_000, 2, true, &packet(true, b"bbbb"))),
+            frame(2, b"bbbb")
+        );
+        assert_eq!(
+            out(r.push(10_001, 3, true, &packet(true, b"cccc"))),
+            frame(3, b"cccc")
         );
     }
 
@@ -869,24 +1285,90 @@ mod tests {
         let mut r = Vp8Reassembly::default();
         let body = vec![0u8; 60_000];
         let mut seq = 0u16;
-        assert_eq!(r.push(seq, 7, false, &packet(true, &body)), None);
+        assert_eq!(r.push(seq, 7, false, &packet(true, &body)), []);
         // A sender that never sets the marker bit: far more than the cap.
         for _ in 0..(2 * MAX_VP8_FRAME_BYTES / body.len()) {
             seq = seq.wrapping_add(1);
-            assert_eq!(r.push(seq, 7, false, &packet(false, &body)), None);
-            assert!(r.frame.len() <= MAX_VP8_FRAME_BYTES);
+            assert_eq!(r.push(seq, 7, false, &packet(false, &body)), []);
+            assert!(r.held_bytes() <= MAX_VP8_FRAME_BYTES);
         }
-        assert!(r.frame.capacity() <= MAX_VP8_FRAME_BYTES);
         seq = seq.wrapping_add(1);
         assert_eq!(
             r.push(seq, 7, true, &packet(false, &body)),
-            None,
+            [],
             "an oversized frame is dropped"
         );
         seq = seq.wrapping_add(1);
         assert_eq!(
-            r.push(seq, 8, true, &packet(true, b"okok")),
-            Some(b"okok".to_vec())
+            out(r.push(seq, 8, true, &packet(true, b"okok"))),
+            frame(8, b"okok")
         );
+        assert_eq!(r.held_bytes(), 0);
+    }
+
+    #[test]
+    fn a_flood_of_garbage_stays_within_bounds_and_a_good_stream_recovers() {
+        // SplitMix64: deterministic and dependency-free.
+        let mut state = 0x5eed_u64;
+        let mut next = move || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let mut r = Vp8Reassembly::default();
+        let mut seq = 0u16;
+        let mut peak = (0, 0, 0);
+        for i in 0..50_000 {
+            let x = next();
+            // First many frames, large packets, sequence numbers mostly
+            // near the last one, sometimes anywhere; then many small
+            // packets of two frames, with gaps, that rarely end.
+            let (len, timestamp, marker) = if i < 25_000 {
+                seq = if i % 7 == 0 {
+                    x as u16
+                } else {
+                    seq.wrapping_add((x >> 16) as u16 % 40).wrapping_sub(20)
+                };
+                let len = if x >> 60 == 0 {
+                    50_000
+                } else {
+                    (x >> 32) as usize % 1500
+                };
+                (len, (x >> 8) as u32 % 16, x & 1 == 0)
+            } else if i < 49_000 {
+                seq = seq.wrapping_add(1 + (x >> 16) as u16 % 2);
+                ((x >> 32) as usize % 100, (x >> 8) as u32 % 2, x & 255 == 0)
+            } else {
+                // Then huge packets of one frame, with gaps, never ending.
+                seq = seq.wrapping_add(2);
+                (60_000, 3, false)
+            };
+            let mut payload = vec![(x >> 40) as u8; len.max(1)];
+            payload[0] = (x >> 48) as u8 & 0x1f;
+            for f in r.push(seq, timestamp, marker, &Bytes::from(payload)) {
+                assert!(f.data.len() <= MAX_VP8_FRAME_BYTES);
+            }
+            assert!(r.held_packets() <= MAX_HELD_VP8_PACKETS, "{r:?}");
+            assert!(r.held_frames() <= MAX_HELD_VP8_FRAMES, "{r:?}");
+            assert!(r.held_bytes() <= MAX_VP8_FRAME_BYTES, "{r:?}");
+            peak.0 = peak.0.max(r.held_packets());
+            peak.1 = peak.1.max(r.held_frames());
+            peak.2 = peak.2.max(r.held_bytes());
+        }
+        // The flood reached every bound (bytes: within one packet).
+        assert_eq!(peak.0, MAX_HELD_VP8_PACKETS);
+        assert_eq!(peak.1, MAX_HELD_VP8_FRAMES);
+        assert!(peak.2 > MAX_VP8_FRAME_BYTES - 60_000, "{peak:?}");
+        // A well-formed stream from there on comes out whole.
+        let mut emitted = Vec::new();
+        for n in 0..3_000u32 {
+            seq = seq.wrapping_add(1);
+            let f = r.push(seq, 1_000 + n, true, &packet(true, &n.to_be_bytes()));
+            emitted.extend(f.into_iter().map(|f| f.timestamp));
+        }
+        assert!(emitted.windows(2).all(|w| w[0] < w[1]), "in order");
+        assert!(emitted.ends_with(&(2_000..4_000).collect::<Vec<u32>>()));
     }
 }

@@ -199,6 +199,21 @@ struct LoadtestArgs {
     /// Threads (one socket each) driving the sans-io clients (0: one per core).
     #[arg(long, default_value_t = 0)]
     client_hubs: usize,
+    /// Earlier audio frames each audio packet repeats (RFC 2198 RED), as
+    /// `hush call` sends them; 0 sends plain Opus.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(..=2))]
+    audio_redundancy: u8,
+    /// No audio redundancy: the same as --audio-redundancy 0.
+    #[arg(long, conflicts_with = "audio_redundancy")]
+    no_red: bool,
+    /// Downlink loss: every receiving participant drops PCT % (0-50) of
+    /// the media packets it receives, as if lost between the SFU and it
+    /// (sans-io clients only).
+    #[arg(long, value_name = "PCT", default_value_t = 0.0)]
+    loss: f64,
+    /// Seed of the packets --loss drops.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
     /// Draw throughput and latency against subscribers (with --ramp) as SVG.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
@@ -234,6 +249,12 @@ async fn loadtest(args: LoadtestArgs) -> Result<()> {
     if args.rooms == 0 || args.publishers == 0 || args.seconds == 0 {
         bail!("--rooms, --publishers and --seconds must be at least 1");
     }
+    if !(0.0..=loadtest::MAX_LOSS_PERCENT).contains(&args.loss) {
+        bail!("--loss is a percentage from 0 to 50");
+    }
+    if args.loss > 0.0 && clients == loadtest::Clients::WebRtc {
+        bail!("--loss is simulated by the sans-io clients only; drop --clients webrtc");
+    }
     let per_room = args
         .publishers
         .saturating_add(
@@ -260,6 +281,15 @@ async fn loadtest(args: LoadtestArgs) -> Result<()> {
         storm: args.storm_seconds.map(Duration::from_secs),
         progress: hush::progress::stderr_is_terminal(),
         clients,
+        audio_redundancy: if args.no_red {
+            0
+        } else {
+            usize::from(args.audio_redundancy)
+        },
+        loss: loadtest::sansio::DownlinkLoss {
+            percent: args.loss,
+            seed: args.seed,
+        },
     };
     let target = match &args.server {
         Some(url) => {

@@ -188,6 +188,58 @@ fn a_join_storm_times_every_join_to_its_first_frame() {
 }
 
 #[test]
+fn red_recovers_most_audio_lost_downlink_and_without_red_it_stays_lost() {
+    let run = |red: &[&str]| {
+        let mut args = vec![
+            "--embedded",
+            "--rooms",
+            "1",
+            "--publishers",
+            "1",
+            "--subscribers",
+            "3",
+            "--seconds",
+            "3",
+            "--baseline",
+            "none",
+            "--loss",
+            "10",
+        ];
+        args.extend_from_slice(red);
+        let (report, stdout) = loadtest(&args);
+        assert_eq!(report["ok"], true, "{report:#}");
+        assert_eq!(report["config"]["downlink_loss_percent"], 10.0);
+        assert!(stdout.contains("recovered"), "{stdout}");
+        report
+    };
+    let red = run(&[]);
+    assert_eq!(red["config"]["audio_redundancy"], 2);
+    let audio = &red["result"]["audio_delivery"];
+    assert!(number(audio, "expected") > 0.0, "{red:#}");
+    // About a tenth of the frames lose their own packet; the two copies
+    // that follow it bring nearly all of them back.
+    assert!(number(audio, "recovered") > 0.0, "{red:#}");
+    assert!(number(audio, "loss_percent") < 3.0, "{red:#}");
+    assert!(
+        number(audio, "loss_before_recovery_percent") >= 5.0,
+        "the loss really happened: {red:#}"
+    );
+    let plain = run(&["--no-red"]);
+    assert_eq!(plain["config"]["audio_redundancy"], 0);
+    let audio = &plain["result"]["audio_delivery"];
+    assert_eq!(number(audio, "recovered"), 0.0, "{plain:#}");
+    assert!(number(audio, "loss_percent") >= 5.0, "{plain:#}");
+    assert_eq!(
+        number(&plain["result"], "loss_percent"),
+        number(audio, "loss_percent"),
+        "audio alone: the step's loss is the audio's"
+    );
+    // RED's cost: each forwarded audio packet carries three sealed frames.
+    let bytes = |r: &Value| number(&r["result"], "forwarded_audio_bytes_per_packet");
+    assert!(bytes(&red) > 2.0 * bytes(&plain), "{red:#}\n{plain:#}");
+}
+
+#[test]
 fn bad_arguments_are_refused_before_anything_starts() {
     for args in [
         vec!["loadtest", "--baseline", "tcp"],
@@ -199,6 +251,11 @@ fn bad_arguments_are_refused_before_anything_starts() {
         vec!["loadtest", "--storm-seconds", "0"],
         vec!["loadtest", "--storm-seconds", "601"],
         vec!["loadtest", "--storm-seconds", "2", "--subscribers", "0"],
+        vec!["loadtest", "--loss", "51"],
+        vec!["loadtest", "--loss", "-1"],
+        vec!["loadtest", "--loss", "5", "--clients", "webrtc"],
+        vec!["loadtest", "--audio-redundancy", "3"],
+        vec!["loadtest", "--no-red", "--audio-redundancy", "1"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_hush"))
             .args(&args)

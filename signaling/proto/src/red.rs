@@ -9,6 +9,8 @@
 //! timestamp, 10-bit length), then a 1-byte header for the primary (`F=0`,
 //! payload type), then the redundant blocks oldest first, then the primary.
 
+use std::collections::VecDeque;
+
 use thiserror::Error;
 
 /// Most redundant blocks hush puts in one packet (two earlier frames).
@@ -136,6 +138,62 @@ pub fn write(redundant: &[Block<'_>], primary_pt: u8, primary: &[u8]) -> Vec<u8>
     out
 }
 
+/// RTP clock ticks of one 20 ms Opus frame: the offset between blocks.
+pub const FRAME_TICKS: u32 = 960;
+
+/// The sending side: the last sealed frames, repeated in each packet
+/// (oldest first, each [`FRAME_TICKS`] further back), as every hush sender
+/// lays them out.
+#[derive(Debug, Clone, Default)]
+pub struct Repeater {
+    depth: usize,
+    history: VecDeque<Vec<u8>>,
+}
+
+impl Repeater {
+    /// Repeats `depth` earlier frames (at most [`MAX_REDUNDANT`]; 0: none).
+    pub fn new(depth: usize) -> Self {
+        Self {
+            depth: depth.min(MAX_REDUNDANT),
+            history: VecDeque::new(),
+        }
+    }
+
+    /// How many earlier frames each packet repeats.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// The payload for `sealed` (a RED payload with the frames before it
+    /// when `red` and the depth is not 0, else `sealed` itself) and
+    /// whether it is RED; `sealed` is remembered for the next packets.
+    pub fn packet(&mut self, sealed: Vec<u8>, red: bool, primary_pt: u8) -> (Vec<u8>, bool) {
+        let out = if red && self.depth > 0 {
+            let n = self.history.len() as u32;
+            let blocks: Vec<Block<'_>> = self
+                .history
+                .iter()
+                .enumerate()
+                .map(|(i, data)| Block {
+                    timestamp_offset: (n - i as u32) * FRAME_TICKS,
+                    payload_type: primary_pt,
+                    data,
+                })
+                .collect();
+            (write(&blocks, primary_pt, &sealed), true)
+        } else {
+            (sealed.clone(), false)
+        };
+        if self.depth > 0 {
+            if self.history.len() == self.depth {
+                self.history.pop_front();
+            }
+            self.history.push_back(sealed);
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +261,39 @@ mod tests {
         let parsed = parse(&parsed_bytes).expect("parses");
         assert_eq!(parsed.redundant.len(), 1);
         assert_eq!(parsed.redundant[0].timestamp_offset, 960);
+    }
+
+    #[test]
+    fn a_repeater_carries_the_two_frames_before_each_one() {
+        let mut r = Repeater::new(2);
+        // Plain while RED is not accepted, but the history is kept.
+        assert_eq!(
+            r.packet(b"f0".to_vec(), false, 111),
+            (b"f0".to_vec(), false)
+        );
+        let mut seen = Vec::new();
+        for f in [b"f1", b"f2", b"f3"] {
+            let (payload, red) = r.packet(f.to_vec(), true, 111);
+            assert!(red);
+            let p = parse(&payload).expect("RED");
+            assert_eq!(p.primary.data, f);
+            seen.push(
+                p.redundant
+                    .iter()
+                    .map(|b| (b.timestamp_offset, b.data.to_vec()))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(seen[0], [(960, b"f0".to_vec())]);
+        assert_eq!(seen[1], [(1920, b"f0".to_vec()), (960, b"f1".to_vec())]);
+        assert_eq!(seen[2], [(1920, b"f1".to_vec()), (960, b"f2".to_vec())]);
+        // Depth 0 sends plain Opus even when RED was accepted.
+        let mut plain = Repeater::new(0);
+        assert_eq!(
+            plain.packet(b"x".to_vec(), true, 111),
+            (b"x".to_vec(), false)
+        );
+        assert_eq!(Repeater::new(9).depth(), MAX_REDUNDANT);
     }
 
     #[test]

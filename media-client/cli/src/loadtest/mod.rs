@@ -4,6 +4,11 @@
 //! decrypt and check every frame. The same fan-out then runs through a raw
 //! UDP relay ([`relay`]) in the same run, and the report gives the ratio of
 //! the SFU's packets per CPU-second to the relay's.
+//!
+//! Audio goes out with RFC 2198 redundancy as the real client sends it
+//! (`audio_redundancy`), and the sans-IO peers can lose a share of what
+//! they receive (`loss`, [`sansio::DownlinkLoss`]): each step then reports
+//! the frames recovered from redundant copies beside those never received.
 
 pub mod peer;
 pub mod plot;
@@ -26,6 +31,7 @@ use hush_client::transport::{Connector, WebRtcConnector};
 use crate::Error;
 use crate::progress;
 use peer::{Peer, Publish, SharedTally, VideoLoad, lock};
+use sansio::{DownlinkLoss, PeerOptions};
 use server::{ServerSample, Target};
 use stamp::Stamp;
 use tally::{Delivery, JoinToFirstFrame, Latency, RoomShape, Tally, Window, WindowCounts};
@@ -49,6 +55,9 @@ const JOIN_CONCURRENCY: usize = 8;
 /// How long a participant may take to join, and a joining subscriber to
 /// hear every publisher of its room, before the step gives up on it.
 const JOIN_SETTLE: Duration = Duration::from_secs(60);
+
+/// Most downlink loss `loss` may simulate, percent.
+pub const MAX_LOSS_PERCENT: f64 = 50.0;
 
 /// What to load the server with.
 #[derive(Debug, Clone)]
@@ -78,6 +87,11 @@ pub struct LoadSpec {
     pub progress: bool,
     /// What the simulated participants' media connections run on.
     pub clients: Clients,
+    /// Earlier audio frames each audio packet repeats (RFC 2198 RED, at
+    /// most [`hush_proto::red::MAX_REDUNDANT`]; 0: plain Opus).
+    pub audio_redundancy: usize,
+    /// Loss simulated at every receiving participant (sans-IO clients only).
+    pub loss: DownlinkLoss,
 }
 
 /// What the simulated participants' media connections run on.
@@ -96,13 +110,22 @@ pub enum Clients {
 }
 
 impl Clients {
-    fn connector(self) -> Result<Arc<dyn Connector>, Error> {
+    fn connector(self, spec: &LoadSpec) -> Result<Arc<dyn Connector>, Error> {
         Ok(match self {
-            Clients::SansIo { hubs } => Arc::new(
-                sansio::SansIoConnector::start(hubs)
-                    .map_err(|e| Error::LoadTest(format!("load generator: {e}")))?,
-            ),
-            Clients::WebRtc => Arc::new(WebRtcConnector::default()),
+            Clients::SansIo { hubs } => {
+                let options = PeerOptions {
+                    audio_redundancy: spec.audio_redundancy,
+                    loss: spec.loss,
+                };
+                Arc::new(
+                    sansio::SansIoConnector::start(hubs, options)
+                        .map_err(|e| Error::LoadTest(format!("load generator: {e}")))?,
+                )
+            }
+            Clients::WebRtc => Arc::new(WebRtcConnector {
+                audio_redundancy: spec.audio_redundancy,
+                ..WebRtcConnector::default()
+            }),
         })
     }
 }
@@ -139,6 +162,13 @@ pub struct ConfigReport {
     pub storm_seconds: Option<f64>,
     /// What the simulated participants' media connections ran on.
     pub clients: Clients,
+    /// Earlier audio frames each audio packet repeated (RED; 0: none).
+    pub audio_redundancy: usize,
+    /// Media packets each receiving participant dropped on receipt, percent
+    /// (simulated downlink loss, between the SFU and the subscriber).
+    pub downlink_loss_percent: f64,
+    /// Seed of the simulated loss.
+    pub loss_seed: u64,
 }
 
 /// The raw UDP relay at the same fan-out, measured in the same run.
@@ -181,10 +211,18 @@ pub struct StepReport {
     pub forwarded_bits_per_sec: f64,
     /// Packets the SFU dropped in the window (queues full and the like).
     pub sfu_dropped_packets: u64,
-    /// Frames expected (each frame sent × its receivers) and decrypted.
+    /// Frames expected (each frame sent × its receivers) and decrypted,
+    /// recovered from redundant copies, and never received.
     pub delivery: Delivery,
-    /// Frame loss in percent.
+    /// Frames never received (after recovery from redundant copies), percent.
     pub loss_percent: f64,
+    /// The same for audio frames alone (where RED applies).
+    pub audio_delivery: Delivery,
+    /// Audio bits per second the SFU forwarded (RTP payload, RED blocks included).
+    pub forwarded_audio_bits_per_sec: f64,
+    /// Bytes of the average audio packet the SFU forwarded (RTP payload):
+    /// one sealed frame, or with RED the frame and the earlier ones.
+    pub forwarded_audio_bytes_per_packet: Option<f64>,
     /// One-way latency, publisher's seal to subscriber's decrypt.
     pub latency: Latency,
     /// Frames that failed decryption during the window (must be 0).
@@ -333,6 +371,14 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
             "load: rooms, publishers and seconds must be at least 1",
         ));
     }
+    if !(0.0..=MAX_LOSS_PERCENT).contains(&spec.loss.percent) {
+        return Err(Error::Invalid("load: simulated loss is 0 to 50 %"));
+    }
+    if spec.loss.percent > 0.0 && spec.clients == Clients::WebRtc {
+        return Err(Error::Invalid(
+            "load: loss is simulated by the sans-io clients only",
+        ));
+    }
     if let Some(storm) = spec.storm {
         if storm < Duration::from_secs(1) {
             return Err(Error::Invalid("load: a join storm lasts at least 1 s"));
@@ -349,7 +395,7 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
     };
     let before = target.sample().await?;
     let mut world = World {
-        connector: spec.clients.connector()?,
+        connector: spec.clients.connector(spec)?,
         slots: Vec::new(),
         rooms: vec![Vec::new(); spec.rooms],
         members: vec![0; spec.rooms],
@@ -433,8 +479,16 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
         for (step, shape) in steps.iter_mut().zip(&shapes) {
             // An audio packet as the SFU forwards it: the frame, SFrame's
             // header and tag, the RTP header (104 bytes for 80-byte frames,
-            // as the SFU's byte counter shows); video packets are 1,200 bytes.
-            let packet_bytes = spec.audio_bytes + AUDIO_OVERHEAD_BYTES;
+            // as the SFU's byte counter shows), with RED each earlier frame
+            // again and a 4-byte block header, plus 1 byte for the
+            // primary's (PROTOCOL.md §11); video packets are 1,200 bytes.
+            let frame = spec.audio_bytes + AUDIO_OVERHEAD_BYTES;
+            let red = spec.audio_redundancy.min(hush_proto::red::MAX_REDUNDANT);
+            let packet_bytes = if red == 0 {
+                frame
+            } else {
+                frame + red * (frame + 4) + 1
+            };
             let b = match measure_relay(
                 spec,
                 shape,
@@ -488,6 +542,9 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
             ramp: spec.ramp.is_some(),
             storm_seconds: spec.storm.map(|d| d.as_secs_f64()),
             clients: spec.clients,
+            audio_redundancy: spec.audio_redundancy,
+            downlink_loss_percent: spec.loss.percent,
+            loss_seed: spec.loss.seed,
         },
         result,
         steps,
@@ -875,21 +932,28 @@ async fn window(
     (w, counts)
 }
 
-fn add_up(shapes: &[RoomShape], counts: &mut [WindowCounts]) -> (Delivery, Latency) {
+/// A window's delivery of all frames, of audio frames alone, and latency.
+fn add_up(shapes: &[RoomShape], counts: &mut [WindowCounts]) -> (Delivery, Delivery, Latency) {
     let mut sent_by: BTreeMap<u32, BTreeMap<&'static str, u64>> = BTreeMap::new();
     for (i, c) in counts.iter().enumerate() {
         if !c.sent.is_empty() {
             sent_by.insert(i as u32, c.sent.clone());
         }
     }
-    let received: Vec<&BTreeMap<(u32, &'static str), u64>> =
-        counts.iter().map(|c| &c.received).collect();
-    let delivery = tally::delivery(shapes, &sent_by, &received);
+    let received: Vec<tally::Received<'_>> =
+        counts.iter().map(|c| (&c.received, &c.recovered)).collect();
+    let delivery = tally::delivery(shapes, &sent_by, &received, None);
+    let audio = tally::delivery(
+        shapes,
+        &sent_by,
+        &received,
+        Some(tally::codec_label(Codec::Opus)),
+    );
     let mut all: Vec<u32> = counts
         .iter_mut()
         .flat_map(|c| std::mem::take(&mut c.latencies_us))
         .collect();
-    (delivery, Latency::of(&mut all))
+    (delivery, audio, Latency::of(&mut all))
 }
 
 async fn measure_sfu(
@@ -907,8 +971,10 @@ async fn measure_sfu(
     // The server's counters over the window and its drain: rates use that span.
     let m1 = target.sample().await?;
     let secs = t0.elapsed().as_secs_f64();
-    let (delivery, latency) = add_up(&world.shapes(), &mut counts);
+    let (delivery, audio_delivery, latency) = add_up(&world.shapes(), &mut counts);
     let forwarded = m1.packets_out.saturating_sub(m0.packets_out);
+    let audio_packets = m1.audio_packets_out.saturating_sub(m0.audio_packets_out);
+    let audio_bytes = m1.audio_bytes_out.saturating_sub(m0.audio_bytes_out);
     let cpu = match (m0.cpu_seconds, m1.cpu_seconds) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
@@ -936,6 +1002,10 @@ async fn measure_sfu(
         sfu_dropped_packets: m1.dropped.saturating_sub(m0.dropped),
         delivery,
         loss_percent: delivery.loss_percent,
+        audio_delivery,
+        forwarded_audio_bits_per_sec: audio_bytes as f64 * 8.0 / secs,
+        forwarded_audio_bytes_per_packet: (audio_packets > 0)
+            .then(|| audio_bytes as f64 / audio_packets as f64),
         latency,
         decryption_failures: failures(world).await.saturating_sub(failures_before),
         sfu_cpu_seconds: cpu,
@@ -1010,7 +1080,7 @@ async fn relay_member(
                 let Ok(n) = r else { continue };
                 joins_left = 0;
                 if let Some(s) = buf.get(relay::HEADER_LEN..n).and_then(stamp::read_at) {
-                    lock(&tally).on_received(s, stamp::now_us(), Instant::now());
+                    lock(&tally).on_received(s, false, stamp::now_us(), Instant::now());
                 }
             }
             _ = join_tick.tick(), if joins_left > 0 => {
@@ -1152,7 +1222,7 @@ async fn measure_relay(
         t.abort();
     }
     relay.stop().map_err(&io)?;
-    let (delivery, latency) = add_up(&relay_shapes, &mut counts);
+    let (delivery, _, latency) = add_up(&relay_shapes, &mut counts);
     let forwarded = fwd1.saturating_sub(fwd0);
     let cpu = match (cpu0, cpu1) {
         (Some(a), Some(b)) => b - a,
@@ -1186,7 +1256,7 @@ pub fn table(r: &LoadReport) -> String {
     let c = &r.config;
     let _ = writeln!(
         out,
-        "hush loadtest: server {}, {} room(s) x ({} publisher(s) + {} subscriber(s)), {} s per step{}, {} clients{}",
+        "hush loadtest: server {}, {} room(s) x ({} publisher(s) + {} subscriber(s)), {} s per step{}, {} clients, {}{}{}",
         c.server,
         c.rooms,
         c.publishers,
@@ -1198,17 +1268,30 @@ pub fn table(r: &LoadReport) -> String {
             Clients::SansIo { hubs } => format!("sans-IO ({hubs} hubs)"),
             Clients::WebRtc => "webrtc-rs".into(),
         },
+        match c.audio_redundancy {
+            0 => "audio without redundancy".to_owned(),
+            n => format!("audio with RED ({n} earlier frames)"),
+        },
+        if c.downlink_loss_percent > 0.0 {
+            format!(
+                ", {} % downlink loss simulated at every receiver (seed {})",
+                c.downlink_loss_percent, c.loss_seed
+            )
+        } else {
+            String::new()
+        },
         c.storm_seconds.map_or_else(String::new, |s| format!(
             ", join storm: the first step's joins started over {s} s"
         ))
     );
     let _ = writeln!(
         out,
-        "\n{:>9} {:>12} {:>11} {:>7} {:>7} {:>7} {:>7} {:>9} {:>12} {:>12} {:>8}",
+        "\n{:>9} {:>12} {:>11} {:>7} {:>8} {:>7} {:>7} {:>7} {:>9} {:>12} {:>12} {:>8}",
         "subs/room",
         "fwd pkt/s",
         "fwd Mbit/s",
         "loss %",
+        "recov %",
         "p50 ms",
         "p95 ms",
         "p99 ms",
@@ -1220,11 +1303,12 @@ pub fn table(r: &LoadReport) -> String {
     for s in &r.steps {
         let _ = writeln!(
             out,
-            "{:>9} {:>12.0} {:>11.2} {:>7.2} {:>7.1} {:>7.1} {:>7.1} {:>9} {:>12} {:>15} {:>8}{}",
+            "{:>9} {:>12.0} {:>11.2} {:>7.2} {:>8.2} {:>7.1} {:>7.1} {:>7.1} {:>9} {:>12} {:>15} {:>8}{}",
             s.subscribers_per_room,
             s.forwarded_packets_per_sec,
             s.forwarded_bits_per_sec / 1e6,
             s.loss_percent,
+            s.delivery.recovered_percent,
             s.latency.p50_ms,
             s.latency.p95_ms,
             s.latency.p99_ms,
@@ -1240,7 +1324,28 @@ pub fn table(r: &LoadReport) -> String {
             if s.held { "" } else { "  (not held)" }
         );
     }
+    let _ = writeln!(
+        out,
+        "(loss %: frames never received, after recovery; recov %: frames recovered from redundant copies)"
+    );
     let _ = writeln!(out);
+    for s in &r.steps {
+        let a = &s.audio_delivery;
+        let _ = writeln!(
+            out,
+            "{:>9} subs/room: audio frames {} expected, {} from their own packet, {} recovered ({:.2} %), {} lost ({:.2} %; {:.2} % before recovery); {} bytes per forwarded audio packet, {:.1} kbit/s of audio forwarded",
+            s.subscribers_per_room,
+            a.expected,
+            a.received.saturating_sub(a.recovered),
+            a.recovered,
+            a.recovered_percent,
+            a.lost,
+            a.loss_percent,
+            a.loss_before_recovery_percent,
+            opt(s.forwarded_audio_bytes_per_packet, 1),
+            s.forwarded_audio_bits_per_sec / 1e3
+        );
+    }
     for s in &r.steps {
         let j = &s.join_to_first_frame_ms;
         let _ = writeln!(
@@ -1296,9 +1401,10 @@ pub fn table(r: &LoadReport) -> String {
     }
     let _ = writeln!(
         out,
-        "frames: {} decrypted of {} expected; decryption failures {}; unstamped {}; lost to key changes {}; ramp-up {:.1} s",
+        "frames: {} decrypted of {} expected ({} of them recovered from redundant copies); decryption failures {}; unstamped {}; lost to key changes {}; ramp-up {:.1} s",
         s.delivery.received,
         s.delivery.expected,
+        s.delivery.recovered,
         r.decryption_failures,
         r.unstamped_frames,
         r.lost_to_key_change,
@@ -1338,6 +1444,8 @@ mod tests {
             storm: None,
             progress: false,
             clients: Clients::WebRtc,
+            audio_redundancy: 0,
+            loss: DownlinkLoss::default(),
         };
         let shape = [RoomShape {
             publishers: vec![0],

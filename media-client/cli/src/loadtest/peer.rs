@@ -184,13 +184,13 @@ impl Media for LoadMedia {
         _from: SigId,
         codec: Codec,
         frame: Vec<u8>,
-        _: hush_client::session::FrameInfo,
+        info: hush_client::session::FrameInfo,
         _: &Session,
     ) -> Result<(), ClientError> {
         let (at, now) = (stamp::now_us(), Instant::now());
         let mut t = lock(&self.tally);
         match stamp::read(codec, &frame) {
-            Some(s) => t.on_received(s, at, now),
+            Some(s) => t.on_received(s, info.recovered, at, now),
             None => t.unstamped += 1,
         }
         Ok(())

@@ -16,6 +16,18 @@
 //! `IP_PKTINFO` and sends each peer's datagrams from that peer's address.
 //! Datagrams from or to anything but loopback are dropped. This is why the
 //! generator's peers reach only a server on this machine.
+//!
+//! **Audio redundancy.** Like the real client, a peer offers RFC 2198 RED
+//! and, when the SFU's answer accepts it, sends each audio packet with the
+//! frames before it (PROTOCOL.md §11); [`PeerOptions::audio_redundancy`] 0
+//! offers plain Opus only.
+//!
+//! **Downlink loss.** With [`PeerOptions::loss`], each peer drops a share
+//! of the media packets it receives, after SRTP and before reassembly, as
+//! if they had been lost between the SFU and this subscriber. The drops
+//! come from a seeded generator, never from the clock. Only the
+//! application loses them: str0m has already counted them as received, so
+//! nothing is NACKed or retransmitted and RTCP reports no loss.
 
 use std::collections::HashMap;
 use std::io::IoSliceMut;
@@ -35,6 +47,7 @@ use hush_proto::media::{OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE};
 use hush_sfu::pump::{self, Deadlines};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec as RtcCodec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
@@ -74,22 +87,57 @@ pub fn peer_ip(n: u32) -> Ipv4Addr {
     Ipv4Addr::new(127, hi as u8, mid as u8, lo as u8)
 }
 
+/// What every peer of a [`SansIoConnector`] does beyond a plain client's
+/// connection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PeerOptions {
+    /// Earlier audio frames each packet repeats (RFC 2198 RED, at most
+    /// [`hush_proto::red::MAX_REDUNDANT`]) when the SFU accepts RED; 0
+    /// does not offer RED at all.
+    pub audio_redundancy: usize,
+    /// Media packets each peer drops on receipt (downlink loss).
+    pub loss: DownlinkLoss,
+}
+
+impl Default for PeerOptions {
+    fn default() -> Self {
+        Self {
+            audio_redundancy: hush_proto::red::MAX_REDUNDANT,
+            loss: DownlinkLoss::default(),
+        }
+    }
+}
+
+/// Simulated loss between the SFU and each subscriber: every peer drops
+/// this share of the media packets (audio and video RTP) it receives,
+/// each decision drawn from a splitmix64 sequence seeded from `seed` and
+/// the connection's number (connections are numbered as they open).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DownlinkLoss {
+    /// Share dropped, percent (0 drops nothing).
+    pub percent: f64,
+    /// Seed of every peer's sequence.
+    pub seed: u64,
+}
+
 /// Connects calls through a set of hubs, taking them in turn.
 #[derive(Debug)]
 pub struct SansIoConnector {
     hubs: Vec<Hub>,
     next: AtomicUsize,
+    loss: DownlinkLoss,
 }
 
 impl SansIoConnector {
     /// Starts `hubs` hubs (at least one), each with its own socket and thread.
-    pub fn start(hubs: usize) -> Result<Self, TransportError> {
+    pub fn start(hubs: usize, options: PeerOptions) -> Result<Self, TransportError> {
         let hubs = (0..hubs.max(1))
-            .map(|_| Hub::start())
+            .map(|_| Hub::start(options.audio_redundancy))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             hubs,
             next: AtomicUsize::new(0),
+            loss: options.loss,
         })
     }
 }
@@ -102,8 +150,11 @@ impl Connector for SansIoConnector {
         _disconnected: Duration,
         failed: Duration,
     ) -> Result<Connected, TransportError> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.hubs.len();
-        self.hubs[i].open(with_video, failed).await
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let drops = Dropper::new(self.loss, n as u64);
+        self.hubs[n % self.hubs.len()]
+            .open(with_video, failed, drops)
+            .await
     }
 }
 
@@ -117,6 +168,7 @@ enum Command {
     Open {
         with_video: bool,
         failed: Duration,
+        drops: Option<Dropper>,
         events: mpsc::Sender<TransportEvent>,
         connected: Arc<AtomicBool>,
         reply: oneshot::Sender<Result<u64, String>>,
@@ -155,8 +207,11 @@ enum Command {
 }
 
 impl Hub {
-    /// Binds the hub's socket and starts its thread.
-    pub fn start() -> Result<Self, TransportError> {
+    /// Binds the hub's socket and starts its thread; its peers repeat
+    /// `audio_redundancy` earlier frames in each audio packet (0: RED is
+    /// not offered).
+    pub fn start(audio_redundancy: usize) -> Result<Self, TransportError> {
+        let audio_redundancy = audio_redundancy.min(hush_proto::red::MAX_REDUNDANT);
         str0m::crypto::from_feature_flags().install_process_default();
         let std_socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(other)?;
         std_socket.set_nonblocking(true).map_err(other)?;
@@ -174,7 +229,7 @@ impl Hub {
         let config = Rtc::builder()
             .set_rtp_mode(true)
             .clear_codecs()
-            .enable_opus(true, false)
+            .enable_opus(true, audio_redundancy > 0)
             .enable_vp8(true)
             // PROTOCOL.md §11: audio level and mid, nothing else.
             .clear_extension_map()
@@ -213,6 +268,7 @@ impl Hub {
                         state,
                         port,
                         config,
+                        audio_redundancy,
                         peers: HashMap::new(),
                         by_ip: HashMap::new(),
                         next_id: 0,
@@ -228,13 +284,19 @@ impl Hub {
         Ok(Self { commands })
     }
 
-    async fn open(&self, with_video: bool, failed: Duration) -> Result<Connected, TransportError> {
+    async fn open(
+        &self,
+        with_video: bool,
+        failed: Duration,
+        drops: Option<Dropper>,
+    ) -> Result<Connected, TransportError> {
         let (events_tx, events) = mpsc::channel(EVENTS);
         let connected = Arc::new(AtomicBool::new(false));
         let (reply, rx) = oneshot::channel();
         self.send(Command::Open {
             with_video,
             failed,
+            drops,
             events: events_tx,
             connected: Arc::clone(&connected),
             reply,
@@ -364,10 +426,80 @@ impl Outgoing {
     }
 }
 
+/// The sending side of RFC 2198 audio redundancy (PROTOCOL.md §11), laid
+/// out as every hush sender's ([`hush_proto::red::Repeater`]), with the
+/// RED payload type the SFU's answer accepted, if it did.
+#[derive(Default)]
+struct Redundancy {
+    repeater: hush_proto::red::Repeater,
+    pt: Option<Pt>,
+}
+
+impl Redundancy {
+    /// The payload and payload type for `sealed`, remembering it.
+    fn packet(&mut self, sealed: Vec<u8>) -> (Vec<u8>, Pt) {
+        let (payload, red) = self
+            .repeater
+            .packet(sealed, self.pt.is_some(), OPUS_PAYLOAD_TYPE);
+        match (red, self.pt) {
+            (true, Some(pt)) => (payload, pt),
+            _ => (payload, Pt::from(OPUS_PAYLOAD_TYPE)),
+        }
+    }
+}
+
+/// The RED payload type negotiated for Opus: str0m folds RED onto the
+/// primary codec's params and keeps it only where both sides offered it.
+fn negotiated_red_pt(rtc: &Rtc) -> Option<Pt> {
+    rtc.codec_config()
+        .find(|p| p.spec().codec == RtcCodec::Opus)
+        .and_then(|p| p.red())
+}
+
+/// Drops a share of received packets, each decision the next number of a
+/// splitmix64 sequence: no clock and no OS randomness, so one seed and
+/// connection number always drop the same places in a packet stream.
+#[derive(Debug, Clone, Copy)]
+struct Dropper {
+    /// A draw below this drops the packet.
+    threshold: u64,
+    state: u64,
+}
+
+impl Dropper {
+    /// The dropper of connection `n`, or `None` when nothing is dropped.
+    fn new(loss: DownlinkLoss, n: u64) -> Option<Self> {
+        // 2^64 × share; the cast saturates.
+        let share = loss.percent.clamp(0.0, 100.0) / 100.0;
+        let threshold = (share * 18_446_744_073_709_551_616.0) as u64;
+        (threshold > 0).then(|| Self {
+            threshold,
+            // Mixed, not added: splitmix64 states a multiple of its
+            // increment apart would give shifted copies of one sequence.
+            state: mix64(loss.seed ^ mix64(n.wrapping_add(1))),
+        })
+    }
+
+    /// Whether the next packet is dropped.
+    fn drops(&mut self) -> bool {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        mix64(self.state) < self.threshold
+    }
+}
+
+/// splitmix64's output function (Steele, Lea and Flood, 2014).
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// A remote track as it arrives.
 struct Inbound {
     stream_id: String,
     codec: Codec,
+    /// The RED payload type of this connection's audio, if negotiated.
+    red_pt: Option<Pt>,
     vp8: Vp8Reassembly,
 }
 
@@ -380,6 +512,9 @@ struct Peer {
     pending: Option<SdpPendingOffer>,
     audio: Outgoing,
     video: Outgoing,
+    red: Redundancy,
+    /// Downlink loss, if simulated.
+    drops: Option<Dropper>,
     /// The MSID stream id of every m-line the SFU offered, by mid.
     streams: HashMap<Mid, String>,
     inbound: HashMap<Ssrc, Inbound>,
@@ -431,7 +566,9 @@ impl Peer {
         self.rtc
             .sdp_api()
             .accept_answer(pending, answer)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.red.pt = negotiated_red_pt(&self.rtc);
+        Ok(())
     }
 
     fn answer(&mut self, sdp: &str) -> Result<String, String> {
@@ -462,7 +599,8 @@ impl Peer {
         let Some(tx) = api.stream_tx_by_mid(mid, None) else {
             return;
         };
-        let write = RtpWrite::new(Pt::from(OPUS_PAYLOAD_TYPE), seq, timestamp, now, sealed)
+        let (payload, pt) = self.red.packet(sealed);
+        let write = RtpWrite::new(pt, seq, timestamp, now, payload)
             .marker(true)
             .ext_vals(ext);
         tx.write_rtp(write);
@@ -494,6 +632,9 @@ impl Peer {
     }
 
     fn packet(&mut self, packet: RtpPacket) {
+        if self.drops.as_mut().is_some_and(Dropper::drops) {
+            return; // lost on the way down (downlink loss)
+        }
         let ssrc = packet.header.ssrc;
         if !self.inbound.contains_key(&ssrc) {
             let Some(mid) = self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else {
@@ -512,6 +653,7 @@ impl Peer {
                 Inbound {
                     stream_id: stream_id.clone(),
                     codec,
+                    red_pt: negotiated_red_pt(&self.rtc),
                     vp8: Vp8Reassembly::default(),
                 },
             );
@@ -519,25 +661,31 @@ impl Peer {
         let Some(inbound) = self.inbound.get_mut(&ssrc) else {
             return;
         };
-        let data = match inbound.codec {
-            Codec::Opus => Some(packet.payload.to_vec()),
-            Codec::Vp8 => inbound.vp8.push(
-                packet.header.sequence_number,
-                packet.header.timestamp,
-                packet.header.marker,
-                &Bytes::copy_from_slice(&packet.payload),
-            ),
-        };
-        if let Some(data) = data {
-            let _ = self.events.try_send(TransportEvent::Frame {
+        let events = &self.events;
+        let emit = |data: Vec<u8>, timestamp: u32| {
+            let _ = events.try_send(TransportEvent::Frame {
                 stream_id: inbound.stream_id.clone(),
                 codec: inbound.codec,
                 data,
                 at: Instant::now(),
-                timestamp: packet.header.timestamp,
-                // These peers do not offer RED: the SFU sends them primaries.
-                red: false,
+                timestamp,
+                red: inbound.codec == Codec::Opus
+                    && inbound.red_pt == Some(packet.header.payload_type),
             });
+        };
+        match inbound.codec {
+            Codec::Opus => emit(packet.payload.to_vec(), packet.header.timestamp),
+            // A retransmission can complete several held frames at once.
+            Codec::Vp8 => {
+                for frame in inbound.vp8.push(
+                    packet.header.sequence_number,
+                    packet.header.timestamp,
+                    packet.header.marker,
+                    &Bytes::copy_from_slice(&packet.payload),
+                ) {
+                    emit(frame.data, frame.timestamp);
+                }
+            }
         }
     }
 
@@ -582,11 +730,22 @@ fn stream_ids(sdp: &str) -> HashMap<Mid, String> {
     out
 }
 
+/// What a call asks of the peer it opens.
+struct NewPeer {
+    with_video: bool,
+    failed: Duration,
+    drops: Option<Dropper>,
+    events: mpsc::Sender<TransportEvent>,
+    connected: Arc<AtomicBool>,
+}
+
 struct Loop {
     socket: UdpSocket,
     state: UdpSocketState,
     port: u16,
     config: RtcConfig,
+    /// Earlier audio frames each peer's packets repeat (RED).
+    audio_redundancy: usize,
     peers: HashMap<u64, Peer>,
     by_ip: HashMap<IpAddr, u64>,
     next_id: u64,
@@ -646,11 +805,19 @@ impl Loop {
             Command::Open {
                 with_video,
                 failed,
+                drops,
                 events,
                 connected,
                 reply,
             } => {
-                let _ = reply.send(self.open(with_video, failed, events, connected, now));
+                let peer = NewPeer {
+                    with_video,
+                    failed,
+                    drops,
+                    events,
+                    connected,
+                };
+                let _ = reply.send(self.open(peer, now));
             }
             Command::Offer { id, reply } => {
                 let r = self.with_peer(id, Peer::offer);
@@ -704,14 +871,7 @@ impl Loop {
         }
     }
 
-    fn open(
-        &mut self,
-        with_video: bool,
-        failed: Duration,
-        events: mpsc::Sender<TransportEvent>,
-        connected: Arc<AtomicBool>,
-        now: Instant,
-    ) -> Result<u64, String> {
+    fn open(&mut self, new: NewPeer, now: Instant) -> Result<u64, String> {
         // The next free address; ids only grow, addresses are reused once free.
         let mut n = 0u32;
         let ip = loop {
@@ -736,16 +896,21 @@ impl Loop {
             Peer {
                 rtc,
                 local,
-                events,
-                connected,
-                with_video,
+                events: new.events,
+                connected: new.connected,
+                with_video: new.with_video,
                 pending: None,
                 audio: Outgoing::default(),
                 video: Outgoing::default(),
+                red: Redundancy {
+                    repeater: hush_proto::red::Repeater::new(self.audio_redundancy),
+                    pt: None,
+                },
+                drops: new.drops,
                 streams: HashMap::new(),
                 inbound: HashMap::new(),
                 scheduled: None,
-                failed_after: failed,
+                failed_after: new.failed,
                 disconnected_since: None,
                 failed: false,
             },
@@ -909,6 +1074,63 @@ mod tests {
             assert_ne!(ip, Ipv4Addr::LOCALHOST);
             assert!(seen.insert(ip), "{ip} twice");
         }
+    }
+
+    #[test]
+    fn audio_packets_repeat_the_two_frames_before_once_red_is_accepted() {
+        let mut red = Redundancy {
+            repeater: hush_proto::red::Repeater::new(2),
+            pt: None,
+        };
+        let (payload, pt) = red.packet(b"f0".to_vec());
+        assert_eq!((payload.as_slice(), *pt), (&b"f0"[..], OPUS_PAYLOAD_TYPE));
+        red.pt = Some(Pt::from(63));
+        for (frame, earlier) in [
+            (&b"f1"[..], vec![(960, &b"f0"[..])]),
+            (b"f2", vec![(1920, b"f0"), (960, b"f1")]),
+            (b"f3", vec![(1920, b"f1"), (960, b"f2")]),
+        ] {
+            let (payload, pt) = red.packet(frame.to_vec());
+            assert_eq!(*pt, 63);
+            let parsed = hush_proto::red::parse(&payload).expect("RED");
+            let got: Vec<(u32, &[u8])> = parsed
+                .redundant
+                .iter()
+                .map(|b| (b.timestamp_offset, b.data))
+                .collect();
+            assert_eq!(got, earlier);
+            assert_eq!(parsed.primary.data, frame);
+            assert_eq!(parsed.primary.payload_type, OPUS_PAYLOAD_TYPE);
+        }
+        // Depth 0 sends plain Opus even when RED was accepted.
+        let mut plain = Redundancy {
+            repeater: hush_proto::red::Repeater::new(0),
+            pt: Some(Pt::from(63)),
+        };
+        plain.packet(b"f0".to_vec());
+        let (payload, pt) = plain.packet(b"f1".to_vec());
+        assert_eq!((payload.as_slice(), *pt), (&b"f1"[..], OPUS_PAYLOAD_TYPE));
+    }
+
+    #[test]
+    fn downlink_loss_drops_its_share_the_same_way_for_a_seed_and_connection() {
+        let loss = DownlinkLoss {
+            percent: 10.0,
+            seed: 7,
+        };
+        let draws = |n: u64| {
+            let mut d = Dropper::new(loss, n).expect("a dropper");
+            (0..100_000).map(|_| d.drops()).collect::<Vec<bool>>()
+        };
+        let first = draws(0);
+        let dropped = first.iter().filter(|&&d| d).count();
+        assert!((9_500..10_500).contains(&dropped), "{dropped}");
+        assert_eq!(first, draws(0), "the same seed and connection");
+        assert_ne!(first, draws(1), "another connection");
+        let other_seed = DownlinkLoss { seed: 8, ..loss };
+        let mut d = Dropper::new(other_seed, 0).expect("a dropper");
+        assert_ne!(first, (0..100_000).map(|_| d.drops()).collect::<Vec<_>>());
+        assert!(Dropper::new(DownlinkLoss::default(), 0).is_none());
     }
 
     #[test]

@@ -83,6 +83,11 @@ pub struct ServerSample {
     pub bytes_out: u64,
     /// `hush_sfu_dropped_packets_total`, all reasons.
     pub dropped: u64,
+    /// `hush_sfu_packets_out_total{kind="audio"}`.
+    pub audio_packets_out: u64,
+    /// `hush_sfu_bytes_out_total{kind="audio"}`: RTP payload bytes, RED
+    /// blocks included.
+    pub audio_bytes_out: u64,
 }
 
 /// Sums a metric family's samples (every label set) in Prometheus text.
@@ -115,6 +120,8 @@ impl ServerSample {
             packets_out: int("hush_sfu_packets_out_total"),
             bytes_out: int("hush_sfu_bytes_out_total"),
             dropped: int("hush_sfu_dropped_packets_total"),
+            audio_packets_out: int("hush_sfu_packets_out_total{kind=\"audio\"}"),
+            audio_bytes_out: int("hush_sfu_bytes_out_total{kind=\"audio\"}"),
         }
     }
 }
@@ -263,6 +270,7 @@ mod tests {
             (s.packets_out, s.cpu_seconds, s.rss_bytes),
             (15, Some(1.25), None)
         );
+        assert_eq!(s.audio_packets_out, 10, "one label set alone");
     }
 
     #[test]

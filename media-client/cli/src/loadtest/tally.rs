@@ -38,6 +38,9 @@ pub struct Tally {
     pub sent: BTreeMap<&'static str, u64>,
     /// Units received that were sent in the window, per (publisher, codec).
     pub received: BTreeMap<(u32, &'static str), u64>,
+    /// Of those, frames opened from a redundant copy in a later packet
+    /// (RED), per (publisher, codec).
+    pub recovered: BTreeMap<(u32, &'static str), u64>,
     /// One-way latencies of those units, in microseconds.
     pub latencies_us: Vec<u32>,
     /// (publisher, codec) pairs ever heard from, window or not (readiness).
@@ -62,6 +65,7 @@ impl Tally {
         self.window = window;
         self.sent.clear();
         self.received.clear();
+        self.recovered.clear();
         self.latencies_us.clear();
     }
 
@@ -74,13 +78,17 @@ impl Tally {
 
     /// Counts a received unit with its stamp, at `now_us` (wall clock, for
     /// one-way latency against the sender's stamp) and `now` (monotonic, for
-    /// the time from joining to the first frame).
-    pub fn on_received(&mut self, s: Stamp, now_us: u64, now: Instant) {
+    /// the time from joining to the first frame); `recovered`: it was
+    /// opened from a redundant copy, its own packet lost.
+    pub fn on_received(&mut self, s: Stamp, recovered: bool, now_us: u64, now: Instant) {
         let codec = codec_label(s.codec);
         self.heard.insert((s.publisher, codec));
         self.first_frame.entry(s.publisher).or_insert(now);
         if self.window.contains(s.sent_us) {
             *self.received.entry((s.publisher, codec)).or_default() += 1;
+            if recovered {
+                *self.recovered.entry((s.publisher, codec)).or_default() += 1;
+            }
             if self.latencies_us.len() < MAX_LATENCIES {
                 let us = now_us.saturating_sub(s.sent_us);
                 self.latencies_us
@@ -105,6 +113,7 @@ impl Tally {
         WindowCounts {
             sent: std::mem::take(&mut self.sent),
             received: std::mem::take(&mut self.received),
+            recovered: std::mem::take(&mut self.recovered),
             latencies_us: std::mem::take(&mut self.latencies_us),
         }
     }
@@ -117,6 +126,8 @@ pub struct WindowCounts {
     pub sent: BTreeMap<&'static str, u64>,
     /// Units received, per (publisher, codec).
     pub received: BTreeMap<(u32, &'static str), u64>,
+    /// Of those, frames recovered from a redundant copy.
+    pub recovered: BTreeMap<(u32, &'static str), u64>,
     /// Latencies in microseconds.
     pub latencies_us: Vec<u32>,
 }
@@ -199,58 +210,96 @@ pub struct RoomShape {
 }
 
 /// Units expected, received and lost over a window.
+///
+/// A frame whose own packet was lost but which a later packet's redundant
+/// copy (RED) brought is received *and* recovered: `loss_percent` counts
+/// the frames a listener never got, after recovery, and
+/// `loss_before_recovery_percent` the frames whose own packet never came.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct Delivery {
     /// Units that should have arrived (each unit sent × its receivers).
     pub expected: u64,
-    /// Units that did arrive.
+    /// Units that did arrive, from their own packet or a redundant copy.
     pub received: u64,
-    /// Share lost, in percent.
+    /// Of those, frames opened from a redundant copy in a later packet.
+    pub recovered: u64,
+    /// Units that never arrived: `expected - received`.
+    pub lost: u64,
+    /// Share never received (after recovery), in percent.
     pub loss_percent: f64,
+    /// Share recovered from a copy, in percent of `expected`.
+    pub recovered_percent: f64,
+    /// Share whose own packet never came: lost plus recovered, in percent.
+    pub loss_before_recovery_percent: f64,
 }
 
 /// Adds up what publishers sent and receivers got: every unit a publisher
 /// sent in the window should reach every other member of its room.
 /// `sent_by` maps a publisher index to its counts; `received` is every
-/// receiver's counts.
+/// receiver's counts (all received, then the recovered among them).
+/// `only` restricts it to one codec label.
 pub fn delivery(
     rooms: &[RoomShape],
     sent_by: &BTreeMap<u32, BTreeMap<&'static str, u64>>,
-    received: &[&BTreeMap<(u32, &'static str), u64>],
+    received: &[Received<'_>],
+    only: Option<&str>,
 ) -> Delivery {
+    let counts = |codec: &str| only.is_none_or(|o| o == codec);
     let mut expected = 0u64;
     for room in rooms {
         let receivers = room.members.saturating_sub(1) as u64;
         for p in &room.publishers {
-            let sent: u64 = sent_by.get(p).map_or(0, |m| m.values().sum());
+            let sent: u64 = sent_by.get(p).map_or(0, |m| {
+                m.iter()
+                    .filter(|(codec, _)| counts(codec))
+                    .map(|(_, n)| n)
+                    .sum()
+            });
             expected += sent * receivers;
         }
     }
+    let sent_of = |p: &u32, codec: &str| {
+        sent_by
+            .get(p)
+            .and_then(|m| m.get(codec))
+            .copied()
+            .unwrap_or(0)
+    };
     // A receiver can get no more of a publisher's units than it sent: a
     // duplicate must not hide a loss elsewhere.
-    let got: u64 = received
-        .iter()
-        .flat_map(|m| m.iter())
-        .map(|((p, codec), n)| {
-            let sent = sent_by
-                .get(p)
-                .and_then(|m| m.get(codec))
-                .copied()
-                .unwrap_or(0);
-            (*n).min(sent)
-        })
-        .sum();
-    let loss_percent = if expected == 0 {
-        0.0
-    } else {
-        100.0 * expected.saturating_sub(got) as f64 / expected as f64
+    let (mut got, mut recovered) = (0u64, 0u64);
+    for (all, copies) in received {
+        for (&(p, codec), &n) in all.iter().filter(|((_, c), _)| counts(c)) {
+            let n = n.min(sent_of(&p, codec));
+            got += n;
+            recovered += copies.get(&(p, codec)).map_or(0, |&r| r.min(n));
+        }
+    }
+    let lost = expected.saturating_sub(got);
+    let percent = |n: u64| {
+        if expected == 0 {
+            0.0
+        } else {
+            100.0 * n as f64 / expected as f64
+        }
     };
     Delivery {
         expected,
         received: got,
-        loss_percent,
+        recovered,
+        lost,
+        loss_percent: percent(lost),
+        recovered_percent: percent(recovered),
+        loss_before_recovery_percent: percent(lost + recovered),
     }
 }
+
+/// One receiver's counts for [`delivery`]: every unit received, and the
+/// recovered among them, per (publisher, codec).
+pub type Received<'a> = (
+    &'a BTreeMap<(u32, &'static str), u64>,
+    &'a BTreeMap<(u32, &'static str), u64>,
+);
 
 #[cfg(test)]
 mod tests {
@@ -269,7 +318,7 @@ mod tests {
     fn only_units_sent_inside_the_window_count() {
         let now = Instant::now();
         let mut t = Tally::default();
-        t.on_received(stamp(1, 0, 50), 60, now);
+        t.on_received(stamp(1, 0, 50), false, 60, now);
         assert!(t.received.is_empty(), "no window yet");
         assert!(t.heard.contains(&(1, "audio")), "but it was heard");
         t.open(Window {
@@ -280,14 +329,20 @@ mod tests {
         t.on_sent(Codec::Opus, 100);
         t.on_sent(Codec::Opus, 199);
         t.on_sent(Codec::Vp8, 200);
-        t.on_received(stamp(1, 1, 150), 1_150, now);
-        t.on_received(stamp(1, 2, 99), 1_150, now);
-        t.on_received(stamp(2, 2, 199), 5_199, now);
+        t.on_received(stamp(1, 1, 150), false, 1_150, now);
+        t.on_received(stamp(1, 2, 99), true, 1_150, now);
+        t.on_received(stamp(2, 2, 199), true, 5_199, now);
         let c = t.close();
         assert_eq!(c.sent.get("audio"), Some(&2));
         assert_eq!(c.sent.get("video"), None);
         assert_eq!(c.received.get(&(1, "audio")), Some(&1));
         assert_eq!(c.received.get(&(2, "audio")), Some(&1));
+        assert_eq!(
+            c.recovered.get(&(1, "audio")),
+            None,
+            "recovered outside the window"
+        );
+        assert_eq!(c.recovered.get(&(2, "audio")), Some(&1));
         assert_eq!(c.latencies_us, vec![1_000, 5_000]);
         t.on_sent(Codec::Opus, 150);
         assert!(t.sent.is_empty(), "closed windows count nothing");
@@ -299,11 +354,11 @@ mod tests {
         let at = |ms| t0 + Duration::from_millis(ms);
         let mut t = Tally::default();
         assert_eq!(t.heard_all_at(&[1]), None);
-        t.on_received(stamp(1, 0, 0), 0, at(30));
-        t.on_received(stamp(1, 1, 0), 0, at(40));
+        t.on_received(stamp(1, 0, 0), false, 0, at(30));
+        t.on_received(stamp(1, 1, 0), true, 0, at(40));
         assert_eq!(t.heard_all_at(&[1]), Some(at(30)), "the first frame counts");
         assert_eq!(t.heard_all_at(&[1, 2]), None, "publisher 2 not heard yet");
-        t.on_received(stamp(2, 0, 0), 0, at(70));
+        t.on_received(stamp(2, 0, 0), false, 0, at(70));
         assert_eq!(t.heard_all_at(&[1, 2]), Some(at(70)));
         assert_eq!(t.heard_all_at(&[]), None, "nothing to hear");
     }
@@ -337,6 +392,14 @@ mod tests {
         assert_eq!((one.p50_ms, one.p99_ms), (2.5, 2.5));
     }
 
+    /// Receivers' counts with nothing recovered.
+    fn plain<'a>(
+        all: &[&'a BTreeMap<(u32, &'static str), u64>],
+        none: &'a BTreeMap<(u32, &'static str), u64>,
+    ) -> Vec<Received<'a>> {
+        all.iter().map(|r| (*r, none)).collect()
+    }
+
     #[test]
     fn loss_counts_every_receiver_of_every_publisher() {
         // Room A: publishers 0 and 1 among 4 members; room B: publisher 2 among 3.
@@ -360,14 +423,58 @@ mod tests {
         let r3 = BTreeMap::from([((0, "audio"), 10u64), ((1, "audio"), 10), ((1, "video"), 4)]);
         let r4 = BTreeMap::from([((2, "audio"), 20u64)]);
         let r5 = BTreeMap::from([((2, "audio"), 20u64)]);
-        let d = delivery(&rooms, &sent, &[&r1, &r2, &r3, &r4, &r5]);
-        assert_eq!((d.expected, d.received), (115, 114));
+        let no = BTreeMap::new();
+        let d = delivery(&rooms, &sent, &plain(&[&r1, &r2, &r3, &r4, &r5], &no), None);
+        assert_eq!(
+            (d.expected, d.received, d.lost, d.recovered),
+            (115, 114, 1, 0)
+        );
         assert!((d.loss_percent - 100.0 / 115.0).abs() < 1e-9);
+        assert_eq!(d.loss_before_recovery_percent, d.loss_percent);
         // Duplicates at one receiver do not hide a loss at another.
         let dup = BTreeMap::from([((0, "audio"), 11u64), ((1, "audio"), 10), ((1, "video"), 5)]);
-        let d = delivery(&rooms, &sent, &[&dup, &r2, &r3, &r4, &r5]);
+        let d = delivery(
+            &rooms,
+            &sent,
+            &plain(&[&dup, &r2, &r3, &r4, &r5], &no),
+            None,
+        );
         assert_eq!(d.received, 114);
-        let none = delivery(&rooms, &BTreeMap::new(), &[]);
+        // Audio alone: (10 + 10) * 3 + 20 * 2 = 100 expected, all received.
+        let a = delivery(
+            &rooms,
+            &sent,
+            &plain(&[&r1, &r2, &r3, &r4, &r5], &no),
+            Some("audio"),
+        );
+        assert_eq!((a.expected, a.received, a.lost), (100, 100, 0));
+        let none = delivery(&rooms, &BTreeMap::new(), &[], None);
         assert_eq!(none.loss_percent, 0.0);
+    }
+
+    #[test]
+    fn recovered_frames_are_received_and_counted_apart() {
+        let rooms = [RoomShape {
+            publishers: vec![0],
+            members: 3,
+        }];
+        let sent = BTreeMap::from([(0, BTreeMap::from([("audio", 100u64)]))]);
+        // Two receivers: 95 and 90 frames, of which 5 and 8 from copies.
+        let (a, b) = (
+            BTreeMap::from([((0, "audio"), 95u64)]),
+            BTreeMap::from([((0, "audio"), 90u64)]),
+        );
+        let (ra, rb) = (
+            BTreeMap::from([((0, "audio"), 5u64)]),
+            BTreeMap::from([((0, "audio"), 8u64)]),
+        );
+        let d = delivery(&rooms, &sent, &[(&a, &ra), (&b, &rb)], None);
+        assert_eq!(
+            (d.expected, d.received, d.recovered, d.lost),
+            (200, 185, 13, 15)
+        );
+        assert!((d.loss_percent - 7.5).abs() < 1e-9);
+        assert!((d.recovered_percent - 6.5).abs() < 1e-9);
+        assert!((d.loss_before_recovery_percent - 14.0).abs() < 1e-9);
     }
 }
