@@ -21,6 +21,20 @@ fn local_server() -> (
     (rt, server, tempfile::tempdir().expect("tempdir"))
 }
 
+/// `hush call` as ann in "room" for up to a minute, its output piped.
+fn spawn_call(server: &hush::local::LocalServer, dir: &std::path::Path) -> std::process::Child {
+    let token = server.token("room", "ann").expect("token");
+    hush()
+        .args(["call", "--server", &server.url(), "--room", "room"])
+        .args(["--name", "ann", "--token", &token, "--seconds", "60"])
+        .arg("--config-dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run hush call")
+}
+
 #[test]
 fn hush_demo_runs_a_real_call_and_exits_zero() {
     let out = hush()
@@ -100,20 +114,10 @@ fn wrong_token_is_refused() {
 #[test]
 fn a_call_whose_server_goes_away_exits_non_zero() {
     use std::io::{BufRead as _, BufReader};
-    use std::process::Stdio;
     use std::time::Duration;
 
     let (rt, server, dir) = local_server();
-    let token = server.token("room", "ann").expect("token");
-    let mut child = hush()
-        .args(["call", "--server", &server.url(), "--room", "room"])
-        .args(["--name", "ann", "--token", &token, "--seconds", "60"])
-        .arg("--config-dir")
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run hush call");
+    let mut child = spawn_call(&server, dir.path());
     let stdout = child.stdout.take().expect("stdout");
     let (joined_tx, joined_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -243,7 +247,6 @@ fn private_ca(
 
 #[test]
 fn two_hush_calls_talk_over_wss_with_a_private_ca() {
-    use std::process::Stdio;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let (ca, cert, key) = private_ca(dir.path());
@@ -307,22 +310,12 @@ fn two_hush_calls_talk_over_wss_with_a_private_ca() {
 #[test]
 fn ctrl_c_ends_the_call_cleanly_whenever_it_arrives() {
     use std::io::{BufRead, BufReader, Read};
-    use std::process::Stdio;
     use std::time::{Duration, Instant};
     let (rt, server, dir) = local_server();
     // At once, and at moments the loop body is likely busy (the stats line
     // runs every second).
     for delay_ms in [0u64, 480, 1000] {
-        let token = server.token("room", "ann").expect("token");
-        let mut child = hush()
-            .args(["call", "--server", &server.url(), "--room", "room"])
-            .args(["--name", "ann", "--token", &token, "--seconds", "60"])
-            .arg("--config-dir")
-            .arg(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn hush call");
+        let mut child = spawn_call(&server, dir.path());
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut seen = String::new();
         loop {

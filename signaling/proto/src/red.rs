@@ -199,21 +199,26 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Blocks for the two frames before a packet's own, oldest first.
+    fn two_earlier<'a>(older: &'a [u8], newer: &'a [u8]) -> [Block<'a>; 2] {
+        [
+            Block {
+                timestamp_offset: 2 * FRAME_TICKS,
+                payload_type: 111,
+                data: older,
+            },
+            Block {
+                timestamp_offset: FRAME_TICKS,
+                payload_type: 111,
+                data: newer,
+            },
+        ]
+    }
+
     #[test]
     fn a_packet_with_two_earlier_frames_round_trips() {
         let (a, b, c) = (vec![1u8; 40], vec![2u8; 50], vec![3u8; 60]);
-        let red = [
-            Block {
-                timestamp_offset: 1920,
-                payload_type: 111,
-                data: &a,
-            },
-            Block {
-                timestamp_offset: 960,
-                payload_type: 111,
-                data: &b,
-            },
-        ];
+        let red = two_earlier(&a, &b);
         let bytes = write(&red, 111, &c);
         assert_eq!(bytes.len(), 4 + 4 + 1 + 40 + 50 + 60);
         let parsed = parse(&bytes).expect("parses");
@@ -338,18 +343,7 @@ mod tests {
             b"frame n-1".to_vec(),
             b"frame n".to_vec(),
         );
-        let blocks = [
-            Block {
-                timestamp_offset: 1920,
-                payload_type: 111,
-                data: &a,
-            },
-            Block {
-                timestamp_offset: 960,
-                payload_type: 111,
-                data: &b,
-            },
-        ];
+        let blocks = two_earlier(&a, &b);
         let payload = write(&blocks, 111, &c);
         let text = format!(
             "{{\n  \"description\": \"RFC 2198 audio redundancy as hush sends it (PROTOCOL.md section 11): one 4-byte header per earlier frame (F=1, PT, 14-bit timestamp offset, 10-bit length), a 1-byte primary header (F=0, PT), the earlier frames oldest first, then the primary\",\n  \"payload_type\": 111,\n  \"redundant\": [\n    {{ \"timestamp_offset\": 1920, \"data\": \"{}\" }},\n    {{ \"timestamp_offset\": 960, \"data\": \"{}\" }}\n  ],\n  \"primary\": \"{}\",\n  \"payload\": \"{}\"\n}}\n",
