@@ -1,6 +1,6 @@
 //! The `hush` command as a user runs it.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 fn hush() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hush"))
@@ -29,8 +29,8 @@ fn spawn_call(server: &hush::local::LocalServer, dir: &std::path::Path) -> std::
         .args(["--name", "ann", "--token", &token, "--seconds", "60"])
         .arg("--config-dir")
         .arg(dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("run hush call")
 }
@@ -247,7 +247,6 @@ fn private_ca(
 
 #[test]
 fn two_hush_calls_talk_over_wss_with_a_private_ca() {
-
     let dir = tempfile::tempdir().expect("tempdir");
     let (ca, cert, key) = private_ca(dir.path());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
