@@ -267,6 +267,10 @@ struct Published {
     /// Open subscriptions: the subscriber's serial and its m-line.
     /// Copy-on-write, so the hot path takes it with a reference count.
     outlets: Arc<Vec<(u64, Mid)>>,
+    /// The publisher's RFC 2198 RED payload type and its primary (Opus)
+    /// payload type, for audio where RED was negotiated. str0m fixes RED
+    /// at the first negotiation, before any packet, so it is read once.
+    red: Option<(Pt, Pt)>,
 }
 
 /// Where one subscription stands in negotiation.
@@ -842,10 +846,10 @@ impl Worker {
         // An RFC 2198 RED packet arrives on the publisher's RED payload
         // type, which str0m folds onto its Opus params (and, in RTP mode,
         // hands over as it came). `red` is then the publisher's Opus PT.
-        let red = match kind {
-            MediaKind::Audio => red_primary_pt(&publisher.rtc, packet.header.payload_type),
-            MediaKind::Video => None,
-        };
+        let red = published
+            .red
+            .filter(|(red, _)| *red == packet.header.payload_type)
+            .map(|(_, primary)| primary);
         let ext = &packet.header.ext_vals;
         let decisions = match (ext.audio_level, ext.voice_activity) {
             (Some(level), Some(voice)) => {
@@ -1040,6 +1044,10 @@ impl Worker {
             publisher: peer.who.1,
             track: TrackId(mid.to_string()),
         };
+        let red = match kind {
+            MediaKind::Audio => red_pts(&peer.rtc),
+            MediaKind::Video => None,
+        };
         let decisions = match self.router.publish(&key, kind) {
             Ok(d) => d,
             Err(e) => {
@@ -1051,6 +1059,7 @@ impl Worker {
                         kind,
                         refused: true,
                         outlets: Arc::default(),
+                        red,
                     },
                 );
                 return;
@@ -1064,6 +1073,7 @@ impl Worker {
                 kind,
                 refused: false,
                 outlets: Arc::default(),
+                red,
             },
         );
         self.execute(decisions);
@@ -1614,13 +1624,13 @@ fn route(t: Transmit, out: &mut Vec<(SocketAddr, Vec<u8>)>, tcp: &Conns, metrics
     }
 }
 
-/// The publisher's primary (Opus) payload type if `pt` is its RFC 2198 RED
-/// payload type, which str0m keeps on the primary codec's params.
-fn red_primary_pt(rtc: &Rtc, pt: Pt) -> Option<Pt> {
+/// A peer's RFC 2198 RED payload type and the primary (Opus) payload type
+/// it is folded onto, if RED was negotiated (str0m keeps RED on the
+/// primary codec's params).
+fn red_pts(rtc: &Rtc) -> Option<(Pt, Pt)> {
     rtc.codec_config()
         .iter()
-        .find(|p| p.red() == Some(pt))
-        .map(|p| p.pt())
+        .find_map(|p| p.red().map(|red| (red, p.pt())))
 }
 
 /// The primary block of a RED payload (RFC 2198 §3), if the payload parses
