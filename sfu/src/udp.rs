@@ -68,6 +68,19 @@ const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 const SEND_BATCH: usize = 64;
 /// The largest datagram read.
 const RECV_BUF: usize = 2048;
+/// Video packets kept per subscriber leg for resending on NACK (str0m's
+/// default size and age).
+const VIDEO_RESEND_PACKETS: usize = 1024;
+/// How old a video packet may be and still be resent.
+const VIDEO_RESEND_AGE: Duration = Duration::from_secs(3);
+/// Resent bytes, as a share of all bytes sent on a leg over the last
+/// second, above which str0m drops queued resends. Its default (0.15)
+/// tripped at 10 % loss: a client may NACK a packet twice before the
+/// first resend lands (the hush client caps it at two), so resends can
+/// reach twice the loss rate, and a packet whose resends were dropped is
+/// lost for good. 0.4 covers two NACKs each at up to 25 % loss and still
+/// stops a resend storm from taking most of the leg.
+const VIDEO_RESEND_RATIO_CAP: f32 = 0.4;
 
 /// What [`start`] started: each worker's control channel and addresses.
 /// Commands a worker's queue holds before callers wait: each caller (a
@@ -944,6 +957,12 @@ impl Worker {
                     // cache and no resend-ratio history, which str0m keeps
                     // per stream by default (~10 KiB of every audio leg).
                     tx.set_rtx_cache(1, Duration::ZERO, None);
+                } else {
+                    tx.set_rtx_cache(
+                        VIDEO_RESEND_PACKETS,
+                        VIDEO_RESEND_AGE,
+                        Some(VIDEO_RESEND_RATIO_CAP),
+                    );
                 }
             }
             let write = RtpWrite::new(
