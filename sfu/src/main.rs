@@ -82,8 +82,9 @@ struct Args {
     #[arg(long, default_value_t = 500)]
     key_frame_interval_ms: u64,
     /// Seconds without traffic before a connected participant is dropped
-    /// (at least 12 are waited).
-    #[arg(long, default_value_t = 5)]
+    /// (keep it above 5: receive-only clients are heard only through
+    /// their ICE checks and RTCP).
+    #[arg(long, default_value_t = 6)]
     ice_failed_secs: u64,
 }
 

@@ -101,8 +101,13 @@ pub struct SfuConfig {
     #[cfg(feature = "test-hooks")]
     pub tamper: Option<TamperHook>,
     /// A connected participant not heard from for this long is removed as
-    /// failed; never less than 12 s, since an ICE-lite SFU hears a
-    /// receive-only client only through its consent checks and RTCP.
+    /// failed (a peer that closes its connection goes at once). An ICE-lite
+    /// SFU sends no checks of its own: it hears a receive-only client only
+    /// through its ICE checks (webrtc-rs every 2 s, Chrome every 2.5 s,
+    /// RFC 7675 consent every 4-6 s) and RTCP, so keep this above two of
+    /// those gaps. Default 6 s: with the signaling server's 2 s WebSocket
+    /// liveness check after it, a vanished member is announced as left
+    /// within 10 s; an outage longer than this ends that member's media.
     pub ice_failed_timeout: Duration,
     /// A participant whose media connection (ICE and DTLS) is not up this
     /// long after it was added is removed as failed.
@@ -134,7 +139,7 @@ impl Default for SfuConfig {
             capture: None,
             #[cfg(feature = "test-hooks")]
             tamper: None,
-            ice_failed_timeout: Duration::from_secs(5),
+            ice_failed_timeout: Duration::from_secs(6),
             connect_timeout: Duration::from_secs(15),
             public_ips: Vec::new(),
             workers: 1,

@@ -47,12 +47,6 @@ use crate::sfu::TamperHook;
 use crate::sfu::{CloseReason, Command, ParticipantEvents, SfuConfig, SfuEvent, Who, unknown};
 use crate::tcp::{self, ConnId, Conns, TcpInput};
 
-/// The shortest silence after which a connected peer counts as gone. An
-/// ICE-lite SFU sends no checks of its own, so it hears a receive-only
-/// client only through its consent checks (RFC 7675: every 4-6 s) and
-/// RTCP; a busy client's gaps are longer still. A peer that closes its
-/// connection is removed at once (DTLS close_notify) whatever this is.
-const MIN_SILENCE: Duration = Duration::from_secs(12);
 /// How often connected peers are checked for silence.
 const LIVENESS_TICK: Duration = Duration::from_millis(500);
 /// How often str0m reports per-peer statistics.
@@ -408,25 +402,7 @@ impl Worker {
         metrics: Arc<Metrics>,
         capture: Option<Arc<CaptureWriter>>,
     ) -> Self {
-        let rtc_config = Rtc::builder()
-            .set_ice_lite(true)
-            .set_rtp_mode(true)
-            .clear_codecs()
-            // Opus with RFC 2198 RED folded onto it (audio/red, `111/111`,
-            // payload type 63 by default): str0m keeps RED only where the
-            // client offers it too, so an Opus-only offer still gets Opus.
-            .enable_opus(true, true)
-            .enable_vp8(true)
-            // Only what the forwarding path uses: audio level (active
-            // speaker, forwarded) and mid. No transport-wide congestion
-            // control or abs-send-time (no bandwidth estimation yet), whose
-            // per-peer send history is most of an idle subscriber's memory.
-            .clear_extension_map()
-            .set_extension(1, Extension::AudioLevel)
-            .set_extension(4, Extension::RtpMid)
-            // For the NACK counters; str0m answers NACKs by itself.
-            .set_stats_interval(Some(STATS_INTERVAL))
-            .set_dtls_cert(cert);
+        let rtc_config = peer_config(cert);
         Self {
             index,
             rooms_changed: true,
@@ -738,8 +714,7 @@ impl Worker {
     fn check_liveness(&mut self, now: Instant) {
         for (&serial, peer) in &self.peers {
             let dead = if peer.connected {
-                let silence = self.config.ice_failed_timeout.max(MIN_SILENCE);
-                now.duration_since(peer.last_heard) > silence
+                now.duration_since(peer.last_heard) > self.config.ice_failed_timeout
             } else {
                 now.duration_since(peer.created) > self.config.connect_timeout
             };
@@ -1652,11 +1627,35 @@ fn red_pts(rtc: &Rtc) -> Option<(Pt, Pt)> {
         .find_map(|p| p.red().map(|red| (red, p.pt())))
 }
 
+/// How the SFU builds every peer: ICE-lite, RTP mode, Opus (with RED)
+/// and VP8, audio level and mid only, with the worker's DTLS certificate.
+pub(crate) fn peer_config(cert: DtlsCert) -> RtcConfig {
+    Rtc::builder()
+        .set_ice_lite(true)
+        .set_rtp_mode(true)
+        .clear_codecs()
+        // Opus with RFC 2198 RED folded onto it (audio/red, `111/111`,
+        // payload type 63 by default): str0m keeps RED only where the
+        // client offers it too, so an Opus-only offer still gets Opus.
+        .enable_opus(true, true)
+        .enable_vp8(true)
+        // Only what the forwarding path uses: audio level (active
+        // speaker, forwarded) and mid. No transport-wide congestion
+        // control or abs-send-time (no bandwidth estimation yet), whose
+        // per-peer send history is most of an idle subscriber's memory.
+        .clear_extension_map()
+        .set_extension(1, Extension::AudioLevel)
+        .set_extension(4, Extension::RtpMid)
+        // For the NACK counters; str0m answers NACKs by itself.
+        .set_stats_interval(Some(STATS_INTERVAL))
+        .set_dtls_cert(cert)
+}
+
 /// The primary block of a RED payload (RFC 2198 §3), if the payload parses
 /// and the block is of the publisher's primary payload type: what a
 /// subscriber without RED gets. The block is SFrame ciphertext like the
 /// rest; only the RED header is read.
-fn red_primary(payload: &[u8], primary_pt: Pt) -> Option<Arc<[u8]>> {
+pub(crate) fn red_primary(payload: &[u8], primary_pt: Pt) -> Option<Arc<[u8]>> {
     let red = hush_proto::red::parse(payload).ok()?;
     (red.primary.payload_type == *primary_pt).then(|| Arc::from(red.primary.data))
 }
@@ -1721,14 +1720,14 @@ fn send_batch(socket: &UdpSocket, batch: &[(SocketAddr, Vec<u8>)]) -> std::io::R
 
 /// The local ufrag a STUN binding request names (`USERNAME` is
 /// "local:remote" from the receiver's view), if `data` is one.
-fn stun_local_ufrag(data: &[u8]) -> Option<String> {
+pub(crate) fn stun_local_ufrag(data: &[u8]) -> Option<String> {
     let message = str0m::ice::StunMessage::parse(data).ok()?;
     let (local, _) = message.split_username()?;
     Some(local.to_owned())
 }
 
 /// The first SSRC the SDP `sdp` announces in the m-section of `mid`.
-fn offered_ssrc(sdp: &str, mid: &str) -> Option<u32> {
+pub(crate) fn offered_ssrc(sdp: &str, mid: &str) -> Option<u32> {
     let mut in_section = false;
     let mut ssrc = None;
     for line in sdp.lines() {

@@ -56,7 +56,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(5),
             max_connections: 10_000,
             max_connections_per_address: 200,
-            liveness_timeout: Duration::from_secs(3),
+            liveness_timeout: Duration::from_secs(2),
             // A key package is about 160 bytes, a sender-key envelope about 100.
             max_key_package_bytes: 1024,
             max_envelope_bytes: 4096,

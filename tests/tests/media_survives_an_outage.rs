@@ -6,7 +6,7 @@
 //! new call; each side is told its media was lost and restored, and
 //! neither ends with its media failed. (An outage shorter than that needs
 //! no restart: a disconnected connection recovers by itself. The SFU here
-//! keeps a silent participant for 30 s rather than its default 12 s, so
+//! keeps a silent participant for 30 s rather than its default 6 s, so
 //! the test is about the client.)
 
 use std::time::Duration;

@@ -23,12 +23,22 @@ fn local_server() -> (
 
 /// `hush call` as ann in "room" for up to a minute, its output piped.
 fn spawn_call(server: &hush::local::LocalServer, dir: &std::path::Path) -> std::process::Child {
-    let token = server.token("room", "ann").expect("token");
+    spawn_call_as(server, dir, "ann")
+}
+
+/// `hush call` as `name` in "room" for up to a minute, its output piped;
+/// each name keeps its identity in its own folder under `dir`.
+fn spawn_call_as(
+    server: &hush::local::LocalServer,
+    dir: &std::path::Path,
+    name: &str,
+) -> std::process::Child {
+    let token = server.token("room", name).expect("token");
     hush()
         .args(["call", "--server", &server.url(), "--room", "room"])
-        .args(["--name", "ann", "--token", &token, "--seconds", "60"])
+        .args(["--name", name, "--token", &token, "--seconds", "60"])
         .arg("--config-dir")
-        .arg(dir)
+        .arg(dir.join(name))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -113,23 +123,14 @@ fn wrong_token_is_refused() {
 
 #[test]
 fn a_call_whose_server_goes_away_exits_non_zero() {
-    use std::io::{BufRead as _, BufReader};
     use std::time::Duration;
 
     let (rt, server, dir) = local_server();
     let mut child = spawn_call(&server, dir.path());
-    let stdout = child.stdout.take().expect("stdout");
-    let (joined_tx, joined_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("joined ") {
-                let _ = joined_tx.send(());
-            }
-        }
+    let lines = stdout_lines(&mut child);
+    wait_for_line(&lines, &mut String::new(), Duration::from_secs(30), |l| {
+        l.starts_with("joined ")
     });
-    joined_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("hang guard: the call never joined");
     rt.block_on(server.stop());
     // Hang guard only: the call ends as soon as it sees the server go.
     let mut waited = Duration::ZERO;
@@ -346,6 +347,101 @@ fn ctrl_c_ends_the_call_cleanly_whenever_it_arrives() {
         stdout.read_to_string(&mut seen).expect("stdout");
         assert_eq!(status.code(), Some(0), "{delay_ms} ms:\n{seen}");
         assert!(seen.contains("left room"), "{delay_ms} ms:\n{seen}");
+    }
+    rt.block_on(server.stop());
+}
+
+/// Reads `child`'s stdout on a thread, sending each line with the moment
+/// it arrived.
+fn stdout_lines(
+    child: &mut std::process::Child,
+) -> std::sync::mpsc::Receiver<(std::time::Instant, String)> {
+    use std::io::BufRead;
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines() {
+            let Ok(line) = line else { break };
+            if tx.send((std::time::Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits until a line of `lines` satisfies `want`; panics with everything
+/// read after `within`.
+fn wait_for_line(
+    lines: &std::sync::mpsc::Receiver<(std::time::Instant, String)>,
+    seen: &mut String,
+    within: std::time::Duration,
+    want: impl Fn(&str) -> bool,
+) -> std::time::Instant {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok((at, line)) => {
+                seen.push_str(&line);
+                seen.push('\n');
+                if want(&line) {
+                    return at;
+                }
+            }
+            Err(e) => panic!("no such line ({e}):\n{seen}"),
+        }
+    }
+}
+
+#[test]
+fn a_vanished_participant_is_announced_as_left_within_ten_seconds() {
+    use std::time::Duration;
+    let (rt, server, dir) = local_server();
+    let mut ann = spawn_call_as(&server, dir.path(), "ann");
+    let ann_lines = stdout_lines(&mut ann);
+    let mut ann_seen = String::new();
+    wait_for_line(&ann_lines, &mut ann_seen, Duration::from_secs(30), |l| {
+        l.starts_with("joined ")
+    });
+    let mut bob = spawn_call_as(&server, dir.path(), "bob");
+    let bob_lines = stdout_lines(&mut bob);
+    let mut bob_seen = String::new();
+    // Both ends hear each other before bob vanishes.
+    for (lines, seen, other) in [
+        (&ann_lines, &mut ann_seen, "bob"),
+        (&bob_lines, &mut bob_seen, "ann"),
+    ] {
+        wait_for_line(lines, seen, Duration::from_secs(30), |l| {
+            l.contains(&format!("{other} confirmed"))
+        });
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    // bob's process freezes: its sockets stay open (the kernel still
+    // acknowledges its TCP), but it sends nothing at all.
+    let stopped = Command::new("kill")
+        .args(["-STOP", &bob.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(stopped.success());
+    let frozen = std::time::Instant::now();
+    let left = wait_for_line(&ann_lines, &mut ann_seen, Duration::from_secs(30), |l| {
+        l.trim() == "bob left"
+    });
+    let after = left.duration_since(frozen);
+    eprintln!("MEASURE vanished: bob announced as left {after:?} after SIGSTOP");
+    // Without the SFU's report it would take the signaling idle timeout
+    // (30 s); the SFU gives up on media silent for 6 s and the server then
+    // gives bob 2 s to answer a WebSocket ping.
+    assert!(
+        after < Duration::from_secs(10),
+        "bob announced as left only {after:?} after he vanished:\n{ann_seen}"
+    );
+    for child in [&mut bob, &mut ann] {
+        let _ = Command::new("kill")
+            .args(["-KILL", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
     }
     rt.block_on(server.stop());
 }

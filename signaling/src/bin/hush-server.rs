@@ -110,8 +110,8 @@ struct ServeArgs {
     #[arg(long, env = "HUSH_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = Limits::default().max_connections_per_address)]
     max_connections_per_address: usize,
     /// After a participant's media connection dies, the time it has to answer
-    /// a WebSocket ping before it is removed as gone (e.g. 3s).
-    #[arg(long, env = "HUSH_LIVENESS_TIMEOUT", default_value = "3s", value_parser = duration)]
+    /// a WebSocket ping before it is removed as gone (e.g. 2s).
+    #[arg(long, env = "HUSH_LIVENESS_TIMEOUT", default_value = "2s", value_parser = duration)]
     liveness_timeout: Duration,
     /// Largest e2ee key package a join may carry, in bytes.
     #[arg(long, env = "HUSH_MAX_KEY_PACKAGE_BYTES", default_value_t = Limits::default().max_key_package_bytes)]
