@@ -263,6 +263,10 @@ pub struct Session {
     /// Per sender, the timestamps of audio frames opened lately, and
     /// whether each was opened from a redundant copy.
     recent_audio: HashMap<SigId, VecDeque<(u32, bool)>>,
+    /// Per sender, the RTP timestamp of the first audio packet heard: the
+    /// copies that packet carries are of frames sent before this member's
+    /// stream began, not lost ones, and are not opened.
+    first_audio: HashMap<SigId, u32>,
     stats: Stats,
     key_log: Option<Vec<hush_e2ee::KeyEvent>>,
 }
@@ -309,6 +313,7 @@ impl Session {
             streams: HashMap::new(),
             held: VecDeque::new(),
             recent_audio: HashMap::new(),
+            first_audio: HashMap::new(),
             stats: Stats::default(),
             key_log: None,
         };
@@ -621,6 +626,7 @@ impl Session {
         };
         self.stats.received += 1;
         let mut events = Vec::new();
+        let first = *self.first_audio.entry(from).or_insert(rtp.timestamp);
         if !rtp.red {
             self.receive_audio(from, data, rtp.timestamp, false, now, &mut events);
             return events;
@@ -634,6 +640,10 @@ impl Session {
         };
         for block in &red.redundant {
             let ts = rtp.timestamp.wrapping_sub(block.timestamp_offset);
+            // Before the first packet heard (modulo 2^32, RFC 3550).
+            if (ts.wrapping_sub(first) as i32) < 0 {
+                continue;
+            }
             self.receive_audio(from, block.data, ts, true, now, &mut events);
         }
         self.receive_audio(
@@ -905,6 +915,7 @@ impl Session {
         let peer = self.roster.remove(id)?;
         self.held.retain(|h| h.from != id);
         self.recent_audio.remove(&id);
+        self.first_audio.remove(&id);
         Some(peer)
     }
 }
@@ -1379,12 +1390,60 @@ mod tests {
     }
 
     #[test]
+    fn copies_of_frames_from_before_a_members_stream_began_are_not_recovered() {
+        use hush_proto::red::{Block, write};
+        // Also across the RTP timestamp's wrap-around.
+        for base in [5_000u32, u32::MAX - 2_000] {
+            let now = Millis(1_000_000);
+            let (mut ann, mut bob, _, _) = ann_and_bob(now);
+            let sealed: Vec<Vec<u8>> = (0..5u8)
+                .map(|i| ann.seal(Codec::Opus, &[i; 30]).unwrap())
+                .collect();
+            let packet = |i: usize| {
+                let blocks: Vec<Block<'_>> = (i - 2..i)
+                    .map(|j| Block {
+                        timestamp_offset: ((i - j) * 960) as u32,
+                        payload_type: 111,
+                        data: &sealed[j],
+                    })
+                    .collect();
+                let rtp = Rtp {
+                    timestamp: base.wrapping_add((i * 960) as u32),
+                    red: true,
+                };
+                (write(&blocks, 111, &sealed[i]), rtp)
+            };
+            // Bob joined as ann sent frame 2: its packet also carries
+            // frames 0 and 1, which were never bob's to lose.
+            let mut played = Vec::new();
+            for i in [2, 4] {
+                let (p, r) = packet(i);
+                let got = frames(&bob.receive_media("p1", Codec::Opus, &p, Some(r), now));
+                played.extend(got.iter().map(|(f, info)| (f[0], info.recovered)));
+            }
+            // Packet 3 was lost: frame 3 comes back from packet 4's copy,
+            // frame 2's copy is skipped (opened already).
+            assert_eq!(played, [(2, false), (3, true), (4, false)], "base {base}");
+            assert_eq!(bob.stats().recovered, 1, "base {base}");
+            assert_eq!(bob.stats().decrypted, 3, "base {base}");
+        }
+    }
+
+    #[test]
     fn a_tampered_copy_or_a_malformed_red_header_is_counted_as_a_failure() {
         use hush_proto::red::{Block, write};
         let now = Millis(1_000_000);
         let (mut ann, mut bob, _, _) = ann_and_bob(now);
+        let zeroth = ann.seal(Codec::Opus, b"zeroth").unwrap();
         let first = ann.seal(Codec::Opus, b"first").unwrap();
         let second = ann.seal(Codec::Opus, b"second").unwrap();
+        // Bob's stream begins with frame 0, on its own.
+        let rtp = Rtp {
+            timestamp: 40,
+            red: false,
+        };
+        let got = frames(&bob.receive_media("p1", Codec::Opus, &zeroth, Some(rtp), now));
+        assert_eq!(got.len(), 1);
         // The SFU alters the redundant copy of frame 1 (its own packet was lost).
         let mut altered = first.clone();
         let last = altered.len() - 1;
