@@ -41,6 +41,9 @@ pub enum Error {
         /// The stack's reason.
         reason: String,
     },
+    /// The configuration cannot work (see [`crate::SfuConfig::validate`]).
+    #[error("configuration: {0}")]
+    Config(String),
     /// The WebRTC stack failed on the SFU's side.
     #[error("webrtc: {0}")]
     Transport(String),

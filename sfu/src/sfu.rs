@@ -130,6 +130,35 @@ pub struct SfuConfig {
     pub tcp_port: Option<u16>,
 }
 
+impl SfuConfig {
+    /// Checks what must hold for the SFU to start, short of binding its
+    /// ports: an address to bind, one clients can be told (a specific bind
+    /// address or a public IP), and an ICE-TCP port apart from the UDP one.
+    pub fn validate(&self) -> Result<(), Error> {
+        let Some(base) = self.udp_addrs.first() else {
+            return Err(Error::Config("no UDP address to bind".into()));
+        };
+        if base.ip().is_unspecified() && self.public_ips.is_empty() {
+            return Err(Error::Config(format!(
+                "the SFU is bound to {base}, an unspecified address, and needs a public IP \
+                 (--public-ip) to announce to clients, or a specific address to bind \
+                 (--rtc-ip), which is then announced"
+            )));
+        }
+        if let Some(tcp) = self.tcp_port
+            && tcp != 0
+            && tcp == base.port()
+        {
+            return Err(Error::Config(format!(
+                "the ICE-TCP port {tcp} is the UDP port: webrtc-rs clients find a remote \
+                 candidate by address alone, so a TCP and a UDP candidate on one address \
+                 break each other; give ICE-TCP another port"
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Default for SfuConfig {
     fn default() -> Self {
         Self {
@@ -491,5 +520,56 @@ mod worker_tests {
             rooms.iter().map(|r| worker_of(r, 2)).collect::<Vec<_>>()
         );
         assert!(rooms.iter().all(|r| worker_of(r, 1) == 0));
+    }
+
+    #[test]
+    fn validate_refuses_what_cannot_work_and_accepts_the_rest() {
+        let at = |ip: [u8; 4], port| vec![SocketAddr::from((ip, port))];
+        let ok = SfuConfig {
+            udp_addrs: at([127, 0, 0, 1], 7882),
+            tcp_port: Some(7881),
+            ..SfuConfig::default()
+        };
+        assert!(ok.validate().is_ok());
+        let public = SfuConfig {
+            udp_addrs: at([0, 0, 0, 0], 7882),
+            public_ips: vec![IpAddr::from([203, 0, 113, 7])],
+            ..ok.clone()
+        };
+        assert!(public.validate().is_ok());
+        // Port 0 for both picks two free ports: no clash.
+        let any = SfuConfig {
+            udp_addrs: at([127, 0, 0, 1], 0),
+            tcp_port: Some(0),
+            ..ok.clone()
+        };
+        assert!(any.validate().is_ok());
+        for (bad, why) in [
+            (
+                SfuConfig {
+                    udp_addrs: Vec::new(),
+                    ..ok.clone()
+                },
+                "no UDP address",
+            ),
+            (
+                SfuConfig {
+                    udp_addrs: at([0, 0, 0, 0], 7882),
+                    ..ok.clone()
+                },
+                "public IP",
+            ),
+            (
+                SfuConfig {
+                    tcp_port: Some(7882),
+                    ..ok.clone()
+                },
+                "ICE-TCP port 7882 is the UDP port",
+            ),
+        ] {
+            let err = bad.validate().expect_err(why);
+            assert!(matches!(err, Error::Config(_)), "{err:?}");
+            assert!(err.to_string().contains(why), "{err}");
+        }
     }
 }

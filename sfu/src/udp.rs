@@ -97,26 +97,11 @@ pub(crate) fn start(
 ) -> Result<Bound, Error> {
     // Idempotent: the first call in the process wins, later ones are no-ops.
     str0m::crypto::from_feature_flags().install_process_default();
+    config.validate()?;
     let base = *config
         .udp_addrs
         .first()
-        .ok_or_else(|| Error::Transport("no UDP address to bind".into()))?;
-    if base.ip().is_unspecified() && config.public_ips.is_empty() {
-        return Err(Error::Transport(format!(
-            "the SFU is bound to {base}: give the address clients reach it on (a public IP), \
-             or bind a specific address, which is then announced to them"
-        )));
-    }
-    if let Some(tcp) = config.tcp_port
-        && tcp != 0
-        && tcp == base.port()
-    {
-        return Err(Error::Transport(format!(
-            "the ICE-TCP port {tcp} is the UDP port: webrtc-rs clients find a remote \
-             candidate by address alone, so a TCP and a UDP candidate on one address \
-             break each other; give ICE-TCP another port"
-        )));
-    }
+        .ok_or_else(|| Error::Config("no UDP address to bind".into()))?;
     let provider = str0m::crypto::from_feature_flags();
     let workers = config.workers.max(1);
     let mut bound = Bound {

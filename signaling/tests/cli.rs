@@ -337,7 +337,7 @@ async fn a_bad_configuration_is_refused_with_its_reason() {
         ),
         (
             good.replace("public-ip = [\"203.0.113.7\"]", ""),
-            "needs --public-ip",
+            "needs a public IP (--public-ip)",
         ),
         (good.replace("fullchain.pem", "missing.pem"), "missing.pem"),
         (format!("{good}\nlisten = "), "TOML"),

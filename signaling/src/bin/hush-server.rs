@@ -210,6 +210,18 @@ impl ServeArgs {
         })
     }
 
+    /// The embedded SFU's configuration.
+    fn sfu_config(&self) -> hush_sfu::SfuConfig {
+        hush_sfu::SfuConfig {
+            udp_addrs: vec![std::net::SocketAddr::new(self.rtc_ip, self.rtc_port)],
+            capture: self.capture.clone(),
+            workers: hush_sfu::workers_or_cores(self.sfu_workers),
+            public_ips: self.public_ips.clone(),
+            tcp_port: self.tcp_port(),
+            ..Default::default()
+        }
+    }
+
     fn limits(&self) -> Limits {
         Limits {
             max_message_bytes: self.max_message_bytes,
@@ -238,11 +250,10 @@ const DEFAULT_RTC_TCP_PORT: u16 = 7881;
 /// `--check-config`: what must hold for the server to start, short of
 /// binding its ports, and what it would run with.
 fn check_config(args: &ServeArgs, secret: bool, tls: bool) -> anyhow::Result<()> {
-    if !args.no_media && args.rtc_ip.is_unspecified() && args.public_ips.is_empty() {
-        bail!(
-            "--rtc-ip {} needs --public-ip: clients cannot reach an unspecified address",
-            args.rtc_ip
-        );
+    if !args.no_media {
+        args.sfu_config()
+            .validate()
+            .context("the embedded SFU's settings")?;
     }
     let limits = args.limits();
     println!("configuration OK");
@@ -439,15 +450,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (router, media): (Arc<dyn hush_signaling::MediaRouter>, String) = if args.no_media {
         (Arc::new(NoMedia), "not available (--no-media)".into())
     } else {
-        let sfu = hush_sfu::Sfu::new(hush_sfu::SfuConfig {
-            udp_addrs: vec![std::net::SocketAddr::new(args.rtc_ip, args.rtc_port)],
-            capture: args.capture.clone(),
-            workers: hush_sfu::workers_or_cores(args.sfu_workers),
-            public_ips: args.public_ips.clone(),
-            tcp_port: args.tcp_port(),
-            ..Default::default()
-        })
-        .context("starting the embedded SFU")?;
+        let sfu = hush_sfu::Sfu::new(args.sfu_config()).context("starting the embedded SFU")?;
         let on = (sfu.udp_addrs().iter().map(|a| format!("udp {a}")))
             .chain(sfu.tcp_addrs().iter().map(|a| format!("tcp {a}")))
             .collect::<Vec<_>>()
