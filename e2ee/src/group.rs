@@ -103,6 +103,11 @@ pub enum KeyOutlook {
     Gone,
     /// Its sender could not have sent it as things stand: a failure.
     Never,
+    /// Under a generation older than the first key its sender gave us:
+    /// sealed before the sender saw our join, under a key a newcomer is
+    /// never given (PROTOCOL.md §5.3). Not ours to read; neither a
+    /// failure nor a loss.
+    BeforeUs,
 }
 
 /// A receive key derived for a frame's KID and not installed yet (see
@@ -182,6 +187,9 @@ struct Member {
     /// holder of the ephemeral key in its package can make one, so this
     /// shows the member is live, not a replayed package.
     confirmed: bool,
+    /// The oldest generation of this member we were given: it sealed
+    /// nothing under an older one that is ours to read.
+    first_key: Option<Generation>,
 }
 
 #[derive(Clone)]
@@ -701,9 +709,12 @@ impl Group {
     ///
     /// - [`KeyOutlook::Never`]: `sender` could not have sent it (not a
     ///   member, or another slot's KID): a forgery, a failure.
+    /// - [`KeyOutlook::BeforeUs`]: older than the first key `sender` gave
+    ///   us: sealed before it saw our join (a member who came after us
+    ///   starts at the oldest generation, so has nothing older).
     /// - [`KeyOutlook::Gone`]: it names a generation below the newest key
-    ///   we hold of `sender`: a key we were never given (the frame was
-    ///   sealed before we joined) or have erased. Lost to a key change.
+    ///   we hold of `sender` (and not below its first): a key we have
+    ///   erased. Lost to a key change.
     /// - [`KeyOutlook::MayCome`]: ahead of what we hold: its key may be on
     ///   the way (our first key of `sender`, a fresh key after a
     ///   departure) or joins we have not seen yet may bring it in reach.
@@ -720,6 +731,9 @@ impl Group {
         else {
             return KeyOutlook::Never;
         };
+        if member.first_key.is_some_and(|first| target < first) {
+            return KeyOutlook::BeforeUs;
+        }
         match member.keys.keys().next_back() {
             Some(&newest) if target < newest => KeyOutlook::Gone,
             _ => KeyOutlook::MayCome,
@@ -894,6 +908,7 @@ impl Group {
                 current: None,
                 chain: BTreeMap::new(),
                 confirmed: false,
+                first_key: None,
             },
         );
         Ok(id)
@@ -1211,6 +1226,7 @@ fn install(
     let deadline = inherited.map_or(grace_end, |i| i.min(grace_end));
     let expires = (newer_exists || inherited.is_some()).then_some(deadline);
     member.keys.insert(generation, ReceiveKey { base, expires });
+    member.first_key = Some(member.first_key.map_or(generation, |f| f.min(generation)));
     for (_, key) in member.keys.range_mut(..generation) {
         key.expires.get_or_insert(grace_end);
     }

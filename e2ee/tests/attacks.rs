@@ -589,8 +589,11 @@ fn what_a_frame_no_key_opens_is() {
         KeyOutlook::Never,
         "not a member"
     );
-    // Below the key b was given when it joined: never b's to read.
-    assert_eq!(outlook(&room, at(0, 0)), KeyOutlook::Gone);
+    // Below the key b was given when it joined: sealed before a saw b's
+    // join, never b's to read.
+    assert!(g > Generation { rekey: 0, ratchet: 0 }, "{g:?}");
+    assert_eq!(outlook(&room, at(0, 0)), KeyOutlook::BeforeUs);
+
     // Changes: b's own join, then quiet, then a join and a departure.
     fn group(room: &Room, b: ParticipantId) -> &Group {
         &room.clients[&b].group

@@ -225,6 +225,10 @@ pub struct Stats {
     pub held_then_decrypted: u64,
     /// Frames dropped because their key never came in time (lost to key changes).
     pub lost_to_key_change: u64,
+    /// Frames a member sealed before it saw our join, under a key a
+    /// newcomer is never given (PROTOCOL.md §5.3): in flight when we
+    /// joined. Dropped unopened; neither a failure nor a loss.
+    pub before_join: u64,
     /// Frames that arrived on a stream no `track_added` named.
     pub unattributed: u64,
     /// Frames from a member that had already left: media still in flight
@@ -791,8 +795,11 @@ impl Session {
                 };
                 match outlook {
                     KeyOutlook::MayCome => {}
-                    // Sealed under a key we were never given (before we
-                    // joined) or have erased: lost, not forged.
+                    KeyOutlook::BeforeUs => {
+                        self.stats.before_join += 1;
+                        return false;
+                    }
+                    // Sealed under a key we have erased: lost, not forged.
                     KeyOutlook::Gone => {
                         self.stats.lost_to_key_change += 1;
                         return false;
@@ -1313,6 +1320,49 @@ mod tests {
             now,
         );
         (ann, bob, ann_id, bob_id)
+    }
+
+    #[test]
+    fn frames_sealed_before_the_sender_saw_our_join_are_not_losses() {
+        let now = Millis(1_000_000);
+        let (ann_id, bob_id) = (SigId(1), SigId(2));
+        let (mut ann, ann_join) = new_session("ann", now);
+        let (mut bob, bob_join) = new_session("bob", now);
+        ann.handle_server(joined(ann_id, vec![]), now);
+        // Ann speaks while bob joins; she has not heard of him yet.
+        let early = ann.seal(Codec::Opus, b"before bob").unwrap();
+        let from_bob = bob.handle_server(
+            joined(bob_id, vec![member(1, "ann", key_package_of(&ann_join))]),
+            now,
+        );
+        bob.handle_server(
+            ServerMessage::TrackAdded {
+                publisher: ann_id,
+                kind: MediaKind::Audio,
+                stream_id: "p1".into(),
+            },
+            now,
+        );
+        // Her key has not come: the frame waits for it.
+        assert!(frames(&bob.receive_media("p1", Codec::Opus, &early, None, now)).is_empty());
+        let from_ann = ann.handle_server(
+            ServerMessage::MemberJoined {
+                member: member(2, "bob", key_package_of(&bob_join)),
+            },
+            now,
+        );
+        relay((&mut bob, bob_id), (&mut ann, ann_id), from_bob, now);
+        relay((&mut ann, ann_id), (&mut bob, bob_id), from_ann, now);
+        // The key she gave bob is the one after his join: the early frame
+        // was never his to read, and is not counted as lost.
+        let stats = bob.stats();
+        assert_eq!(stats.before_join, 1, "{stats:?}");
+        assert_eq!(stats.lost_to_key_change, 0, "{stats:?}");
+        assert!(stats.failed.is_empty(), "{stats:?}");
+        let after = ann.seal(Codec::Opus, b"after bob").unwrap();
+        let got = frames(&bob.receive_media("p1", Codec::Opus, &after, None, now));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, b"after bob");
     }
 
     /// The frames `events` delivered, with their info.

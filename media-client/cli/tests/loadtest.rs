@@ -99,6 +99,10 @@ fn a_small_audio_load_decrypts_every_frame_and_reports_every_figure() {
         report["result"]["lost_to_key_change_during_ramp"].is_u64(),
         "{report:#}"
     );
+    assert!(
+        report["result"]["before_join_during_ramp"].is_u64(),
+        "{report:#}"
+    );
     // The default generator: sans-IO peers, every one a real ICE + DTLS +
     // SRTP connection to the SFU, many on one socket.
     assert!(
@@ -184,6 +188,7 @@ fn a_join_storm_times_every_join_to_its_first_frame() {
         "{report:#}"
     );
     assert!(report["lost_to_key_change"].is_u64(), "{report:#}");
+    assert!(report["before_join"].is_u64(), "{report:#}");
     assert!(stdout.contains("join to first frame"), "{stdout}");
 }
 

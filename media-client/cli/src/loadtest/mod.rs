@@ -252,6 +252,10 @@ pub struct StepReport {
     /// end of the previous step's window (the first step: from the start)
     /// to the end of this step's ramp-up, before its window opened.
     pub lost_to_key_change_during_ramp: u64,
+    /// Over the same span: frames a member sealed before it saw a
+    /// newcomer's join that reached the newcomer, under a key it is never
+    /// given (in flight at its join; neither lost nor failed).
+    pub before_join_during_ramp: u64,
 }
 
 /// The whole report.
@@ -275,6 +279,9 @@ pub struct LoadReport {
     pub decryption_failures: u64,
     /// Frames whose key never arrived in time over the whole run.
     pub lost_to_key_change: u64,
+    /// Frames sealed before their sender saw the receiver's join, over the
+    /// whole run (see [`StepReport::before_join_during_ramp`]).
+    pub before_join: u64,
     /// Frames that decrypted but carried no valid stamp (must be 0).
     pub unstamped_frames: u64,
     /// Seconds from the first join until every participant heard every publisher.
@@ -416,7 +423,7 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
         }
     }
     // Frames lost to key changes when the last step's window closed.
-    let mut lost_before_ramp = 0;
+    let mut before_ramp = KeyCounts::default();
     let outcome: Result<(), Error> = async {
         join_publishers(spec, target, &mut world, media).await?;
         for (i, &subs) in targets.iter().enumerate() {
@@ -436,7 +443,7 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
             if i == 0 {
                 ramp_up_seconds = started.elapsed().as_secs_f64();
             }
-            let lost_at_ramp_up = lost_to_key_change(&world).await;
+            let at_ramp_up = key_counts(&world).await;
             let mut step = match measure_sfu(spec, target, &world, subs, &before).await {
                 Ok(step) => step,
                 Err(e) if i > 0 => {
@@ -446,9 +453,11 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
                 }
                 Err(e) => return Err(e),
             };
-            step.lost_to_key_change_during_ramp = lost_at_ramp_up.saturating_sub(lost_before_ramp);
+            step.lost_to_key_change_during_ramp = at_ramp_up.lost.saturating_sub(before_ramp.lost);
+            step.before_join_during_ramp =
+                at_ramp_up.before_join.saturating_sub(before_ramp.before_join);
             step.join_to_first_frame_ms = join_to_first_frame(&world, i);
-            lost_before_ramp = lost_to_key_change(&world).await;
+            before_ramp = key_counts(&world).await;
             let held = step.held;
             steps.push(step);
             shapes.push(world.shapes());
@@ -461,6 +470,7 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
     .await;
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
     let mut lost_to_key_change = 0;
+    let mut before_join = 0;
     let mut unstamped = 0;
     for s in &world.slots {
         let st = s.peer.stats().await;
@@ -468,6 +478,7 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
             *failures.entry(reason.to_owned()).or_default() += n;
         }
         lost_to_key_change += st.lost_to_key_change;
+        before_join += st.before_join;
         unstamped += lock(&s.peer.tally).unstamped;
     }
     // Ending a peer can fail (its connection already down); the report is complete by now.
@@ -553,6 +564,7 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
         decryption_failures_by_reason: failures,
         decryption_failures,
         lost_to_key_change,
+        before_join,
         unstamped_frames: unstamped,
         ramp_up_seconds,
         ok: decryption_failures == 0 && unstamped == 0,
@@ -762,11 +774,23 @@ fn join_to_first_frame(world: &World, step: usize) -> JoinToFirstFrame {
     JoinToFirstFrame::of(&mut times, missing)
 }
 
-/// Frames lost to key changes so far, summed over every participant.
-async fn lost_to_key_change(world: &World) -> u64 {
-    let mut total = 0;
+/// Frames that did not open for want of a key, so far, summed over every
+/// participant.
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyCounts {
+    /// Lost to key changes.
+    lost: u64,
+    /// Sealed before their sender saw the receiver's join.
+    before_join: u64,
+}
+
+/// [`KeyCounts`] of every participant so far.
+async fn key_counts(world: &World) -> KeyCounts {
+    let mut total = KeyCounts::default();
     for s in &world.slots {
-        total += s.peer.stats().await.lost_to_key_change;
+        let st = s.peer.stats().await;
+        total.lost += st.lost_to_key_change;
+        total.before_join += st.before_join;
     }
     total
 }
@@ -1019,6 +1043,7 @@ async fn measure_sfu(
         baseline_error: None,
         join_to_first_frame_ms: JoinToFirstFrame::default(),
         lost_to_key_change_during_ramp: 0,
+        before_join_during_ramp: 0,
     })
 }
 
@@ -1350,14 +1375,15 @@ pub fn table(r: &LoadReport) -> String {
         let j = &s.join_to_first_frame_ms;
         let _ = writeln!(
             out,
-            "{:>9} subs/room: join to first frame p50 {} ms, p99 {} ms, max {} ms ({} joined, {} missing); lost to key changes during ramp-up {}",
+            "{:>9} subs/room: join to first frame p50 {} ms, p99 {} ms, max {} ms ({} joined, {} missing); lost to key changes during ramp-up {} (sealed before the sender saw the join: {})",
             s.subscribers_per_room,
             opt(j.p50, 0),
             opt(j.p99, 0),
             opt(j.max, 0),
             j.count,
             j.missing,
-            s.lost_to_key_change_during_ramp
+            s.lost_to_key_change_during_ramp,
+            s.before_join_during_ramp
         );
     }
     let s = &r.result;
@@ -1401,13 +1427,14 @@ pub fn table(r: &LoadReport) -> String {
     }
     let _ = writeln!(
         out,
-        "frames: {} decrypted of {} expected ({} of them recovered from redundant copies); decryption failures {}; unstamped {}; lost to key changes {}; ramp-up {:.1} s",
+        "frames: {} decrypted of {} expected ({} of them recovered from redundant copies); decryption failures {}; unstamped {}; lost to key changes {}; sealed before the sender saw the join {}; ramp-up {:.1} s",
         s.delivery.received,
         s.delivery.expected,
         s.delivery.recovered,
         r.decryption_failures,
         r.unstamped_frames,
         r.lost_to_key_change,
+        r.before_join,
         r.ramp_up_seconds
     );
     if let Some(ratio) = s.ratio_to_udp_relay {
