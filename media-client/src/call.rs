@@ -492,7 +492,13 @@ impl<M: Media> Driver<M> {
         let Some((frame, level)) = next else {
             return Ok(());
         };
-        let sealed = self.session.seal(codec, &frame)?;
+        let sealed = match self.session.seal(codec, &frame) {
+            Ok(sealed) => sealed,
+            // A broken frame from the source: skipped (and counted), the
+            // call goes on.
+            Err(Error::ShortFrame { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let sent = match codec {
             Codec::Opus => transport.send_audio(sealed, level).await,
             Codec::Vp8 => {

@@ -21,6 +21,15 @@ pub enum Error {
     /// SFrame refused the frame (tampered, replayed, truncated) or the key.
     #[error("frame: {0}")]
     Frame(#[from] hush_sframe::Error),
+    /// A VP8 frame shorter than its clear prefix (PROTOCOL.md §6): no
+    /// receiver could split it the way it was sealed, so it is not sent.
+    #[error("a {len}-byte VP8 frame is shorter than its {prefix}-byte clear prefix")]
+    ShortFrame {
+        /// The frame's length.
+        len: usize,
+        /// The clear prefix its first byte calls for.
+        prefix: usize,
+    },
     /// The Opus codec refused to start, encode or decode.
     #[error("opus: {0}")]
     Opus(#[from] opus::Error),

@@ -22,14 +22,19 @@ pub enum Codec {
 }
 
 /// Bytes at the start of `frame` that stay in clear (and are authenticated
-/// as SFrame metadata) so the SFU and depacketizer can read them.
+/// as SFrame metadata) so the SFU and depacketizer can read them; at most
+/// the frame's length (a shorter frame is refused by [`FrameCrypto::seal`]
+/// and fails to open).
 pub fn clear_prefix_len(codec: Codec, frame: &[u8]) -> usize {
+    wanted_prefix_len(codec, frame).min(frame.len())
+}
+
+/// The clear prefix `frame`'s codec and first byte call for.
+fn wanted_prefix_len(codec: Codec, frame: &[u8]) -> usize {
     match codec {
         Codec::Opus => 0,
-        Codec::Vp8 => {
-            let wanted = if is_vp8_key_frame(frame) { 10 } else { 3 };
-            wanted.min(frame.len())
-        }
+        Codec::Vp8 if is_vp8_key_frame(frame) => 10,
+        Codec::Vp8 => 3,
     }
 }
 
@@ -130,8 +135,16 @@ impl FrameCrypto {
     }
 
     /// Encrypts one encoded frame: clear prefix || SFrame(header || ct || tag).
+    /// A VP8 frame shorter than its clear prefix is refused
+    /// ([`Error::ShortFrame`]): its receiver would split it differently.
     pub fn seal(&mut self, codec: Codec, frame: &[u8]) -> Result<Vec<u8>, Error> {
-        let clear = clear_prefix_len(codec, frame);
+        let clear = wanted_prefix_len(codec, frame);
+        if frame.len() < clear {
+            return Err(Error::ShortFrame {
+                len: frame.len(),
+                prefix: clear,
+            });
+        }
         let (prefix, payload) = frame.split_at(clear);
         let mut out = vec![0u8; frame.len() + self.tx.max_overhead()];
         out[..clear].copy_from_slice(prefix);
@@ -258,6 +271,26 @@ mod tests {
             bob.open(pid(2), Codec::Vp8, &sealed),
             Err(Error::UnknownSender(_))
         ));
+    }
+
+    #[test]
+    fn a_vp8_frame_shorter_than_its_clear_prefix_is_not_sealed() {
+        let (mut alice, install) = sender_and_install([7u8; 32], KeyId(0x0101_0000_0000));
+        let mut bob = FrameCrypto::new();
+        bob.apply(&install).expect("recv key");
+        // A key frame needs 10 clear bytes, a delta frame 3, any frame 1.
+        for frame in [&[0x50u8; 9][..], &[0x31; 2], &[]] {
+            assert!(
+                matches!(alice.seal(Codec::Vp8, frame), Err(Error::ShortFrame { len, .. }) if len == frame.len()),
+                "{frame:?}"
+            );
+        }
+        // Exactly the prefix is fine: an empty payload, still authenticated.
+        for frame in [&[0x50u8; 10][..], &[0x31; 3]] {
+            let sealed = alice.seal(Codec::Vp8, frame).expect("seal");
+            assert_eq!(bob.open(pid(1), Codec::Vp8, &sealed).expect("open"), frame);
+        }
+        assert!(alice.seal(Codec::Opus, &[]).is_ok(), "Opus has no prefix");
     }
 
     #[test]

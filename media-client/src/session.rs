@@ -215,6 +215,9 @@ pub enum Warning {
 pub struct Stats {
     /// Frames sealed.
     pub sent: u64,
+    /// Frames of ours not sent: a VP8 frame shorter than its clear prefix
+    /// (a broken source), which no receiver could open.
+    pub unsendable: u64,
     /// Frames that arrived.
     pub received: u64,
     /// Frames that decrypted.
@@ -578,11 +581,21 @@ impl Session {
         g.into_iter().chain(h).min()
     }
 
-    /// Encrypts one of our encoded frames.
+    /// Encrypts one of our encoded frames. A frame no receiver could open
+    /// ([`Error::ShortFrame`]) is counted in [`Stats::unsendable`].
     pub fn seal(&mut self, codec: Codec, frame: &[u8]) -> Result<Vec<u8>, Error> {
-        let sealed = self.crypto.seal(codec, frame)?;
-        self.stats.sent += 1;
-        Ok(sealed)
+        match self.crypto.seal(codec, frame) {
+            Ok(sealed) => {
+                self.stats.sent += 1;
+                Ok(sealed)
+            }
+            Err(e) => {
+                if matches!(e, Error::ShortFrame { .. }) {
+                    self.stats.unsendable += 1;
+                }
+                Err(e)
+            }
+        }
     }
 
     /// A media frame that arrived from `from` (as the SFU says).
@@ -1320,6 +1333,21 @@ mod tests {
             now,
         );
         (ann, bob, ann_id, bob_id)
+    }
+
+    #[test]
+    fn a_frame_no_receiver_could_open_is_not_sent_and_is_counted() {
+        let now = Millis(1_000_000);
+        let (mut ann, _, _, _) = ann_and_bob(now);
+        let sent = ann.stats().sent;
+        assert!(matches!(
+            ann.seal(Codec::Vp8, &[0x50; 4]),
+            Err(Error::ShortFrame { len: 4, prefix: 10 })
+        ));
+        assert_eq!(ann.stats().unsendable, 1);
+        assert_eq!(ann.stats().sent, sent);
+        assert!(ann.seal(Codec::Vp8, &[0x50; 40]).is_ok());
+        assert_eq!(ann.stats().sent, sent + 1);
     }
 
     #[test]
