@@ -591,7 +591,13 @@ fn what_a_frame_no_key_opens_is() {
     );
     // Below the key b was given when it joined: sealed before a saw b's
     // join, never b's to read.
-    assert!(g > Generation { rekey: 0, ratchet: 0 }, "{g:?}");
+    assert!(
+        g > Generation {
+            rekey: 0,
+            ratchet: 0
+        },
+        "{g:?}"
+    );
     assert_eq!(outlook(&room, at(0, 0)), KeyOutlook::BeforeUs);
 
     // Changes: b's own join, then quiet, then a join and a departure.
