@@ -240,7 +240,7 @@ async fn help_documents_every_flag() {
         .await
         .expect("help");
     let text = String::from_utf8(help.stdout).expect("utf-8");
-    for flag in ["--secret-file", "--room", "--name", "--ttl"] {
+    for flag in ["--secret-file", "--room", "--name", "--ttl", "--link-base"] {
         assert!(text.contains(flag), "token --help lacks {flag}:\n{text}");
     }
 }

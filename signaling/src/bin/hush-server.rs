@@ -175,6 +175,11 @@ struct TokenArgs {
     /// How long the token is valid (e.g. 30m, 1h, 7d).
     #[arg(long, default_value = "1h", value_parser = duration)]
     ttl: Duration,
+    /// Also print an invite link for the browser client at this base URL
+    /// (e.g. https://call.example.com:7880): BASE/#room=R&name=N&token=T.
+    /// The token rides in the fragment, which browsers never send.
+    #[arg(long, value_name = "URL")]
+    link_base: Option<String>,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -407,7 +412,51 @@ fn mint(args: &TokenArgs) -> anyhow::Result<()> {
         args.ttl.as_secs()
     );
     println!("{}", token.as_str());
+    if let Some(base) = &args.link_base {
+        println!(
+            "{}",
+            invite_link(base, &args.room, &args.name, token.as_str())?
+        );
+    }
     Ok(())
+}
+
+/// `base/#room=R&name=N&token=T` (PROTOCOL.md §10): each value
+/// percent-encoded, all of it in the fragment, which a browser never sends.
+fn invite_link(
+    base: &str,
+    room: &RoomId,
+    name: &DisplayName,
+    token: &str,
+) -> anyhow::Result<String> {
+    let lower = base.to_ascii_lowercase();
+    if !(lower.starts_with("https://") || lower.starts_with("http://")) {
+        bail!("--link-base {base:?} must be an http:// or https:// URL");
+    }
+    if base.contains(['#', '?']) {
+        bail!("--link-base {base:?} must not have a query or a fragment");
+    }
+    let slash = if base.ends_with('/') { "" } else { "/" };
+    Ok(format!(
+        "{base}{slash}#room={}&name={}&token={}",
+        percent_encode(room.as_str()),
+        percent_encode(name.as_str()),
+        percent_encode(token)
+    ))
+}
+
+/// RFC 3986 percent-encoding of every byte but the unreserved ones.
+fn percent_encode(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -553,6 +602,29 @@ mod tests {
         assert_eq!(cli.serve.limits(), Limits::default());
         assert_eq!(cli.serve.listen.to_string(), "127.0.0.1:7880");
         assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn invite_links_carry_everything_in_the_fragment_percent_encoded() {
+        let room: RoomId = "standup".parse().expect("room");
+        let name: DisplayName = "Zoë & co".parse().expect("name");
+        for base in [
+            "https://call.example.com:7880",
+            "https://call.example.com:7880/",
+        ] {
+            assert_eq!(
+                invite_link(base, &room, &name, "v1.abc.def").expect("link"),
+                "https://call.example.com:7880/#room=standup&name=Zo%C3%AB%20%26%20co&token=v1.abc.def"
+            );
+        }
+        for bad in [
+            "call.example.com",
+            "ftp://x",
+            "https://x/?a=1",
+            "https://x/#y",
+        ] {
+            assert!(invite_link(bad, &room, &name, "t").is_err(), "{bad}");
+        }
     }
 
     #[test]
