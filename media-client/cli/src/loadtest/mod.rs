@@ -454,8 +454,9 @@ async fn run_on(spec: &LoadSpec, target: &Target) -> Result<LoadReport, Error> {
                 Err(e) => return Err(e),
             };
             step.lost_to_key_change_during_ramp = at_ramp_up.lost.saturating_sub(before_ramp.lost);
-            step.before_join_during_ramp =
-                at_ramp_up.before_join.saturating_sub(before_ramp.before_join);
+            step.before_join_during_ramp = at_ramp_up
+                .before_join
+                .saturating_sub(before_ramp.before_join);
             step.join_to_first_frame_ms = join_to_first_frame(&world, i);
             before_ramp = key_counts(&world).await;
             let held = step.held;
