@@ -146,7 +146,9 @@ impl Channel {
         Ok(out)
     }
 
-    /// Opens an envelope from the peer (whose header was already parsed).
+    /// Opens an envelope from the peer (whose header was already parsed),
+    /// checking its counter against the replay window without moving it
+    /// (see [`Channel::accept`]).
     pub(crate) fn open(
         &mut self,
         envelope: &[u8],
@@ -178,8 +180,14 @@ impl Channel {
                 &tag,
             )
             .map_err(|_| Error::EnvelopeAuthentication(from))?;
-        self.window.accept(counter);
         Ok(body)
+    }
+
+    /// Marks `counter` as received: call it once the envelope that
+    /// [`Channel::open`] opened has been accepted whole (its message too),
+    /// so a rejected envelope does not move the replay window.
+    pub(crate) fn accept(&mut self, counter: u64) {
+        self.window.accept(counter);
     }
 }
 

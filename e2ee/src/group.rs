@@ -585,6 +585,9 @@ impl Group {
                 return Err(Error::ForeignKeyId { from, kid });
             }
         }
+        // Accepted whole: only now is its counter used up (PROTOCOL.md §4.1:
+        // a rejected envelope changes nothing).
+        member.channel.accept(header.counter);
         // It authenticated: the member is live. What we owe it goes first.
         let mut outputs = Vec::new();
         if !member.confirmed {
@@ -1297,6 +1300,70 @@ mod tests {
         let joined = Group::join(b, &[a_kp], T0, Config::default());
         let hello = hello_in(joined.outputs);
         (a, joined.group, b_kp, hello)
+    }
+
+    #[test]
+    fn an_authenticated_envelope_that_is_refused_leaves_the_replay_window_alone() {
+        let room = RoomId("r".into());
+        let (mut a, mut b, b_kp, hello) = two_members(&room);
+        admit_with_hello(&mut a, &b_kp, &hello);
+        let a_id = a.me();
+        let seal = |b: &mut Group, plaintext: &[u8]| {
+            b.members
+                .get_mut(&a_id)
+                .expect("a is b's member")
+                .channel
+                .seal(plaintext)
+                .expect("seal")
+        };
+        // b's next envelopes: an unknown message type, and a sender key
+        // under a KID of a's slot, both authenticated, both refused.
+        let bad_type = seal(&mut b, &[0x7f]);
+        let mut foreign = vec![0x01];
+        foreign.extend_from_slice(
+            &kid_of(
+                a_id,
+                Generation {
+                    rekey: 0,
+                    ratchet: 0,
+                },
+            )
+            .0
+            .to_be_bytes(),
+        );
+        foreign.push(32);
+        foreign.extend_from_slice(&[9; 32]);
+        let foreign = seal(&mut b, &foreign);
+        assert!(matches!(
+            a.receive_envelope(&bad_type, T0),
+            Err(Error::Malformed { .. })
+        ));
+        assert!(matches!(
+            a.receive_envelope(&foreign, T0),
+            Err(Error::ForeignKeyId { .. })
+        ));
+        // Their counters were not used up: refused again for what they
+        // are, never as replays.
+        assert!(matches!(
+            a.receive_envelope(&bad_type, T0),
+            Err(Error::Malformed { .. })
+        ));
+        // The window did not move: an envelope sealed before 300 refused
+        // ones, arriving after them, still opens (had they moved the
+        // window, it would be 300 behind, outside it).
+        let early = seal(&mut b, &Message::Hello.encode());
+        let refused: Vec<Vec<u8>> = (0..300).map(|_| seal(&mut b, &[0x7f])).collect();
+        for e in &refused {
+            assert!(matches!(
+                a.receive_envelope(e, T0),
+                Err(Error::Malformed { .. })
+            ));
+        }
+        assert!(a.receive_envelope(&early, T0).is_ok());
+        assert!(matches!(
+            a.receive_envelope(&early, T0),
+            Err(Error::ReplayedEnvelope { .. })
+        ));
     }
 
     /// The one envelope (a newcomer's hello) in a join's outputs.
