@@ -49,6 +49,7 @@ const TAG_LEN: usize = 16;
 pub const ENVELOPE_REPLAY_WINDOW: u64 = 256;
 
 /// The two directional keys of a pairwise channel, before keying AES.
+#[cfg_attr(feature = "fuzzing", derive(Clone))]
 pub(crate) struct ChannelKeys {
     pub(crate) send: Zeroizing<[u8; 32]>,
     pub(crate) recv: Zeroizing<[u8; 32]>,
@@ -97,6 +98,7 @@ pub(crate) fn derive_keys(
 }
 
 /// One end of a pairwise channel.
+#[cfg_attr(feature = "fuzzing", derive(Clone))]
 pub(crate) struct Channel {
     me: ParticipantId,
     peer: ParticipantId,

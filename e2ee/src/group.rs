@@ -148,12 +148,14 @@ pub struct Joined {
     pub rejected: Vec<(usize, Error)>,
 }
 
+#[cfg_attr(feature = "fuzzing", derive(Clone))]
 struct ReceiveKey {
     base: Secret,
     /// When the key is erased; `None` while it is the newest.
     expires: Option<Millis>,
 }
 
+#[cfg_attr(feature = "fuzzing", derive(Clone))]
 struct Member {
     package: KeyPackage,
     channel: Channel,
@@ -203,6 +205,7 @@ struct SenderKey {
 /// not there (a departed member's replayed key package) never gets a key
 /// that needs it to be live, and never one made at a departure.
 #[derive(Default)]
+#[cfg_attr(feature = "fuzzing", derive(Clone))]
 struct Owed {
     /// The key it would have got when we learnt of it, if we have not sent
     /// it: our first key, generation (0, 0), if it was there before us; the
@@ -214,6 +217,7 @@ struct Owed {
     fresh: Option<SenderKey>,
 }
 
+#[cfg_attr(feature = "fuzzing", derive(Clone))]
 struct PendingKey {
     key: SenderKey,
     waiting: BTreeSet<ParticipantId>,
@@ -984,6 +988,50 @@ impl Group {
             s.extend(m.chain.values().map(|k| k.expose().to_vec()));
         }
         s
+    }
+}
+
+/// Hooks for `e2ee/fuzz` only (feature `fuzzing`, never enabled in the
+/// workspace): they reach what a fuzzer cannot through encryption.
+#[cfg(feature = "fuzzing")]
+impl Group {
+    /// Seals `plaintext` on our pairwise channel to member `to`, exactly as
+    /// we seal our own messages, so that a fuzzer can hand the member any
+    /// message body inside a genuine envelope. Only for `e2ee/fuzz`.
+    #[doc(hidden)]
+    pub fn seal_raw_for_fuzzing(
+        &mut self,
+        to: ParticipantId,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        self.next_deadline.set(None);
+        let member = self.members.get_mut(&to).ok_or(Error::UnknownMember(to))?;
+        member.channel.seal(plaintext)
+    }
+
+    /// A copy of this state, secrets included, so that each fuzz input
+    /// starts from the same group. Only for `e2ee/fuzz`.
+    #[doc(hidden)]
+    pub fn fork_for_fuzzing(&self) -> Group {
+        Group {
+            config: self.config,
+            room: self.room.clone(),
+            me: LocalMember {
+                ephemeral: self.me.ephemeral.clone(),
+                package: self.me.package.clone(),
+            },
+            members: self.members.clone(),
+            timed: self.timed.clone(),
+            departed: self.departed.clone(),
+            left: self.left.clone(),
+            active: self.active.clone(),
+            pending: self.pending.clone(),
+            owed: self.owed.clone(),
+            last_join: self.last_join,
+            last_departure: self.last_departure,
+            joins_since_leave: self.joins_since_leave,
+            next_deadline: self.next_deadline.clone(),
+        }
     }
 }
 

@@ -165,6 +165,41 @@ impl KeyPackage {
     }
 }
 
+/// Hooks for `e2ee/fuzz` only (feature `fuzzing`, never enabled in the
+/// workspace).
+#[cfg(feature = "fuzzing")]
+impl KeyPackage {
+    /// A key package with any fields, signed by `identity`: it passes the
+    /// signature check, so a fuzzer reaches the checks after it. The
+    /// ephemeral key is taken as given (it may be a low-order point).
+    /// Only for `e2ee/fuzz`.
+    #[doc(hidden)]
+    pub fn sign_fields_for_fuzzing(
+        identity: &Identity,
+        room: RoomId,
+        participant: ParticipantId,
+        ephemeral: [u8; 32],
+        created: Millis,
+    ) -> Result<Self, Error> {
+        if room.0.len() > usize::from(u16::MAX) {
+            return Err(Error::Malformed {
+                what: "room id",
+                why: "longer than 65535 bytes",
+            });
+        }
+        let mut package = KeyPackage {
+            room,
+            participant,
+            identity: identity.public(),
+            ephemeral,
+            created,
+            signature: [0; 64],
+        };
+        package.signature = identity.sign(&package.signing_input());
+        Ok(package)
+    }
+}
+
 /// This device's membership in one room: its identity, a fresh participant
 /// id and ephemeral X25519 secret, and the signed key package announcing them.
 pub struct LocalMember {

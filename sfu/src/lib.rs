@@ -127,6 +127,9 @@
 
 mod capture;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 mod ids;
 pub mod metrics;
