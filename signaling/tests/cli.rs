@@ -42,23 +42,7 @@ async fn start(args: &[&str]) -> Running {
         .spawn()
         .expect("spawn hush-server");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut banner = Vec::new();
-    let addr = tokio::time::timeout(HANG_GUARD, async {
-        loop {
-            let line = stdout
-                .next_line()
-                .await
-                .expect("read")
-                .expect("server exited early");
-            if let Some(rest) = line.strip_prefix("hush-server listening on http://") {
-                let addr = rest.split_whitespace().next().expect("address");
-                return addr.parse::<SocketAddr>().expect("socket address");
-            }
-            banner.push(line);
-        }
-    })
-    .await
-    .expect("server prints its address");
+    let (addr, _, banner) = support::listening_on(&mut stdout, "http").await;
     Running {
         child,
         stdout,

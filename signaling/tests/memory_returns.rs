@@ -59,25 +59,7 @@ async fn memory_returns_after_rounds_of_clients_that_join_and_vanish() {
         .spawn()
         .expect("spawn hush-server");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let addr: SocketAddr = tokio::time::timeout(HANG_GUARD, async {
-        loop {
-            let line = lines
-                .next_line()
-                .await
-                .expect("read")
-                .expect("server exited");
-            if let Some(rest) = line.strip_prefix("hush-server listening on http://") {
-                return rest
-                    .split_whitespace()
-                    .next()
-                    .expect("address")
-                    .parse()
-                    .expect("address");
-            }
-        }
-    })
-    .await
-    .expect("hang guard: the server never said where it listens");
+    let (addr, _, _) = support::listening_on(&mut lines, "http").await;
 
     // The idle level: after one small round, so that what every server
     // allocates once (thread stacks, the runtime's first buffers) is in it.

@@ -377,21 +377,8 @@ impl Running {
                 let _ = tx.send(line);
             }
         });
-        let addr = guard(async {
-            loop {
-                let line = stdout
-                    .next_line()
-                    .await
-                    .expect("read")
-                    .expect("server exited early");
-                if let Some(rest) = line.strip_prefix("hush-server listening on https://") {
-                    assert!(rest.contains("wss://"), "{line}");
-                    let addr = rest.split_whitespace().next().expect("address");
-                    return addr.parse::<SocketAddr>().expect("socket address");
-                }
-            }
-        })
-        .await;
+        let (addr, rest, _) = support::listening_on(&mut stdout, "https").await;
+        assert!(rest.contains("wss://"), "{rest}");
         Self {
             child,
             addr,

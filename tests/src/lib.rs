@@ -53,6 +53,33 @@ pub async fn join(spec: ParticipantSpec) -> Participant {
         .expect("participant starts")
 }
 
+/// Asserts that ann and bob each decrypted at least 95 % of the frames the
+/// other sent between two samples of their counters (`*0` before, `*1`
+/// after), each having sent at least `min_sent`; prints the figures.
+pub fn assert_heard_each_other(ann: (&Stats, &Stats), bob: (&Stats, &Stats), min_sent: u64) {
+    let ((a0, a1), (b0, b1)) = (ann, bob);
+    for (who, sent, decrypted) in [
+        (
+            "bob from ann",
+            a1.sent - a0.sent,
+            b1.decrypted - b0.decrypted,
+        ),
+        (
+            "ann from bob",
+            b1.sent - b0.sent,
+            a1.decrypted - a0.decrypted,
+        ),
+    ] {
+        assert!(sent >= min_sent, "{who}: only {sent} frames sent");
+        let ratio = decrypted as f64 / sent as f64;
+        eprintln!(
+            "{who}: {decrypted} of {sent} frames decrypted ({:.1} %)",
+            ratio * 100.0
+        );
+        assert!(ratio >= 0.95, "{who}: {decrypted} of {sent}");
+    }
+}
+
 /// The frame counters of a running participant.
 pub async fn stats(p: &Participant) -> hush_client::session::Stats {
     p.stats().await.expect("participant running")

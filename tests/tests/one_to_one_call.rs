@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use hush::local::LocalServer;
-use hush_tests::{heard, heard_hz, join, spec, stats, until_decrypted};
+use hush_tests::{assert_heard_each_other, heard, heard_hz, join, spec, stats, until_decrypted};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_to_one_call() {
@@ -19,26 +19,7 @@ async fn one_to_one_call() {
     let (a1, b1) = (stats(&a).await, stats(&b).await);
     let ra = a.stop().await.expect("ann");
     let rb = b.stop().await.expect("bob");
-    for (who, sent, decoded) in [
-        (
-            "bob from ann",
-            a1.sent - a0.sent,
-            b1.decrypted - b0.decrypted,
-        ),
-        (
-            "ann from bob",
-            b1.sent - b0.sent,
-            a1.decrypted - a0.decrypted,
-        ),
-    ] {
-        assert!(sent >= 200, "{who}: only {sent} frames sent in 5 s");
-        let ratio = decoded as f64 / sent as f64;
-        eprintln!(
-            "{who}: {decoded} of {sent} frames decoded ({:.1} %)",
-            ratio * 100.0
-        );
-        assert!(ratio >= 0.95, "{who}: {decoded} of {sent}");
-    }
+    assert_heard_each_other((&a0, &a1), (&b0, &b1), 200);
     for (r, other) in [(&ra, "bob"), (&rb, "ann")] {
         let remote = heard(r, other).expect("heard the other");
         let hz = heard_hz(remote).expect("a tone");

@@ -35,6 +35,34 @@ pub fn hush_server_command() -> tokio::process::Command {
     c
 }
 
+/// Reads a starting `hush-server`'s stdout up to the line saying where it
+/// listens with `scheme` (`http` or `https`); returns that line's address,
+/// the rest of that line, and every line before it.
+pub async fn listening_on(
+    stdout: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    scheme: &str,
+) -> (SocketAddr, String, Vec<String>) {
+    let prefix = format!("hush-server listening on {scheme}://");
+    let mut before = Vec::new();
+    tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            let line = stdout
+                .next_line()
+                .await
+                .expect("read")
+                .expect("server exited early");
+            if let Some(rest) = line.strip_prefix(&prefix) {
+                let addr = rest.split_whitespace().next().expect("address");
+                let addr = addr.parse::<SocketAddr>().expect("socket address");
+                return (addr, rest.to_owned(), before);
+            }
+            before.push(line);
+        }
+    })
+    .await
+    .expect("hang guard: the server never said where it listens")
+}
+
 /// A server running in this process.
 pub struct TestServer {
     pub addr: SocketAddr,
