@@ -34,20 +34,26 @@ const utf8 = new TextEncoder();
  * `weak_key_agreement`, `not_for_me`, `wrong_sender`,
  * `envelope_authentication`, `replayed_envelope`, `envelope_outside_window`,
  * `foreign_key_id`, `non_minimal_header`, `unknown_key_id`,
- * `frame_authentication`, `replayed_frame`, `frame_outside_window`. Local:
- * `channel_exhausted`, `counter_exhausted`, `invalid_argument` (misuse).
+ * `frame_authentication`, `replayed_frame`, `frame_outside_window`. Group
+ * state (src/group.js): `departed` (a departed member's key package shown
+ * again), `unknown_member`, `unknown_key` (no key for a KID and none
+ * derivable), `key_held` (nothing to derive: installed already). Local:
+ * `channel_exhausted`, `counter_exhausted`, `generation_exhausted`,
+ * `invalid_argument` (misuse).
  * @typedef {'malformed' | 'unsupported_version' | 'bad_signature' | 'wrong_room'
  *   | 'stale_key_package' | 'key_package_from_future' | 'from_self'
  *   | 'duplicate_member' | 'weak_key_agreement' | 'not_for_me' | 'wrong_sender'
  *   | 'envelope_authentication' | 'replayed_envelope' | 'envelope_outside_window'
  *   | 'foreign_key_id' | 'non_minimal_header' | 'unknown_key_id'
  *   | 'frame_authentication' | 'replayed_frame' | 'frame_outside_window'
- *   | 'channel_exhausted' | 'counter_exhausted' | 'invalid_argument'} ErrorCode
+ *   | 'departed' | 'unknown_member' | 'unknown_key' | 'key_held'
+ *   | 'channel_exhausted' | 'counter_exhausted' | 'generation_exhausted'
+ *   | 'invalid_argument'} ErrorCode
  */
 
 /**
  * Non-secret facts about a refusal, for the caller's decisions and logs.
- * @typedef {{ kid?: bigint, counter?: bigint }} ErrorDetail
+ * @typedef {{ kid?: bigint, counter?: bigint, participantId?: Uint8Array }} ErrorDetail
  */
 
 /** The one error type of this module: a refused input or a misuse, named by `code`. */
@@ -279,6 +285,8 @@ export const KEY_PACKAGE_MAX_SKEW_MS = 5 * 60 * 1000;
  * @property {string} room the room we are in
  * @property {number} nowMs our clock, Unix milliseconds
  * @property {boolean} [newcomer] a `member_joined` package: 10 minutes old at most, not 24 h
+ * @property {number} [maxAgeMs] oldest acceptable age, overriding the 24 h / 10 min of `newcomer`
+ * @property {number} [maxSkewMs] clock skew tolerated for packages dated in the future (default 5 min)
  * @property {{ participantId: Uint8Array, ephemeral: Uint8Array }} [own] our own package's id and key (step 6)
  * @property {(participantId: Uint8Array) => boolean} [isKnown] whether the id is, or recently was,
  *   in the group (step 6)
@@ -327,10 +335,14 @@ export async function verifyKeyPackage(bytes, check) {
   if (!bytesEqual(utf8.encode(kp.room), expectedRoom)) {
     throw new ProtocolError('wrong_room', 'key package is for another room');
   }
-  if (kp.created > now + BigInt(KEY_PACKAGE_MAX_SKEW_MS)) {
+  const maxSkew = check.maxSkewMs === undefined ? BigInt(KEY_PACKAGE_MAX_SKEW_MS) : millis(check.maxSkewMs);
+  if (kp.created > now + maxSkew) {
     throw new ProtocolError('key_package_from_future', `key package is dated ${kp.created - now} ms ahead`);
   }
-  const maxAge = BigInt(check.newcomer === true ? NEWCOMER_KEY_PACKAGE_MAX_AGE_MS : KEY_PACKAGE_MAX_AGE_MS);
+  const maxAge =
+    check.maxAgeMs !== undefined
+      ? millis(check.maxAgeMs)
+      : BigInt(check.newcomer === true ? NEWCOMER_KEY_PACKAGE_MAX_AGE_MS : KEY_PACKAGE_MAX_AGE_MS);
   const age = now > kp.created ? now - kp.created : 0n;
   if (age > maxAge) {
     throw new ProtocolError('stale_key_package', `key package is ${age} ms old`);
@@ -342,7 +354,9 @@ export async function verifyKeyPackage(bytes, check) {
     throw new ProtocolError('from_self', 'key package carries our own participant id or ephemeral key');
   }
   if (check.isKnown !== undefined && check.isKnown(kp.participantId.slice())) {
-    throw new ProtocolError('duplicate_member', 'participant id is or was already in the group');
+    throw new ProtocolError('duplicate_member', 'participant id is or was already in the group', {
+      participantId: kp.participantId.slice(),
+    });
   }
   return kp;
 }
