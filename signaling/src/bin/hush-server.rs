@@ -175,8 +175,8 @@ struct TokenArgs {
     /// How long the token is valid (e.g. 30m, 1h, 7d).
     #[arg(long, default_value = "1h", value_parser = duration)]
     ttl: Duration,
-    /// Also print an invite link for the browser client at this base URL
-    /// (e.g. https://call.example.com:7880): BASE/#room=R&name=N&token=T.
+    /// Also print an invite link for the browser client under this base URL
+    /// (the server's own, with https and its port): BASE/#room=R&name=N&token=T.
     /// The token rides in the fragment, which browsers never send.
     #[arg(long, value_name = "URL")]
     link_base: Option<String>,
