@@ -25,6 +25,7 @@ mod metrics;
 mod room;
 mod server;
 mod tls;
+mod web;
 mod ws;
 
 pub use admission::{ConnectionCaps, ConnectionRefusal, ConnectionSlot};

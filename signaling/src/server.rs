@@ -163,6 +163,8 @@ impl Server {
             .route("/v1/ws", get(upgrade))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/metrics", get(metrics))
+            .route("/", get(crate::web::index))
+            .route("/{*path}", get(crate::web::asset))
             .with_state(Arc::clone(&shared));
         let mut stop = shared.shutdown.subscribe();
         loop {

@@ -1,0 +1,461 @@
+// @ts-check
+/**
+ * The call page: join form or invite link (PROTOCOL.md §10), identity in
+ * IndexedDB, a tile per participant, controls, safety numbers, a stats
+ * panel, and `window.hushStats()` for tests and support.
+ */
+
+import { fingerprint } from './protocol.js';
+import { Call } from './call.js';
+
+/**
+ * What the page shows of one member.
+ * @typedef {object} Tile
+ * @property {number} id
+ * @property {string} name
+ * @property {HTMLElement} el
+ * @property {HTMLVideoElement} video
+ * @property {HTMLAudioElement} audio
+ * @property {AnalyserNode | null} analyser
+ * @property {string | null} safetyNumber
+ * @property {boolean} confirmed
+ * @property {string} identity hex
+ * @property {number} level 0..1, the last audio level heard
+ */
+
+/** @param {string} id */
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+
+/** @type {Call | null} */
+let call = null;
+/** @type {Map<number, Tile>} by signaling id */
+const tiles = new Map();
+/** @type {AudioContext | null} */
+let audioContext = null;
+/** @type {AnalyserNode | null} */
+let localAnalyser = null;
+/** @type {MediaStream | null} */
+let local = null;
+let speaker = /** @type {number | null} */ (null);
+let myFingerprint = '';
+/** The latest snapshot `hushStats()` returns. @type {Record<string, unknown>} */
+let snapshot = { state: 'idle', peers: {} };
+
+// ---------------------------------------------------------------------------
+// Identity (IndexedDB) and known peers (localStorage)
+// ---------------------------------------------------------------------------
+
+/**
+ * Our Ed25519 identity: made once per browser profile, the private key a
+ * non-extractable CryptoKey stored as such in IndexedDB.
+ * @returns {Promise<{ privateKey: CryptoKey, publicKey: Uint8Array }>}
+ */
+async function identity() {
+  const db = await new Promise((resolve, reject) => {
+    const open = indexedDB.open('hush', 1);
+    open.onupgradeneeded = () => open.result.createObjectStore('identity');
+    open.onsuccess = () => resolve(open.result);
+    open.onerror = () => reject(open.error);
+  });
+  /** @param {'readonly' | 'readwrite'} mode */
+  const store = (mode) => /** @type {IDBDatabase} */ (db).transaction('identity', mode).objectStore('identity');
+  const found = await new Promise((resolve, reject) => {
+    const get = store('readonly').get('default');
+    get.onsuccess = () => resolve(get.result);
+    get.onerror = () => reject(get.error);
+  });
+  if (found !== undefined) return { privateKey: found.privateKey, publicKey: new Uint8Array(found.publicKey) };
+  const pair = /** @type {CryptoKeyPair} */ (await crypto.subtle.generateKey({ name: 'Ed25519' }, false, ['sign', 'verify']));
+  const publicKey = new Uint8Array(await crypto.subtle.exportKey('raw', pair.publicKey));
+  await new Promise((resolve, reject) => {
+    const put = store('readwrite').put({ privateKey: pair.privateKey, publicKey }, 'default');
+    put.onsuccess = () => resolve(undefined);
+    put.onerror = () => reject(put.error);
+  });
+  return { privateKey: pair.privateKey, publicKey };
+}
+
+/** @returns {Record<string, { identity: string, verified: boolean }>} */
+function knownPeers() {
+  try {
+    return JSON.parse(localStorage.getItem('hush.known') ?? '{}');
+  } catch {
+    return {};
+  }
+}
+
+/** @param {Record<string, { identity: string, verified: boolean }>} known */
+function saveKnown(known) {
+  localStorage.setItem('hush.known', JSON.stringify(known));
+}
+
+/** @param {Uint8Array} b */
+const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+
+// ---------------------------------------------------------------------------
+// Joining
+// ---------------------------------------------------------------------------
+
+/** The join in the URL fragment (§10), if all three keys are there. */
+function fromFragment() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const room = params.get('room');
+  const name = params.get('name');
+  const token = params.get('token');
+  return room && name && token ? { room, name, token } : null;
+}
+
+/** @param {{ room: string, name: string, token: string }} join */
+async function start(join) {
+  $('join').hidden = true;
+  $('call').hidden = false;
+  $('room').textContent = join.room;
+  // The token stays out of the address bar (and out of bookmarks).
+  history.replaceState(null, '', `${location.pathname}#room=${encodeURIComponent(join.room)}`);
+  const id = await identity();
+  myFingerprint = await fingerprint(id.publicKey);
+  $('fingerprint').textContent = myFingerprint;
+  try {
+    local = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
+  } catch {
+    local = await navigator.mediaDevices.getUserMedia({ audio: true });
+  }
+  audioContext = new AudioContext();
+  localAnalyser = analyserOf(new MediaStream(local.getAudioTracks()));
+  const me = /** @type {HTMLVideoElement} */ ($('me-video'));
+  me.srcObject = new MediaStream(local.getVideoTracks());
+  $('me-name').textContent = `${join.name} (you)`;
+  await listDevices();
+
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  call = new Call({ url: `${scheme}//${location.host}/v1/ws`, ...join }, local);
+  call.addEventListener('state', (e) => onState(/** @type {CustomEvent} */ (e).detail));
+  call.addEventListener('peer', (e) => onPeer(/** @type {CustomEvent} */ (e).detail));
+  call.addEventListener('peer_left', (e) => removeTile(/** @type {CustomEvent} */ (e).detail.id));
+  call.addEventListener('track', (e) => onTrack(/** @type {CustomEvent} */ (e).detail));
+  call.addEventListener('speaker', (e) => {
+    speaker = /** @type {CustomEvent} */ (e).detail.participant;
+  });
+  call.addEventListener('warning', (e) => {
+    const { code, detail } = /** @type {CustomEvent} */ (e).detail;
+    console.warn(`hush: ${code}: ${detail}`);
+    if (code === 'media_closed' || code === 'media_failed' || code.startsWith('token_') || code === 'room_full') {
+      banner(`${code}: ${detail}`);
+    }
+  });
+  call.start(id);
+  snapshot = { room: join.room, you: join.name, fingerprint: myFingerprint, state: 'connecting', peers: {} };
+  setInterval(() => {
+    refresh().catch((e) => console.warn('hush: stats', e));
+  }, 250);
+}
+
+/** @param {{ state: string, reason: string }} s */
+function onState(s) {
+  const el = $('state');
+  el.textContent = s.reason ? `${s.state}: ${s.reason}` : s.state;
+  el.dataset.state = s.state;
+  if (s.state === 'closed' || s.state === 'left') {
+    for (const t of local?.getTracks() ?? []) t.stop();
+  }
+}
+
+/**
+ * A member joined, or proved it is live: its tile, safety number, and the
+ * check against the identity we knew under that name.
+ * @param {{ id: number, name: string, safetyNumber: string | null, identity: Uint8Array, confirmed: boolean }} p
+ */
+function onPeer(p) {
+  const tile = tileOf(p.id, p.name);
+  tile.safetyNumber = p.safetyNumber;
+  tile.confirmed = p.confirmed;
+  tile.identity = hex(p.identity);
+  const known = knownPeers();
+  const before = known[p.name];
+  const warn = tile.el.querySelector('.changed');
+  if (before !== undefined && before.identity !== tile.identity) {
+    tile.el.classList.add('identity-changed');
+    if (warn) warn.textContent = `${p.name}'s identity key changed since you last talked! Compare safety numbers before trusting this call.`;
+    banner(`Warning: ${p.name} has a new identity key. Someone may be impersonating them.`);
+  } else if (before === undefined) {
+    known[p.name] = { identity: tile.identity, verified: false };
+    saveKnown(known);
+  }
+  renderTile(tile);
+}
+
+/**
+ * @param {number} id
+ * @param {string} name
+ * @returns {Tile}
+ */
+function tileOf(id, name) {
+  let tile = tiles.get(id);
+  if (tile !== undefined) return tile;
+  const el = /** @type {HTMLElement} */ (/** @type {HTMLTemplateElement} */ ($('tile')).content.firstElementChild?.cloneNode(true));
+  $('tiles').append(el);
+  tile = {
+    id,
+    name,
+    el,
+    video: /** @type {HTMLVideoElement} */ (el.querySelector('video')),
+    audio: /** @type {HTMLAudioElement} */ (el.querySelector('audio')),
+    analyser: null,
+    safetyNumber: null,
+    confirmed: false,
+    identity: '',
+    level: 0,
+  };
+  const t = tile;
+  /** @type {HTMLButtonElement} */ (el.querySelector('.verify')).onclick = () => {
+    const known = knownPeers();
+    known[t.name] = { identity: t.identity, verified: true };
+    saveKnown(known);
+    t.el.classList.remove('identity-changed');
+    renderTile(t);
+  };
+  tiles.set(id, tile);
+  renderTile(tile);
+  return tile;
+}
+
+/** @param {Tile} t */
+function renderTile(t) {
+  const q = (/** @type {string} */ s) => /** @type {HTMLElement} */ (t.el.querySelector(s));
+  q('.name').textContent = t.name;
+  q('.safety').textContent = t.safetyNumber ?? '…';
+  const known = knownPeers()[t.name];
+  const verified = known !== undefined && known.verified && known.identity === t.identity;
+  q('.badge').textContent = verified ? 'verified' : t.confirmed ? 'not verified' : 'unconfirmed';
+  q('.badge').dataset.kind = verified ? 'verified' : 'unverified';
+  /** @type {HTMLButtonElement} */ (q('.verify')).hidden = verified;
+}
+
+/** @param {number} id */
+function removeTile(id) {
+  tiles.get(id)?.el.remove();
+  tiles.delete(id);
+}
+
+/**
+ * A forwarded track: its member's video or audio (and an analyser on the audio).
+ * @param {{ publisher: number | null, kind: string, stream: MediaStream, track: MediaStreamTrack }} t
+ */
+function onTrack(t) {
+  if (t.publisher === null || call === null) return;
+  const tile = tileOf(t.publisher, call.names.get(t.publisher) ?? `member ${t.publisher}`);
+  if (t.kind === 'video') {
+    tile.video.srcObject = new MediaStream([t.track]);
+    tile.el.classList.add('has-video');
+  } else {
+    const stream = new MediaStream([t.track]);
+    // Chromium feeds WebAudio from a remote track only while an element plays it.
+    tile.audio.srcObject = stream;
+    tile.audio.play().catch(() => banner('Click anywhere to hear the call.'));
+    tile.analyser = analyserOf(stream);
+  }
+}
+
+/** @param {MediaStream} stream */
+function analyserOf(stream) {
+  if (audioContext === null || stream.getAudioTracks().length === 0) return null;
+  const analyser = audioContext.createAnalyser();
+  analyser.fftSize = 8192;
+  analyser.smoothingTimeConstant = 0;
+  audioContext.createMediaStreamSource(stream).connect(analyser);
+  return analyser;
+}
+
+/**
+ * The dominant frequency (Hz, parabolic interpolation between FFT bins)
+ * and the RMS level of what an analyser hears; null frequency in silence.
+ * @param {AnalyserNode} a
+ */
+function listen(a) {
+  const time = new Float32Array(a.fftSize);
+  a.getFloatTimeDomainData(time);
+  let sum = 0;
+  for (const v of time) sum += v * v;
+  const rms = Math.sqrt(sum / time.length);
+  const spectrum = new Float32Array(a.frequencyBinCount);
+  a.getFloatFrequencyData(spectrum);
+  let best = 1;
+  for (let i = 2; i < spectrum.length - 1; i += 1) {
+    if ((spectrum[i] ?? -Infinity) > (spectrum[best] ?? -Infinity)) best = i;
+  }
+  const [l, c, r] = [spectrum[best - 1] ?? 0, spectrum[best] ?? 0, spectrum[best + 1] ?? 0];
+  const shift = l - 2 * c + r === 0 ? 0 : (0.5 * (l - r)) / (l - 2 * c + r);
+  const binHz = a.context.sampleRate / a.fftSize;
+  return { hz: rms > 0.001 ? Math.round((best + shift) * binHz * 10) / 10 : null, rms };
+}
+
+// ---------------------------------------------------------------------------
+// Controls
+// ---------------------------------------------------------------------------
+
+async function listDevices() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  for (const [kind, select] of /** @type {const} */ ([['audioinput', 'mic'], ['videoinput', 'cam']])) {
+    const el = /** @type {HTMLSelectElement} */ ($(select));
+    el.replaceChildren(
+      ...devices
+        .filter((d) => d.kind === kind)
+        .map((d, i) => new Option(d.label || `${kind === 'audioinput' ? 'microphone' : 'camera'} ${i + 1}`, d.deviceId)),
+    );
+  }
+}
+
+/**
+ * Switches to another microphone or camera without renegotiating.
+ * @param {'audio' | 'video'} kind
+ * @param {string} deviceId
+ */
+async function switchDevice(kind, deviceId) {
+  const pc = call?.peerConnection;
+  if (!pc || local === null) return;
+  const fresh = await navigator.mediaDevices.getUserMedia({ [kind]: { deviceId: { exact: deviceId } } });
+  const track = fresh.getTracks()[0];
+  if (track === undefined) return;
+  const old = kind === 'audio' ? local.getAudioTracks()[0] : local.getVideoTracks()[0];
+  track.enabled = old?.enabled ?? true;
+  const sender = pc.getSenders().find((s) => s.track?.kind === kind);
+  await sender?.replaceTrack(track);
+  if (old) {
+    local.removeTrack(old);
+    old.stop();
+  }
+  local.addTrack(track);
+  if (kind === 'video') /** @type {HTMLVideoElement} */ ($('me-video')).srcObject = new MediaStream([track]);
+}
+
+/** @param {string} text */
+function banner(text) {
+  const el = $('banner');
+  el.textContent = text;
+  el.hidden = false;
+}
+
+function wireControls() {
+  const toggle = (/** @type {string} */ button, /** @type {'audio' | 'video'} */ kind, /** @type {string[]} */ labels) => {
+    const el = /** @type {HTMLButtonElement} */ ($(button));
+    el.onclick = () => {
+      const tracks = kind === 'audio' ? local?.getAudioTracks() : local?.getVideoTracks();
+      const on = !(tracks?.[0]?.enabled ?? false);
+      for (const t of tracks ?? []) t.enabled = on;
+      el.setAttribute('aria-pressed', String(!on));
+      el.textContent = on ? labels[0] ?? '' : labels[1] ?? '';
+    };
+  };
+  toggle('mute', 'audio', ['Mute', 'Unmute']);
+  toggle('camera', 'video', ['Camera off', 'Camera on']);
+  /** @type {HTMLButtonElement} */ ($('leave')).onclick = () => call?.leave();
+  /** @type {HTMLSelectElement} */ ($('mic')).onchange = (e) =>
+    switchDevice('audio', /** @type {HTMLSelectElement} */ (e.target).value);
+  /** @type {HTMLSelectElement} */ ($('cam')).onchange = (e) =>
+    switchDevice('video', /** @type {HTMLSelectElement} */ (e.target).value);
+  const form = /** @type {HTMLFormElement} */ ($('join'));
+  form.onsubmit = (e) => {
+    e.preventDefault();
+    const data = new FormData(form);
+    start({ room: String(data.get('room')), name: String(data.get('name')), token: String(data.get('token')) }).catch(fail);
+  };
+  document.body.addEventListener('click', () => {
+    audioContext?.resume();
+    for (const t of tiles.values()) t.audio.play().catch(() => undefined);
+  });
+}
+
+/** @param {unknown} e */
+function fail(e) {
+  banner(`Could not join: ${e instanceof Error ? e.message : String(e)}`);
+  console.error('hush:', e);
+}
+
+// ---------------------------------------------------------------------------
+// Stats: the panel and window.hushStats()
+// ---------------------------------------------------------------------------
+
+async function refresh() {
+  if (call === null) return;
+  const s = await call.refreshStats();
+  if (s === null) return;
+  let rtt = null;
+  const pc = call.peerConnection;
+  if (pc) {
+    for (const r of (await pc.getStats()).values()) {
+      if (r.type === 'candidate-pair' && r.nominated && typeof r.currentRoundTripTime === 'number') {
+        rtt = Math.round(r.currentRoundTripTime * 1000);
+      }
+    }
+  }
+  /** @type {Record<string, unknown>} */
+  const peers = {};
+  for (const p of s.peers) {
+    const tile = tiles.get(p.id) ?? tileOf(p.id, p.name);
+    const heard = tile.analyser ? listen(tile.analyser) : { hz: null, rms: 0 };
+    tile.level = heard.rms;
+    tile.el.classList.toggle('speaking', speaker === p.id || heard.rms > 0.02);
+    const failed = Object.values(p.failed).reduce((a, b) => a + b, 0);
+    peers[p.name] = {
+      id: p.id,
+      received: p.received,
+      decrypted: p.decrypted,
+      failed,
+      failures: p.failed,
+      lost_to_key_change: p.lost_to_key_change,
+      held_then_decrypted: p.held_then_decrypted,
+      confirmed: p.confirmed,
+      safety_number: tile.safetyNumber,
+      audio_hz: heard.hz,
+      video_frames: tile.video.getVideoPlaybackQuality?.().totalVideoFrames ?? 0,
+    };
+  }
+  if (localAnalyser) $('me').classList.toggle('speaking', listen(localAnalyser).rms > 0.02);
+  const failed = Object.values(s.failed).reduce((a, b) => a + b, 0);
+  snapshot = {
+    room: call.join.room,
+    you: call.join.name,
+    you_id: call.you,
+    fingerprint: myFingerprint,
+    state: call.state,
+    sent: s.sent,
+    received: s.received,
+    decrypted: s.decrypted,
+    failed,
+    lost_to_key_change: s.lost_to_key_change,
+    rtt_ms: rtt,
+    peers,
+  };
+  const rows = [
+    ['sent', s.sent],
+    ['received', s.received],
+    ['decrypted', s.decrypted],
+    ['failed', failed],
+    ['lost to key changes', s.lost_to_key_change],
+    ['round-trip time', rtt === null ? '–' : `${rtt} ms`],
+  ];
+  $('stats-body').replaceChildren(
+    ...rows.map(([k, v]) => {
+      const tr = document.createElement('tr');
+      const th = document.createElement('th');
+      th.textContent = String(k);
+      const td = document.createElement('td');
+      td.textContent = String(v);
+      tr.append(th, td);
+      return tr;
+    }),
+  );
+}
+
+/** A JSON snapshot of the call for tests and support: room, you, state, counters, and per member. */
+/** @type {any} */ (window).hushStats = () => JSON.parse(JSON.stringify(snapshot));
+
+wireControls();
+const invited = fromFragment();
+if (invited !== null) {
+  start(invited).catch(fail);
+} else {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const room = params.get('room');
+  if (room) /** @type {HTMLInputElement} */ ($('join-room')).value = room;
+}
