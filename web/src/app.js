@@ -105,11 +105,27 @@ function fromFragment() {
   return room && name && token ? { room, name, token } : null;
 }
 
+/**
+ * Test options in the fragment, ignored by everyone else (§10 readers
+ * ignore other keys): `transforms=streams` forces the older
+ * `createEncodedStreams` path, `audit=1` keeps a sample of our plaintext
+ * frames for `window.hushAudit()`.
+ */
+function testOptions() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  /** @type {{ transforms?: 'streams', audit?: boolean }} */
+  const options = {};
+  if (params.get('transforms') === 'streams') options.transforms = 'streams';
+  if (params.get('audit') === '1') options.audit = true;
+  return options;
+}
+
 /** @param {{ room: string, name: string, token: string }} join */
 async function start(join) {
   $('join').hidden = true;
   $('call').hidden = false;
   $('room').textContent = join.room;
+  const options = testOptions();
   // The token stays out of the address bar (and out of bookmarks).
   history.replaceState(null, '', `${location.pathname}#room=${encodeURIComponent(join.room)}`);
   const id = await identity();
@@ -128,7 +144,7 @@ async function start(join) {
   await listDevices();
 
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  call = new Call({ url: `${scheme}//${location.host}/v1/ws`, ...join }, local);
+  call = new Call({ url: `${scheme}//${location.host}/v1/ws`, ...join }, local, options);
   call.addEventListener('state', (e) => onState(/** @type {CustomEvent} */ (e).detail));
   call.addEventListener('peer', (e) => onPeer(/** @type {CustomEvent} */ (e).detail));
   call.addEventListener('peer_left', (e) => removeTile(/** @type {CustomEvent} */ (e).detail.id));
@@ -418,6 +434,7 @@ async function refresh() {
     you_id: call.you,
     fingerprint: myFingerprint,
     state: call.state,
+    transforms: call.transforms,
     sent: s.sent,
     received: s.received,
     decrypted: s.decrypted,
@@ -446,6 +463,9 @@ async function refresh() {
     }),
   );
 }
+
+/** Our plaintext frames kept for a ciphertext audit (with `audit=1` in the fragment), base64. */
+/** @type {any} */ (window).hushAudit = () => call?.auditSample() ?? Promise.resolve([]);
 
 /** A JSON snapshot of the call for tests and support: room, you, state, counters, and per member. */
 /** @type {any} */ (window).hushStats = () => JSON.parse(JSON.stringify(snapshot));

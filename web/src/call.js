@@ -44,6 +44,8 @@ export class Call extends EventTarget {
   stats = null;
   /** @type {((s: WorkerStats) => void)[]} */
   #statsWaiters = [];
+  /** @type {((frames: string[]) => void)[]} */
+  #auditWaiters = [];
   /** MSID stream id → publisher, from `track_added`. @type {Map<string, number>} */
   streams = new Map();
   /** Receivers already given a decrypting transform. @type {WeakSet<RTCRtpReceiver>} */
@@ -64,11 +66,17 @@ export class Call extends EventTarget {
   /**
    * @param {{ url: string, room: string, name: string, token: string }} join
    * @param {MediaStream} local the microphone (and camera) to send
+   * @param {{ transforms?: 'script' | 'streams', audit?: boolean }} [options] force the
+   *   older `createEncodedStreams` path (tests); keep a sample of our plaintext frames
+   *   for a ciphertext audit (tests)
    */
-  constructor(join, local) {
+  constructor(join, local, options = {}) {
     super();
     this.join = join;
     this.local = local;
+    /** How frames reach the worker: `RTCRtpScriptTransform`, else `createEncodedStreams`. */
+    this.transforms = pickTransforms(options.transforms);
+    this.audit = options.audit === true;
     this.#worker = new Worker(new URL('./media-worker.js', import.meta.url), { type: 'module', name: 'hush-media' });
     this.#worker.onmessage = (ev) => this.#fromWorker(ev.data);
     this.#worker.onerror = (ev) => this.#emit('warning', { code: 'worker', detail: ev.message });
@@ -80,8 +88,8 @@ export class Call extends EventTarget {
    * @param {{ privateKey: CryptoKey, publicKey: Uint8Array }} identity
    */
   start(identity) {
-    if (typeof RTCRtpScriptTransform === 'undefined') {
-      throw new Error('this browser has no RTCRtpScriptTransform: frames could not be encrypted');
+    if (this.transforms === 'none') {
+      throw new Error('this browser has no encoded transforms: frames could not be encrypted');
     }
     this.#setState('connecting');
     const ws = new WebSocket(this.join.url);
@@ -92,6 +100,7 @@ export class Call extends EventTarget {
         privateKey: identity.privateKey,
         publicKey: Array.from(identity.publicKey),
         join: { room: this.join.room, name: this.join.name, token: this.join.token },
+        audit: this.audit,
       });
     };
     ws.onmessage = (ev) => {
@@ -189,6 +198,8 @@ export class Call extends EventTarget {
       } else {
         this.#emit('warning', { code: msg.code ?? msg.event, detail: msg.detail ?? '' });
       }
+    } else if (msg.type === 'audit') {
+      for (const w of this.#auditWaiters.splice(0)) w(msg.frames);
     } else if (msg.type === 'fatal') {
       this.#emit('warning', { code: 'worker', detail: msg.message });
     }
@@ -261,16 +272,16 @@ export class Call extends EventTarget {
 
   /** Opens the peer connection to the SFU and offers our tracks (§11). */
   #startMedia() {
-    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    /** @type {RTCConfiguration & { encodedInsertableStreams?: boolean }} */
+    const config = { bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
+    if (this.transforms === 'streams') config.encodedInsertableStreams = true;
+    const pc = new RTCPeerConnection(config);
     this.#pc = pc;
     for (const track of this.local.getTracks()) {
       const kind = /** @type {'audio' | 'video'} */ (track.kind);
       const t = pc.addTransceiver(track, { direction: 'sendonly', streams: [this.local] });
       preferCodecs(t, kind);
-      t.sender.transform = new RTCRtpScriptTransform(this.#worker, {
-        side: 'send',
-        codec: kind === 'audio' ? 'opus' : 'vp8',
-      });
+      this.#transform(t.sender, { side: 'send', codec: kind === 'audio' ? 'opus' : 'vp8' });
     }
     pc.ontrack = (ev) => this.#onTrack(ev);
     pc.onconnectionstatechange = () => {
@@ -323,6 +334,28 @@ export class Call extends EventTarget {
   }
 
   /**
+   * Routes a sender's or receiver's encoded frames through the worker.
+   * @param {RTCRtpSender | RTCRtpReceiver} end
+   * @param {{ side: 'send' | 'recv', codec: 'opus' | 'vp8', mid?: string }} options
+   */
+  #transform(end, options) {
+    if (this.transforms === 'script') {
+      end.transform = new RTCRtpScriptTransform(this.#worker, options);
+      return;
+    }
+    const { readable, writable } = /** @type {any} */ (end).createEncodedStreams();
+    this.#worker.postMessage({ type: 'streams', readable, writable, options }, [readable, writable]);
+  }
+
+  /** Our plaintext frames the worker kept for an audit (`audit` option), base64. */
+  auditSample() {
+    return new Promise((resolve) => {
+      this.#auditWaiters.push(resolve);
+      this.#worker.postMessage({ type: 'audit' });
+    });
+  }
+
+  /**
    * A forwarded track (or an m-line now carrying another member's track):
    * its frames are decrypted in the worker, attributed by MSID stream id.
    * @param {RTCTrackEvent} ev
@@ -334,11 +367,7 @@ export class Call extends EventTarget {
     this.#worker.postMessage({ type: 'stream', mid, streamId: stream.id });
     if (!this.#transformed.has(ev.receiver)) {
       this.#transformed.add(ev.receiver);
-      ev.receiver.transform = new RTCRtpScriptTransform(this.#worker, {
-        side: 'recv',
-        codec: ev.track.kind === 'audio' ? 'opus' : 'vp8',
-        mid,
-      });
+      this.#transform(ev.receiver, { side: 'recv', codec: ev.track.kind === 'audio' ? 'opus' : 'vp8', mid });
     }
     this.#emit('track', { publisher: this.streams.get(stream.id) ?? null, kind: ev.track.kind, stream, track: ev.track });
   }
@@ -354,4 +383,17 @@ function preferCodecs(t, kind) {
   const caps = RTCRtpReceiver.getCapabilities(kind)?.codecs ?? [];
   const codecs = caps.filter((c) => WANTED[kind].includes(c.mimeType.toLowerCase()));
   if (codecs.length > 0) t.setCodecPreferences(codecs);
+}
+
+/**
+ * Which encoded-transform API to use: the standard one where it exists.
+ * @param {'script' | 'streams' | undefined} wanted
+ * @returns {'script' | 'streams' | 'none'}
+ */
+function pickTransforms(wanted) {
+  const script = typeof RTCRtpScriptTransform !== 'undefined';
+  const streams = typeof RTCRtpSender !== 'undefined' && 'createEncodedStreams' in RTCRtpSender.prototype;
+  if (wanted === 'streams' && streams) return 'streams';
+  if (script) return 'script';
+  return streams ? 'streams' : 'none';
 }

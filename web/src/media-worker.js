@@ -12,7 +12,7 @@
  */
 
 import { Identity, ProtocolError } from './protocol.js';
-import { Session } from './session.js';
+import { Session, toBase64 } from './session.js';
 
 /**
  * What the browser gives a script transform (lib.webworker's
@@ -32,6 +32,10 @@ let session = null;
 const streams = new Map();
 /** Frames passed through send transforms before we had a key (not sent). */
 let unkeyed = 0;
+/** Our plaintext frames kept for a ciphertext audit (tests only), or null. @type {Uint8Array[] | null} */
+let auditSample = null;
+/** How many plaintext frames the audit keeps. */
+const AUDIT_FRAMES = 500;
 
 /** @param {unknown} message */
 function post(message) {
@@ -86,6 +90,7 @@ scope.onmessage = async (/** @type {MessageEvent} */ ev) => {
   try {
     if (msg.type === 'init') {
       const identity = new Identity(msg.privateKey, new Uint8Array(msg.publicKey));
+      if (msg.audit === true) auditSample = [];
       const made = await Session.create(identity, msg.join, Date.now());
       session = /** @type {Session<Handle>} */ (made.session);
       post({ type: 'send', message: made.join });
@@ -93,6 +98,11 @@ scope.onmessage = async (/** @type {MessageEvent} */ ev) => {
       await carryOut(await session.handleServer(msg.message, Date.now()));
     } else if (msg.type === 'stream') {
       streams.set(msg.mid, msg.streamId);
+    } else if (msg.type === 'streams') {
+      // createEncodedStreams: the page hands over the streams themselves.
+      transform({ readable: msg.readable, writable: msg.writable, options: msg.options });
+    } else if (msg.type === 'audit') {
+      post({ type: 'audit', frames: (auditSample ?? []).map((f) => toBase64(f)) });
     } else if (msg.type === 'stats') {
       post({ type: 'stats', stats: await stats() });
     }
@@ -131,6 +141,7 @@ function transform(transformer) {
           unkeyed += 1;
           return;
         }
+        if (auditSample !== null && auditSample.length < AUDIT_FRAMES) auditSample.push(data.slice());
         frame.data = new Uint8Array(sealed).buffer;
         out.enqueue(frame);
         return;
