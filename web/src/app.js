@@ -420,6 +420,7 @@ async function refresh() {
       failures: p.failed,
       lost_to_key_change: p.lost_to_key_change,
       held_then_decrypted: p.held_then_decrypted,
+      first_frame_ms: p.first_frame_ms,
       confirmed: p.confirmed,
       safety_number: tile.safetyNumber,
       audio_hz: heard.hz,

@@ -22,6 +22,7 @@
  * @property {number} held_then_decrypted
  * @property {number} lost_to_key_change
  * @property {number} before_join
+ * @property {number | null} first_frame_ms from our join (or its, if later) to its first frame that opened
  */
 
 /**

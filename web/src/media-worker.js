@@ -32,6 +32,11 @@ let session = null;
 const streams = new Map();
 /** Frames passed through send transforms before we had a key (not sent). */
 let unkeyed = 0;
+/** When each member's first frame opened, ms after it and we were both in the call. @type {Map<number, number>} */
+const firstFrame = new Map();
+/** When we, or each member after us, joined (Unix ms). @type {Map<number, number>} */
+const joinedAt = new Map();
+let ourJoin = 0;
 /** Our plaintext frames kept for a ciphertext audit (tests only), or null. @type {Uint8Array[] | null} */
 let auditSample = null;
 /** How many plaintext frames the audit keeps. */
@@ -48,8 +53,11 @@ function post(message) {
  * @param {import('./session.js').CallEvent<Handle>[]} events
  */
 async function carryOut(events) {
+  // Members listed in our own `joined` count from our join.
+  const ours = events.some((e) => e.type === 'joined');
   for (const e of events) {
     if (e.type === 'frame') {
+      if (!firstFrame.has(e.from)) firstFrame.set(e.from, Date.now() - Math.max(ourJoin, joinedAt.get(e.from) ?? 0));
       e.handle.frame.data = new Uint8Array(e.frame).buffer;
       try {
         e.handle.out.enqueue(e.handle.frame);
@@ -60,6 +68,7 @@ async function carryOut(events) {
       post({ type: 'send', message: e.message });
     } else if (e.type === 'peer_joined' || e.type === 'peer_confirmed') {
       const p = e.peer;
+      if (e.type === 'peer_joined' && !ours) joinedAt.set(p.id, Date.now());
       const safetyNumber = session === null ? null : await session.safetyNumber(p.id);
       post({ type: 'event', event: e.type, id: p.id, name: p.name, identity: Array.from(p.identity), safetyNumber });
     } else if (e.type === 'peer_left') {
@@ -91,7 +100,8 @@ scope.onmessage = async (/** @type {MessageEvent} */ ev) => {
     if (msg.type === 'init') {
       const identity = new Identity(msg.privateKey, new Uint8Array(msg.publicKey));
       if (msg.audit === true) auditSample = [];
-      const made = await Session.create(identity, msg.join, Date.now());
+      ourJoin = Date.now();
+      const made = await Session.create(identity, msg.join, ourJoin);
       session = /** @type {Session<Handle>} */ (made.session);
       post({ type: 'send', message: made.join });
     } else if (msg.type === 'server' && session !== null) {
@@ -116,7 +126,13 @@ async function stats() {
   if (session === null) return null;
   const peers = [];
   for (const p of session.peers()) {
-    peers.push({ id: p.id, name: p.name, confirmed: session.isConfirmed(p.id), ...session.peerStats(p.id) });
+    peers.push({
+      id: p.id,
+      name: p.name,
+      confirmed: session.isConfirmed(p.id),
+      first_frame_ms: firstFrame.get(p.id) ?? null,
+      ...session.peerStats(p.id),
+    });
   }
   return { you: session.you, canSend: session.canSend, unkeyed, ...session.stats, peers };
 }
