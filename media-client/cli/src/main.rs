@@ -612,6 +612,8 @@ async fn call(args: CallArgs) -> Result<()> {
             }
         }
     }
+    // The frame counters as the call ends, for the summary.
+    let totals = participant.stats().await.ok();
     // Leaving waits for the server and the media connection to close; a
     // second Ctrl-C does not wait.
     let report = tokio::select! {
@@ -630,6 +632,15 @@ async fn call(args: CallArgs) -> Result<()> {
         "\nleft {}: sent {} audio and {} video frames",
         args.room, report.audio_sent, report.video_sent
     );
+    if let Some(s) = totals {
+        println!(
+            "frames received {}, decrypted {}, failed {}, lost to key changes {}",
+            s.received,
+            s.decrypted,
+            s.failed.values().sum::<u64>(),
+            s.lost_to_key_change
+        );
+    }
     for r in report.remotes.values() {
         println!(
             "  from {}: {} audio, {} video frames decrypted; audio: {} recovered from later packets, {} concealed",
