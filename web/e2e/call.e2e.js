@@ -17,21 +17,23 @@
 
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 import { decodeWav, encodeWav, fractionNear, sine, windowFrequencies } from './audio.js';
-
-const WEB_DIR = fileURLToPath(new URL('..', import.meta.url));
-const BIN_DIR = process.env['HUSH_BIN_DIR']
-  ? path.resolve(process.env['HUSH_BIN_DIR'])
-  : path.resolve(WEB_DIR, '..', 'target', 'debug');
-const CHROMIUM = process.env['HUSH_CHROMIUM'] ?? '/usr/bin/chromium';
-const ARTIFACTS = path.join(WEB_DIR, 'e2e', 'artifacts');
+import {
+  ARTIFACTS,
+  clearArtifacts,
+  dumpFailure,
+  hushStats,
+  launchChromium,
+  openPage,
+  sleep,
+  startCli,
+  startServer,
+  stopAll,
+  tempDir,
+  waitFor,
+} from './harness.js';
 
 const ROOM = 'e2e';
 /** How long `hush call` stays in the call. */
@@ -39,22 +41,6 @@ const CALL_SECONDS = 15;
 /** The page's microphone (Chromium's fake capture file) and the CLI's tone. */
 const WEB_HZ = 440;
 const CLI_HZ = 660;
-
-/** Chromium's flags: no sandbox or GPU (containers), no background traffic,
- * fake camera and microphone granted without a prompt, audio may play
- * without a gesture. The fake microphone file is appended. */
-const CHROMIUM_FLAGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  '--autoplay-policy=no-user-gesture-required',
-];
 
 /**
  * What the page's `window.hushStats()` returns about one remote member.
@@ -77,173 +63,8 @@ const CHROMIUM_FLAGS = [
  * @property {Record<string, PeerStats>} peers by display name
  */
 
-/** A child process whose output is kept, line by line. */
-class Proc {
-  /**
-   * @param {string} name prefix of its lines in this test's output
-   * @param {string} file
-   * @param {string[]} args
-   * @param {{echo?: boolean}} [options] echo its stdout lines to stderr
-   */
-  constructor(name, file, args, options = {}) {
-    this.name = name;
-    this.out = '';
-    this.err = '';
-    /** @type {string[]} complete stdout lines */
-    this.lines = [];
-    /** @type {((line: string) => void)[]} */
-    this.lineListeners = [];
-    /** @type {((tail: string) => void)[]} called with stderr's unfinished last line */
-    this.errTailListeners = [];
-    // NO_COLOR: hush-server's log without terminal colours.
-    this.child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
-    /** @type {{code: number | null, signal: string | null} | null} */
-    this.status = null;
-    /** @type {Promise<{code: number | null, signal: string | null}>} */
-    this.exited = new Promise((resolve) => {
-      this.child.on('error', (e) => {
-        this.err += `\n[spawn error] ${e.message}\n`;
-        this.status = { code: null, signal: 'spawn-error' };
-        resolve(this.status);
-      });
-      this.child.on('close', (code, signal) => {
-        this.status = { code, signal };
-        resolve(this.status);
-      });
-    });
-    let pending = '';
-    this.child.stdout?.setEncoding('utf8').on('data', (/** @type {string} */ chunk) => {
-      this.out += chunk;
-      pending += chunk;
-      const parts = pending.split(/\r\n|\r|\n/);
-      pending = parts.pop() ?? '';
-      for (const line of parts) {
-        if (line === '') continue;
-        if (options.echo) process.stderr.write(`[${name}] ${line}\n`);
-        this.lines.push(line);
-        for (const l of this.lineListeners) l(line);
-      }
-    });
-    this.child.stderr?.setEncoding('utf8').on('data', (/** @type {string} */ chunk) => {
-      this.err += chunk;
-      const tail = this.err.slice(Math.max(this.err.lastIndexOf('\r'), this.err.lastIndexOf('\n')) + 1);
-      for (const l of this.errTailListeners) l(tail);
-    });
-  }
-
-  /**
-   * The first stdout line matching `re` (already read or to come).
-   * @param {RegExp} re
-   * @param {number} ms how long to wait
-   * @returns {Promise<RegExpExecArray>}
-   */
-  waitForLine(re, ms) {
-    for (const line of this.lines) {
-      const m = re.exec(line);
-      if (m) return Promise.resolve(m);
-    }
-    return new Promise((resolve, reject) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.lineListeners = this.lineListeners.filter((l) => l !== listen);
-      };
-      /** @param {string} line */
-      const listen = (line) => {
-        const m = re.exec(line);
-        if (m) {
-          done();
-          resolve(m);
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`${this.name}: no line matching ${re} within ${ms} ms`));
-      }, ms);
-      this.lineListeners.push(listen);
-      void this.exited.then((s) => {
-        done();
-        reject(new Error(`${this.name} exited (${JSON.stringify(s)}) before printing a line matching ${re}`));
-      });
-    });
-  }
-
-  /**
-   * Waits for the exit, killing the process after `ms`.
-   * @param {number} ms
-   */
-  async waitExit(ms) {
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
-    let timer;
-    const late = new Promise((resolve) => {
-      timer = setTimeout(resolve, ms, 'late');
-    });
-    const r = await Promise.race([this.exited, late]);
-    clearTimeout(timer);
-    if (r === 'late') {
-      await this.stop();
-      throw new Error(`${this.name} still running after ${ms} ms; killed`);
-    }
-    return this.exited;
-  }
-
-  /** SIGTERM, then SIGKILL after 3 s; resolves once it is gone. */
-  async stop() {
-    if (this.status !== null) return;
-    this.child.kill('SIGTERM');
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 3000);
-    await this.exited;
-    clearTimeout(timer);
-  }
-}
-
-/** @type {Set<Proc>} processes to stop however the test ends */
-const running = new Set();
-/** @type {(() => Promise<void>)[]} */
-const cleanups = [];
-after(async () => {
-  for (const p of running) await p.stop();
-  for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
-});
-// Last resort if the runner exits with the test still running.
-process.on('exit', () => {
-  for (const p of running) if (p.status === null) p.child.kill('SIGKILL');
-});
-
-/**
- * @param {string} name
- * @param {string} file
- * @param {string[]} args
- * @param {{echo?: boolean}} [options]
- */
-function start(name, file, args, options) {
-  const p = new Proc(name, file, args, options);
-  running.add(p);
-  void p.exited.then(() => running.delete(p));
-  return p;
-}
-
-/** @param {number} ms */
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/**
- * Fails the test, saying how to get `file`, when it does not exist.
- * @param {string} file
- * @param {string} hint
- */
-function requireFile(file, hint) {
-  if (!fs.existsSync(file)) {
-    assert.fail(`${file} is missing: ${hint}`);
-  }
-}
-
-/** Whether this machine has an IPv4 address beyond loopback: Chromium
- * gathers no loopback ICE candidates unless told to, but from eth0's
- * address it reaches the SFU's 127.0.0.1 candidate fine. */
-function hasNonLoopbackIpv4() {
-  return Object.values(os.networkInterfaces())
-    .flat()
-    .some((a) => a !== undefined && a.family === 'IPv4' && !a.internal);
-}
+// The processes, the browser and the temporary directories, however the test ends.
+after(stopAll);
 
 /**
  * A member's failed count, whichever shape the page reports.
@@ -256,126 +77,52 @@ function failedCount(failed) {
 }
 
 test('a browser and hush call hear each other, decrypt, and agree on the safety number', { timeout: 120_000 }, async () => {
-  const hushServer = path.join(BIN_DIR, 'hush-server');
-  const hush = path.join(BIN_DIR, 'hush');
-  const build = 'build them with `nice -n 19 cargo build -p hush-signaling --bin hush-server -p hush` (or set HUSH_BIN_DIR)';
-  requireFile(hushServer, build);
-  requireFile(hush, build);
-  requireFile(CHROMIUM, 'run scripts/setup (apt-get install chromium) or set HUSH_CHROMIUM');
-
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hush-e2e-'));
-  cleanups.push(async () => fs.rmSync(tmp, { recursive: true, force: true }));
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
   // Nothing left from an earlier run.
-  for (const f of fs.readdirSync(ARTIFACTS)) {
-    if (/\.(png|json|txt)$/.test(f)) fs.rmSync(path.join(ARTIFACTS, f), { force: true });
-  }
+  clearArtifacts();
+  const tmp = tempDir();
 
   // The page's microphone: a 440 Hz tone, longer than the call (Chromium
   // loops the file anyway).
   const toneFile = path.join(tmp, `tone-${WEB_HZ}.wav`);
   fs.writeFileSync(toneFile, encodeWav(sine(WEB_HZ, 30), 48000, 1));
 
-  // A fresh secret, as `LocalServer` does with a random one; in a file, so
-  // it is not on any command line.
-  const secretFile = path.join(tmp, 'secret.txt');
-  fs.writeFileSync(secretFile, randomBytes(32).toString('base64'), { mode: 0o600 });
-
   /** @type {HushStats[]} */
   const snapshots = [];
-  /** @type {string[]} */
-  const consoleLog = [];
-  /** @type {Proc | null} */
-  let server = null;
-  /** @type {Proc | null} */
-  let cli = null;
-  /** @type {import('playwright-core').BrowserContext | null} */
-  let context = null;
-  /** @type {import('playwright-core').Page | null} */
-  let page = null;
+  /** @type {Awaited<ReturnType<typeof openPage>> | null} */
+  let web = null;
   try {
-    // Port 0 for signaling and media: free ports, no race; the server says
-    // which it got on its first stdout line.
-    server = start('server', hushServer, [
-      '--listen', '127.0.0.1:0',
-      '--secret-file', secretFile,
-      '--rtc-port', '0',
-      '--sfu-workers', '1',
-    ]);
-    const [, base] = await server.waitForLine(/listening on (http:\/\/127\.0\.0\.1:\d+)/, 15_000);
-    assert.ok(base);
-    const port = new URL(base).port;
-    await waitHealthy(`${base}/healthz`, 10_000);
+    const server = await startServer({ sfuWorkers: 1 });
+    const browser = await launchChromium([`--use-file-for-fake-audio-capture=${toneFile}`]);
+    web = await openPage(browser, 'web');
+    const p = web.page;
+    await p.goto(server.link(ROOM, 'web'), { timeout: 15_000 });
 
-    const webToken = await mintToken(hushServer, secretFile, 'web', base);
-    const cliToken = await mintToken(hushServer, secretFile, 'cli', null);
-    assert.ok(webToken.link, 'hush-server token --link-base printed no invite link');
-
-    const args = [...CHROMIUM_FLAGS, `--use-file-for-fake-audio-capture=${toneFile}`];
-    // On a machine with loopback only (a bare container, `unshare -n`)
-    // Chromium would gather no candidate at all and get no media.
-    if (!hasNonLoopbackIpv4()) args.push('--allow-loopback-in-peer-connection');
-    context = await chromium.launchPersistentContext(path.join(tmp, 'chromium-profile'), {
-      executablePath: CHROMIUM,
-      headless: true,
-      args,
-      timeout: 30_000,
-    });
-    const ctx = context;
-    cleanups.push(async () => ctx.close());
-    page = context.pages()[0] ?? (await context.newPage());
-    page.on('console', (m) => {
-      const line = `[web console.${m.type()}] ${m.text()}`;
-      consoleLog.push(line);
-      process.stderr.write(`${line}\n`);
-    });
-    page.on('pageerror', (e) => {
-      const line = `[web pageerror] ${e.stack ?? e.message}`;
-      consoleLog.push(line);
-      process.stderr.write(`${line}\n`);
-    });
-    await page.goto(webToken.link, { timeout: 15_000 });
-
-    const p = page;
     /** The page's stats now, or null while it has no `hushStats`. */
     const readStats = async () => {
       /** @type {HushStats | null} */
-      const s = await p.evaluate(() => {
-        const f = /** @type {any} */ (window).hushStats;
-        return typeof f === 'function' ? f() : null;
-      });
+      const s = await hushStats(p);
       if (s !== null) snapshots.push(s);
       return s;
     };
 
     // The page joins first, as ann does in the Rust tests; then the CLI.
-    const joinedBy = Date.now() + 30_000;
-    for (;;) {
-      const s = await readStats();
-      if (s !== null && (s.state === 'joined' || s.state === 'connected')) break;
-      if (Date.now() > joinedBy) {
-        assert.fail(`the page did not join within 30 s; hushStats(): ${JSON.stringify(s)}`);
-      }
-      await sleep(250);
-    }
+    /** @type {HushStats | null} */
+    let joining = null;
+    await waitFor(
+      async () => {
+        joining = await readStats();
+        return joining !== null && (joining.state === 'joined' || joining.state === 'connected');
+      },
+      30_000,
+      async () => `the page did not join within 30 s; hushStats(): ${JSON.stringify(joining)}`,
+    );
 
-    const cliDir = path.join(tmp, 'cli');
     const recordDir = path.join(tmp, 'cli-record');
-    cli = start(
+    const cli = startCli(
+      server,
+      ROOM,
       'cli',
-      hush,
-      [
-        'call',
-        '--server', `ws://127.0.0.1:${port}`,
-        '--room', ROOM,
-        '--name', 'cli',
-        '--token', cliToken.token,
-        '--audio', `sine:${CLI_HZ}`,
-        '--record', recordDir,
-        '--seconds', String(CALL_SECONDS),
-        '--identity', path.join(cliDir, 'identity.pem'),
-        '--config-dir', cliDir,
-      ],
+      ['--audio', `sine:${CLI_HZ}`, '--record', recordDir, '--seconds', String(CALL_SECONDS)],
       { echo: true },
     );
 
@@ -385,16 +132,15 @@ test('a browser and hush call hear each other, decrypt, and agree on the safety 
     /** @type {{sent: number, decrypted: number}[]} */
     const pairs = [];
     let lastTail = '';
-    const c = cli;
-    c.errTailListeners.push((tail) => {
+    cli.onStderrTail((tail) => {
       const m = /^sent (\d+) \| received \d+ \| decrypted \d+ \| failed \d+ {3}$/.exec(tail);
-      if (!m || tail === lastTail || c.status !== null) return;
+      if (!m || tail === lastTail || cli.status !== null) return;
       lastTail = tail;
       const sent = Number(m[1]);
       readStats()
         .then((s) => {
           const peer = s?.peers?.['cli'];
-          if (peer && c.status === null) pairs.push({ sent, decrypted: peer.decrypted });
+          if (peer && cli.status === null) pairs.push({ sent, decrypted: peer.decrypted });
         })
         .catch(() => {});
     });
@@ -515,18 +261,18 @@ test('a browser and hush call hear each other, decrypt, and agree on the safety 
 
     if (problems.length > 0) assert.fail(problems.join('\n'));
   } catch (e) {
-    dumpFailure(snapshots, consoleLog, cli, server);
+    dumpFailure([
+      { file: 'hushStats.json', title: 'last hushStats()', text: JSON.stringify(snapshots.at(-1) ?? null, null, 2) },
+      { file: 'hushStats-history.json', title: 'hushStats() history', text: JSON.stringify(snapshots, null, 1), quiet: true },
+      { file: 'console.txt', title: 'page console', text: (web?.log ?? []).join('\n'), quiet: true },
+    ]);
     throw e;
   } finally {
-    if (page !== null) {
-      await page
+    if (web !== null) {
+      await web.page
         .screenshot({ path: path.join(ARTIFACTS, 'call.png'), fullPage: true, timeout: 10_000 })
         .catch((e) => process.stderr.write(`screenshot failed: ${e}\n`));
     }
-    if (cli !== null) await cli.stop();
-    if (server !== null) await server.stop();
-    // Chromium, then the temporary directory.
-    for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
   }
 });
 
@@ -544,82 +290,4 @@ function runs(values) {
     i = j;
   }
   return out.length > 0 ? out.join(', ') : '(none: the page never listed cli)';
-}
-
-/**
- * Waits until `url` answers 200.
- * @param {string} url
- * @param {number} ms
- */
-async function waitHealthy(url, ms) {
-  const by = Date.now() + ms;
-  /** @type {unknown} */
-  let last = null;
-  while (Date.now() < by) {
-    try {
-      const r = await fetch(url);
-      if (r.ok) return;
-      last = r.status;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(100);
-  }
-  assert.fail(`${url} not healthy within ${ms} ms: ${String(last)}`);
-}
-
-/**
- * A join token from `hush-server token` (and, with `linkBase`, the invite
- * link it prints after the token).
- * @param {string} hushServer
- * @param {string} secretFile
- * @param {string} name
- * @param {string | null} linkBase
- * @returns {Promise<{token: string, link: string}>}
- */
-async function mintToken(hushServer, secretFile, name, linkBase) {
-  const args = ['token', '--secret-file', secretFile, '--room', ROOM, '--name', name];
-  if (linkBase !== null) args.push('--link-base', linkBase);
-  const p = start(`token ${name}`, hushServer, args);
-  const { code } = await p.waitExit(10_000);
-  assert.equal(code, 0, `hush-server token failed:\n${p.err}`);
-  const lines = p.out.split('\n').map((l) => l.trim());
-  const token = lines.find((l) => l.startsWith('v1.'));
-  const link = lines.find((l) => l.startsWith('http')) ?? '';
-  assert.ok(token, `no token in:\n${p.out}`);
-  return { token, link };
-}
-
-/**
- * Writes what explains a failure to e2e/artifacts/ and stderr.
- * @param {HushStats[]} snapshots
- * @param {string[]} consoleLog
- * @param {Proc | null} cli
- * @param {Proc | null} server
- */
-function dumpFailure(snapshots, consoleLog, cli, server) {
-  /** @type {[string, string][]} */
-  const files = [
-    ['hushStats.json', JSON.stringify(snapshots.at(-1) ?? null, null, 2)],
-    ['hushStats-history.json', JSON.stringify(snapshots, null, 1)],
-    ['console.txt', consoleLog.join('\n')],
-    ['cli.stdout.txt', cli?.out ?? ''],
-    ['cli.stderr.txt', (cli?.err ?? '').replaceAll('\r', '\n')],
-    ['server.stdout.txt', server?.out ?? ''],
-    ['server.stderr.txt', server?.err ?? ''],
-  ];
-  for (const [name, text] of files) {
-    try {
-      fs.writeFileSync(path.join(ARTIFACTS, name), text);
-    } catch {
-      // The dump is best effort.
-    }
-  }
-  process.stderr.write(
-    `\n--- last hushStats() ---\n${JSON.stringify(snapshots.at(-1) ?? null, null, 2)}\n` +
-      `--- hush call stdout ---\n${cli?.out ?? '(not started)'}\n` +
-      `--- hush call stderr (last 3000 chars) ---\n${(cli?.err ?? '').replaceAll('\r', '\n').slice(-3000)}\n` +
-      `--- hush-server stderr (last 3000 chars) ---\n${(server?.err ?? '').slice(-3000)}\n` +
-      `(all of it in ${ARTIFACTS})\n`,
-  );
 }

@@ -18,7 +18,6 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 
 import {
@@ -50,17 +49,6 @@ async function hears(page, names) {
   return names.every((n) => (s.peers?.[n]?.decrypted ?? 0) > 20);
 }
 
-/**
- * The browser flags for a machine with only loopback (Chromium gathers no
- * loopback candidates otherwise).
- */
-function loopbackFlags() {
-  const external = Object.values(os.networkInterfaces())
-    .flat()
-    .some((a) => a !== undefined && a.family === 'IPv4' && !a.internal);
-  return external ? [] : ['--allow-loopback-in-peer-connection'];
-}
-
 test('two browsers and hush call: a leave and a rejoin lose no frame, the SFU sees no plaintext, video decodes both ways', { timeout: 150_000 }, async () => {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const dir = tempDir();
@@ -68,7 +56,7 @@ test('two browsers and hush call: a leave and a rejoin lose no frame, the SFU se
   const record = path.join(dir, 'rec');
   const server = await startServer({ capture });
   const cli = startCli(server, ROOM, 'cli', ['--audio', 'sine:660', '--video', 'test', '--record', record]);
-  const browser = await launchChromium(loopbackFlags());
+  const browser = await launchChromium();
   const amy = await openPage(browser, 'amy');
   await amy.page.goto(`${server.link(ROOM, 'amy')}&audit=1`);
   const ben = await openPage(browser, 'ben');
