@@ -84,6 +84,26 @@ impl ConnectionCaps {
         })
     }
 
+    /// Admits a connection from another node of the cluster, which
+    /// relays many clients: counted, but only against the total cap.
+    pub fn admit_node(
+        self: &Arc<Self>,
+        address: IpAddr,
+    ) -> Result<ConnectionSlot, ConnectionRefusal> {
+        let mut open = self.counts();
+        if open.total >= self.max_total {
+            return Err(ConnectionRefusal::ServerFull);
+        }
+        *open.by_address.entry(address).or_default() += 1;
+        open.total += 1;
+        Ok(ConnectionSlot {
+            _held: Arc::new(SlotInner {
+                admission: Arc::clone(self),
+                address,
+            }),
+        })
+    }
+
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.counts().total

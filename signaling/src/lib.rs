@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod admission;
+pub mod cluster;
 pub mod config_file;
 mod embedded;
 mod error;

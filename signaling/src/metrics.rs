@@ -33,6 +33,7 @@ pub(crate) struct Metrics {
     tls_failures: AtomicU64,
     joins: AtomicU64,
     replaced: AtomicU64,
+    relayed_connections: AtomicU64,
     relayed: [AtomicU64; 3],
     rejected: [AtomicU64; ErrorCode::ALL.len()],
 }
@@ -40,6 +41,10 @@ pub(crate) struct Metrics {
 impl Metrics {
     pub(crate) fn connection_opened(&self) {
         self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn relayed_connection(&self) {
+        self.relayed_connections.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn connection_closed(&self) {
@@ -144,6 +149,13 @@ impl Metrics {
              # TYPE hush_signaling_replaced_total counter\n\
              hush_signaling_replaced_total {}\n",
             self.replaced.load(Ordering::Relaxed)
+        );
+        let _ = write!(
+            out,
+            "# HELP hush_cluster_relayed_connections_total Connections relayed to the node their room lives on.\n\
+             # TYPE hush_cluster_relayed_connections_total counter\n\
+             hush_cluster_relayed_connections_total {}\n",
+            self.relayed_connections.load(Ordering::Relaxed)
         );
         out.push_str(
             "# HELP hush_signaling_messages_relayed_total Messages relayed, by kind.\n\

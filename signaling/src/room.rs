@@ -238,6 +238,14 @@ impl Rooms {
     pub fn participant_count(&self) -> usize {
         self.room_of.len()
     }
+
+    /// Every room with its number of members (for the cluster's heartbeat).
+    pub fn counts(&self) -> Vec<(String, usize)> {
+        self.rooms
+            .iter()
+            .map(|(id, room)| (id.as_str().to_owned(), room.members.len()))
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -39,6 +39,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::admission::{ConnectionCaps, ConnectionSlot};
+use crate::cluster::{Cluster, ClusterError, Placement};
 use crate::error::Error;
 use crate::limits::{Limits, RateLimiter, RateVerdict};
 use crate::media::{MediaRouter, MediaSink};
@@ -100,6 +101,8 @@ struct Shared {
     hub: Mutex<Hub>,
     metrics: Metrics,
     shutdown: watch::Sender<bool>,
+    /// Set when this server is a node of a cluster (`--redis`).
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 struct Hub {
@@ -138,6 +141,7 @@ impl Server {
             router,
             tls: config.tls.as_ref().map(ServerTls::acceptor),
             metrics: Metrics::default(),
+            cluster: OnceLock::new(),
             shutdown,
         });
         Ok(Self { listener, shared })
@@ -146,6 +150,15 @@ impl Server {
     /// The address the server listens on.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Makes this server a node of a cluster: a `join` for a room placed
+    /// on another node is relayed there, and a heartbeat keeps this node's
+    /// entry and its rooms' placement alive until shutdown.
+    pub fn join_cluster(&self, cluster: Arc<Cluster>) {
+        if self.shared.cluster.set(Arc::clone(&cluster)).is_ok() {
+            tokio::spawn(heartbeat(Arc::downgrade(&self.shared), cluster));
+        }
     }
 
     /// A handle for counters and shutdown, usable while the server runs.
@@ -205,6 +218,15 @@ impl ServerHandle {
         self.shared.hub().rooms.participant_count()
     }
 
+    /// What `/metrics` shows now (the server's own counters and the media router's).
+    pub fn metrics_text(&self) -> String {
+        let (rooms, participants) = {
+            let hub = self.shared.hub();
+            (hub.rooms.room_count(), hub.rooms.participant_count())
+        };
+        self.shared.metrics.render(rooms, participants) + &self.shared.router.metrics_text()
+    }
+
     /// Open WebSocket connections, joined or not.
     pub fn connection_count(&self) -> u64 {
         self.shared.metrics.connections()
@@ -252,7 +274,17 @@ impl Hub {
 /// timeout. The admission slot travels with the request into the WebSocket,
 /// so an upgraded connection keeps its place until it closes.
 fn accept(shared: &Arc<Shared>, app: &Router, tcp: TcpStream, from: SocketAddr) {
-    let slot = match shared.admission.admit(from.ip()) {
+    // Another node relays many clients over its connections.
+    let node = shared
+        .cluster
+        .get()
+        .is_some_and(|c| c.is_node_ip(from.ip()));
+    let admitted = if node {
+        shared.admission.admit_node(from.ip())
+    } else {
+        shared.admission.admit(from.ip())
+    };
+    let slot = match admitted {
         Ok(slot) => slot,
         Err(refusal) => {
             shared.metrics.refused(refusal);
@@ -407,6 +439,14 @@ enum Flow {
     },
     /// The client is gone; nothing more can be sent.
     Gone,
+    /// The client's room lives on another node: relay the connection there,
+    /// starting with its `join`.
+    Relay {
+        /// The node's URL.
+        url: String,
+        /// The `join` as the client sent it.
+        join: String,
+    },
 }
 
 struct Connection {
@@ -552,6 +592,11 @@ impl Connection {
             }
         };
 
+        if let Flow::Relay { url, join } = flow {
+            self.shared.metrics.relayed_connection();
+            relay(&mut socket, &url, join, &self.shared).await;
+            return;
+        }
         // Leave the room before the goodbye, so nobody relays to us meanwhile.
         self.leave();
         if let Flow::Close { reason, code } = flow {
@@ -618,6 +663,32 @@ impl Connection {
                     .await;
             }
         };
+        if let (ClientMessage::Join { room, .. }, None, Some(cluster)) =
+            (&message, &self.joined, self.shared.cluster.get())
+        {
+            match cluster.place(room.as_str()).await {
+                Ok(Placement::Local) => {}
+                Ok(Placement::Remote { node, url }) => {
+                    debug!(%node, room = room.as_str(), "relaying to the room's node");
+                    return Flow::Relay {
+                        url,
+                        join: text.to_string(),
+                    };
+                }
+                Err(e) => {
+                    let code = match e {
+                        ClusterError::Full => ErrorCode::ServerFull,
+                        _ => ErrorCode::ClusterUnavailable,
+                    };
+                    warn!(error = %e, "cannot place a room");
+                    let _ = self.refuse(socket, code, e.to_string()).await;
+                    return Flow::Close {
+                        reason: CloseReason::JoinFailed,
+                        code: close_code::POLICY,
+                    };
+                }
+            }
+        }
         match self.on_message(message) {
             Ok(Reply::None) => Flow::Continue,
             Ok(Reply::Send(message)) => {
@@ -782,6 +853,130 @@ async fn send(socket: &mut Socket, timeout: Duration, message: &ServerMessage) -
     match tokio::time::timeout(timeout, ws::send_text(socket, message.to_json())).await {
         Ok(Ok(())) => Flow::Continue,
         Ok(Err(_)) | Err(_) => Flow::Gone,
+    }
+}
+
+/// Relays a client's connection to the node its room lives on, frame for
+/// frame both ways, starting with its `join`, until either end closes.
+/// The room's node applies every check and limit; if it cannot be reached
+/// or goes away, the client is told and closed (it may join again, and
+/// the room is placed anew once that node's entry expires).
+async fn relay(socket: &mut Socket, url: &str, join: String, shared: &Shared) {
+    let target = format!("{}/v1/ws", url.trim_end_matches('/'));
+    let timeout = shared.limits.idle_timeout;
+    let connected = tokio::time::timeout(
+        shared.limits.handshake_timeout,
+        tokio_tungstenite::connect_async(target.as_str()),
+    )
+    .await;
+    let mut upstream = match connected {
+        Ok(Ok((upstream, _))) => upstream,
+        Ok(Err(e)) => {
+            warn!(%url, error = %e, "the room's node is unreachable");
+            return node_lost(socket, timeout).await;
+        }
+        Err(_) => {
+            warn!(%url, "the room's node did not answer in time");
+            return node_lost(socket, timeout).await;
+        }
+    };
+    if upstream.send(Message::text(join)).await.is_err() {
+        return node_lost(socket, timeout).await;
+    }
+    let mut stop = shared.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            frame = socket.next() => match frame {
+                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                    if upstream.send(m).await.is_err() {
+                        return node_lost(socket, timeout).await;
+                    }
+                }
+                Some(Ok(Message::Close(c))) => {
+                    let _ = upstream.send(Message::Close(c)).await;
+                    return;
+                }
+                // tungstenite answers pings by itself.
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => {
+                    let _ = upstream.close(None).await;
+                    return;
+                }
+            },
+            frame = upstream.next() => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let sent = tokio::time::timeout(timeout, ws::send_text(socket, text.to_string())).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        let _ = upstream.close(None).await;
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(c))) => {
+                    let _ = socket.send(Message::Close(c)).await;
+                    return;
+                }
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => return node_lost(socket, timeout).await,
+            },
+            _ = stop.changed() => {
+                let _ = upstream.close(None).await;
+                let _ = send(socket, timeout, &ServerMessage::Closing { reason: CloseReason::ServerShutdown }).await;
+                close(socket, close_code::AWAY, "server shutdown").await;
+                return;
+            }
+        }
+    }
+}
+
+/// The room's node cannot be reached (or went away): say so, and close.
+async fn node_lost(socket: &mut Socket, timeout: Duration) {
+    let err = ServerMessage::error(
+        ErrorCode::ClusterUnavailable,
+        "the node that holds this room is unreachable; join again",
+    );
+    let _ = send(socket, timeout, &err).await;
+    let _ = send(
+        socket,
+        timeout,
+        &ServerMessage::Closing {
+            reason: CloseReason::ServerShutdown,
+        },
+    )
+    .await;
+    close(socket, close_code::AWAY, "room's node unreachable").await;
+}
+
+/// Keeps this node's cluster entry and its rooms' placement fresh; leaves
+/// the cluster at shutdown.
+async fn heartbeat(shared: Weak<Shared>, cluster: Arc<Cluster>) {
+    let mut tick = tokio::time::interval(cluster.heartbeat_every());
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            break;
+        };
+        if *shared.shutdown.borrow() {
+            if let Err(e) = cluster.leave().await {
+                warn!(error = %e, "leaving the cluster");
+            }
+            break;
+        }
+        let rooms = shared.hub().rooms.counts();
+        drop(shared);
+        match cluster.heartbeat(&rooms).await {
+            Ok(()) if failing => {
+                info!("cluster state (Redis) reachable again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                if !failing {
+                    warn!(error = %e, "cluster heartbeat failed; calls go on, new rooms cannot be placed");
+                }
+                failing = true;
+            }
+        }
     }
 }
 

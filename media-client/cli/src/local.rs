@@ -68,11 +68,38 @@ impl LocalServer {
         .await
     }
 
+    /// A node of a cluster sharing the Redis at `redis_url` (tests of
+    /// `--redis`): every node of one cluster must share `secret`.
+    pub async fn start_node(
+        secret: ServerSecret,
+        redis_url: &str,
+        node_id: &str,
+    ) -> Result<Self, Error> {
+        Self::start_inner(
+            secret,
+            Limits::default(),
+            hush_sfu::SfuConfig::default(),
+            None,
+            Some((redis_url, node_id)),
+        )
+        .await
+    }
+
     async fn start_full(
         secret: ServerSecret,
         limits: Limits,
         sfu_config: hush_sfu::SfuConfig,
         tls: Option<hush_signaling::ServerTls>,
+    ) -> Result<Self, Error> {
+        Self::start_inner(secret, limits, sfu_config, tls, None).await
+    }
+
+    async fn start_inner(
+        secret: ServerSecret,
+        limits: Limits,
+        sfu_config: hush_sfu::SfuConfig,
+        tls: Option<hush_signaling::ServerTls>,
+        cluster: Option<(&str, &str)>,
     ) -> Result<Self, Error> {
         let with_tls = tls.is_some();
         let sfu = hush_sfu::Sfu::new(sfu_config)?;
@@ -88,6 +115,17 @@ impl LocalServer {
         let addr = server
             .local_addr()
             .map_err(Error::io("reading the local server's address"))?;
+        if let Some((redis_url, node_id)) = cluster {
+            let config = hush_signaling::cluster::ClusterConfig::new(
+                redis_url,
+                node_id,
+                &format!("ws://{addr}"),
+            );
+            let cluster = hush_signaling::cluster::Cluster::connect(config)
+                .await
+                .map_err(|e| Error::io("joining the cluster")(std::io::Error::other(e)))?;
+            server.join_cluster(cluster);
+        }
         let handle = server.handle();
         tokio::spawn(server.run());
         Ok(Self {

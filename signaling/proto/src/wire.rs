@@ -264,6 +264,9 @@ pub enum ErrorCode {
     /// The SFU closed this participant's media connection (it never came
     /// up, or it failed): no media flows on it any more. Sent unasked.
     MediaClosed,
+    /// The server is one node of a cluster and could not reach the
+    /// cluster's shared state (Redis) to find the room's node: try again.
+    ClusterUnavailable,
     /// A message over the size limit (only a metrics reason: the socket is
     /// closed with code 1009 instead of getting an error message).
     MessageTooBig,
@@ -271,7 +274,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order (for metrics).
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         Self::MalformedJson,
         Self::MissingType,
         Self::UnknownType,
@@ -295,6 +298,7 @@ impl ErrorCode {
         Self::MediaUnavailable,
         Self::MediaFailed,
         Self::MediaClosed,
+        Self::ClusterUnavailable,
         Self::MessageTooBig,
     ];
 
@@ -324,6 +328,7 @@ impl ErrorCode {
             Self::MediaUnavailable => "media_unavailable",
             Self::MediaFailed => "media_failed",
             Self::MediaClosed => "media_closed",
+            Self::ClusterUnavailable => "cluster_unavailable",
             Self::MessageTooBig => "message_too_big",
         }
     }

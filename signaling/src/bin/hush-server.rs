@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
+use hush_signaling::cluster::{Cluster, ClusterConfig};
 use hush_signaling::config_file::{self, FlagSpec};
 use hush_signaling::{
     DisplayName, JoinToken, Limits, NoMedia, RoomId, Server, ServerConfig, ServerSecret, ServerTls,
@@ -37,8 +38,24 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Mint a join token for a server started with the same secret; the token
-    /// is the last line of output.
+    /// is the last line of output (the invite link's, with --link-base).
     Token(TokenArgs),
+    /// The cluster of nodes sharing a Redis: nodes, their load, room placement.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// List the live nodes (URL, rooms, participants, capacity) and which
+    /// node each room is on.
+    Status {
+        /// The cluster's Redis (redis://HOST:PORT).
+        #[arg(long, env = "HUSH_REDIS", value_name = "URL")]
+        redis: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +177,22 @@ struct ServeArgs {
     /// files), print what would run, and exit without serving.
     #[arg(long)]
     check_config: bool,
+    /// Join a cluster of hush-server nodes sharing this Redis
+    /// (redis://HOST:PORT): a room lives on one node, any node serves any
+    /// participant (joins are relayed to the room's node).
+    #[arg(long, env = "HUSH_REDIS", value_name = "URL")]
+    redis: Option<String>,
+    /// Where the other nodes reach this one (ws://HOST:PORT on the nodes'
+    /// network). Default: ws:// and the address listened on, which must
+    /// then be a specific one (not 0.0.0.0).
+    #[arg(long, env = "HUSH_NODE_URL", value_name = "URL", requires = "redis")]
+    node_url: Option<String>,
+    /// This node's id in the cluster (default: node-PORT-PID, unique on one host).
+    #[arg(long, env = "HUSH_NODE_ID", requires = "redis")]
+    node_id: Option<String>,
+    /// Most rooms placed on this node (default: --max-rooms).
+    #[arg(long, env = "HUSH_NODE_CAPACITY", requires = "redis")]
+    node_capacity: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -382,6 +415,12 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse_from(with_config_file(std::env::args_os().collect())?);
     match cli.command {
         Some(Command::Token(args)) => mint(&args),
+        Some(Command::Cluster {
+            command: ClusterCommand::Status { redis },
+        }) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(cluster_status(&redis)),
         None => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -514,6 +553,39 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = server.local_addr()?;
+    if let Some(redis) = &args.redis {
+        let node_url = match &args.node_url {
+            Some(url) => url.clone(),
+            None if tls.is_some() => {
+                anyhow::bail!(
+                    "--redis with TLS needs --node-url (nodes relay to each other over ws://)"
+                )
+            }
+            None if addr.ip().is_unspecified() => {
+                anyhow::bail!(
+                    "--redis with --listen {addr} needs --node-url ws://ADDRESS:{}",
+                    addr.port()
+                )
+            }
+            None => format!("ws://{addr}"),
+        };
+        if !node_url.starts_with("ws://") {
+            anyhow::bail!(
+                "--node-url must be ws://HOST:PORT (nodes relay to each other without TLS)"
+            );
+        }
+        let node_id = args
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("node-{}-{}", addr.port(), std::process::id()));
+        let mut cluster = ClusterConfig::new(redis, &node_id, &node_url);
+        cluster.capacity = args.node_capacity.unwrap_or(args.max_rooms);
+        let cluster = Cluster::connect(cluster)
+            .await
+            .with_context(|| format!("joining the cluster at {redis}"))?;
+        server.join_cluster(cluster);
+        println!("cluster node {node_id} at {node_url} (Redis {redis})");
+    }
     match tls {
         Some(tls) => {
             reload_on_sighup(tls)?;
@@ -587,6 +659,25 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down");
+}
+
+/// `hush-server cluster status`: what Redis says of the cluster.
+async fn cluster_status(redis: &str) -> anyhow::Result<()> {
+    let status = hush_signaling::cluster::status(redis)
+        .await
+        .with_context(|| format!("reading the cluster at {redis}"))?;
+    println!("{} node(s):", status.nodes.len());
+    for (id, n) in &status.nodes {
+        println!(
+            "  {id}  {}  rooms {}/{}  participants {}",
+            n.url, n.rooms, n.capacity, n.participants
+        );
+    }
+    println!("{} room(s):", status.placements.len());
+    for (room, node) in &status.placements {
+        println!("  {room}  on {node}");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

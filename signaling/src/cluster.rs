@@ -1,0 +1,442 @@
+//! Several `hush-server` nodes as one service, coordinated through Redis
+//! (`--redis`). The model is LiveKit's: a room lives on one node — its
+//! members, key packages, envelopes and media (that node's embedded SFU) —
+//! and any node serves any participant. A node that takes a `join` for a
+//! room placed elsewhere relays that connection, frame for frame, to the
+//! room's node over a WebSocket of its own (`relay`); token checks,
+//! limits and error codes are then exactly those of one node, because
+//! one node applies them, and media flows from the client straight to
+//! the room's SFU.
+//!
+//! What Redis holds (standalone Redis; every key under `hush:`):
+//!
+//! - `hush:nodes`: the set of node ids;
+//! - `hush:node:{id}`: a hash (`url`, `capacity`, `rooms`,
+//!   `participants`) that expires unless the node refreshes it (every
+//!   [`ClusterConfig::heartbeat`], lasting [`ClusterConfig::ttl`]);
+//! - `hush:node:{id}:rooms`: a hash room → members on that node, same expiry;
+//! - `hush:room:{room}`: the id of the node the room is placed on, same
+//!   expiry, refreshed by that node while the room has members.
+//!
+//! Placement is one Lua script, so two nodes never place one room twice:
+//! a room whose node is alive stays there; otherwise it goes to the live
+//! node with the fewest rooms (and room to spare), which counts it at once.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use redis::AsyncCommands as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// How a node joins the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `redis://HOST:PORT[/DB]`.
+    pub redis_url: String,
+    /// This node's id (unique in the cluster).
+    pub node_id: String,
+    /// Where other nodes reach this node's `/v1/ws` (`ws://HOST:PORT`).
+    pub node_url: String,
+    /// Most rooms placed on this node.
+    pub capacity: usize,
+    /// How often the node refreshes its entry and its rooms' placement.
+    pub heartbeat: Duration,
+    /// How long an entry lasts without a refresh: a node silent this long
+    /// is taken as dead and its rooms may be placed elsewhere.
+    pub ttl: Duration,
+}
+
+impl ClusterConfig {
+    /// A node with the default timings (heartbeat 1 s, expiry 5 s) and capacity (1,000 rooms).
+    pub fn new(redis_url: &str, node_id: &str, node_url: &str) -> Self {
+        Self {
+            redis_url: redis_url.to_owned(),
+            node_id: node_id.to_owned(),
+            node_url: node_url.to_owned(),
+            capacity: 1_000,
+            heartbeat: Duration::from_secs(1),
+            ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What went wrong talking to the cluster.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// Redis refused, failed or did not answer in time.
+    #[error("cluster state (Redis) unavailable: {0}")]
+    Redis(String),
+    /// Every live node is at its room capacity.
+    #[error("no node has room for another room")]
+    Full,
+}
+
+impl From<redis::RedisError> for ClusterError {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Redis(e.to_string())
+    }
+}
+
+/// Where a room lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// On this node.
+    Local,
+    /// On another node, reached at this URL.
+    Remote {
+        /// The node's id.
+        node: String,
+        /// Its `ws://HOST:PORT`.
+        url: String,
+    },
+}
+
+/// A node's view of the cluster, as `hush-server cluster status` prints it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// Live nodes by id: URL, capacity, rooms, participants.
+    pub nodes: BTreeMap<String, NodeStatus>,
+    /// Room → node id.
+    pub placements: BTreeMap<String, String>,
+}
+
+/// One live node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Where other nodes reach it.
+    pub url: String,
+    /// Most rooms it takes.
+    pub capacity: usize,
+    /// Rooms on it.
+    pub rooms: usize,
+    /// Participants on it.
+    pub participants: usize,
+}
+
+/// Every Redis call is bounded: a stalled Redis must not stall a join.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The placement script: KEYS[1] the room's key; ARGV[1] the expiry (ms),
+/// ARGV[2] the room. A room some live node still has members in (its
+/// placement expired, or Redis lost it) stays on that node.
+const PLACE: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur and redis.call('EXISTS', 'hush:node:' .. cur) == 1 then return cur end
+for _, id in ipairs(redis.call('SMEMBERS', 'hush:nodes')) do
+  if redis.call('EXISTS', 'hush:node:' .. id) == 1 and redis.call('HEXISTS', 'hush:node:' .. id .. ':rooms', ARGV[2]) == 1 then
+    redis.call('SET', KEYS[1], id, 'PX', ARGV[1])
+    return id
+  end
+end
+local best, best_rooms = nil, nil
+for _, id in ipairs(redis.call('SMEMBERS', 'hush:nodes')) do
+  local key = 'hush:node:' .. id
+  if redis.call('EXISTS', key) == 1 then
+    local rooms = tonumber(redis.call('HGET', key, 'rooms') or '0')
+    local cap = tonumber(redis.call('HGET', key, 'capacity') or '0')
+    if rooms < cap and (best == nil or rooms < best_rooms or (rooms == best_rooms and id < best)) then
+      best, best_rooms = id, rooms
+    end
+  else
+    redis.call('SREM', 'hush:nodes', id)
+  end
+end
+if best == nil then return false end
+redis.call('SET', KEYS[1], best, 'PX', ARGV[1])
+redis.call('HINCRBY', 'hush:node:' .. best, 'rooms', 1)
+return best
+";
+
+/// Keeps a placement while its node still holds it (or nobody does):
+/// KEYS[1] the room's key; ARGV[1] the node id, ARGV[2] the expiry (ms).
+const KEEP: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Lets a placement go if it is still this node's: KEYS[1], ARGV[1] the node id.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// One node's membership in the cluster.
+pub struct Cluster {
+    config: ClusterConfig,
+    redis: ConnectionManager,
+    /// The addresses of live nodes: their relayed connections are exempt
+    /// from the per-address connection cap (they carry many clients).
+    node_ips: Mutex<HashSet<IpAddr>>,
+    /// The rooms this node placed or refreshed last time.
+    held: Mutex<HashSet<String>>,
+}
+
+impl core::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.config.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Connects to Redis and registers this node.
+    pub async fn connect(config: ClusterConfig) -> Result<Arc<Self>, ClusterError> {
+        let redis = connect(&config.redis_url).await?;
+        let cluster = Arc::new(Self {
+            config,
+            redis,
+            node_ips: Mutex::new(HashSet::new()),
+            held: Mutex::new(HashSet::new()),
+        });
+        cluster.heartbeat(&[]).await?;
+        Ok(cluster)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.config.node_id
+    }
+
+    /// How often [`Cluster::heartbeat`] should run.
+    pub fn heartbeat_every(&self) -> Duration {
+        self.config.heartbeat
+    }
+
+    /// Where `room` lives, placing it if it has no live node.
+    pub async fn place(&self, room: &str) -> Result<Placement, ClusterError> {
+        let mut redis = self.redis.clone();
+        let node: Option<String> = bounded(
+            redis::Script::new(PLACE)
+                .key(room_key(room))
+                .arg(millis(self.config.ttl))
+                .arg(room)
+                .invoke_async(&mut redis),
+        )
+        .await?;
+        let node = node.ok_or(ClusterError::Full)?;
+        if node == self.config.node_id {
+            self.lock_held().insert(room.to_owned());
+            return Ok(Placement::Local);
+        }
+        let url: Option<String> = bounded(redis.hget(node_key(&node), "url")).await?;
+        match url {
+            Some(url) => Ok(Placement::Remote { node, url }),
+            // The node expired between the two calls: try once more.
+            None => Err(ClusterError::Redis(format!("node {node} vanished"))),
+        }
+    }
+
+    /// Refreshes this node's entry and the placement of its rooms (room,
+    /// members here); lets go of rooms it no longer has. Also learns the
+    /// live nodes' addresses.
+    pub async fn heartbeat(&self, rooms: &[(String, usize)]) -> Result<(), ClusterError> {
+        let mut redis = self.redis.clone();
+        let ttl = millis(self.config.ttl);
+        let id = &self.config.node_id;
+        let participants: usize = rooms.iter().map(|(_, n)| n).sum();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset_multiple(
+                node_key(id),
+                &[
+                    ("url", self.config.node_url.clone()),
+                    ("capacity", self.config.capacity.to_string()),
+                    ("rooms", rooms.len().to_string()),
+                    ("participants", participants.to_string()),
+                ],
+            )
+            .ignore()
+            .pexpire(node_key(id), ttl as i64)
+            .ignore()
+            .sadd("hush:nodes", id)
+            .ignore()
+            .del(format!("{}:rooms", node_key(id)))
+            .ignore();
+        if !rooms.is_empty() {
+            let counts: Vec<(&str, usize)> = rooms.iter().map(|(r, n)| (r.as_str(), *n)).collect();
+            pipe.hset_multiple(format!("{}:rooms", node_key(id)), &counts)
+                .ignore()
+                .pexpire(format!("{}:rooms", node_key(id)), ttl as i64)
+                .ignore();
+        }
+        bounded(pipe.query_async::<()>(&mut redis)).await?;
+        let now: HashSet<String> = rooms.iter().map(|(r, _)| r.clone()).collect();
+        for room in &now {
+            let _: i64 = bounded(
+                redis::Script::new(KEEP)
+                    .key(room_key(room))
+                    .arg(id)
+                    .arg(ttl)
+                    .invoke_async(&mut redis),
+            )
+            .await?;
+        }
+        let gone: Vec<String> = {
+            let mut held = self.lock_held();
+            let gone = held.difference(&now).cloned().collect();
+            // Rooms placed here whose first member is still on its way stay
+            // held until the next beat.
+            *held = now;
+            gone
+        };
+        for room in gone {
+            let _: i64 = bounded(
+                redis::Script::new(RELEASE)
+                    .key(room_key(&room))
+                    .arg(id)
+                    .invoke_async(&mut redis),
+            )
+            .await?;
+        }
+        let status = status_with(&mut redis).await?;
+        let ips = status
+            .nodes
+            .values()
+            .filter_map(|n| host_ip(&n.url))
+            .collect();
+        *self.node_ips.lock().unwrap_or_else(PoisonError::into_inner) = ips;
+        Ok(())
+    }
+
+    /// Whether `ip` is a live node's address (learnt at the last heartbeat).
+    pub fn is_node_ip(&self, ip: IpAddr) -> bool {
+        self.node_ips
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&ip)
+    }
+
+    /// Leaves the cluster: this node's entry and its placements go now,
+    /// not when they expire.
+    pub async fn leave(&self) -> Result<(), ClusterError> {
+        let mut redis = self.redis.clone();
+        let held: Vec<String> = self.lock_held().drain().collect();
+        for room in held {
+            let _: i64 = bounded(
+                redis::Script::new(RELEASE)
+                    .key(room_key(&room))
+                    .arg(&self.config.node_id)
+                    .invoke_async(&mut redis),
+            )
+            .await?;
+        }
+        let id = &self.config.node_id;
+        bounded(
+            redis::pipe()
+                .del(node_key(id))
+                .del(format!("{}:rooms", node_key(id)))
+                .srem("hush:nodes", id)
+                .query_async::<()>(&mut redis),
+        )
+        .await
+    }
+
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The cluster as Redis has it: live nodes and room placements.
+pub async fn status(redis_url: &str) -> Result<ClusterStatus, ClusterError> {
+    let mut redis = connect(redis_url).await?;
+    status_with(&mut redis).await
+}
+
+async fn status_with(redis: &mut ConnectionManager) -> Result<ClusterStatus, ClusterError> {
+    let ids: Vec<String> = bounded(redis.smembers("hush:nodes")).await?;
+    let mut out = ClusterStatus::default();
+    for id in ids {
+        let fields: BTreeMap<String, String> = bounded(redis.hgetall(node_key(&id))).await?;
+        if fields.is_empty() {
+            continue; // expired
+        }
+        let number = |k: &str| fields.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let rooms: BTreeMap<String, usize> =
+            bounded(redis.hgetall(format!("{}:rooms", node_key(&id)))).await?;
+        for room in rooms.keys() {
+            let placed: Option<String> = bounded(redis.get(room_key(room))).await?;
+            if placed.as_deref() == Some(id.as_str()) {
+                out.placements.insert(room.clone(), id.clone());
+            }
+        }
+        out.nodes.insert(
+            id,
+            NodeStatus {
+                url: fields.get("url").cloned().unwrap_or_default(),
+                capacity: number("capacity"),
+                rooms: number("rooms"),
+                participants: number("participants"),
+            },
+        );
+    }
+    Ok(out)
+}
+
+async fn connect(url: &str) -> Result<ConnectionManager, ClusterError> {
+    let client = redis::Client::open(url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    bounded(ConnectionManager::new_with_config(client, config)).await
+}
+
+/// A Redis call that gives up after [`REDIS_TIMEOUT`].
+async fn bounded<T>(call: impl Future<Output = redis::RedisResult<T>>) -> Result<T, ClusterError> {
+    match tokio::time::timeout(REDIS_TIMEOUT, call).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(ClusterError::Redis("no answer in time".into())),
+    }
+}
+
+fn node_key(id: &str) -> String {
+    format!("hush:node:{id}")
+}
+
+fn room_key(room: &str) -> String {
+    format!("hush:room:{room}")
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The IP address in a `ws://HOST:PORT` URL, if HOST is one.
+fn host_ip(url: &str) -> Option<IpAddr> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.split('/').next()?;
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    host.parse().ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_addresses_are_read_from_their_urls() {
+        assert_eq!(
+            host_ip("ws://10.0.0.5:7880"),
+            Some("10.0.0.5".parse().unwrap())
+        );
+        assert_eq!(host_ip("ws://[::1]:7880/"), Some("::1".parse().unwrap()));
+        assert_eq!(host_ip("wss://example.org:443"), None);
+        assert_eq!(
+            host_ip("ws://127.0.0.1"),
+            Some("127.0.0.1".parse().unwrap())
+        );
+    }
+}

@@ -1,0 +1,306 @@
+//! Two `hush-server` nodes sharing a real Redis (`redis-server`, started
+//! on a free loopback port for each test): a room lives on one node and
+//! any node serves any participant.
+//!
+//! - Three members joined through different nodes are in one call: each
+//!   hears the others' tones, each pair agrees on its safety number, and a
+//!   member that leaves and rejoins through the other node costs nobody a
+//!   frame to a key change.
+//! - Ten rooms opened through one node are spread over both by load,
+//!   each on exactly one node.
+//! - With Redis gone, a call in progress keeps its media and a new join
+//!   is refused with `cluster_unavailable`; once Redis is back, joins
+//!   succeed again.
+//!
+//! Timeouts are hang guards; measured times are printed.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hush::local::LocalServer;
+use hush_client::participant::{Observed, Participant, ParticipantSpec};
+use hush_e2ee::Identity;
+use hush_proto::ServerSecret;
+use hush_tests::{heard, heard_hz, join, spec, stats, until_decrypted};
+
+/// A `redis-server` of our own, stopped on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start_on(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/setup installs the redis-server package)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, port }
+    }
+
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Self::start_on(port)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Two nodes of one cluster.
+async fn two_nodes(redis: &Redis) -> (LocalServer, LocalServer) {
+    let (secret, _) = ServerSecret::generate_development().expect("a secret");
+    let a = LocalServer::start_node(secret.clone(), &redis.url(), "node-a")
+        .await
+        .expect("node a");
+    let b = LocalServer::start_node(secret, &redis.url(), "node-b")
+        .await
+        .expect("node b");
+    (a, b)
+}
+
+async fn status(redis: &Redis) -> hush_signaling::cluster::ClusterStatus {
+    hush_signaling::cluster::status(&redis.url())
+        .await
+        .expect("cluster status")
+}
+
+/// Waits (bounded) until the cluster's status satisfies `ok`.
+async fn until_status(
+    redis: &Redis,
+    ok: impl Fn(&hush_signaling::cluster::ClusterStatus) -> bool,
+) -> hush_signaling::cluster::ClusterStatus {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = status(redis).await;
+        if ok(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hang guard: cluster status {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_joined_through_different_nodes_are_in_one_call() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis).await;
+    let room = "cross-node";
+    // Each member's view of the others' safety numbers, as they join.
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let watched = |server: &LocalServer, name: &str, hz: f64| {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let seen_tx = seen_tx.clone();
+        let me = name.to_owned();
+        tokio::spawn(async move {
+            while let Some(o) = rx.recv().await {
+                if let Observed::PeerJoined {
+                    name,
+                    safety_number,
+                    ..
+                } = o
+                {
+                    let _ = seen_tx.send((me.clone(), name, safety_number));
+                }
+            }
+        });
+        ParticipantSpec {
+            observer: Some(tx),
+            ..spec(server, room, name, hz)
+        }
+    };
+    let ann = join(watched(&a, "ann", 440.0)).await;
+    let bob = join(watched(&b, "bob", 550.0)).await;
+    let cat = join(watched(&b, "cat", 660.0)).await;
+    for p in [&ann, &bob, &cat] {
+        until_decrypted(p, 100).await;
+    }
+    let placed = until_status(&redis, |s| s.placements.contains_key(room)).await;
+    println!("status: {placed:?}");
+    assert_eq!(
+        placed.placements[room], "node-a",
+        "the room lives where its first member joined"
+    );
+    // Every member is on node a; two came through node b.
+    assert_eq!(placed.nodes["node-a"].participants, 3);
+    assert_eq!(placed.nodes["node-b"].participants, 0);
+    let relayed = b
+        .handle
+        .metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix("hush_cluster_relayed_connections_total "))
+        .map(str::to_owned);
+    assert_eq!(relayed.as_deref(), Some("2"), "node b relayed bob and cat");
+
+    // bob leaves and rejoins through the other node.
+    let bob_first = bob.stop().await.expect("bob leaves");
+    let bob = join(watched(&a, "bob", 550.0)).await;
+    until_decrypted(&bob, 100).await;
+    let before = (stats(&ann).await.decrypted, stats(&cat).await.decrypted);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = (stats(&ann).await.decrypted, stats(&cat).await.decrypted);
+    assert!(
+        after.0 > before.0 + 50 && after.1 > before.1 + 50,
+        "{before:?} → {after:?}"
+    );
+
+    let reports = [
+        ann.stop().await.expect("ann"),
+        bob.stop().await.expect("bob"),
+        cat.stop().await.expect("cat"),
+    ];
+    for r in reports.iter().chain([&bob_first]) {
+        println!(
+            "{}: lost to key changes {}, failed {:?}",
+            r.name, r.stats.lost_to_key_change, r.stats.failed
+        );
+        assert_eq!(
+            r.stats.lost_to_key_change, 0,
+            "{} lost frames to key changes",
+            r.name
+        );
+        assert!(
+            r.stats.failed.is_empty(),
+            "{} failed frames: {:?}",
+            r.name,
+            r.stats.failed
+        );
+    }
+    let tones = [("ann", 440.0), ("bob", 550.0), ("cat", 660.0)];
+    for r in &reports {
+        for (name, hz) in tones.iter().filter(|(n, _)| *n != r.name) {
+            let remote = heard(r, name).unwrap_or_else(|| panic!("{} heard {name}", r.name));
+            let got = heard_hz(remote).expect("a frequency");
+            assert!(
+                (got - hz).abs() < 5.0,
+                "{} heard {name} at {got} Hz",
+                r.name
+            );
+        }
+    }
+    // Each pair agrees on its safety number (the latest stay of each).
+    drop(seen_tx);
+    let mut numbers = std::collections::BTreeMap::new();
+    while let Ok((me, peer, number)) = seen.try_recv() {
+        numbers.insert((me, peer), number);
+    }
+    for (x, y) in [("ann", "bob"), ("ann", "cat"), ("bob", "cat")] {
+        let xy = numbers.get(&(x.to_owned(), y.to_owned()));
+        let yx = numbers.get(&(y.to_owned(), x.to_owned()));
+        assert!(xy.is_some(), "{x} saw {y}'s safety number: {numbers:?}");
+        assert_eq!(xy, yx, "{x} and {y} agree");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rooms_are_spread_over_the_nodes_by_load() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis).await;
+    let mut members = Vec::new();
+    // Every member comes through node a: placement, not the entry node,
+    // decides where a room lives.
+    for i in 0..10 {
+        members.push(join(spec(&a, &format!("room-{i}"), "m", 440.0)).await);
+    }
+    let s = until_status(&redis, |s| s.placements.len() == 10).await;
+    println!("status: {s:?}");
+    let on = |node: &str| s.placements.values().filter(|n| *n == node).count();
+    assert_eq!((on("node-a"), on("node-b")), (5, 5), "{:?}", s.placements);
+    // Each room's member is on the room's node, so no room spans two.
+    assert_eq!(s.nodes["node-a"].participants, 5);
+    assert_eq!(s.nodes["node-b"].participants, 5);
+    for m in members {
+        m.stop().await.expect("leaves");
+    }
+    // Empty rooms are let go.
+    until_status(&redis, |s| s.placements.is_empty()).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_redis_calls_go_on_and_joins_are_refused_until_it_returns() {
+    let mut redis = Redis::start();
+    let (a, b) = two_nodes(&redis).await;
+    let room = "outage";
+    let ann = join(spec(&a, room, "ann", 440.0)).await;
+    let bob = join(spec(&b, room, "bob", 550.0)).await;
+    until_decrypted(&ann, 50).await;
+    until_decrypted(&bob, 50).await;
+
+    redis.stop();
+    let before = (stats(&ann).await.decrypted, stats(&bob).await.decrypted);
+    // A join is refused: the call ends before it was joined.
+    let error = match Participant::start(spec(&b, room, "cat", 660.0), Identity::generate()).await {
+        Err(e) => e.to_string(),
+        Ok(cat) => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            cat.stop()
+                .await
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        }
+    };
+    println!("join during the outage: {error}");
+    assert!(error.contains("cluster_unavailable"), "{error}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = (stats(&ann).await.decrypted, stats(&bob).await.decrypted);
+    assert!(
+        after.0 > before.0 + 50 && after.1 > before.1 + 50,
+        "media goes on: {before:?} → {after:?}"
+    );
+
+    // Redis comes back (empty): the nodes register again at their next
+    // beat, node a with its room.
+    let redis = Redis::start_on(redis.port);
+    let started = Instant::now();
+    until_status(&redis, |s| {
+        s.nodes.len() == 2 && s.placements.get(room).map(String::as_str) == Some("node-a")
+    })
+    .await;
+    println!(
+        "the cluster's state was back {:?} after Redis",
+        started.elapsed()
+    );
+    let cat = join(spec(&b, room, "cat", 660.0)).await;
+    until_decrypted(&cat, 50).await;
+    println!(
+        "a join through node b heard the room {:?} after Redis came back",
+        started.elapsed()
+    );
+    for p in [ann, bob, cat] {
+        p.stop().await.expect("leaves");
+    }
+    a.stop().await;
+    b.stop().await;
+}
