@@ -26,12 +26,13 @@ use crate::frame::{Codec, FrameCrypto};
 /// How long a frame whose key has not arrived yet is kept (ms).
 pub const HOLD_MS: u64 = 1_000;
 
-/// How many such frames are kept at most.
-pub const HOLD_MAX: usize = 256;
+/// How many such frames are kept at most (four senders' worth).
+pub const HOLD_MAX: usize = 512;
 
-/// How many of them may come from one sender: frames forged on one
+/// How many of them may come from one sender: a second of audio and
+/// video (50 + 30 frames/s) with room to spare, and frames forged on one
 /// member's stream cannot push out another member's held frames.
-pub const HOLD_PER_SENDER: usize = 64;
+pub const HOLD_PER_SENDER: usize = 128;
 
 /// A held frame that never opened counts as lost to a key change if its
 /// sender's first key has not reached us yet, or if the membership changed
@@ -1128,14 +1129,16 @@ mod tests {
                     .is_empty()
             );
         }
-        for ctr in 0..100 {
+        // More of ann's frames than may wait.
+        const ANN: u64 = HOLD_PER_SENDER as u64 + 36;
+        for ctr in 0..ANN {
             assert!(
                 me.receive_frame(SigId(2), Codec::Opus, &frame(ann, ctr), now)
                     .is_empty()
             );
         }
-        // Ann's keys have not come: her frames wait, but only 64 of them.
-        assert_eq!(me.stats().lost_to_key_change, 100 - HOLD_PER_SENDER as u64);
+        // Ann's keys have not come: her frames wait, but only HOLD_PER_SENDER of them.
+        assert_eq!(me.stats().lost_to_key_change, ANN - HOLD_PER_SENDER as u64);
         // A KID of another slot on ann's stream can never be hers.
         assert!(
             me.receive_frame(SigId(2), Codec::Opus, &frame(ann ^ 1, 0), now)
@@ -1145,7 +1148,7 @@ mod tests {
         // When the hold ends, bob's 10 were still there to give up: lost,
         // since keys were on the move (we had just joined).
         drop(me.handle_timeout(now.plus(HOLD_MS)));
-        assert_eq!(me.stats().lost_to_key_change, 100 + 10);
+        assert_eq!(me.stats().lost_to_key_change, ANN + 10);
         // Long after any change, a frame of bob, whose first key has still
         // not come, is lost all the same (that key is on its way, however
         // late); a sender whose keys we hold is judged by changes around it
@@ -1156,9 +1159,9 @@ mod tests {
                 .is_empty()
         );
         drop(me.handle_timeout(later.plus(HOLD_MS)));
-        assert_eq!(me.stats().lost_to_key_change, 111);
+        assert_eq!(me.stats().lost_to_key_change, ANN + 11);
         assert_eq!(me.stats().failed.get("unknown_key"), Some(&1));
-        assert_eq!(me.stats().received, 112);
+        assert_eq!(me.stats().received, ANN + 12);
     }
 
     #[test]

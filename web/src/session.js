@@ -29,10 +29,10 @@ import { Group, KeyOutlook } from './group.js';
 
 /** How long a frame whose key has not arrived yet is kept (ms), as the Rust client. */
 export const HOLD_MS = 1_000;
-/** How many such frames are kept at most. */
-export const HOLD_MAX = 256;
+/** How many such frames are kept at most (four senders' worth). */
+export const HOLD_MAX = 512;
 /** How many of them may come from one sender. */
-export const HOLD_PER_SENDER = 64;
+export const HOLD_PER_SENDER = 128;
 /**
  * A held frame that never opened counts as lost to a key change if its
  * sender's first key has not reached us, or if the membership changed
