@@ -23,6 +23,7 @@ import path from 'node:path';
 import {
   ARTIFACTS,
   audit,
+  chromiumCpuSeconds,
   decodeIvf,
   hushStats,
   launchChromium,
@@ -84,7 +85,11 @@ test('two browsers and hush call: a leave and a rejoin lose no frame, the SFU se
 
   // The CLI's clip plays in amy's page: decoded frames keep coming.
   const before = (await hushStats(amy.page)).peers.cli.video_frames;
+  const cpu0 = chromiumCpuSeconds();
+  const wall0 = Date.now();
   await sleep(3_000);
+  const cpu = (chromiumCpuSeconds() - cpu0) / ((Date.now() - wall0) / 1000);
+  console.log(`Chromium (two pages of a 3-party call with video): ${(cpu * 100).toFixed(0)} % of a core`);
   const amyStats = await hushStats(amy.page);
   const benStats = await hushStats(ben2);
   assert.ok(amyStats.peers.cli.video_frames > before + 10, `the clip plays in amy's page: ${before} → ${amyStats.peers.cli.video_frames}`);

@@ -534,3 +534,30 @@ export async function decodeIvf(page, ivfFile) {
     return { frames: chunks.length, fed: fed.length, decoded, errors };
   }, frames);
 }
+
+/**
+ * CPU seconds used so far by every Chromium process on this machine (user
+ * and system, from /proc; clock ticks of 1/100 s): read twice around a
+ * window for the browsers' CPU use. Linux only; 0 elsewhere.
+ */
+export function chromiumCpuSeconds() {
+  let ticks = 0;
+  let entries = [];
+  try {
+    entries = fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  } catch {
+    return 0;
+  }
+  for (const pid of entries) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      if (!comm.startsWith('chromium') && !comm.startsWith('chrome')) continue;
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // The process ended meanwhile.
+    }
+  }
+  return ticks / 100;
+}
