@@ -296,12 +296,13 @@ impl Cluster {
             )
             .await?;
         }
-        let status = status_with(&mut redis).await?;
-        let ips = status
-            .nodes
-            .values()
-            .filter_map(|n| host_ip(&n.url))
-            .collect();
+        // The live nodes' addresses: one read per node, not per room.
+        let ids: Vec<String> = bounded(redis.smembers("hush:nodes")).await?;
+        let mut ips = HashSet::new();
+        for node in ids {
+            let url: Option<String> = bounded(redis.hget(node_key(&node), "url")).await?;
+            ips.extend(url.as_deref().and_then(host_ip));
+        }
         *self.node_ips.lock().unwrap_or_else(PoisonError::into_inner) = ips;
         Ok(())
     }
