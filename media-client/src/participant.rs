@@ -85,6 +85,8 @@ pub enum Observed {
     MediaInterrupted,
     /// The media connection is back.
     MediaRestored,
+    /// The server said it is closing the connection, and why.
+    Closing(hush_proto::CloseReason),
 }
 
 /// What one participant saw of one remote member.
@@ -480,6 +482,7 @@ impl Media for ParticipantMedia {
                 self.warn(w.to_string());
             }
             CallEvent::Closing(reason) => {
+                self.observe(Observed::Closing(*reason));
                 self.warn(format!("server closing the connection: {reason:?}"));
             }
             _ => {}

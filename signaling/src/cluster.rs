@@ -176,6 +176,8 @@ pub struct Cluster {
     node_ips: Mutex<HashSet<IpAddr>>,
     /// The rooms this node placed or refreshed last time.
     held: Mutex<HashSet<String>>,
+    /// Set by [`Cluster::leave`]: no more heartbeats.
+    left: std::sync::atomic::AtomicBool,
 }
 
 impl core::fmt::Debug for Cluster {
@@ -195,6 +197,7 @@ impl Cluster {
             redis,
             node_ips: Mutex::new(HashSet::new()),
             held: Mutex::new(HashSet::new()),
+            left: std::sync::atomic::AtomicBool::new(false),
         });
         cluster.heartbeat(&[]).await?;
         Ok(cluster)
@@ -238,6 +241,9 @@ impl Cluster {
     /// members here); lets go of rooms it no longer has. Also learns the
     /// live nodes' addresses.
     pub async fn heartbeat(&self, rooms: &[(String, usize)]) -> Result<(), ClusterError> {
+        if self.left.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
         let mut redis = self.redis.clone();
         let ttl = millis(self.config.ttl);
         let id = &self.config.node_id;
@@ -318,6 +324,7 @@ impl Cluster {
     /// Leaves the cluster: this node's entry and its placements go now,
     /// not when they expire.
     pub async fn leave(&self) -> Result<(), ClusterError> {
+        self.left.store(true, std::sync::atomic::Ordering::Release);
         let mut redis = self.redis.clone();
         let held: Vec<String> = self.lock_held().drain().collect();
         for room in held {

@@ -193,6 +193,14 @@ impl Server {
                 () = async { let _ = stop.wait_for(|stopping| *stopping).await; } => break,
             }
         }
+        // Out of the cluster at once: the members being closed now will
+        // join again through other nodes, and their rooms must be placed
+        // anew, not wait for this node's entry to expire.
+        if let Some(cluster) = shared.cluster.get()
+            && let Err(e) = cluster.leave().await
+        {
+            warn!(error = %e, "leaving the cluster");
+        }
         // Upgraded WebSockets outlive the accept loop; wait for them.
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while shared.metrics.connections() > 0 && Instant::now() < deadline {

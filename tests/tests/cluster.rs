@@ -14,62 +14,13 @@
 //!
 //! Timeouts are hang guards; measured times are printed.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hush::local::LocalServer;
+use hush::local::{LocalServer, RedisServer as Redis};
 use hush_client::participant::{Observed, Participant, ParticipantSpec};
 use hush_e2ee::Identity;
 use hush_proto::ServerSecret;
 use hush_tests::{heard, heard_hz, join, spec, stats, until_decrypted};
-
-/// A `redis-server` of our own, stopped on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start_on(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (scripts/setup installs the redis-server package)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, port }
-    }
-
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        Self::start_on(port)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// Two nodes of one cluster.
 async fn two_nodes(redis: &Redis) -> (LocalServer, LocalServer) {
@@ -110,7 +61,7 @@ async fn until_status(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn members_joined_through_different_nodes_are_in_one_call() {
-    let redis = Redis::start();
+    let redis = Redis::start().expect("redis-server");
     let (a, b) = two_nodes(&redis).await;
     let room = "cross-node";
     // Each member's view of the others' safety numbers, as they join.
@@ -223,7 +174,7 @@ async fn members_joined_through_different_nodes_are_in_one_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rooms_are_spread_over_the_nodes_by_load() {
-    let redis = Redis::start();
+    let redis = Redis::start().expect("redis-server");
     let (a, b) = two_nodes(&redis).await;
     let mut members = Vec::new();
     // Every member comes through node a: placement, not the entry node,
@@ -249,7 +200,7 @@ async fn rooms_are_spread_over_the_nodes_by_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_redis_calls_go_on_and_joins_are_refused_until_it_returns() {
-    let mut redis = Redis::start();
+    let mut redis = Redis::start().expect("redis-server");
     let (a, b) = two_nodes(&redis).await;
     let room = "outage";
     let ann = join(spec(&a, room, "ann", 440.0)).await;
@@ -282,7 +233,7 @@ async fn without_redis_calls_go_on_and_joins_are_refused_until_it_returns() {
 
     // Redis comes back (empty): the nodes register again at their next
     // beat, node a with its room.
-    let redis = Redis::start_on(redis.port);
+    let redis = Redis::start_on(redis.port).expect("redis-server again");
     let started = Instant::now();
     until_status(&redis, |s| {
         s.nodes.len() == 2 && s.placements.get(room).map(String::as_str) == Some("node-a")

@@ -178,3 +178,66 @@ pub fn mint_token(secret: &ServerSecret, room: &str, name: &str) -> Result<Strin
         .as_str()
         .to_owned())
 }
+
+/// A `redis-server` of our own on a free loopback port, for the cluster's
+/// tests and demos (the Debian `redis-server` package); stopped on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: std::process::Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl RedisServer {
+    /// Starts one on a free port and waits until it takes connections.
+    pub fn start() -> Result<Self, Error> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(Error::io("finding a free port for redis-server"))?
+            .port();
+        Self::start_on(port)
+    }
+
+    /// Starts one on `port` (again, after [`RedisServer::stop`]), without
+    /// persistence, and waits until it takes connections.
+    pub fn start_on(port: u16) -> Result<Self, Error> {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(Error::io(
+                "starting redis-server (scripts/setup installs the redis-server package)",
+            ))?;
+        let mut redis = Self { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                redis.stop();
+                return Err(Error::io("waiting for redis-server")(
+                    std::io::Error::other("it did not take connections within 10 s"),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(redis)
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (an outage, for tests).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

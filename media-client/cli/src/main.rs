@@ -86,9 +86,17 @@ enum IdentityAction {
 
 #[derive(clap::Args)]
 struct CallArgs {
-    /// Signaling server: wss://HOST[:PORT], or ws://127.0.0.1:7880 on this machine.
-    #[arg(long, env = "HUSH_SERVER")]
-    server: String,
+    /// Signaling server: wss://HOST[:PORT], or ws://127.0.0.1:7880 on this
+    /// machine. Repeat it (or separate with commas) to name other nodes of
+    /// the same cluster: if the server shuts down or the connection to it
+    /// is lost, the call joins again through the next one (with backoff,
+    /// for up to a minute), with the same identity.
+    #[arg(long, env = "HUSH_SERVER", required = true, value_delimiter = ',')]
+    server: Vec<String>,
+    /// How long to keep trying to join again after the server went away, in
+    /// seconds (0: end the call at once, exit status 4).
+    #[arg(long, default_value_t = 60)]
+    rejoin_for: u64,
     /// Also trust the CA certificate(s) in this PEM file for wss:// (a
     /// private CA); the bundled Mozilla roots stay trusted.
     #[arg(long, env = "HUSH_CA_FILE", value_name = "FILE")]
@@ -505,12 +513,11 @@ impl CallExit {
 
 async fn call(args: CallArgs) -> Result<()> {
     let dir = config_dir(args.config_dir.as_deref());
-    let identity = load_or_create_identity(
-        &args
-            .identity
-            .clone()
-            .unwrap_or_else(|| dir.join("identity.pem")),
-    )?;
+    let identity_file = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| dir.join("identity.pem"));
+    let identity = load_or_create_identity(&identity_file)?;
     println!(
         "you are {} in room {}",
         identity.public().fingerprint(),
@@ -519,10 +526,111 @@ async fn call(args: CallArgs) -> Result<()> {
     if let Some(r) = &args.record {
         std::fs::create_dir_all(r).with_context(|| format!("cannot create {}", r.display()))?;
     }
+    let mut call = CallState {
+        known: KnownPeers::open(FilePeerStore(dir.join("known_peers.json")))?,
+        last: LastCall {
+            room: args.room.clone(),
+            peers: Vec::new(),
+        },
+        dir,
+        deadline: args
+            .seconds
+            .map(|s| tokio::time::Instant::now() + Duration::from_secs(s)),
+    };
+    // One listener for the whole call: a Ctrl-C that arrives while the loop
+    // body runs is still seen on the next turn.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    // Tokio installs the handler at the first poll: do it now, before
+    // joining, so a Ctrl-C right after "joined" is never the default
+    // action (killing the process without a leave).
+    let early = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(ctrl_c.as_mut().poll(cx).is_ready())
+    })
+    .await;
+    if early {
+        return Ok(());
+    }
+    let mut identity = Some(identity);
+    let mut next_server = 0;
+    // When the connection was lost, while joining again.
+    let mut lost: Option<tokio::time::Instant> = None;
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let server = &args.server[next_server % args.server.len()];
+        let identity = match identity.take() {
+            Some(i) => i,
+            None => load_or_create_identity(&identity_file)?,
+        };
+        let ended = stay(&args, server, identity, &mut call, &mut ctrl_c, lost).await;
+        let since = match ended {
+            Ok(Stay::Done) => return Ok(()),
+            Ok(Stay::Lost) => *lost.get_or_insert_with(tokio::time::Instant::now),
+            // Joining again failed (the room's node may not be placed anew yet).
+            Err(e) => match (lost, e.downcast_ref::<CallExit>()) {
+                (Some(since), Some(CallExit::NotJoined(_))) => since,
+                _ => return Err(e),
+            },
+        };
+        let rejoin_for = Duration::from_secs(args.rejoin_for);
+        if since.elapsed() >= rejoin_for {
+            if !rejoin_for.is_zero() {
+                eprintln!("\nhush call: could not join again for {rejoin_for:?}; giving up");
+            }
+            return Err(CallExit::ServerClosed.into());
+        }
+        // Another server (of the same cluster) if one was named, after a pause.
+        next_server += 1;
+        let wake = tokio::time::Instant::now() + backoff;
+        backoff = (backoff * 2).min(Duration::from_secs(4));
+        eprintln!(
+            "\nhush call: connection lost; joining again through {} in {:?}",
+            args.server[next_server % args.server.len()],
+            wake - tokio::time::Instant::now()
+        );
+        let until_deadline = async {
+            match call.deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut ctrl_c => return Err(CallExit::ServerClosed.into()),
+            () = until_deadline => return Err(CallExit::ServerClosed.into()),
+            () = tokio::time::sleep_until(wake) => {}
+        }
+    }
+}
+
+/// What outlives one stay in the room (a call rejoined after a lost server is several stays).
+struct CallState {
+    known: KnownPeers<FilePeerStore>,
+    last: LastCall,
+    dir: PathBuf,
+    deadline: Option<tokio::time::Instant>,
+}
+
+/// How a stay ended, when it did not fail.
+enum Stay {
+    /// The user left, or the time was up: the call is over.
+    Done,
+    /// The server went away (shut down, or the connection was lost): join again.
+    Lost,
+}
+
+/// One stay in the room through `server`, from joining to leaving.
+async fn stay(
+    args: &CallArgs,
+    server: &str,
+    identity: Identity,
+    call: &mut CallState,
+    ctrl_c: &mut std::pin::Pin<&mut impl std::future::Future<Output = std::io::Result<()>>>,
+    rejoining: Option<tokio::time::Instant>,
+) -> Result<Stay> {
     let (observer, mut observed) = tokio::sync::mpsc::unbounded_channel();
     let spec = ParticipantSpec {
         join: JoinSpec {
-            server: args.server.clone(),
+            server: server.to_owned(),
             room: args.room.clone(),
             name: args.name.clone(),
             token: args.token.clone(),
@@ -546,29 +654,21 @@ async fn call(args: CallArgs) -> Result<()> {
     // Lost and still being restarted when the call ends: no media either.
     let mut media_down = false;
     let mut joined = false;
-    let mut known = KnownPeers::open(FilePeerStore(dir.join("known_peers.json")))?;
-    let mut last = LastCall {
-        room: args.room.clone(),
-        peers: Vec::new(),
-    };
-    let deadline = args
-        .seconds
-        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    // Why the server said it closes the connection, if it did.
+    let mut closing = None;
+    let dir = call.dir.clone();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    // One listener for the whole call: a Ctrl-C that arrives while the loop
-    // body runs is still seen on the next turn.
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let mut user_ended = false;
     loop {
         let until_deadline = async {
-            match deadline {
+            match call.deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
-            _ = &mut ctrl_c => break,
-            () = until_deadline => break,
+            _ = &mut *ctrl_c => { user_ended = true; break }
+            () = until_deadline => { user_ended = true; break }
             _ = tick.tick() => {
                 let Ok(s) = participant.stats().await else { break };
                 eprint!("\rsent {} | received {} | decrypted {} | failed {}   ", s.sent, s.received, s.decrypted, s.failed.values().sum::<u64>());
@@ -576,10 +676,13 @@ async fn call(args: CallArgs) -> Result<()> {
             o = observed.recv() => match o {
                 Some(Observed::Joined) => {
                     joined = true;
-                    println!("\njoined {}", args.room);
+                    match rejoining {
+                        Some(since) => println!("\njoined {} again, {:.1} s after the connection was lost", args.room, since.elapsed().as_secs_f64()),
+                        None => println!("\njoined {}", args.room),
+                    }
                 }
                 Some(Observed::PeerJoined { name, identity, safety_number }) => {
-                    let status = known.check(&name, &identity)?;
+                    let status = call.known.check(&name, &identity)?;
                     match status {
                         PeerStatus::IdentityChanged { pinned, presented } => {
                             println!("\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
@@ -598,8 +701,8 @@ async fn call(args: CallArgs) -> Result<()> {
                     }
                     println!("  safety number with {name}: {safety_number}");
                     println!("  {name} is unconfirmed until their device answers");
-                    last.peers.push(LastPeer { name, identity: hex::encode(identity.to_bytes()), safety_number });
-                    let _ = std::fs::write(dir.join("last-call.json"), serde_json::to_string_pretty(&last)?);
+                    call.last.peers.push(LastPeer { name, identity: hex::encode(identity.to_bytes()), safety_number });
+                    let _ = std::fs::write(dir.join("last-call.json"), serde_json::to_string_pretty(&call.last)?);
                 }
                 Some(Observed::PeerConfirmed { name }) => println!("\n{name} confirmed: their device answered, keys exchanged"),
                 Some(Observed::PeerLeft { name }) => println!("\n{name} left"),
@@ -607,12 +710,13 @@ async fn call(args: CallArgs) -> Result<()> {
                 Some(Observed::MediaFailed) => media_failed = true,
                 Some(Observed::MediaInterrupted) => media_down = true,
                 Some(Observed::MediaRestored) => media_down = false,
+                Some(Observed::Closing(reason)) => closing = Some(reason),
                 Some(_) => {}
                 None => break,
             }
         }
     }
-    // The frame counters as the call ends, for the summary.
+    // The frame counters as the stay ends, for the summary.
     let totals = participant.stats().await.ok();
     // Leaving waits for the server and the media connection to close; a
     // second Ctrl-C does not wait.
@@ -653,14 +757,20 @@ async fn call(args: CallArgs) -> Result<()> {
     if let Some(dir) = &args.record {
         println!("recordings in {}", dir.display());
     }
-    if report.ended_by == Some(EndReason::ServerClosed) {
-        // The call did not end because the user asked: say so, and fail.
-        return Err(CallExit::ServerClosed.into());
+    if report.ended_by == Some(EndReason::ServerClosed) && !user_ended {
+        // The call did not end because the user asked. A server that shut
+        // down or vanished (a node of a cluster, say): join again. One that
+        // ended the call on purpose (replaced, refused, too slow): fail.
+        use hush_proto::CloseReason as Why;
+        return match closing {
+            None | Some(Why::ServerShutdown | Why::IdleTimeout) if joined => Ok(Stay::Lost),
+            _ => Err(CallExit::ServerClosed.into()),
+        };
     }
     if media_failed || media_down {
         return Err(CallExit::MediaFailed.into());
     }
-    Ok(())
+    Ok(Stay::Done)
 }
 
 fn verify(dir: &Path, peer: Option<&str>) -> Result<()> {

@@ -126,7 +126,17 @@ fn a_call_whose_server_goes_away_exits_non_zero() {
     use std::time::Duration;
 
     let (rt, server, dir) = local_server();
-    let mut child = spawn_call(&server, dir.path());
+    // Told not to join again (by default it tries for a minute).
+    let token = server.token("room", "ann").expect("token");
+    let mut child = hush()
+        .args(["call", "--server", &server.url(), "--room", "room"])
+        .args(["--name", "ann", "--token", &token, "--seconds", "60"])
+        .args(["--rejoin-for", "0", "--config-dir"])
+        .arg(dir.path().join("ann"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run hush call");
     let lines = stdout_lines(&mut child);
     wait_for_line(&lines, &mut String::new(), Duration::from_secs(30), |l| {
         l.starts_with("joined ")
@@ -444,4 +454,115 @@ fn a_vanished_participant_is_announced_as_left_within_ten_seconds() {
         let _ = child.wait();
     }
     rt.block_on(server.stop());
+}
+
+/// `hush call` as `name` in "room" through the cluster nodes `servers`
+/// (tried in order), for up to a minute, its output piped.
+fn spawn_call_through(
+    servers: &[&hush::local::LocalServer],
+    dir: &std::path::Path,
+    name: &str,
+    hz: u32,
+) -> std::process::Child {
+    let token = servers[0].token("room", name).expect("token");
+    let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
+    hush()
+        .args(["call", "--server", &urls.join(","), "--room", "room"])
+        .args(["--name", name, "--token", &token, "--seconds", "60"])
+        .args(["--audio", &format!("sine:{hz}"), "--config-dir"])
+        .arg(dir.join(name))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run hush call")
+}
+
+#[test]
+fn when_the_node_holding_a_call_goes_away_its_callers_join_again_through_another() {
+    use std::time::{Duration, Instant};
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let redis = hush::local::RedisServer::start().expect("redis-server");
+    let (secret, _) = hush_proto::ServerSecret::generate_development().expect("secret");
+    let start = |id: &str| {
+        rt.block_on(hush::local::LocalServer::start_node(
+            secret.clone(),
+            &redis.url(),
+            id,
+        ))
+        .expect("node")
+    };
+    let (a, b) = (start("node-a"), start("node-b"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    // ann comes through a (so the room lives there), bob through b.
+    let mut ann = spawn_call_through(&[&a, &b], dir.path(), "ann", 440);
+    let ann_lines = stdout_lines(&mut ann);
+    let mut ann_seen = String::new();
+    wait_for_line(&ann_lines, &mut ann_seen, Duration::from_secs(30), |l| {
+        l.starts_with("joined ")
+    });
+    let mut bob = spawn_call_through(&[&b, &a], dir.path(), "bob", 660);
+    let bob_lines = stdout_lines(&mut bob);
+    let mut bob_seen = String::new();
+    wait_for_line(&ann_lines, &mut ann_seen, Duration::from_secs(30), |l| {
+        l == "bob confirmed: their device answered, keys exchanged"
+    });
+    wait_for_line(&bob_lines, &mut bob_seen, Duration::from_secs(30), |l| {
+        l == "ann confirmed: their device answered, keys exchanged"
+    });
+
+    // The node holding the room (its signaling and its SFU) goes away.
+    let stopped = Instant::now();
+    rt.block_on(a.stop());
+    for (lines, seen, other) in [
+        (&ann_lines, &mut ann_seen, "bob"),
+        (&bob_lines, &mut bob_seen, "ann"),
+    ] {
+        wait_for_line(lines, seen, Duration::from_secs(40), |l| {
+            l.starts_with("joined room again")
+        });
+        let heard = wait_for_line(lines, seen, Duration::from_secs(40), |l| {
+            l == format!("{other} confirmed: their device answered, keys exchanged")
+        });
+        println!(
+            "{other} confirmed again {:.1} s after the node went away",
+            (heard - stopped).as_secs_f64()
+        );
+    }
+    // Both talk through node b for a while, then leave as a user would.
+    std::thread::sleep(Duration::from_secs(3));
+    for child in [&mut ann, &mut bob] {
+        let killed = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+    }
+    for (child, lines, seen, other) in [
+        (&mut ann, &ann_lines, &mut ann_seen, "bob"),
+        (&mut bob, &bob_lines, &mut bob_seen, "ann"),
+    ] {
+        let status = child.wait().expect("wait");
+        // The last stay's summary: frames from the other after the move.
+        while let Ok((_, line)) = lines.recv_timeout(Duration::from_secs(5)) {
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        assert_eq!(status.code(), Some(0), "{seen}");
+        let heard = seen
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(&format!("  from {other}: ")))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        assert!(
+            heard >= 100,
+            "{heard} audio frames from {other} after the move:\n{seen}"
+        );
+    }
+    let status = rt
+        .block_on(hush_signaling::cluster::status(&redis.url()))
+        .expect("status");
+    assert!(!status.nodes.contains_key("node-a"), "{status:?}");
+    rt.block_on(b.stop());
 }
