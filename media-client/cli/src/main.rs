@@ -544,10 +544,9 @@ async fn call(args: CallArgs) -> Result<()> {
     // Tokio installs the handler at the first poll: do it now, before
     // joining, so a Ctrl-C right after "joined" is never the default
     // action (killing the process without a leave).
-    let early = std::future::poll_fn(|cx| {
-        std::task::Poll::Ready(ctrl_c.as_mut().poll(cx).is_ready())
-    })
-    .await;
+    let early =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(ctrl_c.as_mut().poll(cx).is_ready()))
+            .await;
     if early {
         return Ok(());
     }
