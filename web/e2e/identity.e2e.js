@@ -1,0 +1,97 @@
+// @ts-check
+/**
+ * The page's defence against an impersonator: a name that comes back with
+ * another identity key gets a loud warning, and "Mark verified" sticks to
+ * the key that was compared.
+ *
+ * amy's page (one browser profile: its pins in localStorage survive) meets
+ * `hush call` as "cli" twice: first with one identity (pinned, no
+ * warning; amy marks it verified), then — as a server or an attacker
+ * holding a token for that name could arrange — with a new identity under
+ * the same name: the page must show the warning banner and the tile must
+ * say the key changed and is not verified.
+ *
+ * Run with `npm run e2e` (binaries from ../target/debug).
+ */
+
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+
+import { ARTIFACTS, hushStats, launchChromium, openPage, startCli, startServer, stopAll, waitFor } from './harness.js';
+
+const ROOM = 'identity-e2e';
+
+after(stopAll);
+
+/**
+ * The tile of the member called `name`: its badge, warning text and border class.
+ * @param {import('playwright-core').Page} page
+ * @param {string} name
+ */
+function tile(page, name) {
+  return page.evaluate((who) => {
+    const el = [...document.querySelectorAll('#tiles .tile')].find(
+      (t) => t.querySelector('.name')?.textContent === who,
+    );
+    return {
+      badge: el?.querySelector('.badge')?.textContent ?? null,
+      changed: el?.querySelector('.changed')?.textContent ?? '',
+      flagged: el?.classList.contains('identity-changed') ?? false,
+      banner: /** @type {HTMLElement} */ (document.getElementById('banner')).hidden
+        ? null
+        : document.getElementById('banner')?.textContent ?? null,
+    };
+  }, name);
+}
+
+test('a known name with a new identity key is a loud warning, and verification sticks to the key', { timeout: 120_000 }, async () => {
+  const server = await startServer();
+  const browser = await launchChromium();
+  const amy = await openPage(browser, 'amy');
+  await amy.page.goto(server.link(ROOM, 'amy'));
+
+  // First meeting: pinned, no warning; amy compares and marks it verified.
+  const first = startCli(server, ROOM, 'cli', ['--audio', 'sine:660']);
+  /** @type {string} */
+  let number = '';
+  await waitFor(
+    async () => {
+      number = (await hushStats(amy.page))?.peers?.cli?.safety_number ?? '';
+      return number !== '';
+    },
+    30_000,
+    async () => `amy sees cli: ${JSON.stringify(await hushStats(amy.page))}`,
+  );
+  const met = await tile(amy.page, 'cli');
+  assert.equal(met.banner, null, 'no warning on a first meeting');
+  assert.equal(met.flagged, false);
+  await amy.page.click('#tiles .tile:not(.me) .sn summary');
+  await amy.page.click('#tiles .tile:not(.me) .verify');
+  await waitFor(async () => (await tile(amy.page, 'cli')).badge === 'verified', 5_000, async () => JSON.stringify(await tile(amy.page, 'cli')));
+  await first.stop();
+  await waitFor(async () => (await hushStats(amy.page))?.peers?.cli === undefined, 15_000, async () => 'cli leaves');
+
+  // Same name, another key.
+  startCli(server, ROOM, 'cli', ['--audio', 'sine:660']);
+  /** @type {string} */
+  let second = '';
+  await waitFor(
+    async () => {
+      second = (await hushStats(amy.page))?.peers?.cli?.safety_number ?? '';
+      return second !== '';
+    },
+    30_000,
+    async () => `amy sees the new cli: ${JSON.stringify(await hushStats(amy.page))}`,
+  );
+  assert.notEqual(second, number, 'a new identity gives a new safety number');
+  const now = await tile(amy.page, 'cli');
+  console.log(`the page says: ${now.banner} / ${now.changed}`);
+  assert.match(now.banner ?? '', /new identity key/, 'the warning banner');
+  assert.match(now.changed, /identity key changed/);
+  assert.equal(now.flagged, true, 'the tile is marked');
+  assert.notEqual(now.badge, 'verified', 'verification was for the old key');
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  await amy.page.screenshot({ path: path.join(ARTIFACTS, 'identity-changed.png') });
+});
