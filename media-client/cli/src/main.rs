@@ -89,7 +89,7 @@ struct CallArgs {
     /// Signaling server: wss://HOST[:PORT], or ws://127.0.0.1:7880 on this
     /// machine. Repeat it (or separate with commas) to name other nodes of
     /// the same cluster: if the server shuts down or the connection to it
-    /// is lost, the call joins again through the next one (with backoff,
+    /// is lost, the call joins again through the next one (backoff 0.5 to 2 s,
     /// for up to a minute), with the same identity.
     #[arg(long, env = "HUSH_SERVER", required = true, value_delimiter = ',')]
     server: Vec<String>,
@@ -581,7 +581,7 @@ async fn call(args: CallArgs) -> Result<()> {
         // Another server (of the same cluster) if one was named, after a pause.
         next_server += 1;
         let wake = tokio::time::Instant::now() + backoff;
-        backoff = (backoff * 2).min(Duration::from_secs(4));
+        backoff = (backoff * 2).min(Duration::from_secs(2));
         eprintln!(
             "\nhush call: connection lost; joining again through {} in {:?}",
             args.server[next_server % args.server.len()],

@@ -456,25 +456,101 @@ fn a_vanished_participant_is_announced_as_left_within_ten_seconds() {
     rt.block_on(server.stop());
 }
 
-/// `hush call` as `name` in "room" through the cluster nodes `servers`
-/// (tried in order), for up to a minute, its output piped.
-fn spawn_call_through(
-    servers: &[&hush::local::LocalServer],
-    dir: &std::path::Path,
-    name: &str,
-    hz: u32,
-) -> std::process::Child {
-    let token = servers[0].token("room", name).expect("token");
-    let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
-    hush()
-        .args(["call", "--server", &urls.join(","), "--room", "room"])
-        .args(["--name", name, "--token", &token, "--seconds", "60"])
-        .args(["--audio", &format!("sine:{hz}"), "--config-dir"])
-        .arg(dir.join(name))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run hush call")
+/// A `hush call` in "room" through cluster nodes, and what it printed.
+struct Caller {
+    name: &'static str,
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<(std::time::Instant, String)>,
+    seen: String,
+}
+
+impl Caller {
+    /// `hush call` as `name` through the nodes at `urls` (tried in order),
+    /// for up to a minute; waits until it has joined.
+    fn join(
+        urls: &[String],
+        secret: &hush_proto::ServerSecret,
+        dir: &std::path::Path,
+        name: &'static str,
+        hz: u32,
+    ) -> Self {
+        let token = hush::local::mint_token(secret, "room", name).expect("token");
+        let mut child = hush()
+            .args(["call", "--server", &urls.join(","), "--room", "room"])
+            .args(["--name", name, "--token", &token, "--seconds", "60"])
+            .args(["--audio", &format!("sine:{hz}"), "--config-dir"])
+            .arg(dir.join(name))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run hush call");
+        let lines = stdout_lines(&mut child);
+        let mut caller = Self {
+            name,
+            child,
+            lines,
+            seen: String::new(),
+        };
+        caller.wait(|l| l.starts_with("joined "));
+        caller
+    }
+
+    /// Waits (40 s at most) for a line that satisfies `want`; when it came.
+    fn wait(&mut self, want: impl Fn(&str) -> bool) -> std::time::Instant {
+        wait_for_line(
+            &self.lines,
+            &mut self.seen,
+            std::time::Duration::from_secs(40),
+            want,
+        )
+    }
+
+    /// Waits until `other` is confirmed (again); when it was.
+    fn hears(&mut self, other: &str) -> std::time::Instant {
+        let line = format!("{other} confirmed: their device answered, keys exchanged");
+        self.wait(|l| l == line)
+    }
+
+    /// After a lost node: joined again, and `other` confirmed again;
+    /// prints how long after `since`.
+    fn back_with(&mut self, other: &str, since: std::time::Instant, what: &str) {
+        self.wait(|l| l.starts_with("joined room again"));
+        let heard = self.hears(other);
+        println!(
+            "{}: {other} confirmed again {:.1} s after {what}",
+            self.name,
+            (heard - since).as_secs_f64()
+        );
+    }
+
+    /// Leaves as a user would (Ctrl-C); checks the exit status and that the
+    /// last stay decrypted at least 100 audio frames of `other`.
+    fn leave_having_heard(mut self, other: &str) {
+        let killed = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let status = self.child.wait().expect("wait");
+        while let Ok((_, line)) = self.lines.recv_timeout(std::time::Duration::from_secs(5)) {
+            self.seen.push_str(&line);
+            self.seen.push('\n');
+        }
+        assert_eq!(status.code(), Some(0), "{}", self.seen);
+        let heard = self
+            .seen
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(&format!("  from {other}: ")))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        assert!(
+            heard >= 100,
+            "{heard} audio frames from {other}:\n{}",
+            self.seen
+        );
+    }
 }
 
 #[test]
@@ -494,75 +570,125 @@ fn when_the_node_holding_a_call_goes_away_its_callers_join_again_through_another
     let (a, b) = (start("node-a"), start("node-b"));
     let dir = tempfile::tempdir().expect("tempdir");
     // ann comes through a (so the room lives there), bob through b.
-    let mut ann = spawn_call_through(&[&a, &b], dir.path(), "ann", 440);
-    let ann_lines = stdout_lines(&mut ann);
-    let mut ann_seen = String::new();
-    wait_for_line(&ann_lines, &mut ann_seen, Duration::from_secs(30), |l| {
-        l.starts_with("joined ")
-    });
-    let mut bob = spawn_call_through(&[&b, &a], dir.path(), "bob", 660);
-    let bob_lines = stdout_lines(&mut bob);
-    let mut bob_seen = String::new();
-    wait_for_line(&ann_lines, &mut ann_seen, Duration::from_secs(30), |l| {
-        l == "bob confirmed: their device answered, keys exchanged"
-    });
-    wait_for_line(&bob_lines, &mut bob_seen, Duration::from_secs(30), |l| {
-        l == "ann confirmed: their device answered, keys exchanged"
-    });
+    let mut ann = Caller::join(&[a.url(), b.url()], &secret, dir.path(), "ann", 440);
+    let mut bob = Caller::join(&[b.url(), a.url()], &secret, dir.path(), "bob", 660);
+    ann.hears("bob");
+    bob.hears("ann");
 
-    // The node holding the room (its signaling and its SFU) goes away.
+    // The node holding the room (its signaling and its SFU) shuts down.
     let stopped = Instant::now();
     rt.block_on(a.stop());
-    for (lines, seen, other) in [
-        (&ann_lines, &mut ann_seen, "bob"),
-        (&bob_lines, &mut bob_seen, "ann"),
-    ] {
-        wait_for_line(lines, seen, Duration::from_secs(40), |l| {
-            l.starts_with("joined room again")
-        });
-        let heard = wait_for_line(lines, seen, Duration::from_secs(40), |l| {
-            l == format!("{other} confirmed: their device answered, keys exchanged")
-        });
-        println!(
-            "{other} confirmed again {:.1} s after the node went away",
-            (heard - stopped).as_secs_f64()
-        );
-    }
-    // Both talk through node b for a while, then leave as a user would.
+    ann.back_with("bob", stopped, "its node shut down");
+    bob.back_with("ann", stopped, "the room's node shut down");
+    // Both talk through node b for a while, then leave.
     std::thread::sleep(Duration::from_secs(3));
-    for child in [&mut ann, &mut bob] {
-        let killed = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(killed.success());
-    }
-    for (child, lines, seen, other) in [
-        (&mut ann, &ann_lines, &mut ann_seen, "bob"),
-        (&mut bob, &bob_lines, &mut bob_seen, "ann"),
-    ] {
-        let status = child.wait().expect("wait");
-        // The last stay's summary: frames from the other after the move.
-        while let Ok((_, line)) = lines.recv_timeout(Duration::from_secs(5)) {
-            seen.push_str(&line);
-            seen.push('\n');
-        }
-        assert_eq!(status.code(), Some(0), "{seen}");
-        let heard = seen
-            .lines()
-            .rev()
-            .find_map(|l| l.strip_prefix(&format!("  from {other}: ")))
-            .and_then(|l| l.split(' ').next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0);
-        assert!(
-            heard >= 100,
-            "{heard} audio frames from {other} after the move:\n{seen}"
-        );
-    }
+    ann.leave_having_heard("bob");
+    bob.leave_having_heard("ann");
     let status = rt
         .block_on(hush_signaling::cluster::status(&redis.url()))
         .expect("status");
     assert!(!status.nodes.contains_key("node-a"), "{status:?}");
     rt.block_on(b.stop());
+}
+
+/// A `hush-server --redis` process (built beside `hush`), killed on drop.
+struct NodeProcess {
+    child: std::process::Child,
+    url: String,
+}
+
+impl NodeProcess {
+    fn start(redis: &str, secret_file: &std::path::Path, id: &str) -> Self {
+        use std::io::BufRead;
+        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_hush")).with_file_name("hush-server");
+        assert!(
+            bin.exists(),
+            "{} is missing: build it first (cargo build -p hush-signaling)",
+            bin.display()
+        );
+        let mut child = Command::new(bin)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--rtc-port",
+                "0",
+                "--redis",
+                redis,
+            ])
+            .args(["--node-id", id, "--secret-file"])
+            .arg(secret_file)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run hush-server");
+        // "hush-server listening on http://127.0.0.1:PORT (...": the first line.
+        let mut first = String::new();
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut url = None;
+        while url.is_none() {
+            first.clear();
+            assert!(
+                out.read_line(&mut first).expect("stdout") > 0,
+                "hush-server exited"
+            );
+            url = first
+                .split("listening on http://")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .map(|addr| format!("ws://{addr}"));
+        }
+        std::thread::spawn(move || for _ in out.lines() {});
+        Self {
+            child,
+            url: url.expect("an address"),
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn a_killed_node_costs_its_callers_a_rejoin_and_no_more() {
+    use std::time::{Duration, Instant};
+    let redis = hush::local::RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (secret, text) = hush_proto::ServerSecret::generate_development().expect("secret");
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, text.as_bytes()).expect("secret file");
+    let mut nodes: Vec<NodeProcess> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|id| NodeProcess::start(&redis.url(), &secret_file, id))
+        .collect();
+    let url = |i: usize| nodes[i].url.clone();
+    // The room lives on a (ann's node); bob is relayed through b.
+    let mut ann = Caller::join(&[url(0), url(2)], &secret, dir.path(), "ann", 440);
+    let mut bob = Caller::join(&[url(1), url(0), url(2)], &secret, dir.path(), "bob", 660);
+    ann.hears("bob");
+    bob.hears("ann");
+
+    // kill -9 of the node that only relays bob: bob joins again (through a).
+    let killed = Instant::now();
+    nodes[1].kill();
+    bob.back_with("ann", killed, "its relaying node was killed");
+    ann.hears("bob");
+
+    // kill -9 of the node holding the room: its entry expires (5 s), the
+    // room is placed on c, and both join again there.
+    let killed = Instant::now();
+    nodes[0].kill();
+    ann.back_with("bob", killed, "the room's node was killed");
+    bob.back_with("ann", killed, "the room's node was killed");
+    std::thread::sleep(Duration::from_secs(3));
+    ann.leave_having_heard("bob");
+    bob.leave_having_heard("ann");
 }
