@@ -263,17 +263,20 @@ export function run(file, args, options = {}) {
  * `hush-server` with its embedded SFU on loopback: port 0 for signaling
  * and media, so free ports and no race; the server says which it got on
  * its first stdout line.
- * @param {{ capture?: string, sfuWorkers?: number }} [options] capture: write a
- *   ciphertext capture file; sfuWorkers: `--sfu-workers` (default the
- *   server's, one per core: with one, the group test's browsers get some
- *   of the CLI's frames as replays)
+ * @param {{ capture?: string, sfuWorkers?: number, port?: number, secretFile?: string }} [options]
+ *   capture: write a ciphertext capture file; sfuWorkers: `--sfu-workers`
+ *   (default the server's, one per core); port: listen on this one (a
+ *   server started again); secretFile: use this secret (the same service)
  */
 export async function startServer(options = {}) {
-  const dir = tempDir();
-  // A fresh secret, in a file, so it is not on any command line.
-  const secretFile = path.join(dir, 'secret');
-  fs.writeFileSync(secretFile, randomBytes(32).toString('base64'), { mode: 0o600 });
-  const args = ['--listen', '127.0.0.1:0', '--secret-file', secretFile, '--rtc-port', '0'];
+  // A fresh secret, in a file, so it is not on any command line (or the
+  // given one: a server started again as the same service).
+  let secretFile = options.secretFile;
+  if (secretFile === undefined) {
+    secretFile = path.join(tempDir(), 'secret');
+    fs.writeFileSync(secretFile, randomBytes(32).toString('base64'), { mode: 0o600 });
+  }
+  const args = ['--listen', `127.0.0.1:${options.port ?? 0}`, '--secret-file', secretFile, '--rtc-port', '0'];
   if (options.capture) args.push('--capture', options.capture);
   if (options.sfuWorkers !== undefined) args.push('--sfu-workers', String(options.sfuWorkers));
   const proc = run(binary('hush-server'), args, { name: 'server' });
@@ -316,6 +319,8 @@ export async function startServer(options = {}) {
     base,
     ws: base.replace(/^http/, 'ws'),
     proc,
+    secretFile,
+    port: Number(new URL(base).port),
     /**
      * A join token for `name` in `room`.
      * @param {string} room

@@ -143,27 +143,64 @@ async function start(join) {
   $('me-name').textContent = `${join.name} (you)`;
   await listDevices();
 
+  connect(join, id, options);
+  setInterval(() => {
+    refresh().catch((e) => console.warn('hush: stats', e));
+  }, 250);
+}
+
+/** When the server went away, while joining again (ms since the epoch). @type {number | null} */
+let lostAt = null;
+/** The pause before the next attempt to join again. */
+let backoff = 500;
+/** How long to keep trying to join again (as `hush call --rejoin-for`). */
+const REJOIN_FOR_MS = 60_000;
+
+/**
+ * Joins (again): a new call with our identity and media; the old one's
+ * worker, keys and peer connection are gone with it.
+ * @param {{ room: string, name: string, token: string }} join
+ * @param {{ privateKey: CryptoKey, publicKey: Uint8Array }} id
+ * @param {{ transforms?: 'streams', audit?: boolean }} options
+ */
+function connect(join, id, options) {
+  if (local === null) return;
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  call = new Call({ url: `${scheme}//${location.host}/v1/ws`, ...join }, local, options);
-  call.addEventListener('state', (e) => onState(/** @type {CustomEvent} */ (e).detail));
-  call.addEventListener('peer', (e) => onPeer(/** @type {CustomEvent} */ (e).detail));
-  call.addEventListener('peer_left', (e) => removeTile(/** @type {CustomEvent} */ (e).detail.id));
-  call.addEventListener('track', (e) => onTrack(/** @type {CustomEvent} */ (e).detail));
-  call.addEventListener('speaker', (e) => {
+  const c = new Call({ url: `${scheme}//${location.host}/v1/ws`, ...join }, local, options);
+  call = c;
+  c.addEventListener('state', (e) => {
+    const s = /** @type {CustomEvent} */ (e).detail;
+    if (s.state === 'joined') {
+      if (lostAt !== null) console.info(`hush: joined again ${Date.now() - lostAt} ms after the server went away`);
+      lostAt = null;
+      backoff = 500;
+    }
+    if (s.state === 'closed' && (s.rejoin || lostAt !== null) && Date.now() - (lostAt ?? Date.now()) < REJOIN_FOR_MS) {
+      // The server went away (or the last attempt failed): join again.
+      lostAt ??= Date.now();
+      for (const id of [...tiles.keys()]) removeTile(id);
+      onState({ state: 'rejoining', reason: `${s.reason}; joining again in ${(backoff / 1000).toFixed(1)} s` });
+      setTimeout(() => connect(join, id, options), backoff);
+      backoff = Math.min(backoff * 2, 2_000);
+      return;
+    }
+    onState(s);
+  });
+  c.addEventListener('peer', (e) => onPeer(/** @type {CustomEvent} */ (e).detail));
+  c.addEventListener('peer_left', (e) => removeTile(/** @type {CustomEvent} */ (e).detail.id));
+  c.addEventListener('track', (e) => onTrack(/** @type {CustomEvent} */ (e).detail));
+  c.addEventListener('speaker', (e) => {
     speaker = /** @type {CustomEvent} */ (e).detail.participant;
   });
-  call.addEventListener('warning', (e) => {
+  c.addEventListener('warning', (e) => {
     const { code, detail } = /** @type {CustomEvent} */ (e).detail;
     console.warn(`hush: ${code}: ${detail}`);
     if (code === 'media_closed' || code === 'media_failed' || code.startsWith('token_') || code === 'room_full') {
       banner(`${code}: ${detail}`);
     }
   });
-  call.start(id);
+  c.start(id);
   snapshot = { room: join.room, you: join.name, fingerprint: myFingerprint, state: 'connecting', peers: {} };
-  setInterval(() => {
-    refresh().catch((e) => console.warn('hush: stats', e));
-  }, 250);
 }
 
 /** @param {{ state: string, reason: string }} s */

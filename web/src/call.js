@@ -4,7 +4,8 @@
  * peer connection to the SFU (§11) and the media worker that holds every
  * key (`media-worker.js`). No UI: it emits events the page shows.
  *
- * Events (`CustomEvent`s, `detail` as named): `state` ({state, reason}),
+ * Events (`CustomEvent`s, `detail` as named): `state` ({state, reason,
+ * rejoin}: `closed` with `rejoin` when the server went away after we joined),
  * `peer` ({id, name, safetyNumber, identity, confirmed}), `peer_left`
  * ({id, name}), `track` ({publisher, kind, stream}), `speaker`
  * ({participant}), `warning` ({code, detail}).
@@ -58,6 +59,8 @@ export class Call extends EventTarget {
   you = null;
   /** @type {ReturnType<typeof setInterval> | null} */
   #pinger = null;
+  /** Why the server said it closes the connection, if it did. @type {string | null} */
+  #closing = null;
   /** The server's messages, handled one after another. @type {Promise<void>} */
   #inbox = Promise.resolve();
   /** Offers are made one at a time; the SFU's offers win (§11). */
@@ -120,7 +123,14 @@ export class Call extends EventTarget {
         .catch((e) => this.#emit('warning', { code: 'media', detail: String(e) }));
     };
     ws.onclose = (ev) => {
-      if (this.state !== 'left') this.#setState('closed', ev.reason || `connection closed (${ev.code})`);
+      if (this.state !== 'left') {
+        // Joined, and the server went away (shut down, or the connection
+        // was lost): worth joining again. Not when it ended the call on
+        // purpose (replaced, refused, too slow) or we never got in.
+        const why = this.#closing;
+        const rejoin = this.you !== null && (why === null || why === 'server_shutdown' || why === 'idle_timeout');
+        this.#setState('closed', why ?? (ev.reason || `connection closed (${ev.code})`), rejoin);
+      }
       this.#stop();
     };
     this.#pinger = setInterval(() => this.#send({ type: 'ping', nonce: 0 }), 10_000);
@@ -170,10 +180,11 @@ export class Call extends EventTarget {
   /**
    * @param {string} state
    * @param {string} [reason]
+   * @param {boolean} [rejoin] (`closed` only) the call may be joined again
    */
-  #setState(state, reason = '') {
+  #setState(state, reason = '', rejoin = false) {
     this.state = state;
-    this.#emit('state', { state, reason });
+    this.#emit('state', { state, reason, rejoin });
   }
 
   /** @param {any} msg */
@@ -265,7 +276,8 @@ export class Call extends EventTarget {
         if (msg.code === 'media_closed' || msg.code === 'media_failed') this.#setState('media_lost', msg.message);
         return;
       case 'closing':
-        this.#setState('closed', msg.reason);
+        // Said before the server closes; the close itself ends the call.
+        this.#closing = typeof msg.reason === 'string' ? msg.reason : 'unknown';
         return;
       default:
     }
