@@ -66,22 +66,7 @@ impl ConnectionCaps {
 
     /// Lets a connection from `address` in, or says why not.
     pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<ConnectionSlot, ConnectionRefusal> {
-        let mut open = self.counts();
-        if open.total >= self.max_total {
-            return Err(ConnectionRefusal::ServerFull);
-        }
-        let from = open.by_address.entry(address).or_default();
-        if *from >= self.max_per_address {
-            return Err(ConnectionRefusal::AddressFull);
-        }
-        *from += 1;
-        open.total += 1;
-        Ok(ConnectionSlot {
-            _held: Arc::new(SlotInner {
-                admission: Arc::clone(self),
-                address,
-            }),
-        })
+        self.admit_from(address, true)
     }
 
     /// Admits a connection from another node of the cluster, which
@@ -90,11 +75,23 @@ impl ConnectionCaps {
         self: &Arc<Self>,
         address: IpAddr,
     ) -> Result<ConnectionSlot, ConnectionRefusal> {
+        self.admit_from(address, false)
+    }
+
+    fn admit_from(
+        self: &Arc<Self>,
+        address: IpAddr,
+        per_address_cap: bool,
+    ) -> Result<ConnectionSlot, ConnectionRefusal> {
         let mut open = self.counts();
         if open.total >= self.max_total {
             return Err(ConnectionRefusal::ServerFull);
         }
-        *open.by_address.entry(address).or_default() += 1;
+        let from = open.by_address.entry(address).or_default();
+        if per_address_cap && *from >= self.max_per_address {
+            return Err(ConnectionRefusal::AddressFull);
+        }
+        *from += 1;
         open.total += 1;
         Ok(ConnectionSlot {
             _held: Arc::new(SlotInner {
@@ -157,5 +154,23 @@ mod tests {
         drop(s4);
         assert_eq!(a.open(), 0);
         assert_eq!(a.admit(ip(3)).err(), None, "every place is free again");
+    }
+
+    #[test]
+    fn a_cluster_node_is_held_to_the_total_cap_only() {
+        let a = ConnectionCaps::new(3, 1);
+        let s1 = a.admit(ip(9)).expect("a client");
+        assert_eq!(a.admit(ip(9)).err(), Some(ConnectionRefusal::AddressFull));
+        let n1 = a
+            .admit_node(ip(9))
+            .expect("a node past the per-address cap");
+        let n2 = a.admit_node(ip(9)).expect("and again");
+        assert_eq!(
+            a.admit_node(ip(9)).err(),
+            Some(ConnectionRefusal::ServerFull)
+        );
+        drop((s1, n1, n2));
+        assert_eq!(a.open(), 0);
+        assert!(a.admit(ip(9)).is_ok(), "its places came back");
     }
 }
