@@ -181,6 +181,11 @@ async fn rooms_are_spread_over_the_nodes_by_load() {
     // decides where a room lives.
     for i in 0..10 {
         members.push(join(spec(&a, &format!("room-{i}"), "m", 440.0)).await);
+        // One room at a time, each member in before the next placement.
+        until_status(&redis, |s| {
+            s.nodes.values().map(|n| n.participants).sum::<usize>() == i + 1
+        })
+        .await;
     }
     let s = until_status(&redis, |s| s.placements.len() == 10).await;
     println!("status: {s:?}");
