@@ -83,7 +83,9 @@ export class Call extends EventTarget {
     this.audit = options.audit === true;
     this.#worker = new Worker(new URL('./media-worker.js', import.meta.url), { type: 'module', name: 'hush-media' });
     this.#worker.onmessage = (ev) => this.#fromWorker(ev.data);
-    this.#worker.onerror = (ev) => this.#emit('warning', { code: 'worker', detail: ev.message });
+    // A script that failed to load (the server is down) has no message.
+    this.#worker.onerror = (ev) =>
+      this.#emit('warning', { code: 'worker', detail: ev.message || 'the media worker could not start' });
   }
 
   /**
