@@ -348,7 +348,8 @@ export async function startServer(options = {}) {
  * @param {string} room
  * @param {string} name
  * @param {string[]} extra more arguments (`--audio`, `--video`, `--record`, `--seconds`)
- * @param {{ echo?: boolean }} [options] echo its stdout lines to stderr
+ * @param {{ echo?: boolean, identity?: string }} [options] echo: its stdout lines to stderr;
+ *   identity: this identity file (default a new one)
  */
 export function startCli(server, room, name, extra, options = {}) {
   const dir = tempDir();
@@ -356,7 +357,7 @@ export function startCli(server, room, name, extra, options = {}) {
     binary('hush'),
     [
       'call', '--server', server.ws, '--room', room, '--name', name, '--token', server.token(room, name),
-      '--identity', path.join(dir, 'identity.pem'), '--config-dir', dir, ...extra,
+      '--identity', options.identity ?? path.join(dir, 'identity.pem'), '--config-dir', dir, ...extra,
     ],
     { name, echo: options.echo },
   );

@@ -9,7 +9,9 @@
  * warning; amy marks it verified), then — as a server or an attacker
  * holding a token for that name could arrange — with a new identity under
  * the same name: the page must show the warning banner and the tile must
- * say the key changed and is not verified.
+ * say the key changed and is not verified. Then the first key comes back
+ * under another name ("mallory"): the page knows whose key it is, warns,
+ * and does not call it verified (it was verified as "cli").
  *
  * Run with `npm run e2e` (binaries from ../target/debug).
  */
@@ -19,7 +21,17 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { ARTIFACTS, hushStats, launchChromium, openPage, startCli, startServer, stopAll, waitFor } from './harness.js';
+import {
+  ARTIFACTS,
+  hushStats,
+  launchChromium,
+  openPage,
+  startCli,
+  startServer,
+  stopAll,
+  tempDir,
+  waitFor,
+} from './harness.js';
 
 const ROOM = 'identity-e2e';
 
@@ -46,14 +58,15 @@ function tile(page, name) {
   }, name);
 }
 
-test('a known name with a new identity key is a loud warning, and verification sticks to the key', { timeout: 120_000 }, async () => {
+test('a known name with a new key, or a known key under a new name, is a loud warning, and verification sticks to the key', { timeout: 120_000 }, async () => {
   const server = await startServer();
   const browser = await launchChromium();
   const amy = await openPage(browser, 'amy');
   await amy.page.goto(server.link(ROOM, 'amy'));
 
   // First meeting: pinned, no warning; amy compares and marks it verified.
-  const first = startCli(server, ROOM, 'cli', ['--audio', 'sine:660']);
+  const firstKey = path.join(tempDir(), 'identity.pem');
+  const first = startCli(server, ROOM, 'cli', ['--audio', 'sine:660'], { identity: firstKey });
   /** @type {string} */
   let number = '';
   await waitFor(
@@ -74,7 +87,7 @@ test('a known name with a new identity key is a loud warning, and verification s
   await waitFor(async () => (await hushStats(amy.page))?.peers?.cli === undefined, 15_000, async () => 'cli leaves');
 
   // Same name, another key.
-  startCli(server, ROOM, 'cli', ['--audio', 'sine:660']);
+  const newKey = startCli(server, ROOM, 'cli', ['--audio', 'sine:660']);
   /** @type {string} */
   let second = '';
   await waitFor(
@@ -94,4 +107,23 @@ test('a known name with a new identity key is a loud warning, and verification s
   assert.notEqual(now.badge, 'verified', 'verification was for the old key');
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   await amy.page.screenshot({ path: path.join(ARTIFACTS, 'identity-changed.png') });
+  await newKey.stop();
+  await waitFor(async () => (await hushStats(amy.page))?.peers?.cli === undefined, 15_000, async () => 'the new cli leaves');
+
+  // The first key again, under another name: the page knows whose key it is.
+  await amy.page.evaluate(() => {
+    /** @type {HTMLElement} */ (document.getElementById('banner')).hidden = true;
+  });
+  startCli(server, ROOM, 'mallory', ['--audio', 'sine:660'], { identity: firstKey });
+  await waitFor(
+    async () => ((await hushStats(amy.page))?.peers?.mallory?.safety_number ?? '') !== '',
+    30_000,
+    async () => `amy sees mallory: ${JSON.stringify(await hushStats(amy.page))}`,
+  );
+  const renamed = await tile(amy.page, 'mallory');
+  console.log(`the page says: ${renamed.banner} / ${renamed.changed}`);
+  assert.equal((await hushStats(amy.page)).peers.mallory.safety_number, number, 'the same key as the first cli');
+  assert.match(renamed.banner ?? '', /"mallory" is using the key of "cli"/);
+  assert.equal(renamed.flagged, true);
+  assert.notEqual(renamed.badge, 'verified', 'verified as cli, not as mallory');
 });

@@ -75,18 +75,23 @@ async function identity() {
   return { privateKey: pair.privateKey, publicKey };
 }
 
-/** @returns {Record<string, { identity: string, verified: boolean }>} */
-function knownPeers() {
+/**
+ * The identity keys we have met, by key (hex), with the name each came
+ * under and whether it was verified. Pins are by key, as the CLI's: the
+ * name is only the server's claim.
+ * @returns {Record<string, { name: string, verified: boolean }>}
+ */
+function pins() {
   try {
-    return JSON.parse(localStorage.getItem('hush.known') ?? '{}');
+    return JSON.parse(localStorage.getItem('hush.pins') ?? '{}');
   } catch {
     return {};
   }
 }
 
-/** @param {Record<string, { identity: string, verified: boolean }>} known */
-function saveKnown(known) {
-  localStorage.setItem('hush.known', JSON.stringify(known));
+/** @param {Record<string, { name: string, verified: boolean }>} all */
+function savePins(all) {
+  localStorage.setItem('hush.pins', JSON.stringify(all));
 }
 
 /** @param {Uint8Array} b */
@@ -215,7 +220,8 @@ function onState(s) {
 
 /**
  * A member joined, or proved it is live: its tile, safety number, and the
- * check against the identity we knew under that name.
+ * checks against the keys we have met: a known name with a new key, or a
+ * known key under a new name, is a loud warning.
  * @param {{ id: number, name: string, safetyNumber: string | null, identity: Uint8Array, confirmed: boolean }} p
  */
 function onPeer(p) {
@@ -223,16 +229,22 @@ function onPeer(p) {
   tile.safetyNumber = p.safetyNumber;
   tile.confirmed = p.confirmed;
   tile.identity = hex(p.identity);
-  const known = knownPeers();
-  const before = known[p.name];
+  const all = pins();
+  const pinned = all[tile.identity];
+  const otherKey = Object.entries(all).some(([key, pin]) => pin.name === p.name && key !== tile.identity);
   const warn = tile.el.querySelector('.changed');
-  if (before !== undefined && before.identity !== tile.identity) {
+  if (pinned !== undefined && pinned.name !== p.name) {
+    // A key we know, under another name: it is that member, whatever the server calls it.
+    tile.el.classList.add('identity-changed');
+    if (warn) warn.textContent = `The server calls this member "${p.name}", but its key is the one you know as "${pinned.name}".`;
+    banner(`Warning: "${p.name}" is using the key of "${pinned.name}". The name is only the server's claim.`);
+  } else if (pinned === undefined && otherKey) {
     tile.el.classList.add('identity-changed');
     if (warn) warn.textContent = `${p.name}'s identity key changed since you last talked! Compare safety numbers before trusting this call.`;
     banner(`Warning: ${p.name} has a new identity key. Someone may be impersonating them.`);
-  } else if (before === undefined) {
-    known[p.name] = { identity: tile.identity, verified: false };
-    saveKnown(known);
+  } else if (pinned === undefined) {
+    all[tile.identity] = { name: p.name, verified: false };
+    savePins(all);
   }
   renderTile(tile);
 }
@@ -261,9 +273,11 @@ function tileOf(id, name) {
   };
   const t = tile;
   /** @type {HTMLButtonElement} */ (el.querySelector('.verify')).onclick = () => {
-    const known = knownPeers();
-    known[t.name] = { identity: t.identity, verified: true };
-    saveKnown(known);
+    // Compared out of band: this key is this name's from now on.
+    const all = pins();
+    for (const [key, pin] of Object.entries(all)) if (pin.name === t.name) delete all[key];
+    all[t.identity] = { name: t.name, verified: true };
+    savePins(all);
     t.el.classList.remove('identity-changed');
     renderTile(t);
   };
@@ -277,8 +291,8 @@ function renderTile(t) {
   const q = (/** @type {string} */ s) => /** @type {HTMLElement} */ (t.el.querySelector(s));
   q('.name').textContent = t.name;
   q('.safety').textContent = t.safetyNumber ?? '…';
-  const known = knownPeers()[t.name];
-  const verified = known !== undefined && known.verified && known.identity === t.identity;
+  const pin = pins()[t.identity];
+  const verified = pin !== undefined && pin.verified && pin.name === t.name;
   q('.badge').textContent = verified ? 'verified' : t.confirmed ? 'not verified' : 'unconfirmed';
   q('.badge').dataset.kind = verified ? 'verified' : 'unverified';
   /** @type {HTMLButtonElement} */ (q('.verify')).hidden = verified;
