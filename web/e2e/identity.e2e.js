@@ -58,6 +58,24 @@ function tile(page, name) {
   }, name);
 }
 
+/**
+ * Waits until the page shows a safety number for `name`; returns it.
+ * @param {import('playwright-core').Page} page
+ * @param {string} name
+ */
+async function safetyNumberOf(page, name) {
+  let number = '';
+  await waitFor(
+    async () => {
+      number = (await hushStats(page))?.peers?.[name]?.safety_number ?? '';
+      return number !== '';
+    },
+    30_000,
+    async () => `the page sees ${name}: ${JSON.stringify(await hushStats(page))}`,
+  );
+  return number;
+}
+
 test('a known name with a new key, or a known key under a new name, is a loud warning, and verification sticks to the key', { timeout: 120_000 }, async () => {
   const server = await startServer();
   const browser = await launchChromium();
@@ -67,16 +85,7 @@ test('a known name with a new key, or a known key under a new name, is a loud wa
   // First meeting: pinned, no warning; amy compares and marks it verified.
   const firstKey = path.join(tempDir(), 'identity.pem');
   const first = startCli(server, ROOM, 'cli', ['--audio', 'sine:660'], { identity: firstKey });
-  /** @type {string} */
-  let number = '';
-  await waitFor(
-    async () => {
-      number = (await hushStats(amy.page))?.peers?.cli?.safety_number ?? '';
-      return number !== '';
-    },
-    30_000,
-    async () => `amy sees cli: ${JSON.stringify(await hushStats(amy.page))}`,
-  );
+  const number = await safetyNumberOf(amy.page, 'cli');
   const met = await tile(amy.page, 'cli');
   assert.equal(met.banner, null, 'no warning on a first meeting');
   assert.equal(met.flagged, false);
@@ -88,16 +97,7 @@ test('a known name with a new key, or a known key under a new name, is a loud wa
 
   // Same name, another key.
   const newKey = startCli(server, ROOM, 'cli', ['--audio', 'sine:660']);
-  /** @type {string} */
-  let second = '';
-  await waitFor(
-    async () => {
-      second = (await hushStats(amy.page))?.peers?.cli?.safety_number ?? '';
-      return second !== '';
-    },
-    30_000,
-    async () => `amy sees the new cli: ${JSON.stringify(await hushStats(amy.page))}`,
-  );
+  const second = await safetyNumberOf(amy.page, 'cli');
   assert.notEqual(second, number, 'a new identity gives a new safety number');
   const now = await tile(amy.page, 'cli');
   console.log(`the page says: ${now.banner} / ${now.changed}`);
@@ -115,11 +115,7 @@ test('a known name with a new key, or a known key under a new name, is a loud wa
     /** @type {HTMLElement} */ (document.getElementById('banner')).hidden = true;
   });
   startCli(server, ROOM, 'mallory', ['--audio', 'sine:660'], { identity: firstKey });
-  await waitFor(
-    async () => ((await hushStats(amy.page))?.peers?.mallory?.safety_number ?? '') !== '',
-    30_000,
-    async () => `amy sees mallory: ${JSON.stringify(await hushStats(amy.page))}`,
-  );
+  await safetyNumberOf(amy.page, 'mallory');
   const renamed = await tile(amy.page, 'mallory');
   console.log(`the page says: ${renamed.banner} / ${renamed.changed}`);
   assert.equal((await hushStats(amy.page)).peers.mallory.safety_number, number, 'the same key as the first cli');
