@@ -150,15 +150,19 @@ redis.call('HINCRBY', 'hush:node:' .. best, 'rooms', 1)
 return best
 ";
 
-/// Keeps a placement while its node still holds it (or nobody does):
-/// KEYS[1] the room's key; ARGV[1] the node id, ARGV[2] the expiry (ms).
+/// Keeps placements while their node still holds them (or nobody does):
+/// KEYS the rooms' keys; ARGV[1] the node id, ARGV[2] the expiry (ms).
+/// One call per heartbeat, however many rooms.
 const KEEP: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if cur == false or cur == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
+local kept = 0
+for _, key in ipairs(KEYS) do
+  local cur = redis.call('GET', key)
+  if cur == false or cur == ARGV[1] then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    kept = kept + 1
+  end
 end
-return 0
+return kept
 ";
 
 /// Lets a placement go if it is still this node's: KEYS[1], ARGV[1] the node id.
@@ -275,15 +279,13 @@ impl Cluster {
         }
         bounded(pipe.query_async::<()>(&mut redis)).await?;
         let now: HashSet<String> = rooms.iter().map(|(r, _)| r.clone()).collect();
-        for room in &now {
-            let _: i64 = bounded(
-                redis::Script::new(KEEP)
-                    .key(room_key(room))
-                    .arg(id)
-                    .arg(ttl)
-                    .invoke_async(&mut redis),
-            )
-            .await?;
+        if !now.is_empty() {
+            let script = redis::Script::new(KEEP);
+            let mut keep = script.prepare_invoke();
+            for room in &now {
+                keep.key(room_key(room));
+            }
+            let _: i64 = bounded(keep.arg(id).arg(ttl).invoke_async(&mut redis)).await?;
         }
         let gone: Vec<String> = {
             let mut held = self.lock_held();
