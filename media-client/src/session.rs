@@ -848,8 +848,9 @@ impl Session {
             Err(Error::Frame(e)) => {
                 let reason = match e {
                     hush_sframe::Error::AuthenticationFailed { .. } => "authentication",
-                    hush_sframe::Error::Replayed { .. }
-                    | hush_sframe::Error::OutsideReplayWindow { .. } => "replay",
+                    hush_sframe::Error::Replayed { .. } => "replay",
+                    // Older than the replay window: late, or an old replay.
+                    hush_sframe::Error::OutsideReplayWindow { .. } => "too_old",
                     _ => "malformed",
                 };
                 *self.stats.failed.entry(reason).or_default() += 1;

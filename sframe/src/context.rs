@@ -218,7 +218,7 @@ impl core::fmt::Debug for Receiver {
 }
 
 impl Receiver {
-    /// A receiver for `suite` on the default backend with a 128-frame window.
+    /// A receiver for `suite` on the default backend with a 1,024-frame window.
     pub fn new(suite: CipherSuite) -> Self {
         Self::with_backend(suite, Backend::default())
     }

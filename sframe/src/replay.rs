@@ -2,8 +2,10 @@
 //! from the SRTP replay list of RFC 3711 §3.3.2). Used per KID here and
 //! per pairwise channel by hush-e2ee.
 
-/// Default window: the newest counter and the 127 before it.
-pub const DEFAULT_REPLAY_WINDOW: u64 = 128;
+/// Default window: the newest counter and the 1,023 before it. One counter
+/// runs across all of a sender's tracks, and a receiver may hand us one
+/// track's frames seconds behind another's (PROTOCOL.md §6).
+pub const DEFAULT_REPLAY_WINDOW: u64 = 1024;
 
 /// Largest window a receiver may ask for.
 pub const MAX_REPLAY_WINDOW: u64 = 1 << 16;

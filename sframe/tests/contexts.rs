@@ -113,17 +113,18 @@ fn frames_older_than_the_window_are_rejected() {
 }
 
 #[test]
-fn the_default_window_is_128_frames() {
+fn the_default_window_is_1024_frames() {
     let (mut tx, mut rx) = pair(2);
-    let frames: Vec<Vec<u8>> = (0..200)
+    let frames: Vec<Vec<u8>> = (0..1100)
         .map(|_| tx.encrypt(b"", b"f").expect("enc"))
         .collect();
-    rx.decrypt(b"", &frames[199]).expect("newest");
+    rx.decrypt(b"", &frames[1099]).expect("newest");
     assert!(matches!(
-        rx.decrypt(b"", &frames[71]),
+        rx.decrypt(b"", &frames[75]),
         Err(Error::OutsideReplayWindow { .. })
     ));
-    rx.decrypt(b"", &frames[72]).expect("127 behind the newest");
+    rx.decrypt(b"", &frames[76])
+        .expect("1,023 behind the newest");
 }
 
 #[test]

@@ -882,15 +882,18 @@ function importAesGcm(raw) {
 
 /**
  * Which counters of one sender (or one KID) were accepted: the newest and
- * the `size - 1` before it (RFC 9605 §9.3 style; §4.1 with 256, §6 with 128).
+ * the `size - 1` before it (RFC 9605 §9.3 style; §4.1 with 256, §6 with
+ * 1024). One bit per counter, in a ring as wide as the window.
  */
 export class ReplayWindow {
   /** @type {bigint} */
   #size;
   /** @type {bigint | null} */
   #newest = null;
-  /** @type {Set<bigint>} accepted counters within the window */
-  #seen = new Set();
+  /** Bit `c mod capacity` is set when counter `c` (within the window) was accepted. @type {Uint32Array} */
+  #bits;
+  /** @type {bigint} */
+  #capacity;
 
   /** @param {number} size counters remembered, 1 to 65536 */
   constructor(size) {
@@ -898,6 +901,18 @@ export class ReplayWindow {
       throw new ProtocolError('invalid_argument', 'replay window size must be 1 to 65536');
     }
     this.#size = BigInt(size);
+    this.#bits = new Uint32Array(Math.ceil(size / 32));
+    this.#capacity = BigInt(this.#bits.length * 32);
+  }
+
+  /**
+   * The word and mask of a counter's bit.
+   * @param {bigint} counter
+   * @returns {[number, number]}
+   */
+  #bit(counter) {
+    const i = Number(counter % this.#capacity);
+    return [i >>> 5, 1 << (i & 31)];
   }
 
   /**
@@ -908,7 +923,8 @@ export class ReplayWindow {
   check(counter) {
     if (this.#newest === null || counter > this.#newest) return 'fresh';
     if (this.#newest - counter >= this.#size) return 'too_old';
-    return this.#seen.has(counter) ? 'replayed' : 'fresh';
+    const [w, m] = this.#bit(counter);
+    return ((this.#bits[w] ?? 0) & m) !== 0 ? 'replayed' : 'fresh';
   }
 
   /**
@@ -920,12 +936,19 @@ export class ReplayWindow {
       throw new ProtocolError('invalid_argument', 'counter accepted twice or too old');
     }
     if (this.#newest === null || counter > this.#newest) {
-      this.#newest = counter;
-      for (const c of this.#seen) {
-        if (counter - c >= this.#size) this.#seen.delete(c);
+      if (this.#newest !== null && counter - this.#newest < this.#capacity) {
+        // Forget the counters the window slides past.
+        for (let c = this.#newest + 1n; c <= counter; c += 1n) {
+          const [w, m] = this.#bit(c);
+          this.#bits[w] = (this.#bits[w] ?? 0) & ~m;
+        }
+      } else {
+        this.#bits.fill(0);
       }
+      this.#newest = counter;
     }
-    this.#seen.add(counter);
+    const [w, m] = this.#bit(counter);
+    this.#bits[w] = (this.#bits[w] ?? 0) | m;
   }
 }
 
@@ -1018,7 +1041,7 @@ export function randomSenderKey() {
 /** The SFrame cipher suite of every hush frame (§6): AES_128_GCM_SHA256_128. */
 export const SFRAME_CIPHER_SUITE = 0x0004;
 /** Counters a receiver remembers per KID (§6). */
-export const SFRAME_REPLAY_WINDOW = 128;
+export const SFRAME_REPLAY_WINDOW = 1024;
 const SFRAME_KEY_LABEL = utf8.encode('SFrame 1.0 Secret key ');
 const SFRAME_SALT_LABEL = utf8.encode('SFrame 1.0 Secret salt ');
 
@@ -1217,7 +1240,7 @@ export class SframeSender {
 
 /**
  * Opens one sender's frames (§6): keys by KID, each with its own replay
- * window of 128 counters.
+ * window of 1024 counters.
  */
 export class SframeReceiver {
   /** @type {Map<bigint, { key: SframeKey, window: ReplayWindow }>} */

@@ -632,9 +632,11 @@ export class Session {
     const reason =
       error.code === 'frame_authentication'
         ? 'authentication'
-        : error.code === 'replayed_frame' || error.code === 'frame_outside_window'
+        : error.code === 'replayed_frame'
           ? 'replay'
-          : 'malformed';
+          : error.code === 'frame_outside_window'
+            ? 'too_old'
+            : 'malformed';
     this.#fail(from, reason);
     return false;
   }

@@ -871,15 +871,47 @@ describe('attacks', () => {
       const { sender, receiver } = await framePair();
       /** @type {Uint8Array[]} */
       const sealed = [];
-      for (let i = 0; i < 200; i += 1) sealed.push(await sender.seal('opus', Uint8Array.of(i)));
+      for (let i = 0; i < 1100; i += 1) sealed.push(await sender.seal('opus', Uint8Array.of(i & 0xff)));
       const at = (/** @type {number} */ i) => /** @type {Uint8Array} */ (sealed[i]);
+      assert.equal(P.SFRAME_REPLAY_WINDOW, 1024);
       await receiver.open('opus', at(0));
       await rejectsWith(receiver.open('opus', at(0)), 'replayed_frame');
-      await receiver.open('opus', at(199));
-      // 199 - 71 = 128: outside; 199 - 72 = 127: inside and fresh.
-      await rejectsWith(receiver.open('opus', at(71)), 'frame_outside_window');
-      assert.deepEqual((await receiver.open('opus', at(72))).frame, Uint8Array.of(72));
-      await rejectsWith(receiver.open('opus', at(72)), 'replayed_frame');
+      await receiver.open('opus', at(1099));
+      // 1099 - 75 = 1024: outside; 1099 - 76 = 1023: inside and fresh.
+      await rejectsWith(receiver.open('opus', at(75)), 'frame_outside_window');
+      assert.deepEqual((await receiver.open('opus', at(76))).frame, Uint8Array.of(76));
+      await rejectsWith(receiver.open('opus', at(76)), 'replayed_frame');
+    });
+
+    test('the replay window agrees with a model that remembers every counter', () => {
+      // Sizes that fill their words exactly and ones that do not; counters
+      // in and out of order, jumps past the whole ring, and repeats.
+      for (const size of [1, 31, 32, 100, 256, 1024]) {
+        let seed = size;
+        const next = () => {
+          seed = (seed * 1103515245 + 12345) % 2147483648;
+          return seed;
+        };
+        const w = new P.ReplayWindow(size);
+        /** @type {Set<bigint>} */
+        const accepted = new Set();
+        let newest = -1n;
+        for (let step = 0; step < 5000; step += 1) {
+          const r = next() % 100;
+          const jump = r < 2 ? BigInt(size * 3) : r < 30 ? 1n : r < 50 ? BigInt(2 + (next() % (size + 5))) : 0n;
+          const back = BigInt(next() % (size * 2 + 2));
+          const c = newest < 0n ? 0n : jump > 0n ? newest + jump : newest - back < 0n ? 0n : newest - back;
+          const want = newest >= 0n && c <= newest && newest - c >= BigInt(size) ? 'too_old' : accepted.has(c) ? 'replayed' : 'fresh';
+          assert.equal(w.check(c), want, `size ${size}, step ${step}, counter ${c}, newest ${newest}`);
+          if (want === 'fresh') {
+            w.accept(c);
+            accepted.add(c);
+            if (c > newest) newest = c;
+          } else {
+            assert.throws(() => w.accept(c), P.ProtocolError);
+          }
+        }
+      }
     });
 
     test('a failed frame does not advance the window', async () => {
