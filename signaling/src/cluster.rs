@@ -180,6 +180,10 @@ pub struct Cluster {
     node_ips: Mutex<HashSet<IpAddr>>,
     /// The rooms this node placed or refreshed last time.
     held: Mutex<HashSet<String>>,
+    /// Live nodes and their rooms, as the last heartbeat read them.
+    view: Mutex<BTreeMap<String, usize>>,
+    /// Whether the last heartbeat reached Redis.
+    reachable: std::sync::atomic::AtomicBool,
     /// Set by [`Cluster::leave`]: no more heartbeats.
     left: std::sync::atomic::AtomicBool,
 }
@@ -201,6 +205,8 @@ impl Cluster {
             redis,
             node_ips: Mutex::new(HashSet::new()),
             held: Mutex::new(HashSet::new()),
+            view: Mutex::new(BTreeMap::new()),
+            reachable: std::sync::atomic::AtomicBool::new(true),
             left: std::sync::atomic::AtomicBool::new(false),
         });
         cluster.heartbeat(&[]).await?;
@@ -248,6 +254,13 @@ impl Cluster {
         if self.left.load(std::sync::atomic::Ordering::Acquire) {
             return Ok(());
         }
+        let beat = self.beat(rooms).await;
+        self.reachable
+            .store(beat.is_ok(), std::sync::atomic::Ordering::Relaxed);
+        beat
+    }
+
+    async fn beat(&self, rooms: &[(String, usize)]) -> Result<(), ClusterError> {
         let mut redis = self.redis.clone();
         let ttl = millis(self.config.ttl);
         let id = &self.config.node_id;
@@ -304,15 +317,54 @@ impl Cluster {
             )
             .await?;
         }
-        // The live nodes' addresses: one read per node, not per room.
+        // The live nodes' addresses and loads: one read per node, not per room.
         let ids: Vec<String> = bounded(redis.smembers("hush:nodes")).await?;
         let mut ips = HashSet::new();
+        let mut view = BTreeMap::new();
         for node in ids {
-            let url: Option<String> = bounded(redis.hget(node_key(&node), "url")).await?;
-            ips.extend(url.as_deref().and_then(host_ip));
+            let (url, rooms): (Option<String>, Option<usize>) = bounded(
+                redis::cmd("HMGET")
+                    .arg(node_key(&node))
+                    .arg("url")
+                    .arg("rooms")
+                    .query_async(&mut redis),
+            )
+            .await?;
+            if let Some(url) = url {
+                ips.extend(host_ip(&url));
+                view.insert(node, rooms.unwrap_or(0));
+            }
         }
         *self.node_ips.lock().unwrap_or_else(PoisonError::into_inner) = ips;
+        *self.view.lock().unwrap_or_else(PoisonError::into_inner) = view;
         Ok(())
+    }
+
+    /// The cluster gauges of `/metrics`: whether Redis answered the last
+    /// heartbeat, the live nodes, and the rooms each one holds.
+    pub fn metrics_text(&self) -> String {
+        use core::fmt::Write as _;
+        let view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = format!(
+            "# HELP hush_cluster_redis_up Whether the last heartbeat reached Redis (1) or not (0).\n\
+             # TYPE hush_cluster_redis_up gauge\n\
+             hush_cluster_redis_up {}\n\
+             # HELP hush_cluster_nodes Live nodes of the cluster, as the last heartbeat read them.\n\
+             # TYPE hush_cluster_nodes gauge\n\
+             hush_cluster_nodes {}\n\
+             # HELP hush_cluster_node_rooms Rooms each live node holds, as the last heartbeat read them.\n\
+             # TYPE hush_cluster_node_rooms gauge\n",
+            u8::from(self.reachable.load(std::sync::atomic::Ordering::Relaxed)),
+            view.len()
+        );
+        for (node, rooms) in view.iter() {
+            let _ = writeln!(
+                out,
+                "hush_cluster_node_rooms{{node=\"{}\"}} {rooms}",
+                label_value(node)
+            );
+        }
+        out
     }
 
     /// Whether `ip` is a live node's address (learnt at the last heartbeat).
@@ -406,6 +458,13 @@ async fn bounded<T>(call: impl Future<Output = redis::RedisResult<T>>) -> Result
         Ok(result) => Ok(result?),
         Err(_) => Err(ClusterError::Redis("no answer in time".into())),
     }
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn node_key(id: &str) -> String {

@@ -232,7 +232,9 @@ impl ServerHandle {
             let hub = self.shared.hub();
             (hub.rooms.room_count(), hub.rooms.participant_count())
         };
-        self.shared.metrics.render(rooms, participants) + &self.shared.router.metrics_text()
+        self.shared.metrics.render(rooms, participants)
+            + &self.shared.router.metrics_text()
+            + &self.shared.cluster_metrics()
     }
 
     /// Open WebSocket connections, joined or not.
@@ -246,6 +248,13 @@ impl Shared {
         // No code panics while holding the lock; if one did, the room table
         // is still consistent (every method updates it before returning).
         self.hub.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The cluster's gauges for `/metrics`, when this server is a node.
+    fn cluster_metrics(&self) -> String {
+        self.cluster
+            .get()
+            .map_or_else(String::new, |c| c.metrics_text())
     }
 }
 
@@ -433,7 +442,9 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     };
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        shared.metrics.render(rooms, participants) + &shared.router.metrics_text(),
+        shared.metrics.render(rooms, participants)
+            + &shared.router.metrics_text()
+            + &shared.cluster_metrics(),
     )
 }
 

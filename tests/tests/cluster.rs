@@ -34,6 +34,27 @@ async fn two_nodes(redis: &Redis) -> (LocalServer, LocalServer) {
     (a, b)
 }
 
+/// One line's value in a node's `/metrics`.
+fn gauge(node: &LocalServer, line: &str) -> Option<String> {
+    node.handle
+        .metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix(line)?.strip_prefix(' ').map(str::to_owned))
+}
+
+/// Waits (bounded) until a node's `/metrics` line has `value`.
+async fn until_gauge(node: &LocalServer, line: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while gauge(node, line).as_deref() != Some(value) {
+        assert!(
+            Instant::now() < deadline,
+            "hang guard: {line} is {:?}, not {value}",
+            gauge(node, line)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn status(redis: &Redis) -> hush_signaling::cluster::ClusterStatus {
     hush_signaling::cluster::status(&redis.url())
         .await
@@ -102,12 +123,7 @@ async fn members_joined_through_different_nodes_are_in_one_call() {
     // Every member is on node a; two came through node b.
     assert_eq!(placed.nodes["node-a"].participants, 3);
     assert_eq!(placed.nodes["node-b"].participants, 0);
-    let relayed = b
-        .handle
-        .metrics_text()
-        .lines()
-        .find_map(|l| l.strip_prefix("hush_cluster_relayed_connections_total "))
-        .map(str::to_owned);
+    let relayed = gauge(&b, "hush_cluster_relayed_connections_total");
     assert_eq!(relayed.as_deref(), Some("2"), "node b relayed bob and cat");
 
     // bob leaves and rejoins through the other node.
@@ -194,6 +210,13 @@ async fn rooms_are_spread_over_the_nodes_by_load() {
     // Each room's member is on the room's node, so no room spans two.
     assert_eq!(s.nodes["node-a"].participants, 5);
     assert_eq!(s.nodes["node-b"].participants, 5);
+    // Each node's /metrics shows the cluster as its last heartbeat read it.
+    for node in [&a, &b] {
+        until_gauge(node, "hush_cluster_node_rooms{node=\"node-a\"}", "5").await;
+        until_gauge(node, "hush_cluster_node_rooms{node=\"node-b\"}", "5").await;
+        assert_eq!(gauge(node, "hush_cluster_nodes").as_deref(), Some("2"));
+        assert_eq!(gauge(node, "hush_cluster_redis_up").as_deref(), Some("1"));
+    }
     for m in members {
         m.stop().await.expect("leaves");
     }
@@ -229,6 +252,7 @@ async fn without_redis_calls_go_on_and_joins_are_refused_until_it_returns() {
     };
     println!("join during the outage: {error}");
     assert!(error.contains("cluster_unavailable"), "{error}");
+    until_gauge(&a, "hush_cluster_redis_up", "0").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = (stats(&ann).await.decrypted, stats(&bob).await.decrypted);
     assert!(
@@ -248,6 +272,7 @@ async fn without_redis_calls_go_on_and_joins_are_refused_until_it_returns() {
         "the cluster's state was back {:?} after Redis",
         started.elapsed()
     );
+    until_gauge(&a, "hush_cluster_redis_up", "1").await;
     let cat = join(spec(&b, room, "cat", 660.0)).await;
     until_decrypted(&cat, 50).await;
     println!(

@@ -143,6 +143,8 @@ struct CallArgs {
 #[command(group(clap::ArgGroup::new("target").args(["server", "embedded"])))]
 struct LoadtestArgs {
     /// A running hush-server (ws://host:port); needs its token secret.
+    /// Several comma-separated are the nodes of one cluster: participants
+    /// join through each in turn, and each node's share is reported.
     #[arg(long)]
     server: Option<String>,
     /// Start a server with its SFU in a child process on loopback (the default).
@@ -310,7 +312,13 @@ async fn loadtest(args: LoadtestArgs) -> Result<()> {
                     bail!("--server needs the server's token secret: --secret-file or HUSH_SECRET")
                 }
             };
-            Target::external(url, secret)?
+            let urls: Vec<String> = url
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect();
+            Target::external(&urls, secret)?
         }
         None => {
             // The child ends with our standard input; this bound is only a backstop.

@@ -692,3 +692,61 @@ fn a_killed_node_costs_its_callers_a_rejoin_and_no_more() {
     ann.leave_having_heard("bob");
     bob.leave_having_heard("ann");
 }
+
+/// `hush loadtest --server A,B` against two `hush-server --redis`
+/// processes: participants join through both, the two rooms are placed one
+/// on each node, and the report gives each node's forwarded packets and
+/// its own process's CPU, which add up to the step's totals.
+#[test]
+fn a_load_test_of_a_cluster_reports_each_nodes_share() {
+    let redis = hush::local::RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, text) = hush_proto::ServerSecret::generate_development().expect("secret");
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, text.as_bytes()).expect("secret file");
+    let nodes: Vec<NodeProcess> = ["node-a", "node-b"]
+        .iter()
+        .map(|id| NodeProcess::start(&redis.url(), &secret_file, id))
+        .collect();
+    let servers = format!("{},{}", nodes[0].url, nodes[1].url);
+    let json = dir.path().join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_hush"))
+        .args(["loadtest", "--server", &servers, "--secret-file"])
+        .arg(&secret_file)
+        .args(["--rooms", "2", "--publishers", "1", "--subscribers", "2"])
+        .args(["--seconds", "3", "--baseline", "none", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run hush loadtest");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "hush loadtest failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("JSON");
+    let step = &report["steps"][0];
+    assert_eq!(step["decryption_failures"], 0, "{step:#}");
+    assert!(step["delivery"]["received"].as_u64() > Some(0), "{step:#}");
+    let shares = step["nodes"].as_array().expect("per-node shares");
+    assert_eq!(shares.len(), 2, "{step:#}");
+    let mut forwarded = 0;
+    for (share, node) in shares.iter().zip(&nodes) {
+        assert_eq!(share["url"], node.url.as_str());
+        let packets = share["forwarded_packets"].as_u64().expect("packets");
+        assert!(packets > 0, "each node carries one room's media: {step:#}");
+        let cpu = share["sfu_cpu_seconds"].as_f64().expect("each node's CPU");
+        assert!(cpu > 0.0, "{step:#}");
+        forwarded += packets;
+    }
+    assert_eq!(step["forwarded_packets"].as_u64(), Some(forwarded));
+    let cpu: f64 = shares
+        .iter()
+        .filter_map(|s| s["sfu_cpu_seconds"].as_f64())
+        .sum();
+    let total = step["sfu_cpu_seconds"].as_f64().expect("total CPU");
+    assert!((total - cpu).abs() < 1e-6, "{total} vs {cpu}");
+    assert!(stdout.contains("per node:"), "{stdout}");
+}

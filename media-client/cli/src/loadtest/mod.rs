@@ -32,7 +32,7 @@ use crate::Error;
 use crate::progress;
 use peer::{Peer, Publish, SharedTally, VideoLoad, lock};
 use sansio::{DownlinkLoss, PeerOptions};
-use server::{ServerSample, Target};
+use server::{Samples, Target};
 use stamp::Stamp;
 use tally::{Delivery, JoinToFirstFrame, Latency, RoomShape, Tally, Window, WindowCounts};
 
@@ -194,6 +194,43 @@ pub struct BaselineReport {
     pub latency: Latency,
 }
 
+/// One server node's share of a step's window.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStep {
+    /// The node's WebSocket URL.
+    pub url: String,
+    /// RTP packets this node's SFU forwarded in the window.
+    pub forwarded_packets: u64,
+    /// CPU seconds this node's process used in the window.
+    pub sfu_cpu_seconds: Option<f64>,
+    /// ... as a share of one core, percent.
+    pub sfu_cpu_percent_of_one_core: Option<f64>,
+    /// Peak resident memory of this node's process so far.
+    pub sfu_peak_memory_bytes: Option<u64>,
+}
+
+/// Each node's share of a window, from its `/metrics` at both ends.
+fn node_steps(target: &Target, m0: &Samples, m1: &Samples, secs: f64) -> Vec<NodeStep> {
+    target
+        .node_urls()
+        .into_iter()
+        .zip(m0.nodes.iter().zip(&m1.nodes))
+        .map(|(url, (a, b))| {
+            let cpu = match (a.cpu_seconds, b.cpu_seconds) {
+                (Some(a), Some(b)) => Some(b - a),
+                _ => None,
+            };
+            NodeStep {
+                url,
+                forwarded_packets: b.packets_out.saturating_sub(a.packets_out),
+                sfu_cpu_seconds: cpu,
+                sfu_cpu_percent_of_one_core: cpu.map(|c| 100.0 * c / secs),
+                sfu_peak_memory_bytes: b.peak_rss_bytes,
+            }
+        })
+        .collect()
+}
+
 /// One measured load.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
@@ -237,6 +274,9 @@ pub struct StepReport {
     pub sfu_peak_memory_bytes: Option<u64>,
     /// Peak memory growth since before the first join, per receiving participant.
     pub sfu_memory_per_subscriber_bytes: Option<f64>,
+    /// Each server node's own share of the window: one entry per node (a
+    /// cluster's nodes in `--server` order).
+    pub nodes: Vec<NodeStep>,
     /// Whether the step held its load (loss ≤ 1 %, p99 ≤ 50 ms).
     pub held: bool,
     /// The raw relay at the same fan-out.
@@ -341,7 +381,7 @@ impl World {
         self.next_index += 1;
         let name = format!("{}{index}", if publishes { "p" } else { "s" });
         let join = JoinSpec {
-            server: target.url.clone(),
+            server: target.join_url(index).to_owned(),
             room: room_name(room),
             token: target.token(&room_name(room), &name)?,
             name,
@@ -986,16 +1026,18 @@ async fn measure_sfu(
     target: &Target,
     world: &World,
     subscribers: usize,
-    before: &ServerSample,
+    before: &Samples,
 ) -> Result<StepReport, Error> {
     let failures_before = failures(world).await;
-    let m0 = target.sample().await?;
+    let all0 = target.sample().await?;
     let t0 = Instant::now();
     let label = format!("sfu  {subscribers:>4} subs/room");
     let (_, mut counts) = window(&world.tallies(), spec.seconds, &label, spec.progress).await;
     // The server's counters over the window and its drain: rates use that span.
-    let m1 = target.sample().await?;
+    let all1 = target.sample().await?;
     let secs = t0.elapsed().as_secs_f64();
+    let nodes = node_steps(target, &all0, &all1, secs);
+    let (m0, m1) = (all0.total, all1.total);
     let (delivery, audio_delivery, latency) = add_up(&world.shapes(), &mut counts);
     let forwarded = m1.packets_out.saturating_sub(m0.packets_out);
     let audio_packets = m1.audio_packets_out.saturating_sub(m0.audio_packets_out);
@@ -1010,7 +1052,7 @@ async fn measure_sfu(
         .zip(&world.members)
         .map(|(p, m)| if p.len() > 1 { *m } else { m - p.len() })
         .sum();
-    let memory_per_subscriber = match (m1.peak_rss_bytes, before.rss_bytes) {
+    let memory_per_subscriber = match (m1.peak_rss_bytes, before.total.rss_bytes) {
         (Some(peak), Some(base)) if receivers > 0 => {
             Some(peak.saturating_sub(base) as f64 / receivers as f64)
         }
@@ -1043,6 +1085,7 @@ async fn measure_sfu(
         ratio_to_udp_relay: None,
         baseline_error: None,
         join_to_first_frame_ms: JoinToFirstFrame::default(),
+        nodes,
         lost_to_key_change_during_ramp: 0,
         before_join_during_ramp: 0,
     })
@@ -1355,6 +1398,26 @@ pub fn table(r: &LoadReport) -> String {
         "(loss %: frames never received, after recovery; recov %: frames recovered from redundant copies)"
     );
     let _ = writeln!(out);
+    for s in r.steps.iter().filter(|s| s.nodes.len() > 1) {
+        let shares: Vec<String> = s
+            .nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "{} {:.0} pkt/s, CPU {} %",
+                    n.url,
+                    n.forwarded_packets as f64 / s.seconds.max(1e-9),
+                    opt(n.sfu_cpu_percent_of_one_core, 1)
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:>9} subs/room, per node: {}",
+            s.subscribers_per_room,
+            shares.join("; ")
+        );
+    }
     for s in &r.steps {
         let a = &s.audio_delivery;
         let _ = writeln!(

@@ -126,12 +126,54 @@ impl ServerSample {
     }
 }
 
-/// The server under test.
-pub struct Target {
+/// One node of the server under test.
+#[derive(Debug, Clone)]
+struct Node {
     /// WebSocket URL clients join at.
-    pub url: String,
+    url: String,
     /// `host:port` serving `/metrics`.
     http: String,
+}
+
+/// Every node's `/metrics` at one moment, and their sum.
+#[derive(Debug, Clone, Default)]
+pub struct Samples {
+    /// The nodes' counters added up (CPU only when every node reports it).
+    pub total: ServerSample,
+    /// Each node's own, in the order of [`Target::node_urls`].
+    pub nodes: Vec<ServerSample>,
+}
+
+impl Samples {
+    fn of(nodes: Vec<ServerSample>) -> Self {
+        let mut total = ServerSample {
+            cpu_seconds: Some(0.0),
+            rss_bytes: Some(0),
+            peak_rss_bytes: Some(0),
+            ..ServerSample::default()
+        };
+        for n in &nodes {
+            let add_f = |a: Option<f64>, b: Option<f64>| Some(a? + b?);
+            let add_u = |a: Option<u64>, b: Option<u64>| Some(a? + b?);
+            total.cpu_seconds = add_f(total.cpu_seconds, n.cpu_seconds);
+            total.rss_bytes = add_u(total.rss_bytes, n.rss_bytes);
+            total.peak_rss_bytes = add_u(total.peak_rss_bytes, n.peak_rss_bytes);
+            total.packets_out += n.packets_out;
+            total.bytes_out += n.bytes_out;
+            total.dropped += n.dropped;
+            total.audio_packets_out += n.audio_packets_out;
+            total.audio_bytes_out += n.audio_bytes_out;
+        }
+        Self { total, nodes }
+    }
+}
+
+/// The server under test: one node, or the nodes of a cluster (issue 20),
+/// whose participants join through each node in turn.
+pub struct Target {
+    /// The URL (or comma-separated URLs) clients join at, for reports.
+    pub url: String,
+    nodes: Vec<Node>,
     secret: ServerSecret,
     child: Option<tokio::process::Child>,
 }
@@ -172,34 +214,58 @@ impl Target {
             .strip_prefix("LISTEN ")
             .ok_or_else(|| Error::LoadTest(format!("embedded server said {line:?}")))?
             .to_owned();
-        Self::with(url, secret, Some(child))
+        Self::with(&[url], secret, Some(child))
     }
 
-    /// A server already running at `url` that mints tokens with `secret`.
-    pub fn external(url: &str, secret: ServerSecret) -> Result<Self, Error> {
-        Self::with(url.to_owned(), secret, None)
+    /// Servers already running at `urls` (one, or the nodes of one
+    /// cluster) that mint tokens with `secret`.
+    pub fn external(urls: &[String], secret: ServerSecret) -> Result<Self, Error> {
+        Self::with(urls, secret, None)
     }
 
     fn with(
-        url: String,
+        urls: &[String],
         secret: ServerSecret,
         child: Option<tokio::process::Child>,
     ) -> Result<Self, Error> {
-        let http = url
-            .strip_prefix("ws://")
-            .ok_or(Error::Invalid(
-                "server URL (the load test needs ws://host:port)",
-            ))?
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        if urls.is_empty() {
+            return Err(Error::Invalid("server URL (none given)"));
+        }
+        let nodes = urls
+            .iter()
+            .map(|url| {
+                let http = url
+                    .strip_prefix("ws://")
+                    .ok_or(Error::Invalid(
+                        "server URL (the load test needs ws://host:port)",
+                    ))?
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                Ok(Node {
+                    url: url.clone(),
+                    http,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         Ok(Self {
-            url,
-            http,
+            url: urls.join(","),
+            nodes,
             secret,
             child,
         })
+    }
+
+    /// The URL participant `index` joins through: the nodes in turn.
+    pub fn join_url(&self, index: u32) -> &str {
+        let i = index as usize % self.nodes.len().max(1);
+        self.nodes.get(i).map_or("", |n| n.url.as_str())
+    }
+
+    /// Each node's URL, in the order of [`Samples::nodes`].
+    pub fn node_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.url.clone()).collect()
     }
 
     /// Whether the server runs as our child process.
@@ -212,14 +278,20 @@ impl Target {
         crate::local::mint_token(&self.secret, room, name)
     }
 
-    /// Reads the server's `/metrics`.
-    pub async fn sample(&self) -> Result<ServerSample, Error> {
+    /// Reads every node's `/metrics`.
+    pub async fn sample(&self) -> Result<Samples, Error> {
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            nodes.push(Self::sample_node(&node.http).await?);
+        }
+        Ok(Samples::of(nodes))
+    }
+
+    async fn sample_node(http: &str) -> Result<ServerSample, Error> {
         let fetch = async {
-            let mut stream = tokio::net::TcpStream::connect(&self.http).await?;
-            let request = format!(
-                "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-                self.http
-            );
+            let mut stream = tokio::net::TcpStream::connect(http).await?;
+            let request =
+                format!("GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
             stream.write_all(request.as_bytes()).await?;
             let mut body = Vec::new();
             stream.take(16 << 20).read_to_end(&mut body).await?;
@@ -228,7 +300,7 @@ impl Target {
         let body = tokio::time::timeout(Duration::from_secs(10), fetch)
             .await
             .map_err(|_| Error::LoadTest("/metrics did not answer in 10 s".into()))?
-            .map_err(|e| Error::LoadTest(format!("/metrics: {e}")))?;
+            .map_err(|e| Error::LoadTest(format!("/metrics of {http}: {e}")))?;
         let text = String::from_utf8_lossy(&body);
         if !text.starts_with("HTTP/1.1 200") && !text.starts_with("HTTP/1.0 200") {
             let status = text.lines().next().unwrap_or_default();
@@ -276,9 +348,40 @@ mod tests {
     #[test]
     fn only_plain_websocket_urls_are_accepted() {
         let secret = ServerSecret::new(vec![7; 32]).expect("secret");
-        let t = Target::external("ws://127.0.0.1:7880", secret.clone()).expect("ws");
-        assert_eq!(t.http, "127.0.0.1:7880");
+        let t = Target::external(&["ws://127.0.0.1:7880".into()], secret.clone()).expect("ws");
+        assert_eq!(t.nodes[0].http, "127.0.0.1:7880");
         assert!(!t.is_embedded());
-        assert!(Target::external("wss://example.invalid", secret).is_err());
+        assert!(Target::external(&["wss://example.invalid".into()], secret.clone()).is_err());
+        assert!(Target::external(&[], secret).is_err());
+    }
+
+    #[test]
+    fn participants_join_through_each_node_in_turn() {
+        let secret = ServerSecret::new(vec![7; 32]).expect("secret");
+        let urls = ["ws://127.0.0.1:1".to_owned(), "ws://127.0.0.1:2".to_owned()];
+        let t = Target::external(&urls, secret).expect("two nodes");
+        assert_eq!(t.url, "ws://127.0.0.1:1,ws://127.0.0.1:2");
+        let joined: Vec<&str> = (0..4).map(|i| t.join_url(i)).collect();
+        assert_eq!(joined, [&urls[0], &urls[1], &urls[0], &urls[1]]);
+    }
+
+    #[test]
+    fn a_clusters_counters_add_up_and_its_cpu_only_when_every_node_has_it() {
+        let node = |cpu: Option<f64>, packets: u64| ServerSample {
+            cpu_seconds: cpu,
+            rss_bytes: Some(10),
+            peak_rss_bytes: Some(20),
+            packets_out: packets,
+            ..ServerSample::default()
+        };
+        let s = Samples::of(vec![node(Some(1.5), 7), node(Some(2.0), 5)]);
+        assert_eq!(s.total.cpu_seconds, Some(3.5));
+        assert_eq!(
+            (s.total.packets_out, s.total.peak_rss_bytes),
+            (12, Some(40))
+        );
+        assert_eq!(s.nodes.len(), 2);
+        let s = Samples::of(vec![node(Some(1.5), 7), node(None, 5)]);
+        assert_eq!(s.total.cpu_seconds, None);
     }
 }
