@@ -99,6 +99,18 @@ pub fn control_router(sfu: Sfu, secret: ServerSecret) -> Router {
         .merge(api)
 }
 
+/// Serves the control API of `sfu` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    sfu: Sfu,
+    secret: ServerSecret,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, control_router(sfu, secret))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 /// Lets a request through only with a valid control token.
 async fn require_token(
     State(secret): State<Arc<ServerSecret>>,

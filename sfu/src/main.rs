@@ -144,13 +144,9 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %args.listen, udp = ?sfu.udp_addrs(), tcp = ?sfu.tcp_addrs(), "hush-sfu ready");
-    axum::serve(
-        listener,
-        hush_sfu::http::control_router(sfu.clone(), secret),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("serving the control API")?;
+    hush_sfu::http::serve(listener, sfu.clone(), secret, shutdown_signal())
+        .await
+        .context("serving the control API")?;
     tracing::info!("shutting down");
     sfu.shutdown().await;
     Ok(())

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hush_proto::{IceCandidate, MediaKind, ParticipantId, RoomId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::capture::CaptureWriter;
@@ -178,7 +178,7 @@ impl Default for SfuConfig {
 }
 
 /// Why the SFU dropped a participant on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum CloseReason {
@@ -192,8 +192,9 @@ pub enum CloseReason {
     Shutdown,
 }
 
-/// What the SFU tells one participant, through signaling.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// What the SFU tells one participant, through signaling (and, as JSON,
+/// what a standalone node's control API returns from `.../events`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum SfuEvent {

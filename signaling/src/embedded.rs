@@ -77,7 +77,7 @@ fn failed(message: impl Into<String>) -> ServerMessage {
 
 /// The wire message for one SFU event, if the client is told of it.
 /// Ids pass through unchanged: the SFU's ids are the signaling ids.
-fn translate(event: SfuEvent) -> Option<ServerMessage> {
+pub(crate) fn translate(event: SfuEvent) -> Option<ServerMessage> {
     Some(match event {
         SfuEvent::Offer { sdp } => ServerMessage::SdpOffer { sdp },
         SfuEvent::IceCandidate { candidate } => ServerMessage::IceCandidate { candidate },

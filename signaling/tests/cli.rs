@@ -208,6 +208,8 @@ async fn help_documents_every_flag() {
         "--no-rtc-tcp",
         "--sfu-workers",
         "--no-media",
+        "--sfu-url",
+        "--sfu-control-secret-file",
         "--config",
         "--check-config",
         "token",
@@ -332,4 +334,50 @@ async fn a_bad_configuration_is_refused_with_its_reason() {
         assert!(text.contains(reason), "no `{reason}` in:\n{text}");
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_standalone_sfu_node_is_checked_before_serving() {
+    let dir = std::env::temp_dir().join(format!("hush-cli-{}-sfu-url", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let secret = dir.join("control-secret");
+    std::fs::write(&secret, "a control secret of sixteen bytes or more\n").expect("secret");
+    let run = |args: Vec<String>| async move {
+        let out = tokio::time::timeout(
+            HANG_GUARD,
+            command().arg("--check-config").args(args).output(),
+        )
+        .await
+        .expect("--check-config hangs")
+        .expect("run --check-config");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let with = |url: &str| {
+        vec![
+            "--sfu-url".to_owned(),
+            url.to_owned(),
+            "--sfu-control-secret-file".to_owned(),
+            secret.display().to_string(),
+        ]
+    };
+    let (ok, text) = run(with("http://10.0.0.5:7890")).await;
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("media: the hush-sfu node at http://10.0.0.5:7890"),
+        "{text}"
+    );
+    let (ok, text) = run(with("https://10.0.0.5:7890")).await;
+    assert!(!ok && text.contains("http://HOST:PORT"), "{text}");
+    // The node's control secret is required, and must be one.
+    let (ok, text) = run(vec!["--sfu-url".into(), "http://10.0.0.5:7890".into()]).await;
+    assert!(!ok && text.contains("sfu-control-secret-file"), "{text}");
+    std::fs::write(&secret, "short").expect("secret");
+    let (ok, text) = run(with("http://10.0.0.5:7890")).await;
+    assert!(!ok && text.contains("control secret"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

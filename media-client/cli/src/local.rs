@@ -17,7 +17,8 @@ pub struct LocalServer {
     /// Its handle (room counts, shutdown).
     pub handle: ServerHandle,
     secret: ServerSecret,
-    sfu: hush_sfu::Sfu,
+    /// The embedded SFU; `None` when a standalone node carries the media.
+    sfu: Option<hush_sfu::Sfu>,
     tls: bool,
 }
 
@@ -132,7 +133,7 @@ impl LocalServer {
             addr,
             handle,
             secret,
-            sfu,
+            sfu: Some(sfu),
             tls: with_tls,
         })
     }
@@ -148,20 +149,58 @@ impl LocalServer {
         mint_token(&self.secret, room, name)
     }
 
-    /// The local UDP addresses the SFU's workers bound (one per worker).
+    /// The local UDP addresses the embedded SFU's workers bound (one per
+    /// worker; none when a standalone node carries the media).
     pub fn sfu_udp_addrs(&self) -> &[SocketAddr] {
-        self.sfu.udp_addrs()
+        self.sfu.as_ref().map_or(&[], |s| s.udp_addrs())
     }
 
-    /// The SFU's metrics in Prometheus text.
+    /// The embedded SFU's metrics in Prometheus text (empty without one).
     pub fn sfu_metrics(&self) -> String {
-        self.sfu.metrics().render()
+        self.sfu
+            .as_ref()
+            .map_or_else(String::new, |s| s.metrics().render())
     }
 
-    /// Stops the server and the SFU.
+    /// A server whose media goes to the standalone node at `sfu_url`
+    /// (`http://host:port`, its control API), whose control secret is
+    /// `control_secret` (`hush-server --sfu-url`).
+    pub async fn start_with_sfu_node(
+        sfu_url: &str,
+        control_secret: ServerSecret,
+    ) -> Result<Self, Error> {
+        let (secret, _) = ServerSecret::generate_development()?;
+        let node = hush_signaling::RemoteNode::new(sfu_url, control_secret)
+            .map_err(|e| Error::io("the hush-sfu node's URL")(std::io::Error::other(e)))?;
+        let router = Arc::new(hush_signaling::RemoteSfu::new(node));
+        let config = ServerConfig {
+            limits: Limits::default(),
+            secret: secret.clone(),
+            tls: None,
+        };
+        let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config, router)
+            .await
+            .map_err(Error::io("binding the local server"))?;
+        let addr = server
+            .local_addr()
+            .map_err(Error::io("reading the local server's address"))?;
+        let handle = server.handle();
+        tokio::spawn(server.run());
+        Ok(Self {
+            addr,
+            handle,
+            secret,
+            sfu: None,
+            tls: false,
+        })
+    }
+
+    /// Stops the server and the embedded SFU.
     pub async fn stop(self) {
         self.handle.shutdown();
-        self.sfu.shutdown().await;
+        if let Some(sfu) = self.sfu {
+            sfu.shutdown().await;
+        }
     }
 }
 
@@ -239,5 +278,59 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A standalone `hush-sfu` node (the SFU and its control API) inside this
+/// process on loopback: what `hush-server --sfu-url` drives, for tests.
+pub struct SfuNode {
+    /// Where its control API listens.
+    pub addr: SocketAddr,
+    sfu: hush_sfu::Sfu,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl SfuNode {
+    /// Starts a node whose control tokens are minted under `control_secret`.
+    pub async fn start(control_secret: ServerSecret) -> Result<Self, Error> {
+        let sfu = hush_sfu::Sfu::new(hush_sfu::SfuConfig::default())?;
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .map_err(Error::io("binding the SFU node's control API"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(Error::io("reading the SFU node's address"))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(hush_sfu::http::serve(
+            listener,
+            sfu.clone(),
+            control_secret,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Ok(Self {
+            addr,
+            sfu,
+            stop: Some(stop),
+        })
+    }
+
+    /// Its control API's URL, for `hush-server --sfu-url`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Its metrics in Prometheus text.
+    pub fn metrics(&self) -> String {
+        self.sfu.metrics().render()
+    }
+
+    /// Stops the control API and the SFU.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.sfu.shutdown().await;
     }
 }

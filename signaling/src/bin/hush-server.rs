@@ -166,8 +166,21 @@ struct ServeArgs {
     #[arg(long, env = "HUSH_SFU_WORKERS", default_value_t = 0)]
     sfu_workers: usize,
     /// Run without the embedded SFU: rooms and e2ee envelopes only, no media.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sfu_url")]
     no_media: bool,
+    /// Carry media on a standalone `hush-sfu` node instead of the embedded
+    /// SFU: its control API, http://HOST:PORT (its --control-listen).
+    #[arg(
+        long,
+        env = "HUSH_SFU_URL",
+        value_name = "URL",
+        requires = "sfu_control_secret_file"
+    )]
+    sfu_url: Option<String>,
+    /// The control secret shared with the --sfu-url node (its
+    /// --control-secret-file).
+    #[arg(long, env = "HUSH_SFU_CONTROL_SECRET_FILE", value_name = "FILE")]
+    sfu_control_secret_file: Option<PathBuf>,
     /// Configuration file (TOML): keys are these long flags without the
     /// dashes, e.g. `max-rooms = 200`. The command line and the
     /// environment override it.
@@ -281,6 +294,19 @@ impl ServeArgs {
     }
 }
 
+/// The secret shared with the `--sfu-url` node (`--sfu-control-secret-file`).
+fn control_secret(args: &ServeArgs) -> anyhow::Result<ServerSecret> {
+    let file = args
+        .sfu_control_secret_file
+        .as_deref()
+        .context("--sfu-url needs --sfu-control-secret-file")?;
+    let bytes = zeroize::Zeroizing::new(
+        std::fs::read(file).with_context(|| format!("reading {}", file.display()))?,
+    );
+    ServerSecret::from_file_contents(&bytes)
+        .with_context(|| format!("the control secret in {}", file.display()))
+}
+
 /// The embedded SFU's first ICE-TCP port when neither --rtc-tcp-port nor
 /// --rtc-port 0 is given (LiveKit's choice too).
 const DEFAULT_RTC_TCP_PORT: u16 = 7881;
@@ -288,7 +314,9 @@ const DEFAULT_RTC_TCP_PORT: u16 = 7881;
 /// `--check-config`: what must hold for the server to start, short of
 /// binding its ports, and what it would run with.
 fn check_config(args: &ServeArgs, secret: bool, tls: bool) -> anyhow::Result<()> {
-    if !args.no_media {
+    if let Some(url) = &args.sfu_url {
+        hush_signaling::RemoteNode::new(url, control_secret(args)?)?;
+    } else if !args.no_media {
         args.sfu_config()
             .validate()
             .context("the embedded SFU's settings")?;
@@ -309,6 +337,8 @@ fn check_config(args: &ServeArgs, secret: bool, tls: bool) -> anyhow::Result<()>
     }
     if args.no_media {
         println!("  media: none (--no-media)");
+    } else if let Some(url) = &args.sfu_url {
+        println!("  media: the hush-sfu node at {url}");
     } else {
         let announced = if args.public_ips.is_empty() {
             args.rtc_ip.to_string()
@@ -537,6 +567,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let (router, media): (Arc<dyn hush_signaling::MediaRouter>, String) = if args.no_media {
         (Arc::new(NoMedia), "not available (--no-media)".into())
+    } else if let Some(url) = &args.sfu_url {
+        let node = hush_signaling::RemoteNode::new(url, control_secret(&args)?)?;
+        let what = format!("hush-sfu node at {url}");
+        (Arc::new(hush_signaling::RemoteSfu::new(node)), what)
     } else {
         let sfu = hush_sfu::Sfu::new(args.sfu_config()).context("starting the embedded SFU")?;
         let on = (sfu.udp_addrs().iter().map(|a| format!("udp {a}")))
