@@ -134,6 +134,7 @@ pub mod http;
 mod ids;
 pub mod metrics;
 pub mod pump;
+pub mod register;
 pub mod routing;
 mod sfu;
 mod tcp;

@@ -2,12 +2,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hush_proto::{ControlToken, ServerSecret};
-use hush_sfu::{RoutingConfig, Sfu, SfuConfig};
+use hush_sfu::{RoutingConfig, Sfu, SfuConfig, register};
 
 /// A forwarding-only SFU node for hush calls.
 ///
@@ -86,6 +87,21 @@ struct Args {
     /// their ICE checks and RTCP).
     #[arg(long, default_value_t = 6)]
     ice_failed_secs: u64,
+    /// Register as a media node of the cluster sharing this Redis
+    /// (redis://HOST:PORT): the signaling nodes (`hush-server --redis`
+    /// with `--sfu-control-secret-file`) then place rooms' media here.
+    #[arg(long, env = "HUSH_REDIS", value_name = "URL")]
+    redis: Option<String>,
+    /// This node's id in the cluster (unique among its media nodes).
+    #[arg(long, requires = "redis", value_name = "ID")]
+    node_id: Option<String>,
+    /// Where the signaling nodes reach the control API (http://HOST:PORT);
+    /// the default is --listen, which must then not be 0.0.0.0.
+    #[arg(long, requires = "redis", value_name = "URL")]
+    control_url: Option<String>,
+    /// The most rooms the cluster places here.
+    #[arg(long, default_value_t = 1000)]
+    capacity: usize,
 }
 
 #[tokio::main]
@@ -144,10 +160,53 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %args.listen, udp = ?sfu.udp_addrs(), tcp = ?sfu.tcp_addrs(), "hush-sfu ready");
+    let registered = match &args.redis {
+        Some(url) => {
+            let control_url = match &args.control_url {
+                Some(u) if u.starts_with("http://") => u.clone(),
+                Some(u) => anyhow::bail!("--control-url must be http://HOST:PORT, not {u:?}"),
+                None if args.listen.ip().is_unspecified() => anyhow::bail!(
+                    "--redis with --listen {} needs --control-url http://ADDRESS:{}",
+                    args.listen,
+                    args.listen.port()
+                ),
+                None => format!("http://{}", args.listen),
+            };
+            let entry = register::MediaNodeEntry {
+                id: args.node_id.clone().unwrap_or_else(|| {
+                    format!("sfu-{}-{}", args.listen.port(), std::process::id())
+                }),
+                url: control_url,
+                capacity: args.capacity,
+            };
+            let mut redis = register::connect(url)
+                .await
+                .with_context(|| format!("connecting to the cluster at {url}"))?;
+            register::beat(&mut redis, &entry, 0)
+                .await
+                .with_context(|| format!("registering in the cluster at {url}"))?;
+            println!("media node {} at {} (Redis {url})", entry.id, entry.url);
+            let id = entry.id.clone();
+            let task = tokio::spawn(register::keep_registered(
+                redis.clone(),
+                entry,
+                Arc::clone(sfu.metrics()),
+            ));
+            Some((redis, id, task))
+        }
+        None => None,
+    };
     hush_sfu::http::serve(listener, sfu.clone(), secret, shutdown_signal())
         .await
         .context("serving the control API")?;
     tracing::info!("shutting down");
+    if let Some((mut redis, id, task)) = registered {
+        task.abort();
+        // Out of placement at once, not when the entry expires.
+        if let Err(e) = register::leave(&mut redis, &id).await {
+            tracing::warn!(error = %e, "leaving the cluster");
+        }
+    }
     sfu.shutdown().await;
     Ok(())
 }

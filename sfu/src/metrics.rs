@@ -191,6 +191,14 @@ impl Metrics {
         }
     }
 
+    /// Rooms with at least one participant, over every worker.
+    pub fn room_count(&self) -> usize {
+        self.rooms
+            .lock()
+            .map(|r| r.values().map(BTreeMap::len).sum())
+            .unwrap_or_default()
+    }
+
     /// Packets forwarded out to subscribers, all kinds.
     pub fn packets_out(&self) -> u64 {
         self.audio.packets_out.load(Relaxed) + self.video.packets_out.load(Relaxed)

@@ -46,6 +46,26 @@ pub struct ClusterConfig {
     /// How long an entry lasts without a refresh: a node silent this long
     /// is taken as dead and its rooms may be placed elsewhere.
     pub ttl: Duration,
+    /// Most rooms whose media this node's embedded SFU carries; 0 when it
+    /// has none (`--no-media`). It registers as a media node of its own.
+    pub embedded_media_capacity: usize,
+    /// Whether this node may place media on standalone `hush-sfu` nodes
+    /// (it holds their control secret).
+    pub remote_media: bool,
+}
+
+/// Where a room's media goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaNode {
+    /// This node's embedded SFU.
+    Embedded,
+    /// A standalone `hush-sfu` node.
+    Remote {
+        /// Its id.
+        id: String,
+        /// Its control API, `http://HOST:PORT`.
+        url: String,
+    },
 }
 
 impl ClusterConfig {
@@ -58,6 +78,8 @@ impl ClusterConfig {
             capacity: 1_000,
             heartbeat: Duration::from_secs(1),
             ttl: Duration::from_secs(5),
+            embedded_media_capacity: 1_000,
+            remote_media: false,
         }
     }
 }
@@ -101,6 +123,11 @@ pub struct ClusterStatus {
     pub nodes: BTreeMap<String, NodeStatus>,
     /// Room → node id.
     pub placements: BTreeMap<String, String>,
+    /// Live media nodes by id: control URL (`embedded` for a node's own
+    /// SFU), capacity, rooms.
+    pub media_nodes: BTreeMap<String, NodeStatus>,
+    /// Room → media node id.
+    pub media: BTreeMap<String, String>,
 }
 
 /// One live node.
@@ -165,6 +192,42 @@ end
 return kept
 ";
 
+/// The media placement script: KEYS[1] the room's media key; ARGV[1] the
+/// expiry (ms), ARGV[2] the calling node's id, ARGV[3] `1` when it may use
+/// standalone nodes. A live media node the room already has stays (unless
+/// it is another node's embedded SFU, or a standalone one the caller cannot
+/// drive); otherwise the usable node with the fewest rooms and room to
+/// spare. Returns `{id, url}`, or false when none has room.
+const PLACE_MEDIA: &str = r"
+local function usable(id, url)
+  if url == 'embedded' then return id == ARGV[2] end
+  return ARGV[3] == '1' and string.sub(url, 1, 7) == 'http://'
+end
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local url = redis.call('HGET', 'hush:sfu:' .. cur, 'url')
+  if url and usable(cur, url) then return {cur, url} end
+end
+local best, best_rooms, best_url = nil, nil, nil
+for _, id in ipairs(redis.call('SMEMBERS', 'hush:sfus')) do
+  local key = 'hush:sfu:' .. id
+  local url = redis.call('HGET', key, 'url')
+  if url == false then
+    redis.call('SREM', 'hush:sfus', id)
+  elseif usable(id, url) then
+    local rooms = tonumber(redis.call('HGET', key, 'rooms') or '0')
+    local cap = tonumber(redis.call('HGET', key, 'capacity') or '0')
+    if rooms < cap and (best == nil or rooms < best_rooms or (rooms == best_rooms and id < best)) then
+      best, best_rooms, best_url = id, rooms, url
+    end
+  end
+end
+if best == nil then return false end
+redis.call('SET', KEYS[1], best, 'PX', ARGV[1])
+redis.call('HINCRBY', 'hush:sfu:' .. best, 'rooms', 1)
+return {best, best_url}
+";
+
 /// Lets a placement go if it is still this node's: KEYS[1], ARGV[1] the node id.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -182,6 +245,8 @@ pub struct Cluster {
     held: Mutex<HashSet<String>>,
     /// Live nodes and their rooms, as the last heartbeat read them.
     view: Mutex<BTreeMap<String, usize>>,
+    /// Where the media of each room held here goes, and since when.
+    media: Mutex<std::collections::HashMap<String, (MediaNode, std::time::Instant)>>,
     /// Whether the last heartbeat reached Redis.
     reachable: std::sync::atomic::AtomicBool,
     /// Set by [`Cluster::leave`]: no more heartbeats.
@@ -206,6 +271,7 @@ impl Cluster {
             node_ips: Mutex::new(HashSet::new()),
             held: Mutex::new(HashSet::new()),
             view: Mutex::new(BTreeMap::new()),
+            media: Mutex::new(std::collections::HashMap::new()),
             reachable: std::sync::atomic::AtomicBool::new(true),
             left: std::sync::atomic::AtomicBool::new(false),
         });
@@ -237,6 +303,7 @@ impl Cluster {
         let node = node.ok_or(ClusterError::Full)?;
         if node == self.config.node_id {
             self.lock_held().insert(room.to_owned());
+            self.place_media(room).await?;
             return Ok(Placement::Local);
         }
         let url: Option<String> = bounded(redis.hget(node_key(&node), "url")).await?;
@@ -245,6 +312,57 @@ impl Cluster {
             // The node expired between the two calls: try once more.
             None => Err(ClusterError::Redis(format!("node {node} vanished"))),
         }
+    }
+
+    /// Places the media of `room`, held here, unless it has a place.
+    async fn place_media(&self, room: &str) -> Result<(), ClusterError> {
+        if self.lock_media().contains_key(room) {
+            return Ok(());
+        }
+        if !self.config.remote_media {
+            // Only the embedded SFU (or no media at all): nothing to choose.
+            if self.config.embedded_media_capacity > 0 {
+                self.lock_media().insert(
+                    room.to_owned(),
+                    (MediaNode::Embedded, std::time::Instant::now()),
+                );
+            }
+            return Ok(());
+        }
+        let mut redis = self.redis.clone();
+        let placed: Option<(String, String)> = bounded(
+            redis::Script::new(PLACE_MEDIA)
+                .key(media_key(room))
+                .arg(millis(self.config.ttl))
+                .arg(&self.config.node_id)
+                .arg(u8::from(self.config.remote_media))
+                .invoke_async(&mut redis),
+        )
+        .await?;
+        let node = match placed {
+            Some((_, url)) if url == "embedded" => MediaNode::Embedded,
+            Some((id, url)) => MediaNode::Remote { id, url },
+            // Every media node is full or gone: this node's own SFU, if any.
+            None if self.config.embedded_media_capacity > 0 => MediaNode::Embedded,
+            None => return Err(ClusterError::Full),
+        };
+        tracing::info!(room, media = ?node, "media placed");
+        self.lock_media()
+            .insert(room.to_owned(), (node, std::time::Instant::now()));
+        Ok(())
+    }
+
+    /// Where the media of `room` goes, if it was placed here.
+    pub fn media_of(&self, room: &str) -> Option<MediaNode> {
+        self.lock_media().get(room).map(|(node, _)| node.clone())
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn lock_media(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (MediaNode, std::time::Instant)>>
+    {
+        self.media.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Refreshes this node's entry and the placement of its rooms (room,
@@ -290,7 +408,41 @@ impl Cluster {
                 .pexpire(format!("{}:rooms", node_key(id)), ttl as i64)
                 .ignore();
         }
+        // The rooms' media placements, and this node's embedded SFU as a media node.
+        let media: Vec<(String, String)> = self
+            .lock_media()
+            .iter()
+            .filter(|(room, _)| rooms.iter().any(|(r, _)| r == *room))
+            .map(|(room, (node, _))| {
+                let id = match node {
+                    MediaNode::Embedded => self.config.node_id.clone(),
+                    MediaNode::Remote { id, .. } => id.clone(),
+                };
+                (media_key(room), id)
+            })
+            .collect();
+        for (key, id) in &media {
+            pipe.pset_ex(key, id, ttl).ignore();
+        }
         bounded(pipe.query_async::<()>(&mut redis)).await?;
+        if self.config.embedded_media_capacity > 0 {
+            let entry = hush_sfu::register::MediaNodeEntry {
+                id: self.config.node_id.clone(),
+                url: "embedded".to_owned(),
+                capacity: self.config.embedded_media_capacity,
+            };
+            let embedded = self
+                .lock_media()
+                .values()
+                .filter(|(n, _)| *n == MediaNode::Embedded)
+                .count();
+            bounded(async {
+                hush_sfu::register::beat(&mut redis, &entry, embedded)
+                    .await
+                    .map_err(|e| redis::RedisError::from(std::io::Error::other(e)))
+            })
+            .await?;
+        }
         let now: HashSet<String> = rooms.iter().map(|(r, _)| r.clone()).collect();
         if !now.is_empty() {
             let script = redis::Script::new(KEEP);
@@ -305,7 +457,7 @@ impl Cluster {
             let gone = held.difference(&now).cloned().collect();
             // Rooms placed here whose first member is still on its way stay
             // held until the next beat.
-            *held = now;
+            *held = now.clone();
             gone
         };
         for room in gone {
@@ -316,6 +468,24 @@ impl Cluster {
                     .invoke_async(&mut redis),
             )
             .await?;
+        }
+        // Media placements of rooms with nobody here any more go; one
+        // placed in the last seconds may still be waiting for its first
+        // member (placement and join are not one step).
+        let ended: Vec<String> = {
+            let mut media = self.lock_media();
+            let ended: Vec<String> = media
+                .iter()
+                .filter(|(room, (_, at))| !now.contains(*room) && at.elapsed() > self.config.ttl)
+                .map(|(room, _)| room.clone())
+                .collect();
+            for room in &ended {
+                media.remove(room);
+            }
+            ended
+        };
+        for room in ended {
+            let _: i64 = bounded(redis.del(media_key(&room))).await?;
         }
         // The live nodes' addresses and loads: one read per node, not per room.
         let ids: Vec<String> = bounded(redis.smembers("hush:nodes")).await?;
@@ -381,6 +551,10 @@ impl Cluster {
         self.left.store(true, std::sync::atomic::Ordering::Release);
         let mut redis = self.redis.clone();
         let held: Vec<String> = self.lock_held().drain().collect();
+        let media: Vec<String> = self.lock_media().drain().map(|(room, _)| room).collect();
+        for room in media {
+            let _: i64 = bounded(redis.del(media_key(&room))).await?;
+        }
         for room in held {
             let _: i64 = bounded(
                 redis::Script::new(RELEASE)
@@ -396,6 +570,8 @@ impl Cluster {
                 .del(node_key(id))
                 .del(format!("{}:rooms", node_key(id)))
                 .srem("hush:nodes", id)
+                .del(hush_sfu::register::media_node_key(id))
+                .srem(hush_sfu::register::MEDIA_NODES, id)
                 .query_async::<()>(&mut redis),
         )
         .await
@@ -439,6 +615,30 @@ async fn status_with(redis: &mut ConnectionManager) -> Result<ClusterStatus, Clu
             },
         );
     }
+    let ids: Vec<String> = bounded(redis.smembers(hush_sfu::register::MEDIA_NODES)).await?;
+    for id in ids {
+        let fields: BTreeMap<String, String> =
+            bounded(redis.hgetall(hush_sfu::register::media_node_key(&id))).await?;
+        if fields.is_empty() {
+            continue; // expired
+        }
+        let number = |k: &str| fields.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        out.media_nodes.insert(
+            id,
+            NodeStatus {
+                url: fields.get("url").cloned().unwrap_or_default(),
+                capacity: number("capacity"),
+                rooms: number("rooms"),
+                participants: 0,
+            },
+        );
+    }
+    for room in out.placements.keys() {
+        let media: Option<String> = bounded(redis.get(media_key(room))).await?;
+        if let Some(media) = media {
+            out.media.insert(room.clone(), media);
+        }
+    }
     Ok(out)
 }
 
@@ -469,6 +669,11 @@ fn label_value(v: &str) -> String {
 
 fn node_key(id: &str) -> String {
     format!("hush:node:{id}")
+}
+
+/// The media node a room's media goes to.
+fn media_key(room: &str) -> String {
+    format!("hush:media:{room}")
 }
 
 fn room_key(room: &str) -> String {

@@ -17,6 +17,7 @@
 
 mod admission;
 pub mod cluster;
+mod cluster_media;
 pub mod config_file;
 mod embedded;
 mod error;
@@ -31,6 +32,7 @@ mod web;
 mod ws;
 
 pub use admission::{ConnectionCaps, ConnectionRefusal, ConnectionSlot};
+pub use cluster_media::ClusterMedia;
 pub use embedded::EmbeddedSfu;
 pub use error::Error;
 pub use limits::{Limits, RateLimiter, RateVerdict};

@@ -74,7 +74,7 @@ impl core::fmt::Debug for RemoteNode {
 
 impl RemoteNode {
     /// The node whose control API is at `url` (`http://host:port`, its
-    /// `--control-listen`), minting tokens with `secret`.
+    /// `--listen`), minting tokens with `secret`.
     pub fn new(url: &str, secret: ServerSecret) -> Result<Self, BadControlUrl> {
         let addr = url
             .strip_prefix("http://")

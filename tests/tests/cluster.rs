@@ -16,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use hush::local::{LocalServer, RedisServer as Redis};
+use hush::local::{LocalServer, NodeMedia, RedisServer as Redis, SfuNode};
 use hush_client::participant::{Observed, Participant, ParticipantSpec};
 use hush_e2ee::Identity;
 use hush_proto::ServerSecret;
@@ -284,4 +284,135 @@ async fn without_redis_calls_go_on_and_joins_are_refused_until_it_returns() {
     }
     a.stop().await;
     b.stop().await;
+}
+
+/// Two signaling nodes without an SFU of their own, and two `hush-sfu`
+/// media nodes registered in the same Redis (`hush-sfu --redis`).
+async fn signaling_and_media_nodes(redis: &Redis) -> (LocalServer, LocalServer, SfuNode, SfuNode) {
+    let (secret, _) = ServerSecret::generate_development().expect("a secret");
+    let (control, _) = ServerSecret::generate_development().expect("a control secret");
+    let s1 = SfuNode::start_registered(control.clone(), &redis.url(), "sfu-1")
+        .await
+        .expect("media node 1");
+    let s2 = SfuNode::start_registered(control.clone(), &redis.url(), "sfu-2")
+        .await
+        .expect("media node 2");
+    let media = NodeMedia {
+        embedded: false,
+        control_secret: Some(control),
+    };
+    let a = LocalServer::start_cluster_node(secret.clone(), &redis.url(), "node-a", media.clone())
+        .await
+        .expect("node a");
+    let b = LocalServer::start_cluster_node(secret, &redis.url(), "node-b", media)
+        .await
+        .expect("node b");
+    (a, b, s1, s2)
+}
+
+/// Packets a media node forwarded.
+fn forwarded(node: &SfuNode) -> u64 {
+    node.metrics()
+        .lines()
+        .filter(|l| l.starts_with("hush_sfu_packets_out_total"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_of_two_signaling_nodes_share_one_media_node() {
+    let redis = Redis::start().expect("redis-server");
+    let (a, b, s1, s2) = signaling_and_media_nodes(&redis).await;
+    assert!(a.sfu_udp_addrs().is_empty() && b.sfu_udp_addrs().is_empty());
+    let room = "on-a-media-node";
+    let ann = join(spec(&a, room, "ann", 440.0)).await;
+    let bob = join(spec(&b, room, "bob", 550.0)).await;
+    let cat = join(spec(&b, room, "cat", 660.0)).await;
+    for p in [&ann, &bob, &cat] {
+        until_decrypted(p, 100).await;
+    }
+    let s = until_status(&redis, |s| s.media.contains_key(room)).await;
+    println!("status: {s:?}");
+    assert_eq!(s.placements[room], "node-a");
+    let (used, idle) = match s.media[room].as_str() {
+        "sfu-1" => (&s1, &s2),
+        "sfu-2" => (&s2, &s1),
+        other => panic!("media placed on {other}"),
+    };
+    // bob leaves and rejoins through the other signaling node.
+    let bob_first = bob.stop().await.expect("bob leaves");
+    let bob = join(spec(&a, room, "bob", 550.0)).await;
+    until_decrypted(&bob, 100).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    println!(
+        "forwarded: {} by the room's media node, {} by the other",
+        forwarded(used),
+        forwarded(idle)
+    );
+    assert!(forwarded(used) > 500, "the room's media node carried it");
+    assert_eq!(forwarded(idle), 0, "no room spans two media nodes");
+    let reports = [
+        ann.stop().await.expect("ann"),
+        bob.stop().await.expect("bob"),
+        cat.stop().await.expect("cat"),
+    ];
+    for r in reports.iter().chain([&bob_first]) {
+        assert_eq!(r.stats.lost_to_key_change, 0, "{} lost frames", r.name);
+        assert!(
+            r.stats.failed.is_empty(),
+            "{}: {:?}",
+            r.name,
+            r.stats.failed
+        );
+    }
+    let tones = [("ann", 440.0), ("bob", 550.0), ("cat", 660.0)];
+    for r in &reports {
+        for (name, hz) in tones.iter().filter(|(n, _)| *n != r.name) {
+            let remote = heard(r, name).unwrap_or_else(|| panic!("{} heard {name}", r.name));
+            let got = heard_hz(remote).expect("a frequency");
+            assert!(
+                (got - hz).abs() < 5.0,
+                "{} heard {name} at {got} Hz",
+                r.name
+            );
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+    s1.stop().await;
+    s2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rooms_media_is_spread_over_the_media_nodes_by_load() {
+    let redis = Redis::start().expect("redis-server");
+    let (a, b, s1, s2) = signaling_and_media_nodes(&redis).await;
+    let mut members = Vec::new();
+    for i in 0..6 {
+        let entry = if i % 2 == 0 { &a } else { &b };
+        members.push(join(spec(entry, &format!("room-{i}"), "m", 440.0)).await);
+        // Each media node has reported its rooms before the next placement.
+        until_status(&redis, |s| {
+            s.media_nodes.values().map(|n| n.rooms).sum::<usize>() == i + 1
+        })
+        .await;
+    }
+    let s = until_status(&redis, |s| s.media.len() == 6).await;
+    println!("status: {s:?}");
+    let on = |node: &str| s.media.values().filter(|n| *n == node).count();
+    assert_eq!((on("sfu-1"), on("sfu-2")), (3, 3), "{:?}", s.media);
+    assert_eq!(s.media_nodes["sfu-1"].rooms, 3);
+    assert_eq!(s.media_nodes["sfu-2"].rooms, 3);
+    for m in members {
+        m.stop().await.expect("leaves");
+    }
+    // Ended rooms let their media placement go.
+    until_status(&redis, |s| {
+        s.media.is_empty() && s.media_nodes.values().all(|n| n.rooms == 0)
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+    s1.stop().await;
+    s2.stop().await;
 }

@@ -76,12 +76,27 @@ impl LocalServer {
         redis_url: &str,
         node_id: &str,
     ) -> Result<Self, Error> {
+        let media = NodeMedia {
+            embedded: true,
+            control_secret: None,
+        };
+        Self::start_cluster_node(secret, redis_url, node_id, media).await
+    }
+
+    /// A node of a cluster whose media is `media`: its embedded SFU, the
+    /// cluster's `hush-sfu` media nodes, or both (tests of media nodes).
+    pub async fn start_cluster_node(
+        secret: ServerSecret,
+        redis_url: &str,
+        node_id: &str,
+        media: NodeMedia,
+    ) -> Result<Self, Error> {
         Self::start_inner(
             secret,
             Limits::default(),
             hush_sfu::SfuConfig::default(),
             None,
-            Some((redis_url, node_id)),
+            Some((redis_url, node_id, media)),
         )
         .await
     }
@@ -100,11 +115,28 @@ impl LocalServer {
         limits: Limits,
         sfu_config: hush_sfu::SfuConfig,
         tls: Option<hush_signaling::ServerTls>,
-        cluster: Option<(&str, &str)>,
+        cluster: Option<(&str, &str, NodeMedia)>,
     ) -> Result<Self, Error> {
         let with_tls = tls.is_some();
-        let sfu = hush_sfu::Sfu::new(sfu_config)?;
-        let router = Arc::new(EmbeddedSfu::new(sfu.clone()));
+        let embedded = match &cluster {
+            Some((_, _, media)) if !media.embedded => None,
+            _ => Some(hush_sfu::Sfu::new(sfu_config)?),
+        };
+        let (router, cluster_media): (Arc<dyn hush_signaling::MediaRouter>, _) =
+            match (&cluster, &embedded) {
+                (Some((_, _, media)), _) => {
+                    let router = Arc::new(hush_signaling::ClusterMedia::new(
+                        embedded.clone(),
+                        media.control_secret.clone(),
+                    ));
+                    (
+                        Arc::clone(&router) as Arc<dyn hush_signaling::MediaRouter>,
+                        Some(router),
+                    )
+                }
+                (None, Some(sfu)) => (Arc::new(EmbeddedSfu::new(sfu.clone())) as _, None),
+                (None, None) => (Arc::new(hush_signaling::NoMedia) as _, None),
+            };
         let config = ServerConfig {
             limits,
             secret: secret.clone(),
@@ -116,15 +148,22 @@ impl LocalServer {
         let addr = server
             .local_addr()
             .map_err(Error::io("reading the local server's address"))?;
-        if let Some((redis_url, node_id)) = cluster {
-            let config = hush_signaling::cluster::ClusterConfig::new(
+        if let Some((redis_url, node_id, media)) = cluster {
+            let mut config = hush_signaling::cluster::ClusterConfig::new(
                 redis_url,
                 node_id,
                 &format!("ws://{addr}"),
             );
+            if !media.embedded {
+                config.embedded_media_capacity = 0;
+            }
+            config.remote_media = media.control_secret.is_some();
             let cluster = hush_signaling::cluster::Cluster::connect(config)
                 .await
                 .map_err(|e| Error::io("joining the cluster")(std::io::Error::other(e)))?;
+            if let Some(router) = &cluster_media {
+                router.attach(Arc::clone(&cluster));
+            }
             server.join_cluster(cluster);
         }
         let handle = server.handle();
@@ -133,7 +172,7 @@ impl LocalServer {
             addr,
             handle,
             secret,
-            sfu: Some(sfu),
+            sfu: embedded,
             tls: with_tls,
         })
     }
@@ -281,6 +320,16 @@ impl Drop for RedisServer {
     }
 }
 
+/// What carries a cluster node's media ([`LocalServer::start_cluster_node`]).
+#[derive(Clone)]
+pub struct NodeMedia {
+    /// Whether the node has an embedded SFU.
+    pub embedded: bool,
+    /// The media nodes' control secret: with it, rooms' media may go to
+    /// the cluster's `hush-sfu` nodes.
+    pub control_secret: Option<ServerSecret>,
+}
+
 /// A standalone `hush-sfu` node (the SFU and its control API) inside this
 /// process on loopback: what `hush-server --sfu-url` drives, for tests.
 pub struct SfuNode {
@@ -288,6 +337,7 @@ pub struct SfuNode {
     pub addr: SocketAddr,
     sfu: hush_sfu::Sfu,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    registration: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl SfuNode {
@@ -313,7 +363,36 @@ impl SfuNode {
             addr,
             sfu,
             stop: Some(stop),
+            registration: None,
         })
+    }
+
+    /// Starts a node that registers as media node `id` of the cluster
+    /// sharing the Redis at `redis_url` (`hush-sfu --redis`).
+    pub async fn start_registered(
+        control_secret: ServerSecret,
+        redis_url: &str,
+        id: &str,
+    ) -> Result<Self, Error> {
+        let mut node = Self::start(control_secret).await?;
+        let lost = |e: hush_sfu::register::RegisterError| {
+            Error::io("registering the SFU node")(std::io::Error::other(e))
+        };
+        let mut redis = hush_sfu::register::connect(redis_url).await.map_err(lost)?;
+        let entry = hush_sfu::register::MediaNodeEntry {
+            id: id.to_owned(),
+            url: node.url(),
+            capacity: 1_000,
+        };
+        hush_sfu::register::beat(&mut redis, &entry, 0)
+            .await
+            .map_err(lost)?;
+        node.registration = Some(tokio::spawn(hush_sfu::register::keep_registered(
+            redis,
+            entry,
+            Arc::clone(node.sfu.metrics()),
+        )));
+        Ok(node)
     }
 
     /// Its control API's URL, for `hush-server --sfu-url`.
@@ -326,8 +405,12 @@ impl SfuNode {
         self.sfu.metrics().render()
     }
 
-    /// Stops the control API and the SFU.
+    /// Stops the control API and the SFU (a registered node stops
+    /// refreshing its entry, which expires as a dead node's does).
     pub async fn stop(mut self) {
+        if let Some(task) = self.registration.take() {
+            task.abort();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -169,16 +169,19 @@ struct ServeArgs {
     #[arg(long, conflicts_with = "sfu_url")]
     no_media: bool,
     /// Carry media on a standalone `hush-sfu` node instead of the embedded
-    /// SFU: its control API, http://HOST:PORT (its --control-listen).
+    /// SFU: its control API, http://HOST:PORT (its --listen).
     #[arg(
         long,
         env = "HUSH_SFU_URL",
         value_name = "URL",
-        requires = "sfu_control_secret_file"
+        requires = "sfu_control_secret_file",
+        conflicts_with = "redis"
     )]
     sfu_url: Option<String>,
     /// The control secret shared with the --sfu-url node (its
-    /// --control-secret-file).
+    /// --control-secret-file); with --redis, with the cluster's `hush-sfu
+    /// --redis` media nodes, whose rooms' media this node may then place
+    /// there.
     #[arg(long, env = "HUSH_SFU_CONTROL_SECRET_FILE", value_name = "FILE")]
     sfu_control_secret_file: Option<PathBuf>,
     /// Configuration file (TOML): keys are these long flags without the
@@ -565,24 +568,54 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         secret,
         tls: tls.clone(),
     };
-    let (router, media): (Arc<dyn hush_signaling::MediaRouter>, String) = if args.no_media {
-        (Arc::new(NoMedia), "not available (--no-media)".into())
-    } else if let Some(url) = &args.sfu_url {
-        let node = hush_signaling::RemoteNode::new(url, control_secret(&args)?)?;
-        let what = format!("hush-sfu node at {url}");
-        (Arc::new(hush_signaling::RemoteSfu::new(node)), what)
-    } else {
-        let sfu = hush_sfu::Sfu::new(args.sfu_config()).context("starting the embedded SFU")?;
-        let on = (sfu.udp_addrs().iter().map(|a| format!("udp {a}")))
-            .chain(sfu.tcp_addrs().iter().map(|a| format!("tcp {a}")))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let what = match &args.capture {
-            Some(f) => format!("embedded SFU on {on}, capturing to {}", f.display()),
-            None => format!("embedded SFU on {on}"),
+    // A cluster node's media follows the cluster's placement: its embedded
+    // SFU, or the media nodes when it holds their control secret.
+    let mut cluster_media = None;
+    let (router, media): (Arc<dyn hush_signaling::MediaRouter>, String) =
+        if args.redis.is_some() && (!args.no_media || args.sfu_control_secret_file.is_some()) {
+            let embedded = if args.no_media {
+                None
+            } else {
+                Some(hush_sfu::Sfu::new(args.sfu_config()).context("starting the embedded SFU")?)
+            };
+            let secret = match &args.sfu_control_secret_file {
+                Some(_) => Some(control_secret(&args)?),
+                None => None,
+            };
+            let mut what = match &embedded {
+                Some(sfu) => format!(
+                    "embedded SFU on {}",
+                    (sfu.udp_addrs().iter().map(|a| format!("udp {a}")))
+                        .chain(sfu.tcp_addrs().iter().map(|a| format!("tcp {a}")))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => "no embedded SFU".to_owned(),
+            };
+            if secret.is_some() {
+                what.push_str(", and the cluster's hush-sfu nodes");
+            }
+            let router = Arc::new(hush_signaling::ClusterMedia::new(embedded, secret));
+            cluster_media = Some(Arc::clone(&router));
+            (router, what)
+        } else if args.no_media {
+            (Arc::new(NoMedia), "not available (--no-media)".into())
+        } else if let Some(url) = &args.sfu_url {
+            let node = hush_signaling::RemoteNode::new(url, control_secret(&args)?)?;
+            let what = format!("hush-sfu node at {url}");
+            (Arc::new(hush_signaling::RemoteSfu::new(node)), what)
+        } else {
+            let sfu = hush_sfu::Sfu::new(args.sfu_config()).context("starting the embedded SFU")?;
+            let on = (sfu.udp_addrs().iter().map(|a| format!("udp {a}")))
+                .chain(sfu.tcp_addrs().iter().map(|a| format!("tcp {a}")))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let what = match &args.capture {
+                Some(f) => format!("embedded SFU on {on}, capturing to {}", f.display()),
+                None => format!("embedded SFU on {on}"),
+            };
+            (Arc::new(hush_signaling::EmbeddedSfu::new(sfu)), what)
         };
-        (Arc::new(hush_signaling::EmbeddedSfu::new(sfu)), what)
-    };
     let server = Server::bind(args.listen, config, router)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -614,9 +647,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("node-{}-{}", addr.port(), std::process::id()));
         let mut cluster = ClusterConfig::new(redis, &node_id, &node_url);
         cluster.capacity = args.node_capacity.unwrap_or(args.max_rooms);
+        cluster.embedded_media_capacity = if args.no_media { 0 } else { cluster.capacity };
+        cluster.remote_media = args.sfu_control_secret_file.is_some();
         let cluster = Cluster::connect(cluster)
             .await
             .with_context(|| format!("joining the cluster at {redis}"))?;
+        if let Some(media) = &cluster_media {
+            media.attach(Arc::clone(&cluster));
+        }
         server.join_cluster(cluster);
         println!("cluster node {node_id} at {node_url} (Redis {redis})");
     }
@@ -707,9 +745,16 @@ async fn cluster_status(redis: &str) -> anyhow::Result<()> {
             n.url, n.rooms, n.capacity, n.participants
         );
     }
+    println!("{} media node(s):", status.media_nodes.len());
+    for (id, n) in &status.media_nodes {
+        println!("  {id}  {}  rooms {}/{}", n.url, n.rooms, n.capacity);
+    }
     println!("{} room(s):", status.placements.len());
     for (room, node) in &status.placements {
-        println!("  {room}  on {node}");
+        match status.media.get(room) {
+            Some(media) => println!("  {room}  on {node}, media on {media}"),
+            None => println!("  {room}  on {node}"),
+        }
     }
     Ok(())
 }
