@@ -170,7 +170,8 @@ async fn main() -> anyhow::Result<()> {
                     args.listen,
                     args.listen.port()
                 ),
-                None => format!("http://{}", args.listen),
+                // The bound address: --listen may name port 0.
+                None => format!("http://{}", listener.local_addr()?),
             };
             let entry = register::MediaNodeEntry {
                 id: args.node_id.clone().unwrap_or_else(|| {

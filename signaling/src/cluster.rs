@@ -194,12 +194,14 @@ return kept
 
 /// The media placement script: KEYS[1] the room's media key; ARGV[1] the
 /// expiry (ms), ARGV[2] the calling node's id, ARGV[3] `1` when it may use
-/// standalone nodes. A live media node the room already has stays (unless
-/// it is another node's embedded SFU, or a standalone one the caller cannot
-/// drive); otherwise the usable node with the fewest rooms and room to
-/// spare. Returns `{id, url}`, or false when none has room.
+/// standalone nodes, ARGV[4] the ids the caller found dead (`,`-separated,
+/// their entries not yet expired). A live media node the room already has
+/// stays (unless it is another node's embedded SFU, or a standalone one
+/// the caller cannot drive); otherwise the usable node with the fewest
+/// rooms and room to spare. Returns `{id, url}`, or false when none has room.
 const PLACE_MEDIA: &str = r"
 local function usable(id, url)
+  if string.find(',' .. ARGV[4] .. ',', ',' .. id .. ',', 1, true) then return false end
   if url == 'embedded' then return id == ARGV[2] end
   return ARGV[3] == '1' and string.sub(url, 1, 7) == 'http://'
 end
@@ -245,6 +247,9 @@ pub struct Cluster {
     held: Mutex<HashSet<String>>,
     /// Live nodes and their rooms, as the last heartbeat read them.
     view: Mutex<BTreeMap<String, usize>>,
+    /// Media nodes this node found dead, and when (left out of placement
+    /// until their entries expire).
+    dead_media: Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Where the media of each room held here goes, and since when.
     media: Mutex<std::collections::HashMap<String, (MediaNode, std::time::Instant)>>,
     /// Whether the last heartbeat reached Redis.
@@ -272,6 +277,7 @@ impl Cluster {
             held: Mutex::new(HashSet::new()),
             view: Mutex::new(BTreeMap::new()),
             media: Mutex::new(std::collections::HashMap::new()),
+            dead_media: Mutex::new(std::collections::HashMap::new()),
             reachable: std::sync::atomic::AtomicBool::new(true),
             left: std::sync::atomic::AtomicBool::new(false),
         });
@@ -330,12 +336,21 @@ impl Cluster {
             return Ok(());
         }
         let mut redis = self.redis.clone();
+        let dead = {
+            let mut dead = self
+                .dead_media
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            dead.retain(|_, at| at.elapsed() < self.config.ttl * 2);
+            dead.keys().cloned().collect::<Vec<_>>().join(",")
+        };
         let placed: Option<(String, String)> = bounded(
             redis::Script::new(PLACE_MEDIA)
                 .key(media_key(room))
                 .arg(millis(self.config.ttl))
                 .arg(&self.config.node_id)
                 .arg(u8::from(self.config.remote_media))
+                .arg(dead)
                 .invoke_async(&mut redis),
         )
         .await?;
@@ -350,6 +365,47 @@ impl Cluster {
         self.lock_media()
             .insert(room.to_owned(), (node, std::time::Instant::now()));
         Ok(())
+    }
+
+    /// The media node at `url` stopped answering: the rooms whose media it
+    /// carried are placed anew at their next join, never on it again until
+    /// its entry expires. Returns the rooms it carried.
+    pub fn media_node_lost(self: &Arc<Self>, url: &str) -> Vec<String> {
+        let (rooms, id) = {
+            let mut media = self.lock_media();
+            let mut id = None;
+            let rooms: Vec<String> = media
+                .iter()
+                .filter_map(|(room, (node, _))| match node {
+                    MediaNode::Remote { id: i, url: u } if u == url => {
+                        id = Some(i.clone());
+                        Some(room.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            for room in &rooms {
+                media.remove(room);
+            }
+            (rooms, id)
+        };
+        if let Some(id) = id {
+            tracing::warn!(node = %id, %url, rooms = rooms.len(), "media node lost; its rooms' media will be placed anew");
+            self.dead_media
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id, std::time::Instant::now());
+        }
+        if !rooms.is_empty() {
+            let mut redis = self.redis.clone();
+            let keys: Vec<String> = rooms.iter().map(|r| media_key(r)).collect();
+            tokio::spawn(async move {
+                if let Err(e) = bounded(redis.del::<_, i64>(keys)).await {
+                    tracing::warn!(error = %e, "forgetting a lost media node's placements");
+                }
+            });
+        }
+        rooms
     }
 
     /// Where the media of `room` goes, if it was placed here.

@@ -77,7 +77,16 @@ impl ClusterMedia {
                     tracing::warn!(node = %id, error = %e, "media node with an unusable URL");
                     Error::MediaUnavailable
                 })?;
-                let router = Arc::new(RemoteSfu::new(node));
+                let cluster = self.cluster.get().map(Arc::downgrade);
+                let lost_url = url.clone();
+                let router = Arc::new(RemoteSfu::with_on_lost(
+                    node,
+                    Arc::new(move || {
+                        if let Some(cluster) = cluster.as_ref().and_then(std::sync::Weak::upgrade) {
+                            cluster.media_node_lost(&lost_url);
+                        }
+                    }),
+                ));
                 remotes.insert(url, Arc::clone(&router));
                 Ok(router)
             }

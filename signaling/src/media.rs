@@ -32,6 +32,7 @@ pub struct MediaSink {
     tx: mpsc::Sender<ServerMessage>,
     kick: Option<Arc<Notify>>,
     probe: Option<Arc<Notify>>,
+    moved: Option<Arc<Notify>>,
 }
 
 /// The participant's connection is gone or not reading; the message was dropped.
@@ -48,6 +49,7 @@ impl MediaSink {
                 tx,
                 kick: None,
                 probe: None,
+                moved: None,
             },
             rx,
         )
@@ -67,6 +69,23 @@ impl MediaSink {
         sink.kick = Some(kick);
         sink.probe = Some(probe);
         (sink, rx)
+    }
+
+    /// As this sink, and [`MediaSink::media_moved`] wakes `moved`.
+    pub fn with_moved(mut self, moved: Arc<Notify>) -> Self {
+        self.moved = Some(moved);
+        self
+    }
+
+    /// The node carrying the participant's media is gone and the room's
+    /// media will be placed anew: the server closes the connection with
+    /// `closing {reason: "media_moved"}`, and the client joins again (its
+    /// new media connection goes to the new node). Without a `moved`
+    /// notifier this does nothing.
+    pub fn media_moved(&self) {
+        if let Some(moved) = &self.moved {
+            moved.notify_one();
+        }
     }
 
     /// The participant's media connection died (ICE failed, DTLS closed):

@@ -7,7 +7,9 @@
 //! participant's events, which become the same wire messages. Every
 //! request carries a control token minted under the secret the node and
 //! this server share. A node that stops answering ends the participant's
-//! media with `media_closed`, as a dead peer connection does.
+//! media with `media_closed`, as a dead peer connection does; in a
+//! cluster ([`RemoteSfu::with_on_lost`]) it is reported, and the member is
+//! told to join again (`media_moved`) so its media goes to another node.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -166,10 +168,15 @@ enum Request {
     Candidate(IceCandidate),
 }
 
+/// What to do when the node stops answering (a cluster re-places the
+/// room's media).
+pub type OnLost = Arc<dyn Fn() + Send + Sync>;
+
 /// [`MediaRouter`] backed by a standalone `hush-sfu` node.
 pub struct RemoteSfu {
     node: RemoteNode,
     participants: Mutex<HashMap<ParticipantId, mpsc::Sender<Request>>>,
+    on_lost: Option<OnLost>,
 }
 
 impl core::fmt::Debug for RemoteSfu {
@@ -184,6 +191,17 @@ impl RemoteSfu {
         Self {
             node,
             participants: Mutex::new(HashMap::new()),
+            on_lost: None,
+        }
+    }
+
+    /// As [`RemoteSfu::new`]; when the node stops answering a member's
+    /// event polls, `on_lost` runs and the member is told to join again
+    /// (`closing` with `media_moved`) instead of `media_closed`.
+    pub fn with_on_lost(node: RemoteNode, on_lost: OnLost) -> Self {
+        Self {
+            on_lost: Some(on_lost),
+            ..Self::new(node)
         }
     }
 
@@ -207,10 +225,18 @@ fn failed(message: impl Into<String>) -> ServerMessage {
     ServerMessage::error(ErrorCode::MediaFailed, message)
 }
 
+/// What the event poll delivers.
+enum Polled {
+    /// An event of the participant's.
+    Event(SfuEvent),
+    /// The node stopped answering.
+    Lost,
+}
+
 /// Long-polls a participant's events into `tx` until the node says it is
 /// gone (`410`), the receiver is dropped, or the node stops answering
-/// (then a `Closed` event stands for the lost media).
-async fn poll_events(node: RemoteNode, path: String, tx: mpsc::Sender<SfuEvent>) {
+/// ([`Polled::Lost`]).
+async fn poll_events(node: RemoteNode, path: String, tx: mpsc::Sender<Polled>) {
     let mut failures = 0;
     loop {
         let reply = tokio::select! {
@@ -228,7 +254,7 @@ async fn poll_events(node: RemoteNode, path: String, tx: mpsc::Sender<SfuEvent>)
                     }
                 };
                 for event in events {
-                    if tx.send(event).await.is_err() {
+                    if tx.send(Polled::Event(event)).await.is_err() {
                         return;
                     }
                 }
@@ -238,11 +264,7 @@ async fn poll_events(node: RemoteNode, path: String, tx: mpsc::Sender<SfuEvent>)
                 failures += 1;
                 tracing::warn!(node = %node.addr, error = %e, failures, "hush-sfu event poll failed");
                 if failures >= POLL_FAILURES {
-                    let _ = tx
-                        .send(SfuEvent::Closed {
-                            reason: hush_sfu::CloseReason::ConnectionFailed,
-                        })
-                        .await;
+                    let _ = tx.send(Polled::Lost).await;
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -262,6 +284,7 @@ impl MediaRouter for RemoteSfu {
         self.table().insert(id, tx);
         let node = self.node.clone();
         let path = participant_path(room, id);
+        let on_lost = self.on_lost.clone();
         tokio::spawn(async move {
             if let Err(e) = node.call(Method::POST, &path, None, CALL_TIMEOUT).await {
                 tracing::warn!(participant = %id, error = %e, "hush-sfu refused a participant");
@@ -305,7 +328,36 @@ impl MediaRouter for RemoteSfu {
                         }
                     }
                     ev = events.recv() => match ev {
-                        Some(ev) => {
+                        Some(Polled::Lost) => {
+                            tracing::warn!(participant = %id, node = %node.addr, "hush-sfu node stopped answering");
+                            match &on_lost {
+                                Some(lost) => {
+                                    lost();
+                                    sink.media_moved();
+                                }
+                                None => {
+                                    sink.check_liveness();
+                                    let _ = sink.send(ServerMessage::error(
+                                        ErrorCode::MediaClosed,
+                                        format!("media connection closed: the hush-sfu node at {} stopped answering", node.addr),
+                                    ));
+                                }
+                            }
+                            break;
+                        }
+                        Some(Polled::Event(SfuEvent::Closed { reason: hush_sfu::CloseReason::Shutdown }))
+                            if on_lost.is_some() =>
+                        {
+                            // The node is shutting down: in a cluster, the
+                            // room's media goes elsewhere.
+                            tracing::info!(participant = %id, node = %node.addr, "hush-sfu node shutting down");
+                            if let Some(lost) = &on_lost {
+                                lost();
+                            }
+                            sink.media_moved();
+                            break;
+                        }
+                        Some(Polled::Event(ev)) => {
                             let closed = matches!(ev, SfuEvent::Closed { .. });
                             if closed {
                                 sink.check_liveness();

@@ -479,6 +479,7 @@ struct Connection {
     kick: Arc<Notify>,
     probe: Arc<Notify>,
     replaced: Arc<Notify>,
+    moved: Arc<Notify>,
 }
 
 impl Connection {
@@ -487,8 +488,10 @@ impl Connection {
         let (out_tx, out_rx) = mpsc::channel(queue);
         let kick = Arc::new(Notify::new());
         let probe = Arc::new(Notify::new());
+        let moved = Arc::new(Notify::new());
         let (media_sink, media_rx) =
             MediaSink::for_connection(queue, Arc::clone(&kick), Arc::clone(&probe));
+        let media_sink = media_sink.with_moved(Arc::clone(&moved));
         Self {
             rate: RateLimiter::new(&shared.limits, Instant::now()),
             shared,
@@ -500,6 +503,7 @@ impl Connection {
             kick,
             probe,
             replaced: Arc::new(Notify::new()),
+            moved,
         }
     }
 
@@ -515,6 +519,7 @@ impl Connection {
         let kick = Arc::clone(&self.kick);
         let probe = Arc::clone(&self.probe);
         let replaced = Arc::clone(&self.replaced);
+        let moved = Arc::clone(&self.moved);
         // A liveness check under way: when its ping went out.
         let mut probing: Option<Instant> = None;
         let probe_deadline = tokio::time::sleep(Duration::from_secs(3600));
@@ -554,6 +559,13 @@ impl Connection {
                     reason: CloseReason::TooSlow,
                     code: close_code::POLICY,
                 },
+                () = moved.notified() => {
+                    info!("the room's media node is gone; the client joins again");
+                    Flow::Close {
+                        reason: CloseReason::MediaMoved,
+                        code: close_code::AWAY,
+                    }
+                }
                 () = replaced.notified() => {
                     info!("replaced by a newer connection under the same name");
                     Flow::Close {

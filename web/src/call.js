@@ -130,7 +130,8 @@ export class Call extends EventTarget {
         // was lost): worth joining again. Not when it ended the call on
         // purpose (replaced, refused, too slow) or we never got in.
         const why = this.#closing;
-        const rejoin = this.you !== null && (why === null || why === 'server_shutdown' || why === 'idle_timeout');
+        const rejoin =
+          this.you !== null && (why === null || why === 'server_shutdown' || why === 'idle_timeout' || why === 'media_moved');
         this.#setState('closed', why ?? (ev.reason || `connection closed (${ev.code})`), rejoin);
       }
       this.#stop();

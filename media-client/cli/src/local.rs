@@ -405,15 +405,16 @@ impl SfuNode {
         self.sfu.metrics().render()
     }
 
-    /// Stops the control API and the SFU (a registered node stops
-    /// refreshing its entry, which expires as a dead node's does).
+    /// Shuts the SFU down (every participant's events end with a
+    /// shutdown), then the control API; a registered node stops refreshing
+    /// its entry, which expires as a dead node's does.
     pub async fn stop(mut self) {
         if let Some(task) = self.registration.take() {
             task.abort();
         }
+        self.sfu.shutdown().await;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.sfu.shutdown().await;
     }
 }

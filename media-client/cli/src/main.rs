@@ -766,11 +766,14 @@ async fn stay(
     }
     if report.ended_by == Some(EndReason::ServerClosed) && !user_ended {
         // The call did not end because the user asked. A server that shut
-        // down or vanished (a node of a cluster, say): join again. One that
+        // down or vanished (a node of a cluster, say), or whose media node
+        // did (`media_moved`): join again. One that
         // ended the call on purpose (replaced, refused, too slow): fail.
         use hush_proto::CloseReason as Why;
         return match closing {
-            None | Some(Why::ServerShutdown | Why::IdleTimeout) if joined => Ok(Stay::Lost),
+            None | Some(Why::ServerShutdown | Why::IdleTimeout | Why::MediaMoved) if joined => {
+                Ok(Stay::Lost)
+            }
             _ => Err(CallExit::ServerClosed.into()),
         };
     }

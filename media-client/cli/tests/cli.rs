@@ -599,6 +599,16 @@ struct NodeProcess {
 
 impl NodeProcess {
     fn start(redis: &str, secret_file: &std::path::Path, id: &str) -> Self {
+        Self::start_with(redis, secret_file, id, &[])
+    }
+
+    /// As [`NodeProcess::start`], with more `hush-server` arguments.
+    fn start_with(
+        redis: &str,
+        secret_file: &std::path::Path,
+        id: &str,
+        extra: &[&std::ffi::OsStr],
+    ) -> Self {
         use std::io::BufRead;
         let bin = std::path::Path::new(env!("CARGO_BIN_EXE_hush")).with_file_name("hush-server");
         assert!(
@@ -617,6 +627,7 @@ impl NodeProcess {
             ])
             .args(["--node-id", id, "--secret-file"])
             .arg(secret_file)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -749,4 +760,121 @@ fn a_load_test_of_a_cluster_reports_each_nodes_share() {
     let total = step["sfu_cpu_seconds"].as_f64().expect("total CPU");
     assert!((total - cpu).abs() < 1e-6, "{total} vs {cpu}");
     assert!(stdout.contains("per node:"), "{stdout}");
+}
+
+/// A `hush-sfu --redis` media node process (built beside `hush`), killed on drop.
+struct SfuProcess {
+    child: std::process::Child,
+}
+
+impl SfuProcess {
+    fn start(redis: &str, control_secret_file: &std::path::Path, id: &str) -> Self {
+        use std::io::BufRead;
+        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_hush")).with_file_name("hush-sfu");
+        assert!(
+            bin.exists(),
+            "{} is missing: build it first (cargo build -p hush-sfu)",
+            bin.display()
+        );
+        let mut child = Command::new(bin)
+            .args(["--listen", "127.0.0.1:0", "--rtc-port", "0", "--no-rtc-tcp"])
+            .args(["--redis", redis, "--node-id", id, "--control-secret-file"])
+            .arg(control_secret_file)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run hush-sfu");
+        // "media node ID at URL (Redis ...)": registered.
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        while !line.starts_with("media node ") {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).expect("stdout") > 0,
+                "hush-sfu exited"
+            );
+        }
+        std::thread::spawn(move || for _ in out.lines() {});
+        Self { child }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SfuProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `kill -9` of the `hush-sfu` node carrying a call: the room's node tells
+/// both callers `media_moved`, they join again, and the room's media is
+/// placed on the other media node, where they hear each other.
+#[test]
+fn a_killed_media_node_moves_the_call_to_another() {
+    use std::time::{Duration, Instant};
+    let redis = hush::local::RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (secret, text) = hush_proto::ServerSecret::generate_development().expect("secret");
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, text.as_bytes()).expect("secret file");
+    let (_, control) = hush_proto::ServerSecret::generate_development().expect("control secret");
+    let control_file = dir.path().join("control");
+    std::fs::write(&control_file, control.as_bytes()).expect("control file");
+    let mut sfus: Vec<SfuProcess> = ["sfu-1", "sfu-2"]
+        .iter()
+        .map(|id| SfuProcess::start(&redis.url(), &control_file, id))
+        .collect();
+    let node = NodeProcess::start_with(
+        &redis.url(),
+        &secret_file,
+        "node-a",
+        &[
+            "--no-media".as_ref(),
+            "--sfu-control-secret-file".as_ref(),
+            control_file.as_os_str(),
+        ],
+    );
+    let urls = [node.url.clone()];
+    let mut ann = Caller::join(&urls, &secret, dir.path(), "ann", 440);
+    let mut bob = Caller::join(&urls, &secret, dir.path(), "bob", 660);
+    ann.hears("bob");
+    bob.hears("ann");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let media_of_room = || {
+        rt.block_on(hush_signaling::cluster::status(&redis.url()))
+            .expect("cluster status")
+            .media
+            .get("room")
+            .cloned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let carrying = loop {
+        if let Some(m) = media_of_room() {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hang guard: the room's media was never placed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let killed = Instant::now();
+    sfus[if carrying == "sfu-1" { 0 } else { 1 }].kill();
+    ann.back_with("bob", killed, &format!("media node {carrying} was killed"));
+    bob.back_with("ann", killed, &format!("media node {carrying} was killed"));
+    std::thread::sleep(Duration::from_secs(3));
+    let now = media_of_room();
+    assert!(
+        now.is_some() && now.as_deref() != Some(carrying.as_str()),
+        "the room's media moved from {carrying}: {now:?}"
+    );
+    // Each heard the other in the last stay: on the other media node.
+    ann.leave_having_heard("bob");
+    bob.leave_having_heard("ann");
 }

@@ -368,6 +368,9 @@ pub enum CloseReason {
     /// same token holder, e.g. after a network change): it takes this
     /// member's place.
     Replaced,
+    /// The node carrying the room's media is gone; the room's media is
+    /// placed anew. The client joins again (as after `server_shutdown`).
+    MediaMoved,
 }
 
 /// Opaque bytes the server relays without reading; base64 on the wire.
