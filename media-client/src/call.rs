@@ -260,11 +260,14 @@ impl<M: Media> Call<M> {
         let driver = Driver {
             session,
             sig,
+            connector: Arc::clone(&options.connector),
+            ice: options.media,
             transport,
             transport_events,
             media,
             commands: command_rx,
             restart: Restart::default(),
+            moved: false,
         };
         let why = Arc::clone(&failure);
         let task = tokio::spawn(async move {
@@ -358,11 +361,16 @@ impl<M: Media> Call<M> {
 struct Driver<M> {
     session: Session,
     sig: Signaling,
+    /// What makes a new media connection (`media_moved`), and its timeouts.
+    connector: Arc<dyn Connector>,
+    ice: Option<IceTimeouts>,
     transport: Option<Box<dyn MediaConnection>>,
     transport_events: Option<mpsc::Receiver<TransportEvent>>,
     media: M,
     commands: mpsc::Receiver<Command>,
     restart: Restart,
+    /// A new media connection (after `media_moved`) has not connected yet.
+    moved: bool,
 }
 
 /// ICE restarts of a media connection that failed: when it failed, how
@@ -601,7 +609,7 @@ impl<M: Media> Driver<M> {
             }
             Some(TransportEvent::Failed) => self.media_lost(),
             Some(TransportEvent::Connected) => {
-                let restored = self.restart.since.is_some();
+                let restored = self.restart.since.is_some() || std::mem::take(&mut self.moved);
                 self.restart = Restart::default();
                 if restored {
                     vec![CallEvent::Warning(Warning::MediaRestored)]
@@ -673,9 +681,50 @@ impl<M: Media> Driver<M> {
                         }
                     }
                 }
+                CallEvent::MediaMoved => self.move_media().await?,
                 other => self.media.event(&other, &self.session)?,
             }
         }
+        Ok(())
+    }
+
+    /// The room's media moved to another SFU: the old connection is
+    /// closed and a new one offered; keys and membership are untouched.
+    async fn move_media(&mut self) -> Result<(), Error> {
+        let Some(ice) = self.ice else {
+            return Ok(()); // a call without media
+        };
+        self.media
+            .event(&CallEvent::Warning(Warning::MediaMoved), &self.session)?;
+        if let Some(old) = self.transport.take() {
+            old.close().await;
+        }
+        self.transport_events = None;
+        self.restart = Restart::default();
+        self.moved = true;
+        let (t, events) = match self
+            .connector
+            .connect(self.media.wants_video(), ice.disconnected, ice.failed)
+            .await
+        {
+            Ok(connected) => connected,
+            Err(e) => {
+                self.warn_media(e)?;
+                return self
+                    .media
+                    .event(&CallEvent::Warning(Warning::MediaFailed), &self.session);
+            }
+        };
+        match t.offer().await {
+            Ok(offer) => {
+                self.sig
+                    .send(&ClientMessage::SdpOffer { sdp: offer })
+                    .await?
+            }
+            Err(e) => self.warn_media(e)?,
+        }
+        self.transport = Some(t);
+        self.transport_events = Some(events);
         Ok(())
     }
 

@@ -85,6 +85,10 @@ pub enum Observed {
     MediaInterrupted,
     /// The media connection is back.
     MediaRestored,
+    /// The room's media moved to another SFU; a new media connection is
+    /// being made (membership and keys unchanged). `MediaRestored` follows
+    /// once it is up.
+    MediaMoved,
     /// The server said it is closing the connection, and why.
     Closing(hush_proto::CloseReason),
 }
@@ -476,6 +480,9 @@ impl Media for ParticipantMedia {
                     }
                     crate::session::Warning::MediaRestored => {
                         self.observe(Observed::MediaRestored);
+                    }
+                    crate::session::Warning::MediaMoved => {
+                        self.observe(Observed::MediaMoved);
                     }
                     _ => {}
                 }

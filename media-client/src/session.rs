@@ -120,6 +120,9 @@ pub enum CallEvent {
     },
     /// The server is closing the connection.
     Closing(CloseReason),
+    /// The room's media moved to another SFU: make a new media
+    /// connection and offer it (PROTOCOL.md §11).
+    MediaMoved,
     /// The SFU's answer to our offer.
     SdpAnswer(String),
     /// An SFU-initiated offer to answer.
@@ -209,6 +212,10 @@ pub enum Warning {
     /// The media connection is back after being lost.
     #[error("media connection restored")]
     MediaRestored,
+    /// The server moved the room's media to another SFU; a new media
+    /// connection is being set up (keys and membership unchanged).
+    #[error("the room's media moved to another server; reconnecting media")]
+    MediaMoved,
 }
 
 /// Counters a call keeps.
@@ -532,6 +539,11 @@ impl Session {
             }
             ServerMessage::ActiveSpeaker { participant } => {
                 events.push(CallEvent::ActiveSpeaker(participant));
+            }
+            ServerMessage::MediaMoved => {
+                // The old SFU's streams are gone; the new one names its own.
+                self.streams.clear();
+                events.push(CallEvent::MediaMoved);
             }
             _ => {}
         }

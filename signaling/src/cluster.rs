@@ -321,7 +321,7 @@ impl Cluster {
     }
 
     /// Places the media of `room`, held here, unless it has a place.
-    async fn place_media(&self, room: &str) -> Result<(), ClusterError> {
+    pub async fn place_media(&self, room: &str) -> Result<(), ClusterError> {
         if self.lock_media().contains_key(room) {
             return Ok(());
         }
@@ -370,7 +370,7 @@ impl Cluster {
     /// The media node at `url` stopped answering: the rooms whose media it
     /// carried are placed anew at their next join, never on it again until
     /// its entry expires. Returns the rooms it carried.
-    pub fn media_node_lost(self: &Arc<Self>, url: &str) -> Vec<String> {
+    pub fn media_node_lost(&self, url: &str) -> Vec<String> {
         let (rooms, id) = {
             let mut media = self.lock_media();
             let mut id = None;
@@ -396,15 +396,8 @@ impl Cluster {
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(id, std::time::Instant::now());
         }
-        if !rooms.is_empty() {
-            let mut redis = self.redis.clone();
-            let keys: Vec<String> = rooms.iter().map(|r| media_key(r)).collect();
-            tokio::spawn(async move {
-                if let Err(e) = bounded(redis.del::<_, i64>(keys)).await {
-                    tracing::warn!(error = %e, "forgetting a lost media node's placements");
-                }
-            });
-        }
+        // Their media keys still name the lost node: the placement script
+        // leaves it out (it is in `dead_media`) and overwrites them.
         rooms
     }
 

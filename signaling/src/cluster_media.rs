@@ -3,11 +3,18 @@
 //! node's embedded SFU or to a standalone `hush-sfu` node driven through
 //! its control API ([`RemoteSfu`]). A member's requests follow the route
 //! chosen when it was added.
+//!
+//! When a media node stops answering or shuts down, each of its members
+//! is moved: the room's media is placed anew (never on the lost node), the
+//! member is added there, and it gets `media_moved`, upon which the client
+//! offers a new media connection; its membership and keys are untouched.
+//! If no node can take the room, the member gets `closing` with
+//! `media_moved` and joins again later.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
-use hush_proto::{IceCandidate, ParticipantId, RoomId, ServerSecret};
+use hush_proto::{ErrorCode, IceCandidate, ParticipantId, RoomId, ServerMessage, ServerSecret};
 
 use crate::cluster::{Cluster, MediaNode};
 use crate::embedded::EmbeddedSfu;
@@ -15,17 +22,27 @@ use crate::error::Error;
 use crate::media::{MediaRouter, MediaSink};
 use crate::remote::{RemoteNode, RemoteSfu};
 
+/// Where one member's media goes, and what moving it needs.
+#[derive(Clone)]
+struct Routed {
+    route: Arc<dyn MediaRouter>,
+    room: RoomId,
+    sink: MediaSink,
+}
+
 /// [`MediaRouter`] of a cluster node: per room, embedded or a media node.
 pub struct ClusterMedia {
     embedded: Option<hush_sfu::Sfu>,
+    /// The embedded SFU's router.
+    embedded_route: Option<Arc<dyn MediaRouter>>,
     control_secret: Option<ServerSecret>,
     cluster: OnceLock<Arc<Cluster>>,
     /// One router per media node, by control URL.
     remotes: Mutex<HashMap<String, Arc<RemoteSfu>>>,
     /// Where each member's media went.
-    routes: Mutex<HashMap<ParticipantId, Arc<dyn MediaRouter>>>,
-    /// The embedded SFU's router.
-    embedded_route: Option<Arc<dyn MediaRouter>>,
+    routes: Mutex<HashMap<ParticipantId, Routed>>,
+    /// Itself, for the media nodes' loss callbacks.
+    me: Weak<ClusterMedia>,
 }
 
 impl core::fmt::Debug for ClusterMedia {
@@ -40,18 +57,18 @@ impl core::fmt::Debug for ClusterMedia {
 impl ClusterMedia {
     /// A node's media: its embedded SFU (if it has one) and, with the
     /// media nodes' control secret, the cluster's standalone nodes.
-    pub fn new(embedded: Option<hush_sfu::Sfu>, control_secret: Option<ServerSecret>) -> Self {
-        let embedded_route: Option<Arc<dyn MediaRouter>> = embedded
-            .as_ref()
-            .map(|sfu| Arc::new(EmbeddedSfu::new(sfu.clone())) as Arc<dyn MediaRouter>);
-        Self {
+    pub fn new(embedded: Option<hush_sfu::Sfu>, control_secret: Option<ServerSecret>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            embedded_route: embedded
+                .as_ref()
+                .map(|sfu| Arc::new(EmbeddedSfu::new(sfu.clone())) as Arc<dyn MediaRouter>),
             embedded,
             control_secret,
             cluster: OnceLock::new(),
             remotes: Mutex::new(HashMap::new()),
             routes: Mutex::new(HashMap::new()),
-            embedded_route,
-        }
+            me: me.clone(),
+        })
     }
 
     /// Starts following the cluster's media placements (once; later calls
@@ -63,6 +80,10 @@ impl ClusterMedia {
     /// The embedded SFU, if this node has one (e.g. for shutdown).
     pub fn embedded_sfu(&self) -> Option<&hush_sfu::Sfu> {
         self.embedded.as_ref()
+    }
+
+    fn routes(&self) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, Routed>> {
+        self.routes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn route_for(&self, room: &RoomId) -> Result<Arc<dyn MediaRouter>, Error> {
@@ -77,13 +98,13 @@ impl ClusterMedia {
                     tracing::warn!(node = %id, error = %e, "media node with an unusable URL");
                     Error::MediaUnavailable
                 })?;
-                let cluster = self.cluster.get().map(Arc::downgrade);
+                let me = self.me.clone();
                 let lost_url = url.clone();
                 let router = Arc::new(RemoteSfu::with_on_lost(
                     node,
-                    Arc::new(move || {
-                        if let Some(cluster) = cluster.as_ref().and_then(std::sync::Weak::upgrade) {
-                            cluster.media_node_lost(&lost_url);
+                    Arc::new(move |member| {
+                        if let Some(me) = me.upgrade() {
+                            me.media_lost(&lost_url, member);
                         }
                     }),
                 ));
@@ -101,12 +122,71 @@ impl ClusterMedia {
     }
 
     fn route(&self, id: ParticipantId) -> Result<Arc<dyn MediaRouter>, Error> {
-        self.routes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.routes()
             .get(&id)
-            .cloned()
+            .map(|r| Arc::clone(&r.route))
             .ok_or(Error::MediaUnknownParticipant(id))
+    }
+
+    /// The media node at `url` lost `member`'s media: place the room's
+    /// media anew and move the member there.
+    fn media_lost(&self, url: &str, member: ParticipantId) {
+        let (Some(cluster), Some(me)) = (self.cluster.get().cloned(), self.me.upgrade()) else {
+            return;
+        };
+        cluster.media_node_lost(url);
+        let Some(routed) = self.routes().get(&member).cloned() else {
+            return; // it left meanwhile
+        };
+        tokio::spawn(async move {
+            let Routed {
+                route: old,
+                room,
+                sink,
+            } = routed;
+            let moved = match cluster.place_media(room.as_str()).await {
+                Ok(()) => me.route_for(&room).and_then(|route| {
+                    route.add_participant(&room, member, sink.clone())?;
+                    Ok(route)
+                }),
+                Err(e) => {
+                    tracing::warn!(%room, error = %e, "cannot place the room's media anew");
+                    Err(Error::MediaUnavailable)
+                }
+            };
+            old.remove_participant(member);
+            match moved {
+                Ok(route) => {
+                    let still_here = {
+                        let mut routes = me.routes();
+                        match routes.get_mut(&member) {
+                            Some(r) => {
+                                r.route = Arc::clone(&route);
+                                true
+                            }
+                            None => false,
+                        }
+                    };
+                    if still_here {
+                        tracing::info!(participant = %member, %room, "media moved to another node");
+                        if sink.send(ServerMessage::MediaMoved).is_err() {
+                            route.remove_participant(member);
+                        }
+                    } else {
+                        route.remove_participant(member);
+                    }
+                }
+                Err(e) => {
+                    // No node takes the room now: the member joins again
+                    // later (its client backs off), when one may.
+                    let _ = sink.send(ServerMessage::error(
+                        ErrorCode::MediaClosed,
+                        format!("the room's media node is gone and no other takes it: {e}"),
+                    ));
+                    sink.media_moved();
+                }
+            }
+        });
     }
 }
 
@@ -118,11 +198,15 @@ impl MediaRouter for ClusterMedia {
         sink: MediaSink,
     ) -> Result<(), Error> {
         let route = self.route_for(room)?;
-        route.add_participant(room, id, sink)?;
-        self.routes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, route);
+        route.add_participant(room, id, sink.clone())?;
+        self.routes().insert(
+            id,
+            Routed {
+                route,
+                room: room.clone(),
+                sink,
+            },
+        );
         Ok(())
     }
 
@@ -139,13 +223,9 @@ impl MediaRouter for ClusterMedia {
     }
 
     fn remove_participant(&self, id: ParticipantId) {
-        let route = self
-            .routes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
-        if let Some(route) = route {
-            route.remove_participant(id);
+        let routed = self.routes().remove(&id);
+        if let Some(r) = routed {
+            r.route.remove_participant(id);
         }
     }
 

@@ -8,8 +8,8 @@
 //! request carries a control token minted under the secret the node and
 //! this server share. A node that stops answering ends the participant's
 //! media with `media_closed`, as a dead peer connection does; in a
-//! cluster ([`RemoteSfu::with_on_lost`]) it is reported, and the member is
-//! told to join again (`media_moved`) so its media goes to another node.
+//! cluster ([`RemoteSfu::with_on_lost`]) it is reported for each member,
+//! whose media the cluster then moves to another node.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -168,9 +168,9 @@ enum Request {
     Candidate(IceCandidate),
 }
 
-/// What to do when the node stops answering (a cluster re-places the
-/// room's media).
-pub type OnLost = Arc<dyn Fn() + Send + Sync>;
+/// What to do with a member whose node stopped answering or shut down (a
+/// cluster moves its media to another node).
+pub type OnLost = Arc<dyn Fn(ParticipantId) + Send + Sync>;
 
 /// [`MediaRouter`] backed by a standalone `hush-sfu` node.
 pub struct RemoteSfu {
@@ -196,8 +196,8 @@ impl RemoteSfu {
     }
 
     /// As [`RemoteSfu::new`]; when the node stops answering a member's
-    /// event polls, `on_lost` runs and the member is told to join again
-    /// (`closing` with `media_moved`) instead of `media_closed`.
+    /// event polls or shuts down, `on_lost` runs for that member instead
+    /// of it getting `media_closed`.
     pub fn with_on_lost(node: RemoteNode, on_lost: OnLost) -> Self {
         Self {
             on_lost: Some(on_lost),
@@ -331,10 +331,7 @@ impl MediaRouter for RemoteSfu {
                         Some(Polled::Lost) => {
                             tracing::warn!(participant = %id, node = %node.addr, "hush-sfu node stopped answering");
                             match &on_lost {
-                                Some(lost) => {
-                                    lost();
-                                    sink.media_moved();
-                                }
+                                Some(lost) => lost(id),
                                 None => {
                                     sink.check_liveness();
                                     let _ = sink.send(ServerMessage::error(
@@ -352,9 +349,8 @@ impl MediaRouter for RemoteSfu {
                             // room's media goes elsewhere.
                             tracing::info!(participant = %id, node = %node.addr, "hush-sfu node shutting down");
                             if let Some(lost) = &on_lost {
-                                lost();
+                                lost(id);
                             }
-                            sink.media_moved();
                             break;
                         }
                         Some(Polled::Event(ev)) => {

@@ -417,59 +417,39 @@ async fn rooms_media_is_spread_over_the_media_nodes_by_load() {
     s2.stop().await;
 }
 
-/// A member that joins again, with the same identity, whenever the server
-/// says the room's media moved (what `hush call` and the page do).
-struct Rejoiner {
-    name: &'static str,
-    seed: u8,
-    hz: f64,
+/// A member whose observations the test reads: warnings and closings.
+struct Watched {
     p: Participant,
-    closing: tokio::sync::mpsc::UnboundedReceiver<hush_proto::CloseReason>,
+    seen: tokio::sync::mpsc::UnboundedReceiver<Observed>,
 }
 
-impl Rejoiner {
-    async fn join(server: &LocalServer, room: &str, name: &'static str, seed: u8, hz: f64) -> Self {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let (closing_tx, closing) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut rx: tokio::sync::mpsc::UnboundedReceiver<Observed> = rx;
-            while let Some(o) = rx.recv().await {
-                if let Observed::Closing(reason) = o {
-                    let _ = closing_tx.send(reason);
-                }
-            }
-        });
+impl Watched {
+    async fn join(server: &LocalServer, room: &str, name: &str, hz: f64) -> Self {
+        let (tx, seen) = tokio::sync::mpsc::unbounded_channel();
         let spec = ParticipantSpec {
             observer: Some(tx),
             ..spec(server, room, name, hz)
         };
-        let p = Participant::start(spec, Identity::from_seed(&[seed; 32]))
-            .await
-            .expect("joins");
         Self {
-            name,
-            seed,
-            hz,
-            p,
-            closing,
+            p: join(spec).await,
+            seen,
         }
     }
 
-    /// Waits for `closing` with `reason`, then joins again through `server`.
-    async fn rejoin_after(
-        self,
-        reason: hush_proto::CloseReason,
-        server: &LocalServer,
-        room: &str,
-    ) -> Self {
-        let mut closing = self.closing;
-        let got = tokio::time::timeout(Duration::from_secs(20), closing.recv())
-            .await
-            .expect("hang guard: told to join again")
-            .expect("a closing reason");
-        assert_eq!(got, reason, "{}", self.name);
-        let _ = self.p.stop().await;
-        Self::join(server, room, self.name, self.seed, self.hz).await
+    /// Waits for a warning containing `text`; fails on a closing.
+    async fn warned(&mut self, text: &str) {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(o) = self.seen.recv().await {
+                match o {
+                    Observed::Warning(w) if w.contains(text) => return,
+                    Observed::Closing(reason) => panic!("closed ({reason:?}) instead"),
+                    Observed::PeerLeft { name } => panic!("{name} left instead"),
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("hang guard: no warning {text:?}"));
     }
 }
 
@@ -478,47 +458,57 @@ async fn a_lost_media_node_moves_the_rooms_media_to_another() {
     let redis = Redis::start().expect("redis-server");
     let (a, b, s1, s2) = signaling_and_media_nodes(&redis).await;
     let room = "moving";
-    let ann = Rejoiner::join(&a, room, "ann", 1, 440.0).await;
-    let bob = Rejoiner::join(&b, room, "bob", 2, 550.0).await;
+    let mut ann = Watched::join(&a, room, "ann", 440.0).await;
+    let mut bob = Watched::join(&b, room, "bob", 550.0).await;
     until_decrypted(&ann.p, 50).await;
     until_decrypted(&bob.p, 50).await;
     let s = until_status(&redis, |s| s.media.contains_key(room)).await;
     let lost = s.media[room].clone();
     let (dying, other) = if lost == "sfu-1" { (s1, s2) } else { (s2, s1) };
+    let keys_before = (
+        stats(&ann.p).await.lost_to_key_change,
+        stats(&bob.p).await.lost_to_key_change,
+    );
 
     // The room's media node goes away: both members are told
-    // `media_moved`, join again, and their media is placed on the other node.
+    // `media_moved` and offer a new media connection, which goes to the
+    // other node. Nobody leaves, nobody's keys change.
     let killed = Instant::now();
     dying.stop().await;
-    let ann = ann
-        .rejoin_after(hush_proto::CloseReason::MediaMoved, &a, room)
-        .await;
-    let bob = bob
-        .rejoin_after(hush_proto::CloseReason::MediaMoved, &b, room)
-        .await;
-    until_decrypted(&ann.p, 1).await;
-    until_decrypted(&bob.p, 1).await;
+    ann.warned("media moved").await;
+    bob.warned("media moved").await;
+    let at = (stats(&ann.p).await.decrypted, stats(&bob.p).await.decrypted);
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while stats(&ann.p).await.decrypted < at.0 + 1 || stats(&bob.p).await.decrypted < at.1 + 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("hang guard: frames again after the move");
     println!(
-        "media node {lost} stopped: both members decrypted again {:?} later",
+        "media node {lost} stopped: both members decrypted again {:?} later, without rejoining",
         killed.elapsed()
     );
-    until_decrypted(&ann.p, 100).await;
-    until_decrypted(&bob.p, 100).await;
+    until_decrypted(&ann.p, at.0 + 100).await;
+    until_decrypted(&bob.p, at.1 + 100).await;
     let s = status(&redis).await;
     assert_ne!(s.media.get(room), Some(&lost), "{s:?}");
     assert!(
         forwarded(&other) > 100,
         "the other node carries the room now"
     );
-    for r in [
-        ann.p.stop().await.expect("ann"),
-        bob.p.stop().await.expect("bob"),
-    ] {
+    for (w, before) in [(ann, keys_before.0), (bob, keys_before.1)] {
+        let r = w.p.stop().await.expect("leaves");
         assert!(
             r.stats.failed.is_empty(),
             "{}: {:?}",
             r.name,
             r.stats.failed
+        );
+        assert_eq!(
+            r.stats.lost_to_key_change, before,
+            "{}: the keys did not change",
+            r.name
         );
         let peer = if r.name == "ann" {
             ("bob", 550.0)

@@ -278,12 +278,30 @@ export class Call extends EventTarget {
         this.#emit('warning', { code: msg.code, detail: msg.message });
         if (msg.code === 'media_closed' || msg.code === 'media_failed') this.#setState('media_lost', msg.message);
         return;
+      case 'media_moved':
+        // The SFU that carried our media is gone; the room's media is on
+        // another now (§11): a new peer connection, offered afresh. Keys
+        // and membership are unchanged.
+        this.#moveMedia();
+        return;
       case 'closing':
         // Said before the server closes; the close itself ends the call.
         this.#closing = typeof msg.reason === 'string' ? msg.reason : 'unknown';
         return;
       default:
     }
+  }
+
+  /** Closes the peer connection and opens a new one (`media_moved`). */
+  #moveMedia() {
+    const old = this.#pc;
+    this.#pc = null;
+    this.#negotiating = false;
+    this.#offerAgain = false;
+    old?.close();
+    this.#emit('warning', { code: 'media_moved', detail: "the room's media moved to another server; reconnecting media" });
+    this.#setState('reconnecting');
+    this.#startMedia();
   }
 
   /** Opens the peer connection to the SFU and offers our tracks (§11). */

@@ -125,10 +125,10 @@ impl LocalServer {
         let (router, cluster_media): (Arc<dyn hush_signaling::MediaRouter>, _) =
             match (&cluster, &embedded) {
                 (Some((_, _, media)), _) => {
-                    let router = Arc::new(hush_signaling::ClusterMedia::new(
+                    let router = hush_signaling::ClusterMedia::new(
                         embedded.clone(),
                         media.control_secret.clone(),
-                    ));
+                    );
                     (
                         Arc::clone(&router) as Arc<dyn hush_signaling::MediaRouter>,
                         Some(router),

@@ -660,6 +660,8 @@ async fn stay(
     let mut media_failed = false;
     // Lost and still being restarted when the call ends: no media either.
     let mut media_down = false;
+    // The room's media moved and the new connection is not up yet.
+    let mut moved = false;
     let mut joined = false;
     // Why the server said it closes the connection, if it did.
     let mut closing = None;
@@ -716,7 +718,17 @@ async fn stay(
                 Some(Observed::Warning(w)) => eprintln!("\nwarning: {w}"),
                 Some(Observed::MediaFailed) => media_failed = true,
                 Some(Observed::MediaInterrupted) => media_down = true,
-                Some(Observed::MediaRestored) => media_down = false,
+                Some(Observed::MediaRestored) => {
+                    if media_down || moved {
+                        println!("\nmedia connection restored");
+                    }
+                    media_down = false;
+                    moved = false;
+                }
+                Some(Observed::MediaMoved) => {
+                    moved = true;
+                    println!("\nthe room's media moved to another server; reconnecting media");
+                }
                 Some(Observed::Closing(reason)) => closing = Some(reason),
                 Some(_) => {}
                 None => break,
@@ -777,7 +789,7 @@ async fn stay(
             _ => Err(CallExit::ServerClosed.into()),
         };
     }
-    if media_failed || media_down {
+    if media_failed || media_down || moved {
         return Err(CallExit::MediaFailed.into());
     }
     Ok(Stay::Done)

@@ -159,6 +159,11 @@ pub enum ServerMessage {
         /// The speaker, if anyone holds the floor.
         participant: Option<ParticipantId>,
     },
+    /// The SFU that carried this client's media is gone and the room's
+    /// media now goes to another: the client closes its media connection
+    /// and offers a new one (`sdp_offer`). Membership and keys are
+    /// unchanged.
+    MediaMoved,
 }
 
 /// The kind of a media track.

@@ -21,7 +21,7 @@ const CLIENT_TYPES: [&str; 7] = [
     "ping",
 ];
 
-const SERVER_TYPES: [&str; 13] = [
+const SERVER_TYPES: [&str; 14] = [
     "joined",
     "member_joined",
     "member_left",
@@ -35,6 +35,7 @@ const SERVER_TYPES: [&str; 13] = [
     "track_added",
     "track_removed",
     "active_speaker",
+    "media_moved",
 ];
 
 /// Parses each example in `dir` as `T`, re-serializes it pretty-printed and
@@ -176,6 +177,7 @@ fn every_message_round_trips() {
         ServerMessage::ActiveSpeaker {
             participant: Some(pid),
         },
+        ServerMessage::MediaMoved,
     ];
     server.extend(ErrorCode::ALL.map(|code| ServerMessage::error(code, "m")));
     for reason in [
@@ -186,6 +188,8 @@ fn every_message_round_trips() {
         CloseReason::RateLimited,
         CloseReason::TooSlow,
         CloseReason::MessageTooBig,
+        CloseReason::Replaced,
+        CloseReason::MediaMoved,
     ] {
         server.push(ServerMessage::Closing { reason });
     }

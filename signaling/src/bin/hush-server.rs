@@ -595,7 +595,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             if secret.is_some() {
                 what.push_str(", and the cluster's hush-sfu nodes");
             }
-            let router = Arc::new(hush_signaling::ClusterMedia::new(embedded, secret));
+            let router = hush_signaling::ClusterMedia::new(embedded, secret);
             cluster_media = Some(Arc::clone(&router));
             (router, what)
         } else if args.no_media {
