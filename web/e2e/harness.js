@@ -263,10 +263,11 @@ export function run(file, args, options = {}) {
  * `hush-server` with its embedded SFU on loopback: port 0 for signaling
  * and media, so free ports and no race; the server says which it got on
  * its first stdout line.
- * @param {{ capture?: string, sfuWorkers?: number, port?: number, secretFile?: string }} [options]
+ * @param {{ capture?: string, sfuWorkers?: number, port?: number, secretFile?: string, extra?: string[] }} [options]
  *   capture: write a ciphertext capture file; sfuWorkers: `--sfu-workers`
  *   (default the server's, one per core); port: listen on this one (a
- *   server started again); secretFile: use this secret (the same service)
+ *   server started again); secretFile: use this secret (the same service);
+ *   extra: more `hush-server` arguments
  */
 export async function startServer(options = {}) {
   // A fresh secret, in a file, so it is not on any command line (or the
@@ -279,6 +280,7 @@ export async function startServer(options = {}) {
   const args = ['--listen', `127.0.0.1:${options.port ?? 0}`, '--secret-file', secretFile, '--rtc-port', '0'];
   if (options.capture) args.push('--capture', options.capture);
   if (options.sfuWorkers !== undefined) args.push('--sfu-workers', String(options.sfuWorkers));
+  args.push(...(options.extra ?? []));
   const proc = run(binary('hush-server'), args, { name: 'server' });
   const [, base = ''] = await proc
     .waitForLine(/listening on (http:\/\/127\.0\.0\.1:\d+)/, 15_000)
