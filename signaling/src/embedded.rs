@@ -9,30 +9,17 @@
 //! forwarded stream by its publisher ([`hush_proto::stream_id`]) and says
 //! so in its events, so no string is parsed here either.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use hush_sfu::{Sfu, SfuEvent};
-use tokio::sync::mpsc;
 
 use hush_proto::{ErrorCode, IceCandidate, ParticipantId, RoomId, ServerMessage};
 
 use crate::error::Error;
-use crate::media::{MediaRouter, MediaSink};
-
-/// SDP and candidates of one participant waiting for the SFU, at most.
-const REQUEST_QUEUE: usize = 64;
-
-enum Request {
-    Offer(String),
-    Answer(String),
-    Candidate(IceCandidate),
-}
+use crate::media::{MediaRouter, MediaSink, Request, RequestQueues};
 
 /// [`MediaRouter`] backed by an in-process [`hush_sfu::Sfu`].
 pub struct EmbeddedSfu {
     sfu: Sfu,
-    participants: Mutex<HashMap<ParticipantId, mpsc::Sender<Request>>>,
+    queues: RequestQueues,
 }
 
 impl core::fmt::Debug for EmbeddedSfu {
@@ -46,28 +33,13 @@ impl EmbeddedSfu {
     pub fn new(sfu: Sfu) -> Self {
         Self {
             sfu,
-            participants: Mutex::new(HashMap::new()),
+            queues: RequestQueues::default(),
         }
     }
 
     /// The SFU, e.g. for shutdown.
     pub fn sfu(&self) -> &Sfu {
         &self.sfu
-    }
-
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, mpsc::Sender<Request>>> {
-        self.participants.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn request(&self, id: ParticipantId, r: Request) -> Result<(), Error> {
-        let table = self.table();
-        let tx = table.get(&id).ok_or(Error::MediaUnknownParticipant(id))?;
-        tx.try_send(r).map_err(|e| match e {
-            // SDP and candidates pile up faster than the SFU takes them:
-            // refuse this one (the client hears `media_failed`).
-            mpsc::error::TrySendError::Full(_) => Error::MediaRejected,
-            mpsc::error::TrySendError::Closed(_) => Error::MediaUnknownParticipant(id),
-        })
     }
 }
 
@@ -115,8 +87,7 @@ impl MediaRouter for EmbeddedSfu {
         id: ParticipantId,
         sink: MediaSink,
     ) -> Result<(), Error> {
-        let (tx, mut requests) = mpsc::channel(REQUEST_QUEUE);
-        self.table().insert(id, tx);
+        let mut requests = self.queues.open(id);
         let sfu = self.sfu.clone();
         let room = room.clone();
         tokio::spawn(async move {
@@ -172,20 +143,20 @@ impl MediaRouter for EmbeddedSfu {
     }
 
     fn handle_offer(&self, id: ParticipantId, sdp: String) -> Result<(), Error> {
-        self.request(id, Request::Offer(sdp))
+        self.queues.send(id, Request::Offer(sdp))
     }
 
     fn handle_answer(&self, id: ParticipantId, sdp: String) -> Result<(), Error> {
-        self.request(id, Request::Answer(sdp))
+        self.queues.send(id, Request::Answer(sdp))
     }
 
     fn add_ice_candidate(&self, id: ParticipantId, candidate: IceCandidate) -> Result<(), Error> {
-        self.request(id, Request::Candidate(candidate))
+        self.queues.send(id, Request::Candidate(candidate))
     }
 
     fn remove_participant(&self, id: ParticipantId) {
-        // Dropping the sender ends the participant's task, which removes it from the SFU.
-        self.table().remove(&id);
+        // Closing the queue ends the participant's task, which removes it from the SFU.
+        self.queues.close(id);
     }
 
     fn metrics_text(&self) -> String {
@@ -196,6 +167,8 @@ impl MediaRouter for EmbeddedSfu {
 #[cfg(test)]
 mod tests {
     use hush_proto::MediaKind;
+
+    use crate::media::REQUEST_QUEUE;
 
     use super::*;
 

@@ -11,7 +11,8 @@
 //! media request with [`Error::MediaUnavailable`]; rooms and e2ee
 //! envelopes work without media.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{Notify, mpsc};
 
@@ -169,4 +170,51 @@ impl MediaRouter for NoMedia {
     }
 
     fn remove_participant(&self, _: ParticipantId) {}
+}
+
+/// SDP and candidates of one participant waiting for its SFU, at most.
+pub(crate) const REQUEST_QUEUE: usize = 64;
+
+/// A participant's media request, carried out in order by its task.
+pub(crate) enum Request {
+    /// Its offer (the answer goes back through its sink).
+    Offer(String),
+    /// Its answer to the SFU's offer.
+    Answer(String),
+    /// A trickled candidate.
+    Candidate(IceCandidate),
+}
+
+/// Each participant's bounded request queue, as a router's per-participant
+/// tasks take them; shared by the embedded and the remote SFU routers.
+#[derive(Default)]
+pub(crate) struct RequestQueues(Mutex<HashMap<ParticipantId, mpsc::Sender<Request>>>);
+
+impl RequestQueues {
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, mpsc::Sender<Request>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new queue for `id`, whose task reads the receiver.
+    pub(crate) fn open(&self, id: ParticipantId) -> mpsc::Receiver<Request> {
+        let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+        self.table().insert(id, tx);
+        rx
+    }
+
+    /// Queues `r` for `id`; one that piles up faster than the SFU takes
+    /// requests is refused (the client hears `media_failed`).
+    pub(crate) fn send(&self, id: ParticipantId, r: Request) -> Result<(), Error> {
+        let table = self.table();
+        let tx = table.get(&id).ok_or(Error::MediaUnknownParticipant(id))?;
+        tx.try_send(r).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Error::MediaRejected,
+            mpsc::error::TrySendError::Closed(_) => Error::MediaUnknownParticipant(id),
+        })
+    }
+
+    /// Drops `id`'s queue, which ends its task.
+    pub(crate) fn close(&self, id: ParticipantId) {
+        self.table().remove(&id);
+    }
 }

@@ -11,8 +11,7 @@
 //! cluster ([`RemoteSfu::with_on_lost`]) it is reported for each member,
 //! whose media the cluster then moves to another node.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http_body_util::{BodyExt as _, Full};
@@ -28,10 +27,8 @@ use hush_sfu::SfuEvent;
 
 use crate::embedded::translate;
 use crate::error::Error;
-use crate::media::{MediaRouter, MediaSink};
+use crate::media::{MediaRouter, MediaSink, REQUEST_QUEUE, Request, RequestQueues};
 
-/// SDP and candidates of one participant waiting for the node, at most.
-const REQUEST_QUEUE: usize = 64;
 /// How long a control request other than the event poll may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The node holds an event poll up to 20 s; this bounds a silent node.
@@ -162,12 +159,6 @@ fn participant_path(room: &RoomId, id: ParticipantId) -> String {
     format!("/v1/rooms/{}/participants/{}", room.as_str(), id.0)
 }
 
-enum Request {
-    Offer(String),
-    Answer(String),
-    Candidate(IceCandidate),
-}
-
 /// What to do with a member whose node stopped answering or shut down (a
 /// cluster moves its media to another node).
 pub type OnLost = Arc<dyn Fn(ParticipantId) + Send + Sync>;
@@ -175,7 +166,7 @@ pub type OnLost = Arc<dyn Fn(ParticipantId) + Send + Sync>;
 /// [`MediaRouter`] backed by a standalone `hush-sfu` node.
 pub struct RemoteSfu {
     node: RemoteNode,
-    participants: Mutex<HashMap<ParticipantId, mpsc::Sender<Request>>>,
+    queues: RequestQueues,
     on_lost: Option<OnLost>,
 }
 
@@ -190,7 +181,7 @@ impl RemoteSfu {
     pub fn new(node: RemoteNode) -> Self {
         Self {
             node,
-            participants: Mutex::new(HashMap::new()),
+            queues: RequestQueues::default(),
             on_lost: None,
         }
     }
@@ -203,21 +194,6 @@ impl RemoteSfu {
             on_lost: Some(on_lost),
             ..Self::new(node)
         }
-    }
-
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, mpsc::Sender<Request>>> {
-        self.participants
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn request(&self, id: ParticipantId, r: Request) -> Result<(), Error> {
-        let table = self.table();
-        let tx = table.get(&id).ok_or(Error::MediaUnknownParticipant(id))?;
-        tx.try_send(r).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => Error::MediaRejected,
-            mpsc::error::TrySendError::Closed(_) => Error::MediaUnknownParticipant(id),
-        })
     }
 }
 
@@ -280,8 +256,7 @@ impl MediaRouter for RemoteSfu {
         id: ParticipantId,
         sink: MediaSink,
     ) -> Result<(), Error> {
-        let (tx, mut requests) = mpsc::channel(REQUEST_QUEUE);
-        self.table().insert(id, tx);
+        let mut requests = self.queues.open(id);
         let node = self.node.clone();
         let path = participant_path(room, id);
         let on_lost = self.on_lost.clone();
@@ -378,20 +353,20 @@ impl MediaRouter for RemoteSfu {
     }
 
     fn handle_offer(&self, id: ParticipantId, sdp: String) -> Result<(), Error> {
-        self.request(id, Request::Offer(sdp))
+        self.queues.send(id, Request::Offer(sdp))
     }
 
     fn handle_answer(&self, id: ParticipantId, sdp: String) -> Result<(), Error> {
-        self.request(id, Request::Answer(sdp))
+        self.queues.send(id, Request::Answer(sdp))
     }
 
     fn add_ice_candidate(&self, id: ParticipantId, candidate: IceCandidate) -> Result<(), Error> {
-        self.request(id, Request::Candidate(candidate))
+        self.queues.send(id, Request::Candidate(candidate))
     }
 
     fn remove_participant(&self, id: ParticipantId) {
-        // Dropping the sender ends the participant's task, which removes it from the node.
-        self.table().remove(&id);
+        // Closing the queue ends the participant's task, which removes it from the node.
+        self.queues.close(id);
     }
 }
 

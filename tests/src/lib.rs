@@ -85,6 +85,44 @@ pub async fn stats(p: &Participant) -> hush_client::session::Stats {
     p.stats().await.expect("participant running")
 }
 
+/// Asserts that no stay in `reports` lost a frame to a key change or
+/// failed to decrypt one, printing each stay's counts.
+pub fn assert_no_frame_lost(reports: &[&ParticipantReport]) {
+    for r in reports {
+        println!(
+            "{}: lost to key changes {}, failed {:?}",
+            r.name, r.stats.lost_to_key_change, r.stats.failed
+        );
+        assert_eq!(
+            r.stats.lost_to_key_change, 0,
+            "{} lost frames to key changes",
+            r.name
+        );
+        assert!(
+            r.stats.failed.is_empty(),
+            "{} failed frames: {:?}",
+            r.name,
+            r.stats.failed
+        );
+    }
+}
+
+/// Asserts that each report heard every other caller of `tones` (name,
+/// Hz) at that frequency, within 5 Hz.
+pub fn assert_heard_tones(reports: &[&ParticipantReport], tones: &[(&str, f64)]) {
+    for r in reports {
+        for (name, hz) in tones.iter().filter(|(n, _)| *n != r.name) {
+            let remote = heard(r, name).unwrap_or_else(|| panic!("{} heard {name}", r.name));
+            let got = heard_hz(remote).expect("a frequency");
+            assert!(
+                (got - hz).abs() < 5.0,
+                "{} heard {name} at {got} Hz",
+                r.name
+            );
+        }
+    }
+}
+
 /// Waits until `p` has decrypted at least `n` frames.
 pub async fn until_decrypted(p: &Participant, n: u64) {
     tokio::time::timeout(Duration::from_secs(20), async {

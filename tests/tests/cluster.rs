@@ -20,7 +20,7 @@ use hush::local::{LocalServer, NodeMedia, RedisServer as Redis, SfuNode};
 use hush_client::participant::{Observed, Participant, ParticipantSpec};
 use hush_e2ee::Identity;
 use hush_proto::ServerSecret;
-use hush_tests::{heard, heard_hz, join, spec, stats, until_decrypted};
+use hush_tests::{assert_heard_tones, assert_no_frame_lost, join, spec, stats, until_decrypted};
 
 /// Two nodes of one cluster.
 async fn two_nodes(redis: &Redis) -> (LocalServer, LocalServer) {
@@ -143,35 +143,9 @@ async fn members_joined_through_different_nodes_are_in_one_call() {
         bob.stop().await.expect("bob"),
         cat.stop().await.expect("cat"),
     ];
-    for r in reports.iter().chain([&bob_first]) {
-        println!(
-            "{}: lost to key changes {}, failed {:?}",
-            r.name, r.stats.lost_to_key_change, r.stats.failed
-        );
-        assert_eq!(
-            r.stats.lost_to_key_change, 0,
-            "{} lost frames to key changes",
-            r.name
-        );
-        assert!(
-            r.stats.failed.is_empty(),
-            "{} failed frames: {:?}",
-            r.name,
-            r.stats.failed
-        );
-    }
+    assert_no_frame_lost(&[&reports[0], &reports[1], &reports[2], &bob_first]);
     let tones = [("ann", 440.0), ("bob", 550.0), ("cat", 660.0)];
-    for r in &reports {
-        for (name, hz) in tones.iter().filter(|(n, _)| *n != r.name) {
-            let remote = heard(r, name).unwrap_or_else(|| panic!("{} heard {name}", r.name));
-            let got = heard_hz(remote).expect("a frequency");
-            assert!(
-                (got - hz).abs() < 5.0,
-                "{} heard {name} at {got} Hz",
-                r.name
-            );
-        }
-    }
+    assert_heard_tones(&reports.iter().collect::<Vec<_>>(), &tones);
     // Each pair agrees on its safety number (the latest stay of each).
     drop(seen_tx);
     let mut numbers = std::collections::BTreeMap::new();
@@ -356,27 +330,9 @@ async fn members_of_two_signaling_nodes_share_one_media_node() {
         bob.stop().await.expect("bob"),
         cat.stop().await.expect("cat"),
     ];
-    for r in reports.iter().chain([&bob_first]) {
-        assert_eq!(r.stats.lost_to_key_change, 0, "{} lost frames", r.name);
-        assert!(
-            r.stats.failed.is_empty(),
-            "{}: {:?}",
-            r.name,
-            r.stats.failed
-        );
-    }
+    assert_no_frame_lost(&[&reports[0], &reports[1], &reports[2], &bob_first]);
     let tones = [("ann", 440.0), ("bob", 550.0), ("cat", 660.0)];
-    for r in &reports {
-        for (name, hz) in tones.iter().filter(|(n, _)| *n != r.name) {
-            let remote = heard(r, name).unwrap_or_else(|| panic!("{} heard {name}", r.name));
-            let got = heard_hz(remote).expect("a frequency");
-            assert!(
-                (got - hz).abs() < 5.0,
-                "{} heard {name} at {got} Hz",
-                r.name
-            );
-        }
-    }
+    assert_heard_tones(&reports.iter().collect::<Vec<_>>(), &tones);
     a.stop().await;
     b.stop().await;
     s1.stop().await;
@@ -497,6 +453,7 @@ async fn a_lost_media_node_moves_the_rooms_media_to_another() {
         forwarded(&other) > 100,
         "the other node carries the room now"
     );
+    let mut reports = Vec::new();
     for (w, before) in [(ann, keys_before.0), (bob, keys_before.1)] {
         let r = w.p.stop().await.expect("leaves");
         assert!(
@@ -510,20 +467,12 @@ async fn a_lost_media_node_moves_the_rooms_media_to_another() {
             "{}: the keys did not change",
             r.name
         );
-        let peer = if r.name == "ann" {
-            ("bob", 550.0)
-        } else {
-            ("ann", 440.0)
-        };
-        let remote = heard(&r, peer.0).unwrap_or_else(|| panic!("{} heard {}", r.name, peer.0));
-        let got = heard_hz(remote).expect("a frequency");
-        assert!(
-            (got - peer.1).abs() < 5.0,
-            "{} heard {} at {got} Hz",
-            r.name,
-            peer.0
-        );
+        reports.push(r);
     }
+    assert_heard_tones(
+        &reports.iter().collect::<Vec<_>>(),
+        &[("ann", 440.0), ("bob", 550.0)],
+    );
     a.stop().await;
     b.stop().await;
     other.stop().await;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use hush::local::{LocalServer, SfuNode};
 use hush_client::participant::{Observed, ParticipantSpec};
 use hush_proto::ServerSecret;
-use hush_tests::{heard, heard_hz, join, spec, stats, until_decrypted};
+use hush_tests::{assert_heard_tones, assert_no_frame_lost, join, spec, stats, until_decrypted};
 
 /// One value of a Prometheus text, summed over its labels.
 fn metric(text: &str, name: &str) -> f64 {
@@ -64,27 +64,9 @@ async fn a_call_through_a_standalone_sfu_node() {
         bob.stop().await.expect("bob"),
         cat.stop().await.expect("cat"),
     ];
-    for r in reports.iter().chain([&bob_first]) {
-        assert_eq!(r.stats.lost_to_key_change, 0, "{} lost frames", r.name);
-        assert!(
-            r.stats.failed.is_empty(),
-            "{}: {:?}",
-            r.name,
-            r.stats.failed
-        );
-    }
+    assert_no_frame_lost(&[&reports[0], &reports[1], &reports[2], &bob_first]);
     let tones = [("ann", 440.0), ("bob", 550.0), ("cat", 660.0)];
-    for r in &reports {
-        for (name, hz) in tones.iter().filter(|(n, _)| *n != r.name) {
-            let remote = heard(r, name).unwrap_or_else(|| panic!("{} heard {name}", r.name));
-            let got = heard_hz(remote).expect("a frequency");
-            assert!(
-                (got - hz).abs() < 5.0,
-                "{} heard {name} at {got} Hz",
-                r.name
-            );
-        }
-    }
+    assert_heard_tones(&reports.iter().collect::<Vec<_>>(), &tones);
     // Every member left: the node holds nobody.
     tokio::time::timeout(Duration::from_secs(10), async {
         while metric(&node.metrics(), "hush_sfu_peer_connections") > 0.0 {
