@@ -194,7 +194,7 @@ fn key(room: &str, participant: &str) -> Result<Key, ApiError> {
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.sfu.metrics().render(),
+        s.sfu.metrics().render() + &crate::metrics::process_metrics(),
     )
 }
 

@@ -161,6 +161,14 @@ struct LoadtestArgs {
     /// File holding the token secret of --server.
     #[arg(long, env = "HUSH_SECRET_FILE")]
     secret_file: Option<PathBuf>,
+    /// A media node of the --server cluster (`hush-sfu --redis`; its
+    /// control API, http://HOST:PORT), whose CPU and forwarded packets
+    /// are reported too. Repeatable or comma-separated.
+    #[arg(long = "media-node", value_delimiter = ',', requires_all = ["server", "sfu_control_secret_file"])]
+    media_nodes: Vec<String>,
+    /// The media nodes' control secret (their --control-secret-file).
+    #[arg(long, value_name = "FILE")]
+    sfu_control_secret_file: Option<PathBuf>,
     /// Rooms.
     #[arg(long, default_value_t = 1)]
     rooms: usize,
@@ -305,9 +313,12 @@ async fn loadtest(args: LoadtestArgs) -> Result<()> {
         Some(url) => {
             let secret = match (&args.secret, &args.secret_file) {
                 (Some(text), _) => hush_proto::ServerSecret::new(text.as_bytes().to_vec())?,
-                (None, Some(path)) => hush_proto::ServerSecret::from_file_contents(
-                    &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-                )?,
+                (None, Some(path)) => {
+                    hush_proto::ServerSecret::from_file_contents(&zeroize::Zeroizing::new(
+                        std::fs::read(path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    ))?
+                }
                 (None, None) => {
                     bail!("--server needs the server's token secret: --secret-file or HUSH_SECRET")
                 }
@@ -318,7 +329,18 @@ async fn loadtest(args: LoadtestArgs) -> Result<()> {
                 .filter(|u| !u.is_empty())
                 .map(str::to_owned)
                 .collect();
-            Target::external(&urls, secret)?
+            let target = Target::external(&urls, secret)?;
+            match &args.sfu_control_secret_file {
+                Some(file) if !args.media_nodes.is_empty() => {
+                    let bytes = zeroize::Zeroizing::new(
+                        std::fs::read(file)
+                            .with_context(|| format!("reading {}", file.display()))?,
+                    );
+                    let control = hush_proto::ServerSecret::from_file_contents(&bytes)?;
+                    target.with_media_nodes(&args.media_nodes, &control)?
+                }
+                _ => target,
+            }
         }
         None => {
             // The child ends with our standard input; this bound is only a backstop.

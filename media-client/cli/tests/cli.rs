@@ -765,6 +765,8 @@ fn a_load_test_of_a_cluster_reports_each_nodes_share() {
 /// A `hush-sfu --redis` media node process (built beside `hush`), killed on drop.
 struct SfuProcess {
     child: std::process::Child,
+    /// Its control API, as it registered it.
+    url: String,
 }
 
 impl SfuProcess {
@@ -795,8 +797,14 @@ impl SfuProcess {
                 "hush-sfu exited"
             );
         }
+        let url = line
+            .split(" at ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .expect("its control URL")
+            .to_owned();
         std::thread::spawn(move || for _ in out.lines() {});
-        Self { child }
+        Self { child, url }
     }
 
     fn kill(&mut self) {
@@ -913,4 +921,74 @@ fn a_killed_media_node_moves_the_call_to_another() {
     assert!(!ann.seen.contains("joined room again"), "{}", ann.seen);
     ann.leave_having_heard("bob");
     bob.leave_having_heard("ann");
+}
+
+/// `hush loadtest` against a signaling node without an SFU and two
+/// `hush-sfu` media nodes: each media node carries one of the two rooms,
+/// and the report gives each its forwarded packets and its own CPU.
+#[test]
+fn a_load_test_reports_each_media_nodes_share() {
+    let redis = hush::local::RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, text) = hush_proto::ServerSecret::generate_development().expect("secret");
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, text.as_bytes()).expect("secret file");
+    let (_, control) = hush_proto::ServerSecret::generate_development().expect("control secret");
+    let control_file = dir.path().join("control");
+    std::fs::write(&control_file, control.as_bytes()).expect("control file");
+    let sfus: Vec<SfuProcess> = ["sfu-1", "sfu-2"]
+        .iter()
+        .map(|id| SfuProcess::start(&redis.url(), &control_file, id))
+        .collect();
+    let node = NodeProcess::start_with(
+        &redis.url(),
+        &secret_file,
+        "node-a",
+        &[
+            "--no-media".as_ref(),
+            "--sfu-control-secret-file".as_ref(),
+            control_file.as_os_str(),
+        ],
+    );
+    let media = format!("{},{}", sfus[0].url, sfus[1].url);
+    let json = dir.path().join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_hush"))
+        .args(["loadtest", "--server", &node.url, "--secret-file"])
+        .arg(&secret_file)
+        .args(["--media-node", &media, "--sfu-control-secret-file"])
+        .arg(&control_file)
+        .args(["--rooms", "2", "--publishers", "1", "--subscribers", "2"])
+        .args(["--seconds", "3", "--baseline", "none", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run hush loadtest");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "hush loadtest failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("JSON");
+    let step = &report["steps"][0];
+    assert_eq!(step["decryption_failures"], 0, "{step:#}");
+    let shares = step["nodes"].as_array().expect("per-node shares");
+    assert_eq!(
+        shares.len(),
+        3,
+        "the signaling node and two media nodes: {step:#}"
+    );
+    assert_eq!(
+        shares[0]["forwarded_packets"], 0,
+        "the signaling node has no SFU"
+    );
+    for (share, sfu) in shares[1..].iter().zip(&sfus) {
+        assert_eq!(share["url"], sfu.url.as_str());
+        assert!(
+            share["forwarded_packets"].as_u64() > Some(0),
+            "each media node carries a room: {step:#}"
+        );
+        assert!(share["sfu_cpu_seconds"].as_f64() > Some(0.0), "{step:#}");
+    }
 }

@@ -127,12 +127,14 @@ impl ServerSample {
 }
 
 /// One node of the server under test.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Node {
-    /// WebSocket URL clients join at.
+    /// WebSocket URL clients join at (a media node: its control API URL).
     url: String,
     /// `host:port` serving `/metrics`.
     http: String,
+    /// A media node's control token for its `/metrics`.
+    bearer: Option<String>,
 }
 
 /// Every node's `/metrics` at one moment, and their sum.
@@ -169,11 +171,15 @@ impl Samples {
 }
 
 /// The server under test: one node, or the nodes of a cluster (issue 20),
-/// whose participants join through each node in turn.
+/// whose participants join through each node in turn, and the cluster's
+/// media nodes (`hush-sfu --redis`), whose `/metrics` are sampled too.
 pub struct Target {
     /// The URL (or comma-separated URLs) clients join at, for reports.
     pub url: String,
+    /// The nodes participants join through, then the media nodes.
     nodes: Vec<Node>,
+    /// How many of `nodes` take joins.
+    joins: usize,
     secret: ServerSecret,
     child: Option<tokio::process::Child>,
 }
@@ -246,20 +252,48 @@ impl Target {
                 Ok(Node {
                     url: url.clone(),
                     http,
+                    bearer: None,
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
         Ok(Self {
             url: urls.join(","),
+            joins: nodes.len(),
             nodes,
             secret,
             child,
         })
     }
 
+    /// Also samples the media nodes whose control APIs are at `urls`
+    /// (`http://host:port`), with tokens minted under their `control` secret.
+    pub fn with_media_nodes(
+        mut self,
+        urls: &[String],
+        control: &ServerSecret,
+    ) -> Result<Self, Error> {
+        let expiry = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + 24 * 3600;
+        for url in urls {
+            let http = url
+                .strip_prefix("http://")
+                .map(|a| a.trim_end_matches('/'))
+                .filter(|a| !a.is_empty() && !a.contains('/'))
+                .ok_or(Error::Invalid("media node URL (http://host:port)"))?;
+            self.nodes.push(Node {
+                url: url.clone(),
+                http: http.to_owned(),
+                bearer: Some(hush_proto::ControlToken::mint(control, expiry)),
+            });
+        }
+        Ok(self)
+    }
+
     /// The URL participant `index` joins through: the nodes in turn.
     pub fn join_url(&self, index: u32) -> &str {
-        let i = index as usize % self.nodes.len().max(1);
+        let i = index as usize % self.joins.max(1);
         self.nodes.get(i).map_or("", |n| n.url.as_str())
     }
 
@@ -282,16 +316,21 @@ impl Target {
     pub async fn sample(&self) -> Result<Samples, Error> {
         let mut nodes = Vec::with_capacity(self.nodes.len());
         for node in &self.nodes {
-            nodes.push(Self::sample_node(&node.http).await?);
+            nodes.push(Self::sample_node(node).await?);
         }
         Ok(Samples::of(nodes))
     }
 
-    async fn sample_node(http: &str) -> Result<ServerSample, Error> {
+    async fn sample_node(node: &Node) -> Result<ServerSample, Error> {
+        let http = node.http.as_str();
         let fetch = async {
             let mut stream = tokio::net::TcpStream::connect(http).await?;
+            let auth = node
+                .bearer
+                .as_ref()
+                .map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
             let request =
-                format!("GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
+                format!("GET /metrics HTTP/1.1\r\nHost: {http}\r\n{auth}Connection: close\r\n\r\n");
             stream.write_all(request.as_bytes()).await?;
             let mut body = Vec::new();
             stream.take(16 << 20).read_to_end(&mut body).await?;
@@ -363,6 +402,19 @@ mod tests {
         assert_eq!(t.url, "ws://127.0.0.1:1,ws://127.0.0.1:2");
         let joined: Vec<&str> = (0..4).map(|i| t.join_url(i)).collect();
         assert_eq!(joined, [&urls[0], &urls[1], &urls[0], &urls[1]]);
+        // Media nodes are sampled, never joined through.
+        let control = ServerSecret::new(vec![8; 32]).expect("control secret");
+        let t = t
+            .with_media_nodes(&["http://127.0.0.1:3".to_owned()], &control)
+            .expect("a media node");
+        let joined: Vec<&str> = (0..3).map(|i| t.join_url(i)).collect();
+        assert_eq!(joined, [&urls[0], &urls[1], &urls[0]]);
+        assert_eq!(t.node_urls().len(), 3);
+        assert!(t.nodes[2].bearer.is_some() && t.nodes[0].bearer.is_none());
+        assert!(
+            t.with_media_nodes(&["ws://127.0.0.1:3".to_owned()], &control)
+                .is_err()
+        );
     }
 
     #[test]
