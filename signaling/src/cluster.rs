@@ -52,6 +52,9 @@ pub struct ClusterConfig {
     /// Whether this node may place media on standalone `hush-sfu` nodes
     /// (it holds their control secret).
     pub remote_media: bool,
+    /// TLS settings for other nodes' `wss://` URLs (`None`: Mozilla's
+    /// roots alone, made when first needed).
+    pub node_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Where a room's media goes.
@@ -80,6 +83,7 @@ impl ClusterConfig {
             ttl: Duration::from_secs(5),
             embedded_media_capacity: 1_000,
             remote_media: false,
+            node_tls: None,
         }
     }
 }
@@ -288,6 +292,14 @@ impl Cluster {
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.config.node_id
+    }
+
+    /// The TLS settings for reaching other nodes at `wss://` URLs.
+    pub fn node_tls(&self) -> Result<Arc<rustls::ClientConfig>, crate::TlsError> {
+        match &self.config.node_tls {
+            Some(config) => Ok(Arc::clone(config)),
+            None => crate::tls::node_client_config(None),
+        }
     }
 
     /// How often [`Cluster::heartbeat`] should run.

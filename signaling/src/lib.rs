@@ -41,7 +41,7 @@ pub use media::{MediaRouter, MediaSink, NoMedia, SinkClosed};
 pub use remote::{RemoteNode, RemoteSfu};
 pub use room::{Admission, Delivery, JoinRequest, Rooms, authorize};
 pub use server::{Server, ServerConfig, ServerHandle, run_until};
-pub use tls::{ServerTls, TlsError};
+pub use tls::{ServerTls, TlsError, node_client_config};
 // The protocol's vocabulary, re-exported so that server code and its tests
 // name one set of types.
 pub use hush_proto::{

@@ -893,24 +893,90 @@ async fn send(socket: &mut Socket, timeout: Duration, message: &ServerMessage) -
 /// or goes away, the client is told and closed (it may join again, and
 /// the room is placed anew once that node's entry expires).
 async fn relay(socket: &mut Socket, url: &str, join: String, shared: &Shared) {
-    let target = format!("{}/v1/ws", url.trim_end_matches('/'));
     let timeout = shared.limits.idle_timeout;
-    let connected = tokio::time::timeout(
-        shared.limits.handshake_timeout,
-        tokio_tungstenite::connect_async(target.as_str()),
-    )
-    .await;
-    let mut upstream = match connected {
-        Ok(Ok((upstream, _))) => upstream,
+    let connected =
+        tokio::time::timeout(shared.limits.handshake_timeout, connect_node(url, shared)).await;
+    match connected {
+        Ok(Ok(Upstream::Plain(ws))) => relay_over(socket, *ws, join, shared).await,
+        Ok(Ok(Upstream::Tls(ws))) => relay_over(socket, *ws, join, shared).await,
         Ok(Err(e)) => {
             warn!(%url, error = %e, "the room's node is unreachable");
-            return node_lost(socket, timeout).await;
+            node_lost(socket, timeout).await;
         }
         Err(_) => {
             warn!(%url, "the room's node did not answer in time");
-            return node_lost(socket, timeout).await;
+            node_lost(socket, timeout).await;
         }
+    }
+}
+
+/// A WebSocket to another node: `ws://`, or `wss://` checked against the
+/// cluster's trust ([`Cluster::node_tls`]).
+enum Upstream {
+    Plain(Box<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>>),
+    Tls(
+        Box<
+            tokio_tungstenite::WebSocketStream<
+                tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+            >,
+        >,
+    ),
+}
+
+/// Opens a WebSocket to the node at `url` (`ws://` or `wss://HOST:PORT`).
+async fn connect_node(url: &str, shared: &Shared) -> Result<Upstream, String> {
+    let target = format!("{}/v1/ws", url.trim_end_matches('/'));
+    let (tls, rest) = match (url.strip_prefix("wss://"), url.strip_prefix("ws://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        _ => return Err(format!("not a ws:// or wss:// node URL: {url}")),
     };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.rsplit_once(':') {
+        Some((host, _)) => host,
+        None => authority,
+    };
+    let addr = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:{}", if tls { 443 } else { 80 })
+    };
+    let tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !tls {
+        let (ws, _) = tokio_tungstenite::client_async(target.as_str(), tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(Upstream::Plain(Box::new(ws)));
+    }
+    let config = match shared.cluster.get() {
+        Some(cluster) => cluster.node_tls().map_err(|e| e.to_string())?,
+        None => crate::tls::node_client_config(None).map_err(|e| e.to_string())?,
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(bare.to_owned())
+        .map_err(|_| format!("not a valid TLS server name: {host}"))?;
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS with the room's node: {e}"))?;
+    let (ws, _) = tokio_tungstenite::client_async(target.as_str(), stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Upstream::Tls(Box::new(ws)))
+}
+
+/// The relay itself, over either kind of upstream.
+async fn relay_over<S>(
+    socket: &mut Socket,
+    mut upstream: tokio_tungstenite::WebSocketStream<S>,
+    join: String,
+    shared: &Shared,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let timeout = shared.limits.idle_timeout;
     if upstream.send(Message::text(join)).await.is_err() {
         return node_lost(socket, timeout).await;
     }

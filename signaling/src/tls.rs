@@ -163,6 +163,46 @@ impl fmt::Debug for ServerTls {
 }
 
 /// The ring provider (see the module docs for why it is explicit).
+/// The TLS client settings a node uses to reach the other nodes of its
+/// cluster at their `wss://` URLs: Mozilla's roots plus the certificates of
+/// `ca_file` (PEM), if given.
+pub fn node_client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| TlsError::Pem {
+                path: path.to_owned(),
+                source,
+            })?;
+        if certs.is_empty() {
+            return Err(TlsError::NoCertificate {
+                path: path.to_owned(),
+            });
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|source| TlsError::BadCertificate {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // The WebSocket upgrade is HTTP/1.1 (RFC 6455).
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

@@ -627,3 +627,88 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A `redis-server` on a free loopback port, for the cluster test; killed on drop.
+struct Redis {
+    _child: Child,
+    port: u16,
+}
+
+impl Redis {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server (scripts/setup installs it)");
+        guard(async {
+            while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        Self {
+            _child: child,
+            port,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Three TLS nodes of one cluster: a member who joins through a node that
+/// does not hold the room is relayed over `wss://`, checked against the
+/// cluster's CA (`--node-ca-file`); a node that does not trust that CA
+/// relays nothing, and its member gets `cluster_unavailable`.
+#[tokio::test]
+async fn cluster_nodes_relay_over_wss_only_to_nodes_they_trust() {
+    let dir = TempDir::new("cluster");
+    let pki = Pki::new();
+    let (cert, key) = dir.server_files(&pki.issue(&["localhost", "127.0.0.1"], Validity::Now));
+    let ca = dir.ca_file(&pki);
+    let redis = Redis::start().await;
+    let url = redis.url();
+    let ca_flag = ca.display().to_string();
+    let node = |id: &'static str, trust: bool| {
+        let mut flags = vec!["--redis", url.as_str(), "--node-id", id];
+        if trust {
+            flags.extend(["--node-ca-file", ca_flag.as_str()]);
+        }
+        flags
+    };
+    let a = Running::start_with(&cert, &key, &dir, &node("a", true)).await;
+    let b = Running::start_with(&cert, &key, &dir, &node("b", true)).await;
+    let c = Running::start_with(&cert, &key, &dir, &node("c", false)).await;
+    // ann opens the room on a (the first node, by id, with the fewest rooms).
+    let (_ann, reply) = join(a.addr, "localhost", &ca, "ann").await;
+    assert!(matches!(reply, ServerMessage::Joined { .. }), "{reply:?}");
+    // bob comes through b, relayed to a over wss://: he finds ann there.
+    let (_bob, reply) = join(b.addr, "localhost", &ca, "bob").await;
+    match reply {
+        ServerMessage::Joined { members, .. } => {
+            let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+            assert_eq!(names, ["ann"], "bob joined the room on node a");
+        }
+        other => panic!("bob was not relayed: {other:?}"),
+    }
+    // c does not trust the cluster's CA: it cannot reach a, and says so.
+    let (_cat, reply) = join(c.addr, "localhost", &ca, "cat").await;
+    assert!(
+        matches!(
+            reply,
+            ServerMessage::Error {
+                code: hush_signaling::ErrorCode::ClusterUnavailable,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+}

@@ -198,11 +198,21 @@ struct ServeArgs {
     /// participant (joins are relayed to the room's node).
     #[arg(long, env = "HUSH_REDIS", value_name = "URL")]
     redis: Option<String>,
-    /// Where the other nodes reach this one (ws://HOST:PORT on the nodes'
-    /// network). Default: ws:// and the address listened on, which must
-    /// then be a specific one (not 0.0.0.0).
+    /// Where the other nodes reach this one: ws://HOST:PORT, or with TLS
+    /// wss://NAME:PORT (a name its certificate holds). Default: ws:// (or
+    /// wss://) and the address listened on, which must then be a specific
+    /// one (not 0.0.0.0).
     #[arg(long, env = "HUSH_NODE_URL", value_name = "URL", requires = "redis")]
     node_url: Option<String>,
+    /// CA certificates (PEM) trusted for the other nodes' wss:// URLs,
+    /// besides Mozilla's roots (a cluster with its own CA).
+    #[arg(
+        long,
+        env = "HUSH_NODE_CA_FILE",
+        value_name = "FILE",
+        requires = "redis"
+    )]
+    node_ca_file: Option<PathBuf>,
     /// This node's id in the cluster (default: node-PORT-PID, unique on one host).
     #[arg(long, env = "HUSH_NODE_ID", requires = "redis")]
     node_id: Option<String>,
@@ -621,24 +631,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = server.local_addr()?;
     if let Some(redis) = &args.redis {
+        // Nodes reach each other as clients do: wss:// when this port has TLS.
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
         let node_url = match &args.node_url {
             Some(url) => url.clone(),
-            None if tls.is_some() => {
-                anyhow::bail!(
-                    "--redis with TLS needs --node-url (nodes relay to each other over ws://)"
-                )
-            }
             None if addr.ip().is_unspecified() => {
                 anyhow::bail!(
-                    "--redis with --listen {addr} needs --node-url ws://ADDRESS:{}",
+                    "--redis with --listen {addr} needs --node-url {scheme}://ADDRESS:{}",
                     addr.port()
                 )
             }
-            None => format!("ws://{addr}"),
+            None => format!("{scheme}://{addr}"),
         };
-        if !node_url.starts_with("ws://") {
+        if !node_url.starts_with(&format!("{scheme}://")) {
             anyhow::bail!(
-                "--node-url must be ws://HOST:PORT (nodes relay to each other without TLS)"
+                "--node-url must be {scheme}://HOST:PORT: this port {} TLS",
+                if tls.is_some() {
+                    "serves"
+                } else {
+                    "does not serve"
+                }
             );
         }
         let node_id = args
@@ -649,6 +661,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cluster.capacity = args.node_capacity.unwrap_or(args.max_rooms);
         cluster.embedded_media_capacity = if args.no_media { 0 } else { cluster.capacity };
         cluster.remote_media = args.sfu_control_secret_file.is_some();
+        cluster.node_tls = Some(
+            hush_signaling::node_client_config(args.node_ca_file.as_deref())
+                .context("the TLS trust for other nodes (--node-ca-file)")?,
+        );
         let cluster = Cluster::connect(cluster)
             .await
             .with_context(|| format!("joining the cluster at {redis}"))?;
