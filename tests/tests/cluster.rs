@@ -284,6 +284,15 @@ async fn signaling_and_media_nodes(redis: &Redis) -> (LocalServer, LocalServer, 
     (a, b, s1, s2)
 }
 
+/// Rooms a media node's SFU holds now (what its heartbeat reports).
+fn rooms_held(node: &SfuNode) -> usize {
+    node.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix("hush_sfu_rooms "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Packets a media node forwarded.
 fn forwarded(node: &SfuNode) -> u64 {
     node.metrics()
@@ -347,7 +356,16 @@ async fn rooms_media_is_spread_over_the_media_nodes_by_load() {
     for i in 0..6 {
         let entry = if i % 2 == 0 { &a } else { &b };
         members.push(join(spec(entry, &format!("room-{i}"), "m", 440.0)).await);
-        // Each media node has reported its rooms before the next placement.
+        // The media nodes' SFUs hold the room (what their heartbeats
+        // report), and Redis has it, before the next placement.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while rooms_held(&s1) + rooms_held(&s2) != i + 1 {
+            assert!(
+                Instant::now() < deadline,
+                "hang guard: room {i} reached its media node"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         until_status(&redis, |s| {
             s.media_nodes.values().map(|n| n.rooms).sum::<usize>() == i + 1
         })
