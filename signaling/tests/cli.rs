@@ -369,6 +369,9 @@ async fn a_standalone_sfu_node_is_checked_before_serving() {
     );
     let (ok, text) = run(with("https://10.0.0.5:7890")).await;
     assert!(!ok && text.contains("http://HOST:PORT"), "{text}");
+    // A control secret with no node to use it for is a mistake, said so.
+    let (ok, text) = run(with("http://10.0.0.5:7890")[2..].to_vec()).await;
+    assert!(!ok && text.contains("add --sfu-url, or --redis"), "{text}");
     // The node's control secret is required, and must be one.
     let (ok, text) = run(vec!["--sfu-url".into(), "http://10.0.0.5:7890".into()]).await;
     assert!(!ok && text.contains("sfu-control-secret-file"), "{text}");

@@ -307,6 +307,17 @@ impl ServeArgs {
     }
 }
 
+/// A control secret is for a `--sfu-url` node or a cluster's media nodes:
+/// given without either, it would be ignored.
+fn media_flags_fit(args: &ServeArgs) -> anyhow::Result<()> {
+    if args.sfu_control_secret_file.is_some() && args.sfu_url.is_none() && args.redis.is_none() {
+        anyhow::bail!(
+            "--sfu-control-secret-file is for a hush-sfu node: add --sfu-url, or --redis for the cluster's media nodes"
+        );
+    }
+    Ok(())
+}
+
 /// The secret shared with the `--sfu-url` node (`--sfu-control-secret-file`).
 fn control_secret(args: &ServeArgs) -> anyhow::Result<ServerSecret> {
     let file = args
@@ -327,6 +338,7 @@ const DEFAULT_RTC_TCP_PORT: u16 = 7881;
 /// `--check-config`: what must hold for the server to start, short of
 /// binding its ports, and what it would run with.
 fn check_config(args: &ServeArgs, secret: bool, tls: bool) -> anyhow::Result<()> {
+    media_flags_fit(args)?;
     if let Some(url) = &args.sfu_url {
         hush_signaling::RemoteNode::new(url, control_secret(args)?)?;
     } else if !args.no_media {
@@ -551,6 +563,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.check_config {
         return check_config(&args, secret.is_some(), tls.is_some());
     }
+    media_flags_fit(&args)?;
     let secret = match secret {
         Some(secret) => secret,
         None => {
