@@ -197,20 +197,32 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
-    hush_sfu::http::serve(listener, sfu.clone(), secret, shutdown_signal())
+    // On Ctrl-C or SIGTERM: out of the cluster's placement at once, then
+    // the SFU shuts down (each participant's events end with a shutdown,
+    // which the signaling servers' event polls carry: in a cluster they move
+    // those members elsewhere), and only then does the control API stop.
+    let draining = sfu.clone();
+    let drain = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        if let Some((mut redis, id, task)) = registered {
+            task.abort();
+            if let Err(e) = register::leave(&mut redis, &id).await {
+                tracing::warn!(error = %e, "leaving the cluster");
+            }
+        }
+        draining.shutdown().await;
+        tokio::time::sleep(SHUTDOWN_DRAIN).await;
+    };
+    hush_sfu::http::serve(listener, sfu, secret, drain)
         .await
         .context("serving the control API")?;
-    tracing::info!("shutting down");
-    if let Some((mut redis, id, task)) = registered {
-        task.abort();
-        // Out of placement at once, not when the entry expires.
-        if let Err(e) = register::leave(&mut redis, &id).await {
-            tracing::warn!(error = %e, "leaving the cluster");
-        }
-    }
-    sfu.shutdown().await;
     Ok(())
 }
+
+/// How long the control API keeps answering after the SFU shut down, so
+/// the event polls under way carry the shutdown to the signaling servers.
+const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
 
 fn read_secret(path: &std::path::Path) -> anyhow::Result<ServerSecret> {
     let bytes = zeroize::Zeroizing::new(

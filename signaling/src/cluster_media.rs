@@ -26,6 +26,9 @@ use crate::remote::{RemoteNode, RemoteSfu};
 #[derive(Clone)]
 struct Routed {
     route: Arc<dyn MediaRouter>,
+    /// The media node's control URL; `None` for the embedded SFU, or while
+    /// the member is being moved.
+    node: Option<String>,
     room: RoomId,
     sink: MediaSink,
 }
@@ -86,13 +89,15 @@ impl ClusterMedia {
         self.routes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn route_for(&self, room: &RoomId) -> Result<Arc<dyn MediaRouter>, Error> {
+    /// The router of the room's media node, and that node's URL (`None`:
+    /// the embedded SFU).
+    fn route_for(&self, room: &RoomId) -> Result<(Arc<dyn MediaRouter>, Option<String>), Error> {
         let placed = self.cluster.get().and_then(|c| c.media_of(room.as_str()));
         match (placed, &self.control_secret) {
             (Some(MediaNode::Remote { id, url }), Some(secret)) => {
                 let mut remotes = self.remotes.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(r) = remotes.get(&url) {
-                    return Ok(Arc::clone(r) as Arc<dyn MediaRouter>);
+                    return Ok((Arc::clone(r) as Arc<dyn MediaRouter>, Some(url)));
                 }
                 let node = RemoteNode::new(&url, secret.clone()).map_err(|e| {
                     tracing::warn!(node = %id, error = %e, "media node with an unusable URL");
@@ -102,22 +107,24 @@ impl ClusterMedia {
                 let lost_url = url.clone();
                 let router = Arc::new(RemoteSfu::with_on_lost(
                     node,
-                    Arc::new(move |member| {
+                    Arc::new(move |_member| {
                         if let Some(me) = me.upgrade() {
-                            me.media_lost(&lost_url, member);
+                            me.media_lost(&lost_url);
                         }
                     }),
                 ));
-                remotes.insert(url, Arc::clone(&router));
-                Ok(router)
+                remotes.insert(url.clone(), Arc::clone(&router));
+                Ok((router, Some(url)))
             }
             (Some(MediaNode::Remote { id, .. }), None) => {
                 tracing::warn!(node = %id, "media placed on a node this server has no control secret for");
                 Err(Error::MediaUnavailable)
             }
-            (Some(MediaNode::Embedded) | None, _) => {
-                self.embedded_route.clone().ok_or(Error::MediaUnavailable)
-            }
+            (Some(MediaNode::Embedded) | None, _) => self
+                .embedded_route
+                .clone()
+                .map(|r| (r, None))
+                .ok_or(Error::MediaUnavailable),
         }
     }
 
@@ -128,65 +135,89 @@ impl ClusterMedia {
             .ok_or(Error::MediaUnknownParticipant(id))
     }
 
-    /// The media node at `url` lost `member`'s media: place the room's
-    /// media anew and move the member there.
-    fn media_lost(&self, url: &str, member: ParticipantId) {
+    /// The media node at `url` stopped answering (one member's event poll
+    /// found it): place the media of its rooms anew and move every member
+    /// routed to it there, each once.
+    fn media_lost(&self, url: &str) {
         let (Some(cluster), Some(me)) = (self.cluster.get().cloned(), self.me.upgrade()) else {
             return;
         };
         cluster.media_node_lost(url);
-        let Some(routed) = self.routes().get(&member).cloned() else {
-            return; // it left meanwhile
+        // Taken off the node now, so a later report about it moves nobody twice.
+        let moving: Vec<(ParticipantId, Routed)> = {
+            let mut routes = self.routes();
+            routes
+                .iter_mut()
+                .filter(|(_, r)| r.node.as_deref() == Some(url))
+                .map(|(id, r)| {
+                    r.node = None;
+                    (*id, r.clone())
+                })
+                .collect()
         };
-        tokio::spawn(async move {
-            let Routed {
-                route: old,
-                room,
-                sink,
-            } = routed;
-            let moved = match cluster.place_media(room.as_str()).await {
-                Ok(()) => me.route_for(&room).and_then(|route| {
-                    route.add_participant(&room, member, sink.clone())?;
-                    Ok(route)
-                }),
-                Err(e) => {
-                    tracing::warn!(%room, error = %e, "cannot place the room's media anew");
-                    Err(Error::MediaUnavailable)
-                }
-            };
-            old.remove_participant(member);
-            match moved {
-                Ok(route) => {
-                    let still_here = {
-                        let mut routes = me.routes();
-                        match routes.get_mut(&member) {
-                            Some(r) => {
-                                r.route = Arc::clone(&route);
-                                true
-                            }
-                            None => false,
-                        }
-                    };
-                    if still_here {
-                        tracing::info!(participant = %member, %room, "media moved to another node");
-                        if sink.send(ServerMessage::MediaMoved).is_err() {
-                            route.remove_participant(member);
-                        }
-                    } else {
-                        route.remove_participant(member);
+        for (member, routed) in moving {
+            tokio::spawn(Self::move_member(
+                Arc::clone(&cluster),
+                Arc::clone(&me),
+                member,
+                routed,
+            ));
+        }
+    }
+
+    /// Moves `member` off its lost node to wherever the room's media is
+    /// placed now, and tells it `media_moved`.
+    async fn move_member(
+        cluster: Arc<Cluster>,
+        me: Arc<Self>,
+        member: ParticipantId,
+        routed: Routed,
+    ) {
+        let Routed {
+            route: old,
+            room,
+            sink,
+            ..
+        } = routed;
+        // First off the old node's router: the room may be placed on a node
+        // at the same address again (restarted under a new id).
+        old.remove_participant(member);
+        let moved = match cluster.place_media(room.as_str()).await {
+            Ok(()) => me.route_for(&room).and_then(|(route, node)| {
+                route.add_participant(&room, member, sink.clone())?;
+                Ok((route, node))
+            }),
+            Err(e) => {
+                tracing::warn!(%room, error = %e, "cannot place the room's media anew");
+                Err(Error::MediaUnavailable)
+            }
+        };
+        match moved {
+            Ok((route, node)) => {
+                let still_here = match me.routes().get_mut(&member) {
+                    Some(r) => {
+                        r.route = Arc::clone(&route);
+                        r.node = node;
+                        true
                     }
-                }
-                Err(e) => {
-                    // No node takes the room now: the member joins again
-                    // later (its client backs off), when one may.
-                    let _ = sink.send(ServerMessage::error(
-                        ErrorCode::MediaClosed,
-                        format!("the room's media node is gone and no other takes it: {e}"),
-                    ));
-                    sink.media_moved();
+                    None => false,
+                };
+                if !still_here {
+                    route.remove_participant(member); // it left meanwhile
+                } else if sink.send(ServerMessage::MediaMoved).is_ok() {
+                    tracing::info!(participant = %member, %room, "media moved to another node");
                 }
             }
-        });
+            Err(e) => {
+                // No node takes the room now: the member joins again later
+                // (its client backs off), when one may.
+                let _ = sink.send(ServerMessage::error(
+                    ErrorCode::MediaClosed,
+                    format!("the room's media node is gone and no other takes it: {e}"),
+                ));
+                sink.media_moved();
+            }
+        }
     }
 }
 
@@ -197,12 +228,13 @@ impl MediaRouter for ClusterMedia {
         id: ParticipantId,
         sink: MediaSink,
     ) -> Result<(), Error> {
-        let route = self.route_for(room)?;
+        let (route, node) = self.route_for(room)?;
         route.add_participant(room, id, sink.clone())?;
         self.routes().insert(
             id,
             Routed {
                 route,
+                node,
                 room: room.clone(),
                 sink,
             },

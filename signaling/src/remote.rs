@@ -75,13 +75,17 @@ impl RemoteNode {
     /// The node whose control API is at `url` (`http://host:port`, its
     /// `--listen`), minting tokens with `secret`.
     pub fn new(url: &str, secret: ServerSecret) -> Result<Self, BadControlUrl> {
-        let addr = url
-            .strip_prefix("http://")
-            .map(|rest| rest.trim_end_matches('/'))
-            .filter(|a| !a.is_empty() && !a.contains('/') && a.contains(':'))
-            .ok_or_else(|| BadControlUrl(url.to_owned()))?;
+        let bad = || BadControlUrl(url.to_owned());
+        let uri: hyper::Uri = url.parse().map_err(|_| bad())?;
+        let plain_root = uri.scheme_str() == Some("http")
+            && matches!(uri.path(), "" | "/")
+            && uri.query().is_none();
+        let (Some(host), Some(port), true) = (uri.host(), uri.port_u16(), plain_root) else {
+            return Err(bad());
+        };
+        // `host` keeps an IPv6 address's brackets, as `host:port` needs.
         Ok(Self {
-            addr: addr.to_owned(),
+            addr: format!("{host}:{port}"),
             secret: Arc::new(secret),
         })
     }
@@ -209,9 +213,11 @@ enum Polled {
     Lost,
 }
 
-/// Long-polls a participant's events into `tx` until the node says it is
-/// gone (`410`), the receiver is dropped, or the node stops answering
-/// ([`Polled::Lost`]).
+/// Long-polls a participant's events into `tx` until the receiver is
+/// dropped, or the node stops answering or no longer knows the participant
+/// (`404`, `410`: a node restarted, or one that shut down): then
+/// [`Polled::Lost`]. A participant the SFU itself closed ends with its
+/// `Closed` event, before any such answer.
 async fn poll_events(node: RemoteNode, path: String, tx: mpsc::Sender<Polled>) {
     let mut failures = 0;
     loop {
@@ -222,20 +228,32 @@ async fn poll_events(node: RemoteNode, path: String, tx: mpsc::Sender<Polled>) {
         match reply {
             Ok(body) => {
                 failures = 0;
-                let events: Vec<SfuEvent> = match serde_json::from_slice(&body) {
+                // Each event on its own: one this server cannot read (a newer
+                // node's) is skipped, not the batch.
+                let events: Vec<serde_json::Value> = match serde_json::from_slice(&body) {
                     Ok(e) => e,
                     Err(e) => {
-                        tracing::warn!(node = %node.addr, error = %e, "hush-sfu sent events this server cannot read");
+                        tracing::warn!(node = %node.addr, error = %e, "hush-sfu sent a reply that is not a list of events");
                         Vec::new()
                     }
                 };
-                for event in events {
+                for value in events {
+                    let event = match serde_json::from_value::<SfuEvent>(value) {
+                        Ok(event) => event,
+                        Err(e) => {
+                            tracing::warn!(node = %node.addr, error = %e, "hush-sfu sent an event this server cannot read; skipped");
+                            continue;
+                        }
+                    };
                     if tx.send(Polled::Event(event)).await.is_err() {
                         return;
                     }
                 }
             }
-            Err(CallError::Status(StatusCode::GONE | StatusCode::NOT_FOUND, _)) => return,
+            Err(CallError::Status(StatusCode::GONE | StatusCode::NOT_FOUND, _)) => {
+                let _ = tx.send(Polled::Lost).await;
+                return;
+            }
             Err(e) => {
                 failures += 1;
                 tracing::warn!(node = %node.addr, error = %e, failures, "hush-sfu event poll failed");
@@ -382,12 +400,15 @@ mod tests {
     fn control_urls_are_http_host_and_port() {
         let node = RemoteNode::new("http://127.0.0.1:7890/", secret()).expect("url");
         assert_eq!(node.addr(), "127.0.0.1:7890");
+        let v6 = RemoteNode::new("http://[::1]:7890", secret()).expect("IPv6");
+        assert_eq!(v6.addr(), "[::1]:7890");
         for bad in [
             "https://127.0.0.1:7890",
             "ws://127.0.0.1:7890",
             "http://",
             "http://host-without-port",
             "http://127.0.0.1:7890/v1",
+            "http://[::1]",
         ] {
             assert_eq!(
                 RemoteNode::new(bad, secret()).map(|_| ()),

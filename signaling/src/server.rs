@@ -926,22 +926,17 @@ enum Upstream {
 /// Opens a WebSocket to the node at `url` (`ws://` or `wss://HOST:PORT`).
 async fn connect_node(url: &str, shared: &Shared) -> Result<Upstream, String> {
     let target = format!("{}/v1/ws", url.trim_end_matches('/'));
-    let (tls, rest) = match (url.strip_prefix("wss://"), url.strip_prefix("ws://")) {
-        (Some(rest), _) => (true, rest),
-        (None, Some(rest)) => (false, rest),
+    let uri: hyper::Uri = url.parse().map_err(|_| format!("not a node URL: {url}"))?;
+    let tls = match uri.scheme_str() {
+        Some("wss") => true,
+        Some("ws") => false,
         _ => return Err(format!("not a ws:// or wss:// node URL: {url}")),
     };
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host = match authority.rsplit_once(':') {
-        Some((host, _)) => host,
-        None => authority,
-    };
-    let addr = if authority.contains(':') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:{}", if tls { 443 } else { 80 })
-    };
-    let tcp = tokio::net::TcpStream::connect(&addr)
+    let host = uri.host().ok_or_else(|| format!("no host in {url}"))?;
+    // An IPv6 address is bracketed in a URL, bare for TCP and TLS.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let tcp = tokio::net::TcpStream::connect((bare, port))
         .await
         .map_err(|e| e.to_string())?;
     if !tls {
@@ -954,7 +949,6 @@ async fn connect_node(url: &str, shared: &Shared) -> Result<Upstream, String> {
         Some(cluster) => cluster.node_tls().map_err(|e| e.to_string())?,
         None => crate::tls::node_client_config(None).map_err(|e| e.to_string())?,
     };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
     let name = rustls::pki_types::ServerName::try_from(bare.to_owned())
         .map_err(|_| format!("not a valid TLS server name: {host}"))?;
     let stream = tokio_rustls::TlsConnector::from(config)

@@ -835,7 +835,8 @@ fn a_killed_media_node_moves_the_call_to_another() {
         hush_proto::ServerSecret::generate_development().expect("control secret");
     let control_file = dir.path().join("control");
     std::fs::write(&control_file, control_text.as_bytes()).expect("control file");
-    let mut sfus: Vec<SfuProcess> = ["sfu-1", "sfu-2"]
+    let ids = ["sfu-1", "sfu-2", "sfu-3"];
+    let mut sfus: Vec<SfuProcess> = ids
         .iter()
         .map(|id| SfuProcess::start(&redis.url(), &control_file, id))
         .collect();
@@ -870,10 +871,10 @@ fn a_killed_media_node_moves_the_call_to_another() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    let survivor = if carrying == "sfu-1" { 1 } else { 0 };
+    let index = |id: &str| ids.iter().position(|i| *i == id).expect("a media node");
     std::thread::sleep(Duration::from_secs(2));
     let killed = Instant::now();
-    sfus[1 - survivor].kill();
+    sfus[index(&carrying)].kill();
     for c in [&mut ann, &mut bob] {
         c.wait(|l| l.starts_with("the room's media moved to another server"));
         let back = c.wait(|l| l == "media connection restored");
@@ -916,6 +917,34 @@ fn a_killed_media_node_moves_the_call_to_another() {
     assert!(
         audio_out > 200,
         "both callers' audio goes through the other node: {metrics}"
+    );
+
+    // The new node shuts down gracefully (SIGTERM): it leaves the cluster,
+    // its SFU ends every member's events with a shutdown, and the members
+    // move to the third node the same way.
+    let second = now.unwrap_or_default();
+    let stopped = Instant::now();
+    let term = Command::new("kill")
+        .args(["-TERM", &sfus[index(&second)].child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    for c in [&mut ann, &mut bob] {
+        c.wait(|l| l.starts_with("the room's media moved to another server"));
+        let back = c.wait(|l| l == "media connection restored");
+        println!(
+            "{}: media connection restored {:.1} s after media node {second} was stopped (SIGTERM)",
+            c.name,
+            (back - stopped).as_secs_f64()
+        );
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let third = status().media.get("room").cloned();
+    assert!(
+        third
+            .as_deref()
+            .is_some_and(|t| t != carrying && t != second),
+        "the room's media moved on from {second}: {third:?}"
     );
     // No rejoin: one stay each, and each heard the other.
     assert!(!ann.seen.contains("joined room again"), "{}", ann.seen);
