@@ -234,6 +234,21 @@ redis.call('HINCRBY', 'hush:sfu:' .. best, 'rooms', 1)
 return {best, best_url}
 ";
 
+/// Keeps rooms' media placements as this node last placed them: KEYS the
+/// rooms' media keys, ARGV[1] the expiry (ms), ARGV[i + 1] the media node
+/// of KEYS[i]. A key that names another node (placed since) is left alone.
+const KEEP_MEDIA: &str = r"
+local kept = 0
+for i, key in ipairs(KEYS) do
+  local cur = redis.call('GET', key)
+  if cur == false or cur == ARGV[i + 1] then
+    redis.call('SET', key, ARGV[i + 1], 'PX', ARGV[1])
+    kept = kept + 1
+  end
+end
+return kept
+";
+
 /// Lets a placement go if it is still this node's: KEYS[1], ARGV[1] the node id.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -482,10 +497,18 @@ impl Cluster {
                 (media_key(room), id)
             })
             .collect();
-        for (key, id) in &media {
-            pipe.pset_ex(key, id, ttl).ignore();
-        }
         bounded(pipe.query_async::<()>(&mut redis)).await?;
+        if !media.is_empty() {
+            // Compare and set: a placement made since this beat read its
+            // rooms (a member moved off a lost node) is never written back.
+            let script = redis::Script::new(KEEP_MEDIA);
+            let mut keep = script.prepare_invoke();
+            keep.arg(ttl);
+            for (key, id) in &media {
+                keep.key(key).arg(id);
+            }
+            let _: i64 = bounded(keep.invoke_async(&mut redis)).await?;
+        }
         if self.config.embedded_media_capacity > 0 {
             let entry = hush_sfu::register::MediaNodeEntry {
                 id: self.config.node_id.clone(),

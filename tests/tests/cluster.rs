@@ -315,6 +315,7 @@ async fn members_of_two_signaling_nodes_share_one_media_node() {
         until_decrypted(p, 100).await;
     }
     let s = until_status(&redis, |s| s.media.contains_key(room)).await;
+    let placed_at = Instant::now();
     println!("status: {s:?}");
     assert_eq!(s.placements[room], "node-a");
     let (used, idle) = match s.media[room].as_str() {
@@ -334,6 +335,11 @@ async fn members_of_two_signaling_nodes_share_one_media_node() {
     );
     assert!(forwarded(used) > 500, "the room's media node carried it");
     assert_eq!(forwarded(idle), 0, "no room spans two media nodes");
+    // The room's node keeps the media placement past its 5 s expiry.
+    if let Some(left) = Duration::from_secs(6).checked_sub(placed_at.elapsed()) {
+        tokio::time::sleep(left).await;
+    }
+    assert_eq!(status(&redis).await.media.get(room), s.media.get(room));
     let reports = [
         ann.stop().await.expect("ann"),
         bob.stop().await.expect("bob"),
