@@ -591,69 +591,118 @@ fn when_the_node_holding_a_call_goes_away_its_callers_join_again_through_another
     rt.block_on(b.stop());
 }
 
-/// A `hush-server --redis` process (built beside `hush`), killed on drop.
-struct NodeProcess {
+/// A server process of a cluster (`hush-server --redis` or `hush-sfu
+/// --redis`, built beside `hush`) and the URL it announced; killed on drop.
+struct ServerProcess {
     child: std::process::Child,
     url: String,
 }
 
-impl NodeProcess {
-    fn start(redis: &str, secret_file: &std::path::Path, id: &str) -> Self {
-        Self::start_with(redis, secret_file, id, &[])
-    }
-
-    /// As [`NodeProcess::start`], with more `hush-server` arguments.
-    fn start_with(
-        redis: &str,
-        secret_file: &std::path::Path,
-        id: &str,
-        extra: &[&std::ffi::OsStr],
+impl ServerProcess {
+    /// Runs `name` (a binary beside `hush`) with `args` until a line of its
+    /// standard output gives `url_of` its URL.
+    fn spawn(
+        name: &str,
+        args: &[&std::ffi::OsStr],
+        url_of: impl Fn(&str) -> Option<String>,
     ) -> Self {
         use std::io::BufRead;
-        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_hush")).with_file_name("hush-server");
+        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_hush")).with_file_name(name);
         assert!(
             bin.exists(),
-            "{} is missing: build it first (cargo build -p hush-signaling)",
+            "{} is missing: build it first (cargo build --workspace --bins)",
             bin.display()
         );
         let mut child = Command::new(bin)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--rtc-port",
-                "0",
-                "--redis",
-                redis,
-            ])
-            .args(["--node-id", id, "--secret-file"])
-            .arg(secret_file)
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("run hush-server");
-        // "hush-server listening on http://127.0.0.1:PORT (...": the first line.
-        let mut first = String::new();
+            .unwrap_or_else(|e| panic!("run {name}: {e}"));
         let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-        let mut url = None;
-        while url.is_none() {
-            first.clear();
+        let mut line = String::new();
+        let url = loop {
+            line.clear();
             assert!(
-                out.read_line(&mut first).expect("stdout") > 0,
-                "hush-server exited"
+                out.read_line(&mut line).expect("stdout") > 0,
+                "{name} exited"
             );
-            url = first
-                .split("listening on http://")
-                .nth(1)
-                .and_then(|r| r.split_whitespace().next())
-                .map(|addr| format!("ws://{addr}"));
-        }
+            if let Some(url) = url_of(&line) {
+                break url;
+            }
+        };
         std::thread::spawn(move || for _ in out.lines() {});
-        Self {
-            child,
-            url: url.expect("an address"),
-        }
+        Self { child, url }
+    }
+
+    /// A `hush-server --redis` node with id `id` (and `extra` arguments).
+    fn node(cluster: &ClusterFiles, id: &str, extra: &[&std::ffi::OsStr]) -> Self {
+        let redis = cluster.redis.url();
+        let mut args: Vec<&std::ffi::OsStr> = ["--listen", "127.0.0.1:0", "--rtc-port", "0"]
+            .iter()
+            .map(|a| a.as_ref())
+            .collect();
+        args.extend([
+            "--redis".as_ref(),
+            redis.as_ref(),
+            "--node-id".as_ref(),
+            id.as_ref(),
+            "--secret-file".as_ref(),
+            cluster.secret_file.as_os_str(),
+        ]);
+        args.extend(extra);
+        // "hush-server listening on http://127.0.0.1:PORT (...": the first line.
+        Self::spawn("hush-server", &args, |line| {
+            let addr = line.split("listening on http://").nth(1)?;
+            Some(format!("ws://{}", addr.split_whitespace().next()?))
+        })
+    }
+
+    /// A `hush-sfu --redis` media node with id `id`.
+    fn media_node(cluster: &ClusterFiles, id: &str) -> Self {
+        let redis = cluster.redis.url();
+        let flags = [
+            "--listen",
+            "127.0.0.1:0",
+            "--rtc-port",
+            "0",
+            "--no-rtc-tcp",
+            "--redis",
+            redis.as_str(),
+            "--node-id",
+            id,
+            "--control-secret-file",
+        ];
+        let args: Vec<&std::ffi::OsStr> = flags
+            .iter()
+            .map(|a| a.as_ref())
+            .chain([cluster.control_file.as_os_str()])
+            .collect();
+        // "media node ID at URL (Redis ...)": registered.
+        Self::spawn("hush-sfu", &args, |line| {
+            let rest = line.strip_prefix("media node ")?;
+            Some(
+                rest.split(" at ")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .to_owned(),
+            )
+        })
+    }
+
+    /// A signaling node without an SFU whose rooms' media go to the media nodes.
+    fn signaling_node(cluster: &ClusterFiles, id: &str) -> Self {
+        Self::node(
+            cluster,
+            id,
+            &[
+                "--no-media".as_ref(),
+                "--sfu-control-secret-file".as_ref(),
+                cluster.control_file.as_os_str(),
+            ],
+        )
     }
 
     fn kill(&mut self) {
@@ -662,28 +711,63 @@ impl NodeProcess {
     }
 }
 
-impl Drop for NodeProcess {
+impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// What every cluster test starts from: a Redis, a directory, the join
+/// token secret and the media nodes' control secret, each also in a file.
+struct ClusterFiles {
+    redis: hush::local::RedisServer,
+    dir: tempfile::TempDir,
+    secret: hush_proto::ServerSecret,
+    secret_file: std::path::PathBuf,
+    control: hush_proto::ServerSecret,
+    control_file: std::path::PathBuf,
+}
+
+impl ClusterFiles {
+    fn new() -> Self {
+        let redis = hush::local::RedisServer::start().expect("redis-server");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (secret, text) = hush_proto::ServerSecret::generate_development().expect("secret");
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, text.as_bytes()).expect("secret file");
+        let (control, text) =
+            hush_proto::ServerSecret::generate_development().expect("control secret");
+        let control_file = dir.path().join("control");
+        std::fs::write(&control_file, text.as_bytes()).expect("control file");
+        Self {
+            redis,
+            dir,
+            secret,
+            secret_file,
+            control,
+            control_file,
+        }
     }
 }
 
 #[test]
 fn a_killed_node_costs_its_callers_a_rejoin_and_no_more() {
     use std::time::{Duration, Instant};
-    let redis = hush::local::RedisServer::start().expect("redis-server");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (secret, text) = hush_proto::ServerSecret::generate_development().expect("secret");
-    let secret_file = dir.path().join("secret");
-    std::fs::write(&secret_file, text.as_bytes()).expect("secret file");
-    let mut nodes: Vec<NodeProcess> = ["node-a", "node-b", "node-c"]
+    let c = ClusterFiles::new();
+    let mut nodes: Vec<ServerProcess> = ["node-a", "node-b", "node-c"]
         .iter()
-        .map(|id| NodeProcess::start(&redis.url(), &secret_file, id))
+        .map(|id| ServerProcess::node(&c, id, &[]))
         .collect();
     let url = |i: usize| nodes[i].url.clone();
     // The room lives on a (ann's node); bob is relayed through b.
-    let mut ann = Caller::join(&[url(0), url(2)], &secret, dir.path(), "ann", 440);
-    let mut bob = Caller::join(&[url(1), url(0), url(2)], &secret, dir.path(), "bob", 660);
+    let mut ann = Caller::join(&[url(0), url(2)], &c.secret, c.dir.path(), "ann", 440);
+    let mut bob = Caller::join(
+        &[url(1), url(0), url(2)],
+        &c.secret,
+        c.dir.path(),
+        "bob",
+        660,
+    );
     ann.hears("bob");
     bob.hears("ann");
 
@@ -710,20 +794,16 @@ fn a_killed_node_costs_its_callers_a_rejoin_and_no_more() {
 /// its own process's CPU, which add up to the step's totals.
 #[test]
 fn a_load_test_of_a_cluster_reports_each_nodes_share() {
-    let redis = hush::local::RedisServer::start().expect("redis-server");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_, text) = hush_proto::ServerSecret::generate_development().expect("secret");
-    let secret_file = dir.path().join("secret");
-    std::fs::write(&secret_file, text.as_bytes()).expect("secret file");
-    let nodes: Vec<NodeProcess> = ["node-a", "node-b"]
+    let c = ClusterFiles::new();
+    let nodes: Vec<ServerProcess> = ["node-a", "node-b"]
         .iter()
-        .map(|id| NodeProcess::start(&redis.url(), &secret_file, id))
+        .map(|id| ServerProcess::node(&c, id, &[]))
         .collect();
     let servers = format!("{},{}", nodes[0].url, nodes[1].url);
-    let json = dir.path().join("report.json");
+    let json = c.dir.path().join("report.json");
     let out = Command::new(env!("CARGO_BIN_EXE_hush"))
         .args(["loadtest", "--server", &servers, "--secret-file"])
-        .arg(&secret_file)
+        .arg(&c.secret_file)
         .args(["--rooms", "2", "--publishers", "1", "--subscribers", "2"])
         .args(["--seconds", "3", "--baseline", "none", "--json"])
         .arg(&json)
@@ -762,63 +842,6 @@ fn a_load_test_of_a_cluster_reports_each_nodes_share() {
     assert!(stdout.contains("per node:"), "{stdout}");
 }
 
-/// A `hush-sfu --redis` media node process (built beside `hush`), killed on drop.
-struct SfuProcess {
-    child: std::process::Child,
-    /// Its control API, as it registered it.
-    url: String,
-}
-
-impl SfuProcess {
-    fn start(redis: &str, control_secret_file: &std::path::Path, id: &str) -> Self {
-        use std::io::BufRead;
-        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_hush")).with_file_name("hush-sfu");
-        assert!(
-            bin.exists(),
-            "{} is missing: build it first (cargo build -p hush-sfu)",
-            bin.display()
-        );
-        let mut child = Command::new(bin)
-            .args(["--listen", "127.0.0.1:0", "--rtc-port", "0", "--no-rtc-tcp"])
-            .args(["--redis", redis, "--node-id", id, "--control-secret-file"])
-            .arg(control_secret_file)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run hush-sfu");
-        // "media node ID at URL (Redis ...)": registered.
-        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        while !line.starts_with("media node ") {
-            line.clear();
-            assert!(
-                out.read_line(&mut line).expect("stdout") > 0,
-                "hush-sfu exited"
-            );
-        }
-        let url = line
-            .split(" at ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .expect("its control URL")
-            .to_owned();
-        std::thread::spawn(move || for _ in out.lines() {});
-        Self { child, url }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for SfuProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// `kill -9` of the `hush-sfu` node carrying a call: the room's node moves
 /// the room's media to the other media node and tells both callers
 /// `media_moved`; each makes a new media connection there, without
@@ -826,38 +849,21 @@ impl Drop for SfuProcess {
 #[test]
 fn a_killed_media_node_moves_the_call_to_another() {
     use std::time::{Duration, Instant};
-    let redis = hush::local::RedisServer::start().expect("redis-server");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (secret, text) = hush_proto::ServerSecret::generate_development().expect("secret");
-    let secret_file = dir.path().join("secret");
-    std::fs::write(&secret_file, text.as_bytes()).expect("secret file");
-    let (control, control_text) =
-        hush_proto::ServerSecret::generate_development().expect("control secret");
-    let control_file = dir.path().join("control");
-    std::fs::write(&control_file, control_text.as_bytes()).expect("control file");
+    let c = ClusterFiles::new();
     let ids = ["sfu-1", "sfu-2", "sfu-3"];
-    let mut sfus: Vec<SfuProcess> = ids
+    let mut sfus: Vec<ServerProcess> = ids
         .iter()
-        .map(|id| SfuProcess::start(&redis.url(), &control_file, id))
+        .map(|id| ServerProcess::media_node(&c, id))
         .collect();
-    let node = NodeProcess::start_with(
-        &redis.url(),
-        &secret_file,
-        "node-a",
-        &[
-            "--no-media".as_ref(),
-            "--sfu-control-secret-file".as_ref(),
-            control_file.as_os_str(),
-        ],
-    );
+    let node = ServerProcess::signaling_node(&c, "node-a");
     let urls = [node.url.clone()];
-    let mut ann = Caller::join(&urls, &secret, dir.path(), "ann", 440);
-    let mut bob = Caller::join(&urls, &secret, dir.path(), "bob", 660);
+    let mut ann = Caller::join(&urls, &c.secret, c.dir.path(), "ann", 440);
+    let mut bob = Caller::join(&urls, &c.secret, c.dir.path(), "bob", 660);
     ann.hears("bob");
     bob.hears("ann");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let status = || {
-        rt.block_on(hush_signaling::cluster::status(&redis.url()))
+        rt.block_on(hush_signaling::cluster::status(&c.redis.url()))
             .expect("cluster status")
     };
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -895,7 +901,7 @@ fn a_killed_media_node_moves_the_call_to_another() {
     let url = s.media_nodes[now.as_deref().unwrap_or_default()]
         .url
         .clone();
-    let token = hush_proto::ControlToken::mint(&control, u64::MAX / 2);
+    let token = hush_proto::ControlToken::mint(&c.control, u64::MAX / 2);
     let metrics = rt.block_on(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = url.trim_start_matches("http://");
@@ -957,35 +963,19 @@ fn a_killed_media_node_moves_the_call_to_another() {
 /// and the report gives each its forwarded packets and its own CPU.
 #[test]
 fn a_load_test_reports_each_media_nodes_share() {
-    let redis = hush::local::RedisServer::start().expect("redis-server");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_, text) = hush_proto::ServerSecret::generate_development().expect("secret");
-    let secret_file = dir.path().join("secret");
-    std::fs::write(&secret_file, text.as_bytes()).expect("secret file");
-    let (_, control) = hush_proto::ServerSecret::generate_development().expect("control secret");
-    let control_file = dir.path().join("control");
-    std::fs::write(&control_file, control.as_bytes()).expect("control file");
-    let sfus: Vec<SfuProcess> = ["sfu-1", "sfu-2"]
+    let c = ClusterFiles::new();
+    let sfus: Vec<ServerProcess> = ["sfu-1", "sfu-2"]
         .iter()
-        .map(|id| SfuProcess::start(&redis.url(), &control_file, id))
+        .map(|id| ServerProcess::media_node(&c, id))
         .collect();
-    let node = NodeProcess::start_with(
-        &redis.url(),
-        &secret_file,
-        "node-a",
-        &[
-            "--no-media".as_ref(),
-            "--sfu-control-secret-file".as_ref(),
-            control_file.as_os_str(),
-        ],
-    );
+    let node = ServerProcess::signaling_node(&c, "node-a");
     let media = format!("{},{}", sfus[0].url, sfus[1].url);
-    let json = dir.path().join("report.json");
+    let json = c.dir.path().join("report.json");
     let out = Command::new(env!("CARGO_BIN_EXE_hush"))
         .args(["loadtest", "--server", &node.url, "--secret-file"])
-        .arg(&secret_file)
+        .arg(&c.secret_file)
         .args(["--media-node", &media, "--sfu-control-secret-file"])
-        .arg(&control_file)
+        .arg(&c.control_file)
         .args(["--rooms", "2", "--publishers", "1", "--subscribers", "2"])
         .args(["--seconds", "3", "--baseline", "none", "--json"])
         .arg(&json)
