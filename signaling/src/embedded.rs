@@ -47,9 +47,35 @@ fn failed(message: impl Into<String>) -> ServerMessage {
     ServerMessage::error(ErrorCode::MediaFailed, message)
 }
 
+/// Passes one SFU event to the member: a `Closed` one also has the server
+/// check that the member itself is still there. `Break` when the member
+/// cannot take it (its connection is gone, or it is being dropped as too
+/// slow): its media ends too.
+pub(crate) fn deliver(
+    event: SfuEvent,
+    sink: &MediaSink,
+    id: ParticipantId,
+) -> std::ops::ControlFlow<()> {
+    if matches!(event, SfuEvent::Closed { .. }) {
+        // Its media died: is the participant itself still there?
+        sink.check_liveness();
+    }
+    if let Some(m) = translate(event)
+        && sink.send(m).is_err()
+    {
+        if sink.is_closed() {
+            tracing::debug!(participant = %id, "connection gone; its media ends");
+        } else {
+            tracing::warn!(participant = %id, "media events not read; participant dropped");
+        }
+        return std::ops::ControlFlow::Break(());
+    }
+    std::ops::ControlFlow::Continue(())
+}
+
 /// The wire message for one SFU event, if the client is told of it.
 /// Ids pass through unchanged: the SFU's ids are the signaling ids.
-pub(crate) fn translate(event: SfuEvent) -> Option<ServerMessage> {
+fn translate(event: SfuEvent) -> Option<ServerMessage> {
     Some(match event {
         SfuEvent::Offer { sdp } => ServerMessage::SdpOffer { sdp },
         SfuEvent::IceCandidate { candidate } => ServerMessage::IceCandidate { candidate },
@@ -116,21 +142,8 @@ impl MediaRouter for EmbeddedSfu {
                     }
                     ev = events.recv() => match ev {
                         Some(ev) => {
-                            if matches!(ev, SfuEvent::Closed { .. }) {
-                                // Its media died: is the participant itself still there?
-                                sink.check_liveness();
-                            }
-                            if let Some(m) = translate(ev) {
-                                if sink.send(m).is_err() {
-                                    // Full (the sink disconnects the participant) or
-                                    // closed: either way it is leaving the SFU too.
-                                    if sink.is_closed() {
-                                        tracing::debug!(participant = %id, "connection gone; its media ends");
-                                    } else {
-                                        tracing::warn!(participant = %id, "media events not read; participant dropped");
-                                    }
-                                    break;
-                                }
+                            if deliver(ev, &sink, id).is_break() {
+                                break;
                             }
                         }
                         None => break,

@@ -25,7 +25,7 @@ use hush_proto::{
 };
 use hush_sfu::SfuEvent;
 
-use crate::embedded::translate;
+use crate::embedded::deliver;
 use crate::error::Error;
 use crate::media::{MediaRouter, MediaSink, REQUEST_QUEUE, Request, RequestQueues};
 
@@ -347,14 +347,9 @@ impl MediaRouter for RemoteSfu {
                             break;
                         }
                         Some(Polled::Event(ev)) => {
+                            // Nothing follows a `Closed`: the node removed it.
                             let closed = matches!(ev, SfuEvent::Closed { .. });
-                            if closed {
-                                sink.check_liveness();
-                            }
-                            if let Some(m) = translate(ev) && sink.send(m).is_err() {
-                                break;
-                            }
-                            if closed {
+                            if deliver(ev, &sink, id).is_break() || closed {
                                 break;
                             }
                         }
