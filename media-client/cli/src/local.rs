@@ -142,12 +142,7 @@ impl LocalServer {
             secret: secret.clone(),
             tls,
         };
-        let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config, router)
-            .await
-            .map_err(Error::io("binding the local server"))?;
-        let addr = server
-            .local_addr()
-            .map_err(Error::io("reading the local server's address"))?;
+        let (server, addr) = bind(config, router).await?;
         if let Some((redis_url, node_id, media)) = cluster {
             let mut config = hush_signaling::cluster::ClusterConfig::new(
                 redis_url,
@@ -217,12 +212,7 @@ impl LocalServer {
             secret: secret.clone(),
             tls: None,
         };
-        let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config, router)
-            .await
-            .map_err(Error::io("binding the local server"))?;
-        let addr = server
-            .local_addr()
-            .map_err(Error::io("reading the local server's address"))?;
+        let (server, addr) = bind(config, router).await?;
         let handle = server.handle();
         tokio::spawn(server.run());
         Ok(Self {
@@ -241,6 +231,20 @@ impl LocalServer {
             sfu.shutdown().await;
         }
     }
+}
+
+/// A server on an ephemeral loopback port, and that port's address.
+async fn bind(
+    config: ServerConfig,
+    router: Arc<dyn hush_signaling::MediaRouter>,
+) -> Result<(Server, SocketAddr), Error> {
+    let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config, router)
+        .await
+        .map_err(Error::io("binding the local server"))?;
+    let addr = server
+        .local_addr()
+        .map_err(Error::io("reading the local server's address"))?;
+    Ok((server, addr))
 }
 
 /// A join token for `name` in `room` signed with `secret`, valid for an hour.
