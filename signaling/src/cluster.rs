@@ -396,8 +396,8 @@ impl Cluster {
 
     /// The media node at `url` stopped answering: the rooms whose media it
     /// carried are placed anew at their next join, never on it again until
-    /// its entry expires. Returns the rooms it carried.
-    pub fn media_node_lost(&self, url: &str) -> Vec<String> {
+    /// its entry expires.
+    pub fn media_node_lost(&self, url: &str) {
         let (rooms, id) = {
             let mut media = self.lock_media();
             let mut id = None;
@@ -425,7 +425,6 @@ impl Cluster {
         }
         // Their media keys still name the lost node: the placement script
         // leaves it out (it is in `dead_media`) and overwrites them.
-        rooms
     }
 
     /// Where the media of `room` goes, if it was placed here.

@@ -35,7 +35,6 @@ struct Routed {
 
 /// [`MediaRouter`] of a cluster node: per room, embedded or a media node.
 pub struct ClusterMedia {
-    embedded: Option<hush_sfu::Sfu>,
     /// The embedded SFU's router.
     embedded_route: Option<Arc<dyn MediaRouter>>,
     control_secret: Option<ServerSecret>,
@@ -51,7 +50,7 @@ pub struct ClusterMedia {
 impl core::fmt::Debug for ClusterMedia {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("ClusterMedia")
-            .field("embedded", &self.embedded.is_some())
+            .field("embedded", &self.embedded_route.is_some())
             .field("remote", &self.control_secret.is_some())
             .finish_non_exhaustive()
     }
@@ -65,7 +64,6 @@ impl ClusterMedia {
             embedded_route: embedded
                 .as_ref()
                 .map(|sfu| Arc::new(EmbeddedSfu::new(sfu.clone())) as Arc<dyn MediaRouter>),
-            embedded,
             control_secret,
             cluster: OnceLock::new(),
             remotes: Mutex::new(HashMap::new()),
@@ -78,11 +76,6 @@ impl ClusterMedia {
     /// change nothing). Before it, every room's media is embedded.
     pub fn attach(&self, cluster: Arc<Cluster>) {
         let _ = self.cluster.set(cluster);
-    }
-
-    /// The embedded SFU, if this node has one (e.g. for shutdown).
-    pub fn embedded_sfu(&self) -> Option<&hush_sfu::Sfu> {
-        self.embedded.as_ref()
     }
 
     fn routes(&self) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, Routed>> {
