@@ -158,12 +158,36 @@ fn seal_open(c: &mut Criterion) {
     }
 }
 
+/// The receive path's replay window at its old (128) and current (1024)
+/// default width: one seal + open of a 60-byte frame, in order, so each
+/// open slides the window by one.
+fn replay_window(c: &mut Criterion) {
+    let mut g = c.benchmark_group("replay_window");
+    let suite = CipherSuite::AesGcm128Sha256;
+    let payload = [0xa5u8; 60];
+    for window in [128u64, 1024] {
+        let mut tx = Sender::new(suite);
+        tx.add_key(KeyId(1), BASE_KEY).unwrap();
+        let mut rx = Receiver::new(suite).with_replay_window(window).unwrap();
+        rx.add_key(KeyId(1), BASE_KEY).unwrap();
+        let mut buf = vec![0u8; payload.len() + tx.max_overhead()];
+        g.bench_with_input(BenchmarkId::new("seal_open_60", window), &window, |b, _| {
+            b.iter(|| {
+                let n = tx.encrypt_into(b"", black_box(&payload), &mut buf).unwrap();
+                let (_, pt) = rx.decrypt_in_place(b"", &mut buf[..n]).unwrap();
+                black_box(pt.len());
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(40);
-    targets = seal_open
+    targets = seal_open, replay_window
 }
 criterion_main!(benches);
