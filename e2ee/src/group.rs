@@ -1,6 +1,5 @@
 //! The group key state machine: who holds which media key, and when keys change.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use hkdf::Hkdf;
@@ -236,12 +235,16 @@ pub struct Group {
     room: RoomId,
     me: LocalMember,
     members: BTreeMap<ParticipantId, Member>,
-    /// Members that may hold a key with a deadline: a superset of those in
-    /// `members` with a key whose `expires` is set. [`install`], the only
-    /// place that sets one on a current member's key, adds the member;
-    /// [`Group::handle_timeout`] drops those left with none and
-    /// [`Group::member_left`] the one leaving. Timers visit only these.
-    timed: BTreeSet<ParticipantId>,
+    /// The deadline index, ordered by time: every current member holding a
+    /// key with a deadline has an entry `(at, member)` with `at` no later
+    /// than that deadline. [`install`], the only place that sets one on a
+    /// current member's key, files the member under its earliest.
+    /// [`Group::handle_timeout`] takes only the entries that are due, and
+    /// files a visited member again under its next deadline, if any. An
+    /// entry may outlive what it stood for (a key replaced, a member
+    /// gone): its visit finds nothing due. So timers cost in proportion to
+    /// the deadlines that pass, never to the room or to the members timed.
+    timed: BTreeSet<(Millis, ParticipantId)>,
     /// Keys of departed members, kept until their grace period ends.
     departed: BTreeMap<ParticipantId, BTreeMap<Generation, ReceiveKey>>,
     /// Members who left, until their key package could no longer pass as
@@ -259,12 +262,6 @@ pub struct Group {
     /// Joins since the last departure: how far every sender has ratcheted
     /// the fresh key that departure made it send.
     joins_since_leave: u16,
-    /// [`Group::next_timeout`], once computed (`None`: not yet). A caller
-    /// asks after every event it handles, frames included; computing it
-    /// visits the keys of the `timed` members, of departed members and the
-    /// pending key, few but not free when every frame asks. Every
-    /// `&mut self` method clears it first.
-    next_deadline: Cell<Option<Option<Millis>>>,
 }
 
 impl core::fmt::Debug for Group {
@@ -316,7 +313,6 @@ impl Group {
             last_departure: None,
             active,
             pending: None,
-            next_deadline: Cell::new(None),
         };
         let mut outputs = vec![Output::Key(group.use_send_key_event())];
         let mut accepted = Vec::new();
@@ -398,7 +394,6 @@ impl Group {
         package: &[u8],
         now: Millis,
     ) -> Result<(KeyPackage, Vec<Output>), Error> {
-        self.next_deadline.set(None);
         let next = match &self.pending {
             Some(p) => p.key.generation,
             None => self.active.generation,
@@ -480,9 +475,8 @@ impl Group {
     /// acknowledge it (or after `rekey_wait_ms`). The departed member's
     /// keys are erased after the grace period.
     pub fn member_left(&mut self, who: ParticipantId, now: Millis) -> Result<Vec<Output>, Error> {
-        self.next_deadline.set(None);
+        // Its entries in `timed` find no member when due.
         let mut member = self.members.remove(&who).ok_or(Error::UnknownMember(who))?;
-        self.timed.remove(&who);
         self.owed.remove(&who);
         let expiry = now.plus(self.config.grace_ms);
         for key in member.keys.values_mut() {
@@ -556,7 +550,6 @@ impl Group {
     /// not apply): the others, who accepted it, each make a fresh key now,
     /// and the joins that follow ratchet that key. `member_left` does this too.
     pub fn departure_seen(&mut self, now: Millis) {
-        self.next_deadline.set(None);
         self.last_departure = Some(now);
         self.joins_since_leave = 0;
         for m in self.members.values_mut().filter(|m| m.current.is_none()) {
@@ -567,7 +560,6 @@ impl Group {
     /// An envelope arrived from the relay. Errors (tampered, replayed,
     /// misaddressed, unknown sender) change nothing.
     pub fn receive_envelope(&mut self, envelope: &[u8], now: Millis) -> Result<Vec<Output>, Error> {
-        self.next_deadline.set(None);
         let header = EnvelopeHeader::parse(envelope)?;
         let me = self.me.participant();
         if header.to != me {
@@ -694,7 +686,6 @@ impl Group {
         sender: ParticipantId,
         kid_: KeyId,
     ) -> Result<CandidateKey, Error> {
-        self.next_deadline.set(None);
         let max_ahead = self.config.max_ratchet_ahead;
         let member = self
             .members
@@ -770,7 +761,6 @@ impl Group {
         kid_: KeyId,
         now: Millis,
     ) -> Result<Vec<Output>, Error> {
-        self.next_deadline.set(None);
         let max_ahead = self.config.max_ratchet_ahead;
         let member = self
             .members
@@ -789,23 +779,27 @@ impl Group {
 
     /// Acts on every deadline up to `now`: erases keys whose grace ended,
     /// activates a fresh key whose acknowledgements did not all arrive.
-    /// Visits only members holding a key with a deadline.
+    /// Visits only members with an entry that is due.
     pub fn handle_timeout(&mut self, now: Millis) -> Vec<Output> {
-        self.next_deadline.set(None);
         let mut outputs = Vec::new();
-        // Only timed members can lose a key here, and a chain key is only
-        // dropped when held keys change: every other change of a member's
-        // keys or `current` prunes its chain itself.
-        let members = &mut self.members;
-        self.timed.retain(|&id| {
-            let Some(member) = members.get_mut(&id) else {
-                return false;
+        // Only members with a due entry can lose a key here, and a chain
+        // key is only dropped when held keys change: every other change of
+        // a member's keys or `current` prunes its chain itself.
+        while let Some(&(at, id)) = self.timed.first() {
+            if at > now {
+                break;
+            }
+            self.timed.pop_first();
+            let Some(member) = self.members.get_mut(&id) else {
+                continue; // it left; its keys went to `departed`
             };
             note_timer_visit();
             outputs.extend(remove_expired(id, &mut member.keys, now));
             member.prune_chain();
-            member.has_expiring_key()
-        });
+            if let Some(next) = member.earliest_expiry() {
+                self.timed.insert((next, id));
+            }
+        }
         for (&id, keys) in self.departed.iter_mut() {
             outputs.extend(remove_expired(id, keys, now));
         }
@@ -816,28 +810,21 @@ impl Group {
         outputs
     }
 
-    /// The earliest time [`Group::handle_timeout`] has work to do.
+    /// The earliest time [`Group::handle_timeout`] may have work to do:
+    /// never later than a deadline, and after `handle_timeout(now)`,
+    /// later than `now`. Costs a look at the first entry of the index,
+    /// the keys of members who left within the grace period, and the
+    /// pending key.
     pub fn next_timeout(&self) -> Option<Millis> {
-        if let Some(known) = self.next_deadline.get() {
-            return known;
-        }
-        let next = self.compute_next_timeout();
-        self.next_deadline.set(Some(next));
-        next
-    }
-
-    /// [`Group::next_timeout`] from scratch: the earliest key expiry or
-    /// pending-key deadline. Only `timed` members can have a key expiry.
-    fn compute_next_timeout(&self) -> Option<Millis> {
-        let keys = self
-            .timed
-            .iter()
-            .filter_map(|id| self.members.get(id))
-            .inspect(|_| note_timer_visit())
-            .flat_map(|m| m.keys.values())
-            .chain(self.departed.values().flat_map(|k| k.values()))
+        let departed = self
+            .departed
+            .values()
+            .flat_map(|k| k.values())
             .filter_map(|k| k.expires);
-        keys.chain(self.pending.as_ref().map(|p| p.deadline)).min()
+        departed
+            .chain(self.timed.first().map(|&(at, _)| at))
+            .chain(self.pending.as_ref().map(|p| p.deadline))
+            .min()
     }
 
     /// Our participant id.
@@ -1004,7 +991,6 @@ impl Group {
         to: ParticipantId,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, Error> {
-        self.next_deadline.set(None);
         let member = self.members.get_mut(&to).ok_or(Error::UnknownMember(to))?;
         member.channel.seal(plaintext)
     }
@@ -1030,15 +1016,14 @@ impl Group {
             last_join: self.last_join,
             last_departure: self.last_departure,
             joins_since_leave: self.joins_since_leave,
-            next_deadline: self.next_deadline.clone(),
         }
     }
 }
 
 impl Member {
-    /// Whether any key we hold of this member has a deadline.
-    fn has_expiring_key(&self) -> bool {
-        self.keys.values().any(|k| k.expires.is_some())
+    /// The earliest deadline of a key we hold of this member, if any.
+    fn earliest_expiry(&self) -> Option<Millis> {
+        self.keys.values().filter_map(|k| k.expires).min()
     }
 
     /// The newest key we hold below `target`, if it has `target`'s `rekey`.
@@ -1185,7 +1170,7 @@ fn random_key() -> Secret {
 fn derive_up_to(
     id: ParticipantId,
     member: &mut Member,
-    timed: &mut BTreeSet<ParticipantId>,
+    timed: &mut BTreeSet<(Millis, ParticipantId)>,
     target: Generation,
     config: &Config,
     now: Millis,
@@ -1262,18 +1247,18 @@ fn note_timer_visit() {
 /// lives without a deadline: every older one (including this one, if a
 /// newer exists) is erased at `grace_end`, or at `inherited` (the deadline
 /// of the key it was derived from) or an earlier deadline already set,
-/// whichever is first. A member given a deadline joins `timed`.
+/// whichever is first. A member given a deadline is filed in `timed`
+/// under its earliest.
 fn install(
     id: ParticipantId,
     member: &mut Member,
-    timed: &mut BTreeSet<ParticipantId>,
+    timed: &mut BTreeSet<(Millis, ParticipantId)>,
     generation: Generation,
     base: Secret,
     grace_end: Millis,
     inherited: Option<Millis>,
 ) {
     let newer_exists = member.keys.range(generation..).next().is_some();
-    let older_exists = member.keys.range(..generation).next().is_some();
     let deadline = inherited.map_or(grace_end, |i| i.min(grace_end));
     let expires = (newer_exists || inherited.is_some()).then_some(deadline);
     member.keys.insert(generation, ReceiveKey { base, expires });
@@ -1281,8 +1266,8 @@ fn install(
     for (_, key) in member.keys.range_mut(..generation) {
         key.expires.get_or_insert(grace_end);
     }
-    if expires.is_some() || older_exists {
-        timed.insert(id);
+    if let Some(earliest) = member.earliest_expiry() {
+        timed.insert((earliest, id));
     }
 }
 
@@ -1977,18 +1962,16 @@ mod tests {
         assert_eq!(hub.next_timeout(), None, "no deadline started");
     }
 
-    /// The deadline `next_timeout` keeps between mutations is always the
-    /// one a full scan gives, through installs, departures and timeouts.
+    /// `next_timeout` is never later than a deadline, through installs,
+    /// departures and timeouts, and a timeout leaves nothing due.
     #[test]
-    fn the_kept_next_timeout_is_always_the_scanned_one() {
+    fn next_timeout_is_never_later_than_a_deadline() {
         let (a, mut b, c, room) = three_after_joins(3);
         let mut seen = Vec::new();
         let check = |b: &Group, seen: &mut Vec<Option<Millis>>| {
-            let kept = b.next_timeout();
-            assert_eq!(kept, b.compute_next_timeout());
-            assert_eq!(kept, full_scan_next_timeout(b));
-            assert_eq!(b.next_timeout(), kept, "asked twice");
-            seen.push(kept);
+            assert_never_late(b);
+            assert_eq!(b.next_timeout(), b.next_timeout(), "asked twice");
+            seen.push(full_scan_next_timeout(b));
         };
         check(&b, &mut seen);
         // A frame of a's newest generation authenticates: its older key
@@ -2006,12 +1989,37 @@ mod tests {
         let (_, kp) = new_member(&room);
         drop(b.member_joined(&kp, later).expect("joined"));
         check(&b, &mut seen);
-        // Long after: everything due is done.
+        // Long after: everything due is done, and nothing is left to wake for.
         drop(b.handle_timeout(Millis(T0.0 + 60_000)));
         check(&b, &mut seen);
         assert_eq!(seen.first(), Some(&None));
         assert!(seen.iter().any(Option::is_some), "{seen:?}");
-        assert_eq!(seen.last(), Some(&b.compute_next_timeout()));
+        assert_eq!(seen.last(), Some(&None));
+        assert_eq!(b.next_timeout(), None);
+        assert!(b.timed.is_empty(), "{:?}", b.timed);
+    }
+
+    /// A key's deadline can never pass unnoticed: [`Group::next_timeout`]
+    /// is no later than the earliest deadline a full scan finds, and every
+    /// member holding a key with a deadline is filed in the index no later
+    /// than its earliest.
+    fn assert_never_late(g: &Group) {
+        if let Some(due) = full_scan_next_timeout(g) {
+            let next = g.next_timeout();
+            assert!(
+                next.is_some_and(|t| t <= due),
+                "{next:?} later than {due:?}"
+            );
+        }
+        for (&id, m) in &g.members {
+            if let Some(earliest) = m.earliest_expiry() {
+                assert!(
+                    g.timed.iter().any(|&(at, i)| i == id && at <= earliest),
+                    "{id} is not filed by {earliest:?}: {:?}",
+                    g.timed
+                );
+            }
+        }
     }
 
     /// [`Group::next_timeout`] as a scan over every key of every member,
@@ -2030,7 +2038,7 @@ mod tests {
     fn members_with_expiring_keys(g: &Group) -> BTreeSet<ParticipantId> {
         g.members
             .iter()
-            .filter(|(_, m)| m.has_expiring_key())
+            .filter(|(_, m)| m.earliest_expiry().is_some())
             .map(|(&id, _)| id)
             .collect()
     }
@@ -2154,8 +2162,10 @@ mod tests {
             let now = self.now;
             for g in self.groups.values_mut() {
                 drop(g.handle_timeout(now));
-                // Right after a timeout, `timed` is exact.
-                assert_eq!(g.timed, members_with_expiring_keys(g));
+                // Right after a timeout, nothing is due.
+                let next = g.next_timeout();
+                assert!(next.is_none_or(|t| t > now), "{next:?} at {now:?}");
+                assert_never_late(g);
             }
         }
 
@@ -2177,7 +2187,7 @@ mod tests {
     }
 
     #[test]
-    fn the_indexed_next_timeout_equals_a_full_scan_through_churn() {
+    fn the_indexed_next_timeout_is_never_late_through_churn() {
         let mut churn = Churn::new(0x9e37_79b9_7f4a_7c15);
         for _ in 0..3 {
             churn.join();
@@ -2196,13 +2206,10 @@ mod tests {
                     chains += m.chain.len();
                 }
                 let expected = full_scan_next_timeout(g);
-                assert_eq!(g.compute_next_timeout(), expected);
-                assert_eq!(g.next_timeout(), expected);
-                assert_eq!(g.next_timeout(), expected, "asked twice");
-                assert!(g.timed.is_superset(&members_with_expiring_keys(g)));
-                assert!(g.timed.iter().all(|id| g.members.contains_key(id)));
+                assert_never_late(g);
+                assert_eq!(g.next_timeout(), g.next_timeout(), "asked twice");
                 deadlines += usize::from(expected.is_some());
-                most_timed = most_timed.max(g.timed.len());
+                most_timed = most_timed.max(members_with_expiring_keys(g).len());
             }
         }
         // The sequence reached the states the index is about.
@@ -2242,7 +2249,9 @@ mod tests {
             1
         );
         let end = T0.plus(Config::default().grace_ms);
-        assert_eq!(visits(&mut hub, T0), (2, Some(end)));
+        // Filed under its deadline: nobody is visited before it.
+        assert_eq!(visits(&mut hub, T0), (0, Some(end)));
+        assert_eq!(visits(&mut hub, Millis(end.0 - 1)), (0, Some(end)));
         // Once that key is gone, nobody is visited again.
         let before = timer_visits();
         let removed = hub.handle_timeout(end);
@@ -2250,6 +2259,64 @@ mod tests {
         assert_eq!(timer_visits() - before, 1);
         assert!(hub.timed.is_empty());
         assert_eq!(visits(&mut hub, end), (0, None));
+    }
+
+    /// A newcomer to a large room gets a key from every member within a
+    /// second or two, and each may give an older key a deadline. The
+    /// client asks for the next deadline after every event: that must not
+    /// scan the members already timed (it made a newcomer's key burst
+    /// quadratic in the room), and the timeouts must visit each member
+    /// once when its deadline passes.
+    #[test]
+    fn a_burst_of_deadlines_costs_timers_one_visit_per_member() {
+        const N: usize = 200;
+        let room = RoomId("burst".into());
+        let mut hub = hub_with(&room, N);
+        let senders: Vec<(ParticipantId, Generation)> = hub
+            .members
+            .iter()
+            .filter_map(|(&id, m)| m.current.map(|c| (id, c)))
+            .collect();
+        assert!(senders.len() >= N - 1, "{}", senders.len());
+        let before = timer_visits();
+        let mut last = T0;
+        for (i, &(id, current)) in senders.iter().enumerate() {
+            // Frames after a join: each sender's next key authenticates,
+            // its older key gets a deadline, a millisecond apart.
+            let now = T0.plus(u64::try_from(i).expect("small"));
+            let next = Generation {
+                rekey: current.rekey,
+                ratchet: current.ratchet + 1,
+            };
+            let key_of = |hub: &Group| hub.members[&id].keys.len();
+            let held = key_of(&hub);
+            drop(hub.derive_receive_key(id, kid_of(id, next), now));
+            assert_eq!(key_of(&hub), held + 1, "derived for {id}");
+            drop(hub.handle_timeout(now));
+            assert_eq!(
+                hub.next_timeout(),
+                Some(T0.plus(Config::default().grace_ms))
+            );
+            last = now;
+        }
+        assert_eq!(timer_visits() - before, 0, "visited before any deadline");
+        assert_eq!(members_with_expiring_keys(&hub).len(), senders.len());
+        // Every deadline passes: each member is visited once.
+        let mut removed = 0;
+        let end = last.plus(Config::default().grace_ms);
+        let mut now = T0.plus(Config::default().grace_ms);
+        while now <= end {
+            removed += hub.handle_timeout(now).len();
+            now = now.plus(1);
+        }
+        assert_eq!(removed, senders.len());
+        assert_eq!(
+            timer_visits() - before,
+            u64::try_from(senders.len()).expect("small")
+        );
+        assert!(members_with_expiring_keys(&hub).is_empty());
+        assert!(hub.timed.is_empty());
+        assert_eq!(hub.next_timeout(), None);
     }
 
     #[test]
