@@ -157,6 +157,13 @@ pub trait Media: Send + 'static {
         Ok(())
     }
 
+    /// Whether [`Media::tick`] does anything. A call that neither sends
+    /// audio nor plays on the 20 ms clock (a receiver that takes each
+    /// frame as it comes) is not woken 50 times a second for nothing.
+    fn plays(&self) -> bool {
+        true
+    }
+
     /// Anything else the application may show: joined, members arriving
     /// and leaving, warnings, the active speaker. An error ends the call.
     fn event(&mut self, _event: &CallEvent, _session: &Session) -> Result<(), Error> {
@@ -431,16 +438,27 @@ impl<M: Media> Driver<M> {
     async fn turns(&mut self) -> Result<Turn, Error> {
         let has_media = self.transport.is_some();
         let audio = has_media && self.media.sends_audio();
+        let clock = has_media && (audio || self.media.plays());
         let video_interval = self.media.video_interval().filter(|_| has_media);
         let mut audio_tick = tokio::time::interval(Duration::from_millis(20));
         let mut video_tick =
             tokio::time::interval(video_interval.unwrap_or(Duration::from_secs(3600)));
+        // The session's next deadline, re-armed only when it changes: a
+        // turn per frame received must not cost a timer of its own.
+        let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
+        let deadline = tokio::time::sleep_until(far());
+        tokio::pin!(deadline);
+        let mut armed: Option<Option<Millis>> = None;
         loop {
-            let wait = self
-                .session
-                .next_timeout()
-                .map(|t| Duration::from_millis(t.0.saturating_sub(now().0)))
-                .unwrap_or(Duration::from_secs(3600));
+            let next = self.session.next_timeout();
+            if armed != Some(next) {
+                armed = Some(next);
+                let at = next.map_or_else(far, |t| {
+                    let wait = Duration::from_millis(t.0.saturating_sub(now().0));
+                    tokio::time::Instant::now() + wait
+                });
+                deadline.as_mut().reset(at);
+            }
             let turn = tokio::select! {
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Close { leave }) => Turn::Close { leave },
@@ -459,8 +477,12 @@ impl<M: Media> Driver<M> {
                     Some(Err(e)) => Turn::Events(vec![CallEvent::Warning(Warning::Signaling(e))]),
                     None => Turn::ServerClosed,
                 },
-                () = tokio::time::sleep(wait) => Turn::Events(self.session.handle_timeout(now())),
-                _ = audio_tick.tick(), if has_media => {
+                () = &mut deadline => {
+                    // Handled: arm again even if the deadline did not move.
+                    armed = None;
+                    Turn::Events(self.session.handle_timeout(now()))
+                }
+                _ = audio_tick.tick(), if clock => {
                     if audio {
                         self.send(Codec::Opus).await?;
                     }

@@ -65,6 +65,11 @@ fn assert_complete_step(step: &Value) {
     assert!(number(step, "forwarded_packets") > 0.0, "{step:#}");
     assert!(number(step, "delivery.received") > 0.0, "{step:#}");
     assert!(number(step, "sfu_cpu_seconds") > 0.0, "{step:#}");
+    // The simulated participants' own process worked in the window too.
+    assert!(
+        number(step, "generator_cpu_percent_of_one_core") > 0.0,
+        "{step:#}"
+    );
     assert!(number(step, "ratio_to_udp_relay") > 0.0, "{step:#}");
     assert!(
         number(step, "delivery.received") <= number(step, "delivery.expected"),

@@ -268,6 +268,10 @@ pub struct StepReport {
     pub sfu_cpu_seconds: Option<f64>,
     /// ... as a share of one core, percent.
     pub sfu_cpu_percent_of_one_core: Option<f64>,
+    /// The load generator's own process (every simulated participant) in
+    /// the window, percent of one core: on one machine, the server's
+    /// share of the cores is what this leaves.
+    pub generator_cpu_percent_of_one_core: Option<f64>,
     /// Forwarded packets per server CPU-second.
     pub forwarded_packets_per_cpu_second: Option<f64>,
     /// Peak resident memory of the server process so far.
@@ -1031,10 +1035,12 @@ async fn measure_sfu(
     let failures_before = failures(world).await;
     let all0 = target.sample().await?;
     let t0 = Instant::now();
+    let generator0 = hush_sfu::metrics::process_cpu_seconds();
     let label = format!("sfu  {subscribers:>4} subs/room");
     let (_, mut counts) = window(&world.tallies(), spec.seconds, &label, spec.progress).await;
     // The server's counters over the window and its drain: rates use that span.
     let all1 = target.sample().await?;
+    let generator1 = hush_sfu::metrics::process_cpu_seconds();
     let secs = t0.elapsed().as_secs_f64();
     let nodes = node_steps(target, &all0, &all1, secs);
     let (m0, m1) = (all0.total, all1.total);
@@ -1077,6 +1083,9 @@ async fn measure_sfu(
         decryption_failures: failures(world).await.saturating_sub(failures_before),
         sfu_cpu_seconds: cpu,
         sfu_cpu_percent_of_one_core: cpu.map(|c| 100.0 * c / secs),
+        generator_cpu_percent_of_one_core: generator0
+            .zip(generator1)
+            .map(|(a, b)| 100.0 * (b - a) / secs),
         forwarded_packets_per_cpu_second: cpu.filter(|c| *c > 0.0).map(|c| forwarded as f64 / c),
         sfu_peak_memory_bytes: m1.peak_rss_bytes,
         sfu_memory_per_subscriber_bytes: memory_per_subscriber,
@@ -1437,6 +1446,12 @@ pub fn table(r: &LoadReport) -> String {
     }
     for s in &r.steps {
         let j = &s.join_to_first_frame_ms;
+        let _ = writeln!(
+            out,
+            "{:>9} subs/room: load generator (this process, every simulated participant) {} % of a core in the window",
+            s.subscribers_per_room,
+            opt(s.generator_cpu_percent_of_one_core, 1),
+        );
         let _ = writeln!(
             out,
             "{:>9} subs/room: join to first frame p50 {} ms, p99 {} ms, max {} ms ({} joined, {} missing); lost to key changes during ramp-up {} (sealed before the sender saw the join: {})",
