@@ -625,7 +625,10 @@ impl Connection {
 
         if let Flow::Relay { url, join } = flow {
             self.shared.metrics.relayed_connection();
-            relay(&mut socket, &url, join, &self.shared).await;
+            // Boxed: the relay's state (a second WebSocket, ~9.5 KiB)
+            // would otherwise be part of every connection's task, relayed
+            // or not, for its whole life.
+            Box::pin(relay(&mut socket, &url, join, &self.shared)).await;
             return;
         }
         // Leave the room before the goodbye, so nobody relays to us meanwhile.
