@@ -2319,6 +2319,34 @@ mod tests {
         assert_eq!(hub.next_timeout(), None);
     }
 
+    /// A member whose keys carry two deadlines is filed again after the
+    /// first passes, and visited at each.
+    #[test]
+    fn a_member_with_two_deadlines_is_visited_at_each() {
+        let (a, mut b, _c, _) = three_after_joins(3);
+        let (_, current) = split_kid(a.active_kid()).expect("a's KID");
+        let next = Generation {
+            rekey: current.rekey,
+            ratchet: current.ratchet + 1,
+        };
+        let grace = Config::default().grace_ms;
+        let later = T0.plus(500);
+        drop(
+            b.derive_receive_key(a.me(), a.active_kid(), T0)
+                .expect("derived"),
+        );
+        drop(
+            b.derive_receive_key(a.me(), kid_of(a.me(), next), later)
+                .expect("derived"),
+        );
+        assert_eq!(b.next_timeout(), Some(T0.plus(grace)));
+        assert_eq!(b.handle_timeout(T0.plus(grace)).len(), 1);
+        assert_eq!(b.next_timeout(), Some(later.plus(grace)));
+        assert_never_late(&b);
+        assert_eq!(b.handle_timeout(later.plus(grace)).len(), 1);
+        assert_eq!(b.next_timeout(), None);
+    }
+
     #[test]
     fn join_tells_accepted_and_refused_packages_by_index() {
         let room = RoomId("by-index".into());

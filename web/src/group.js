@@ -459,12 +459,109 @@ function pruneChain(member) {
   }
 }
 
-/** @param {Member} member */
-function hasExpiringKey(member) {
+/**
+ * The earliest deadline of a key we hold of this member, or null.
+ * @param {Member} member
+ * @returns {number | null}
+ */
+function earliestExpiry(member) {
+  /** @type {number | null} */
+  let earliest = null;
   for (const k of member.keys.values()) {
-    if (k.expires !== null) return true;
+    if (k.expires !== null && (earliest === null || k.expires < earliest)) earliest = k.expires;
   }
-  return false;
+  return earliest;
+}
+
+/** @typedef {{ at: number, id: string }} Deadline */
+
+/**
+ * The deadline index (Rust `Group::timed`, a set ordered by deadline then
+ * member): a binary min-heap of `(at, member)` entries, each at most once.
+ */
+class DeadlineIndex {
+  /** @type {Deadline[]} */
+  #heap = [];
+  /** @type {Set<string>} the entries present, as `at:id` */
+  #present = new Set();
+
+  /**
+   * @param {Deadline} a
+   * @param {Deadline} b
+   */
+  static #before(a, b) {
+    return a.at < b.at || (a.at === b.at && a.id < b.id);
+  }
+
+  /**
+   * @param {number} i
+   * @param {number} j
+   */
+  #swap(i, j) {
+    const h = this.#heap;
+    const t = /** @type {Deadline} */ (h[i]);
+    h[i] = /** @type {Deadline} */ (h[j]);
+    h[j] = t;
+  }
+
+  /**
+   * Files `id` under `at` (nothing if that entry exists).
+   * @param {number} at
+   * @param {string} id
+   */
+  add(at, id) {
+    const name = `${at}:${id}`;
+    if (this.#present.has(name)) return;
+    this.#present.add(name);
+    const h = this.#heap;
+    h.push({ at, id });
+    let i = h.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!DeadlineIndex.#before(/** @type {Deadline} */ (h[i]), /** @type {Deadline} */ (h[parent]))) break;
+      this.#swap(i, parent);
+      i = parent;
+    }
+  }
+
+  /** The first entry, if any. @returns {Deadline | undefined} */
+  first() {
+    return this.#heap[0];
+  }
+
+  /** Takes the first entry out. @returns {Deadline | undefined} */
+  popFirst() {
+    const h = this.#heap;
+    const top = h[0];
+    const last = h.pop();
+    if (top === undefined || last === undefined) return undefined;
+    this.#present.delete(`${top.at}:${top.id}`);
+    if (h.length > 0) {
+      h[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < h.length && DeadlineIndex.#before(/** @type {Deadline} */ (h[l]), /** @type {Deadline} */ (h[m]))) m = l;
+        if (r < h.length && DeadlineIndex.#before(/** @type {Deadline} */ (h[r]), /** @type {Deadline} */ (h[m]))) m = r;
+        if (m === i) break;
+        this.#swap(i, m);
+        i = m;
+      }
+    }
+    return top;
+  }
+
+  /** Every entry, in order. @returns {Deadline[]} */
+  entries() {
+    return [...this.#heap].sort((a, b) => (DeadlineIndex.#before(a, b) ? -1 : DeadlineIndex.#before(b, a) ? 1 : 0));
+  }
+
+  clear() {
+    this.#heap.length = 0;
+    this.#present.clear();
+  }
 }
 
 /**
@@ -664,8 +761,8 @@ export class CandidateKey {
 /**
  * One member's view of a room's keys (Rust `Group`). See the module docs
  * and docs/PROTOCOL.md §5.3. Timers ({@link Group#nextTimeout},
- * {@link Group#handleTimeout}) cost in proportion to the members holding a
- * key in its grace period, not to the room.
+ * {@link Group#handleTimeout}) cost in proportion to the deadlines that
+ * pass, not to the room or to the members holding a key in its grace period.
  */
 export class Group {
   /** @type {Config} */
@@ -679,11 +776,12 @@ export class Group {
   /** @type {Map<string, Member>} */
   #members = new Map();
   /**
-   * Members that may hold a key with a deadline: a superset of those with a
-   * key whose `expires` is set. Timers visit only these.
-   * @type {Set<string>}
+   * The deadline index: every current member holding a key with a deadline
+   * has an entry no later than that deadline ({@link Group#install} files
+   * it). An entry may outlive what it stood for (a key replaced, a member
+   * gone): its visit finds nothing due. Timers visit only due entries.
    */
-  #timed = new Set();
+  #timed = new DeadlineIndex();
   /**
    * Keys of departed members, kept until their grace period ends.
    * @type {Map<string, { id: Uint8Array, slot: number, keys: Map<number, ReceiveKey> }>}
@@ -706,8 +804,6 @@ export class Group {
   #lastDeparture = null;
   /** Joins since the last departure: how far every sender has ratcheted that departure's fresh key. */
   #joinsSinceLeave = 0;
-  /** @type {number | null | undefined} {@link Group#nextTimeout} once computed (undefined: not yet) */
-  #nextDeadline = undefined;
   /** @type {Promise<unknown>} the queue that runs state changes one at a time */
   #tail = Promise.resolve();
   #closed = false;
@@ -884,8 +980,8 @@ export class Group {
       const whoKey = idKey(who);
       const member = this.#members.get(whoKey);
       if (member === undefined) throw unknownMember(who);
+      // Its entries in `#timed` find no member when due.
       this.#members.delete(whoKey);
-      this.#timed.delete(whoKey);
       zeroizeOwed(this.#owed.get(whoKey));
       this.#owed.delete(whoKey);
       const expiry = now + this.#config.graceMs;
@@ -1118,7 +1214,7 @@ export class Group {
   /**
    * Acts on every deadline up to `now`: erases keys whose grace ended,
    * activates a fresh key whose acknowledgements did not all arrive.
-   * Visits only members holding a key with a deadline.
+   * Visits only members with an entry that is due.
    * @param {number} now
    * @returns {Promise<Output[]>}
    */
@@ -1127,16 +1223,15 @@ export class Group {
     return this.#exclusive(() => {
       /** @type {Output[]} */
       const outputs = [];
-      for (const id of [...this.#timed].sort()) {
-        const member = this.#members.get(id);
-        if (member === undefined) {
-          this.#timed.delete(id);
-          continue;
-        }
+      for (let due = this.#timed.first(); due !== undefined && due.at <= now; due = this.#timed.first()) {
+        this.#timed.popFirst();
+        const member = this.#members.get(due.id);
+        if (member === undefined) continue; // it left; its keys went to `departed`
         instrumentation.timerVisits += 1;
         outputs.push(...removeExpired(member.id, member.slot, member.keys, now));
         pruneChain(member);
-        if (!hasExpiringKey(member)) this.#timed.delete(id);
+        const next = earliestExpiry(member);
+        if (next !== null) this.#timed.add(next, due.id);
       }
       for (const id of [...this.#departed.keys()].sort()) {
         const d = /** @type {{ id: Uint8Array, slot: number, keys: Map<number, ReceiveKey> }} */ (this.#departed.get(id));
@@ -1151,12 +1246,22 @@ export class Group {
   }
 
   /**
-   * The earliest time {@link Group#handleTimeout} has work to do, or null.
+   * The earliest time {@link Group#handleTimeout} may have work to do, or
+   * null: never later than a deadline, and after `handleTimeout(now)`,
+   * later than `now`. Looks at the first entry of the index, the keys of
+   * members who left within the grace period, and the pending key.
    * @returns {number | null}
    */
   nextTimeout() {
-    if (this.#nextDeadline === undefined) this.#nextDeadline = this.#computeNextTimeout();
-    return this.#nextDeadline;
+    let next = this.#pending?.deadline ?? null;
+    const first = this.#timed.first();
+    if (first !== undefined && (next === null || first.at < next)) next = first.at;
+    for (const d of this.#departed.values()) {
+      for (const k of d.keys.values()) {
+        if (k.expires !== null && (next === null || k.expires < next)) next = k.expires;
+      }
+    }
+    return next;
   }
 
   /** Our participant id (a copy). */
@@ -1248,7 +1353,7 @@ export class Group {
           chain: sortedGenerations(m.chain).map(genObject),
         };
       }),
-      timed: [...this.#timed].sort(),
+      timed: this.#timed.entries().map((e) => ({ at: e.at, participantId: e.id })),
       departed: [...this.#departed.keys()].sort().map((id) => ({
         participantId: id,
         keys: keyList(/** @type {{ keys: Map<number, ReceiveKey> }} */ (this.#departed.get(id)).keys),
@@ -1316,12 +1421,7 @@ export class Group {
   #exclusive(fn) {
     const run = this.#tail.then(async () => {
       if (this.#closed) throw new ProtocolError('invalid_argument', 'the group is closed');
-      this.#nextDeadline = undefined;
-      try {
-        return await fn();
-      } finally {
-        this.#nextDeadline = undefined;
-      }
+      return await fn();
     });
     this.#tail = run.catch(() => undefined);
     return run;
@@ -1456,7 +1556,7 @@ export class Group {
    * member lives without a deadline: every older one (this one too, if a
    * newer exists) is erased at `graceEnd`, or at `inherited` (the deadline
    * of the key it was derived from) or an earlier deadline already set. A
-   * member given a deadline joins `timed`.
+   * member given a deadline is filed in `#timed` under its earliest.
    * @param {string} memberKey
    * @param {Member} member
    * @param {number} generation
@@ -1466,10 +1566,8 @@ export class Group {
    */
   #install(memberKey, member, generation, base, graceEnd, inherited) {
     let newerExists = false;
-    let olderExists = false;
     for (const g of member.keys.keys()) {
       if (g >= generation) newerExists = true;
-      else olderExists = true;
     }
     const deadline = inherited === null ? graceEnd : Math.min(inherited, graceEnd);
     const expires = newerExists || inherited !== null ? deadline : null;
@@ -1479,7 +1577,8 @@ export class Group {
     for (const [g, key] of member.keys) {
       if (g < generation && key.expires === null) key.expires = graceEnd;
     }
-    if (expires !== null || olderExists) this.#timed.add(memberKey);
+    const earliest = earliestExpiry(member);
+    if (earliest !== null) this.#timed.add(earliest, memberKey);
   }
 
   /**
@@ -1548,25 +1647,6 @@ export class Group {
     for (const m of this.#members.values()) {
       if (m.current === null) m.countingMissed = false;
     }
-  }
-
-  /** The earliest key expiry or pending-key deadline; only `timed` members can have a key expiry. */
-  #computeNextTimeout() {
-    let next = this.#pending?.deadline ?? null;
-    /** @param {Map<number, ReceiveKey>} keys */
-    const scan = (keys) => {
-      for (const k of keys.values()) {
-        if (k.expires !== null && (next === null || k.expires < next)) next = k.expires;
-      }
-    };
-    for (const id of this.#timed) {
-      const m = this.#members.get(id);
-      if (m === undefined) continue;
-      instrumentation.timerVisits += 1;
-      scan(m.keys);
-    }
-    for (const d of this.#departed.values()) scan(d.keys);
-    return next;
   }
 }
 

@@ -749,6 +749,31 @@ function fullScanNextTimeout(s) {
 }
 
 /**
+ * A key's deadline can never pass unnoticed (the Rust `assert_never_late`):
+ * `next` (the group's `nextTimeout()`) is no later than the earliest
+ * deadline a full scan finds, and every member holding a key with a
+ * deadline is filed in the index no later than its earliest.
+ * @param {ReturnType<Group['snapshot']>} s
+ * @param {number | null} next
+ * @param {string} what
+ */
+function assertNeverLate(s, next, what) {
+  const due = fullScanNextTimeout(s);
+  if (due !== null) assert.ok(next !== null && next <= due, `${what}: ${next} later than ${due}`);
+  for (const m of s.members) {
+    /** @type {number | null} */
+    let earliest = null;
+    for (const k of m.keys) if (k.expires !== null && (earliest === null || k.expires < earliest)) earliest = k.expires;
+    if (earliest === null) continue;
+    const by = earliest;
+    assert.ok(
+      s.timed.some((t) => t.participantId === m.participantId && t.at <= by),
+      `${what}: ${m.participantId} is not filed by ${by}`,
+    );
+  }
+}
+
+/**
  * Members holding a key with a deadline.
  * @param {ReturnType<Group['snapshot']>} s
  */
@@ -1065,15 +1090,15 @@ describe('group.rs', () => {
     assert.equal(hub.group.nextTimeout(), null, 'no deadline started');
   });
 
-  test('the kept nextTimeout is always the scanned one', async () => {
+  test('nextTimeout is never later than a deadline', async () => {
     const { a, b, c, room } = await threeAfterJoins(3);
     /** @type {(number | null)[]} */
     const seen = [];
     const check = () => {
-      const kept = b.group.nextTimeout();
-      assert.equal(kept, fullScanNextTimeout(b.group.snapshot()));
-      assert.equal(b.group.nextTimeout(), kept, 'asked twice');
-      seen.push(kept);
+      const s = b.group.snapshot();
+      assertNeverLate(s, b.group.nextTimeout(), `check ${seen.length}`);
+      assert.equal(b.group.nextTimeout(), b.group.nextTimeout(), 'asked twice');
+      seen.push(fullScanNextTimeout(s));
     };
     check();
     // A frame of a's newest generation authenticates: its older key gets a deadline.
@@ -1087,14 +1112,17 @@ describe('group.rs', () => {
     const { kp } = await newMember(room);
     await b.apply(await b.group.memberJoined(kp, later));
     check();
-    // Long after: everything due is done.
+    // Long after: everything due is done, and nothing is left to wake for.
     await b.apply(await b.group.handleTimeout(T0 + 60_000));
     check();
     assert.equal(seen[0], null);
     assert.ok(seen.some((s) => s !== null), inspect(seen));
+    assert.equal(seen[seen.length - 1], null);
+    assert.equal(b.group.nextTimeout(), null);
+    assert.deepEqual(b.group.snapshot().timed, []);
   });
 
-  test('the indexed nextTimeout equals a full scan through churn', async () => {
+  test('the indexed nextTimeout is never late through churn', async () => {
     const churn = new Churn(0x9e37_79b9_7f4a_7c15n);
     for (let i = 0; i < 3; i += 1) await churn.join();
     let deadlines = 0;
@@ -1114,14 +1142,10 @@ describe('group.rs', () => {
           chains += m.chain.length;
         }
         const expected = fullScanNextTimeout(s);
-        assert.equal(c.group.nextTimeout(), expected, `step ${step}`);
-        assert.equal(c.group.nextTimeout(), expected, 'asked twice');
-        const timed = new Set(s.timed);
-        for (const id of membersWithExpiringKeys(s)) assert.ok(timed.has(id), `step ${step}: ${id} untimed`);
-        const ids = new Set(s.members.map((m) => m.participantId));
-        for (const id of s.timed) assert.ok(ids.has(id), `step ${step}: timed non-member`);
+        assertNeverLate(s, c.group.nextTimeout(), `step ${step}`);
+        assert.equal(c.group.nextTimeout(), c.group.nextTimeout(), 'asked twice');
         if (expected !== null) deadlines += 1;
-        mostTimed = Math.max(mostTimed, s.timed.length);
+        mostTimed = Math.max(mostTimed, membersWithExpiringKeys(s).length);
       }
     }
     // The sequence reached the states the index is about.
@@ -1154,7 +1178,9 @@ describe('group.rs', () => {
     assert.equal(installs(installed), 1);
     await hub.apply(installed);
     const end = T0 + GRACE;
-    assert.deepEqual(await visits(T0), [2, end]);
+    // Filed under its deadline: nobody is visited before it.
+    assert.deepEqual(await visits(T0), [0, end]);
+    assert.deepEqual(await visits(end - 1), [0, end]);
     // Once that key is gone, nobody is visited again.
     const before = instrumentation.timerVisits;
     const removed = await hub.group.handleTimeout(end);
@@ -1163,6 +1189,64 @@ describe('group.rs', () => {
     assert.equal(instrumentation.timerVisits - before, 1);
     assert.deepEqual(hub.group.snapshot().timed, []);
     assert.deepEqual(await visits(end), [0, null]);
+  });
+
+  // A newcomer to a large room gets a key from every member within a second
+  // or two, and each may give an older key a deadline. Asking for the next
+  // deadline after every event must not scan the members already timed
+  // (quadratic in the room), and the timeouts visit each member once when
+  // its deadline passes.
+  test('a burst of deadlines costs timers one visit per member', async () => {
+    const room = 'burst';
+    const hub = await hubWith(room, 200);
+    const senders = hub.group.snapshot().members.filter((m) => m.current !== null);
+    assert.ok(senders.length >= 199, `${senders.length}`);
+    const before = instrumentation.timerVisits;
+    let last = T0;
+    for (const [i, m] of senders.entries()) {
+      const now = T0 + i;
+      const current = /** @type {{ rekey: number, ratchet: number }} */ (m.current);
+      const id = unhex(m.participantId);
+      const installed = await hub.group.deriveReceiveKey(id, kidOf(id, current.rekey, current.ratchet + 1), now);
+      assert.equal(installs(installed), 1, `derived for ${m.participantId}`);
+      await hub.apply(installed);
+      await hub.apply(await hub.group.handleTimeout(now));
+      assert.equal(hub.group.nextTimeout(), T0 + GRACE);
+      last = now;
+    }
+    assert.equal(instrumentation.timerVisits - before, 0, 'visited before any deadline');
+    assert.equal(membersWithExpiringKeys(hub.group.snapshot()).length, senders.length);
+    let removed = 0;
+    for (let now = T0 + GRACE; now <= last + GRACE; now += 1) {
+      const out = await hub.group.handleTimeout(now);
+      removed += out.length;
+      await hub.apply(out);
+    }
+    assert.equal(removed, senders.length);
+    assert.equal(instrumentation.timerVisits - before, senders.length);
+    assert.deepEqual(membersWithExpiringKeys(hub.group.snapshot()), []);
+    assert.deepEqual(hub.group.snapshot().timed, []);
+    assert.equal(hub.group.nextTimeout(), null);
+  });
+
+  test('a member with two deadlines is visited at each', async () => {
+    const { a, b } = await threeAfterJoins(3);
+    const view = b.group.snapshot().members.find((m) => m.participantId === hex(a.id));
+    assert.ok(view !== undefined && view.current !== null);
+    const { rekey, ratchet } = view.current;
+    const later = T0 + 500;
+    await b.apply(await b.group.deriveReceiveKey(a.id, kidOf(a.id, rekey, ratchet), T0));
+    await b.apply(await b.group.deriveReceiveKey(a.id, kidOf(a.id, rekey, ratchet + 1), later));
+    assert.equal(b.group.nextTimeout(), T0 + GRACE);
+    const first = await b.group.handleTimeout(T0 + GRACE);
+    assert.equal(first.length, 1, inspect(first));
+    await b.apply(first);
+    assert.equal(b.group.nextTimeout(), later + GRACE);
+    assertNeverLate(b.group.snapshot(), b.group.nextTimeout(), 'after the first');
+    const second = await b.group.handleTimeout(later + GRACE);
+    assert.equal(second.length, 1, inspect(second));
+    await b.apply(second);
+    assert.equal(b.group.nextTimeout(), null);
   });
 
   test('join tells accepted and refused packages by index', async () => {
@@ -1656,9 +1740,10 @@ class Churn {
     this.now += 100 * this.rng.below(40);
     for (const c of this.clients.values()) {
       await c.apply(await c.group.handleTimeout(this.now));
-      // Right after a timeout, `timed` is exact.
-      const s = c.group.snapshot();
-      assert.deepEqual(s.timed, membersWithExpiringKeys(s));
+      // Right after a timeout, nothing is due.
+      const next = c.group.nextTimeout();
+      assert.ok(next === null || next > this.now, `${next} at ${this.now}`);
+      assertNeverLate(c.group.snapshot(), next, `timeout at ${this.now}`);
     }
   }
 
