@@ -228,8 +228,8 @@ struct PendingKey {
 /// send and key events. See the crate docs for the protocol.
 ///
 /// Timers ([`Group::next_timeout`], [`Group::handle_timeout`]) cost in
-/// proportion to the members holding a key in its grace period, not to the
-/// room: in a large room almost nobody does.
+/// proportion to the deadlines that pass, not to the room or to the
+/// members holding a key in its grace period.
 pub struct Group {
     config: Config,
     room: RoomId,

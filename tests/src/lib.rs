@@ -46,6 +46,14 @@ pub fn spec(server: &LocalServer, room: &str, name: &str, hz: f64) -> Participan
     }
 }
 
+/// Starts a call of `join` with a fresh identity, default options and
+/// the test's own `media`.
+pub async fn call_with<M: Media>(join: &JoinSpec, media: M) -> Call<M> {
+    Call::start(join, Identity::generate(), CallOptions::default(), media)
+        .await
+        .expect("call starts")
+}
+
 /// Starts a participant with a fresh identity.
 pub async fn join(spec: ParticipantSpec) -> Participant {
     Participant::start(spec, Identity::generate())

@@ -9,12 +9,11 @@ use std::time::Duration;
 use hush::local::LocalServer;
 use hush_client::Error;
 use hush_client::audio::{AudioSource, OpusEncoder, audio_level};
-use hush_client::call::{Call, CallOptions, Media};
+use hush_client::call::Media;
 use hush_client::frame::Codec;
 use hush_client::session::{FrameInfo, Session};
-use hush_e2ee::Identity;
 use hush_proto::ParticipantId as SigId;
-use hush_tests::{heard, join, spec, until_decrypted};
+use hush_tests::{call_with, heard, join, spec, until_decrypted};
 
 /// Every 10th frame is not an Opus packet at all; every 25th (not a
 /// multiple of 10) is a valid Opus packet of 40 ms, twice hush's frame.
@@ -80,14 +79,7 @@ async fn frames_that_do_not_decode_are_concealed_and_the_call_goes_on() {
         audio: AudioSource::sine(440.0),
         n: 0,
     };
-    let ann = Call::start(
-        &broken.join,
-        Identity::generate(),
-        CallOptions::default(),
-        media,
-    )
-    .await
-    .expect("ann");
+    let ann = call_with(&broken.join, media).await;
     let bob = join(spec(&server, "broken", "bob", 660.0)).await;
     until_decrypted(&bob, 20).await;
     tokio::time::sleep(Duration::from_secs(3)).await;

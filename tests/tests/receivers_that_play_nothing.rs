@@ -9,12 +9,11 @@ use std::time::{Duration, Instant};
 
 use hush::local::LocalServer;
 use hush_client::Error;
-use hush_client::call::{Call, CallOptions, Media};
+use hush_client::call::Media;
 use hush_client::frame::Codec;
 use hush_client::session::{FrameInfo, Session};
-use hush_e2ee::Identity;
 use hush_proto::ParticipantId as SigId;
-use hush_tests::{join, spec};
+use hush_tests::{call_with, join, spec};
 
 /// Receives only, counting frames and ticks.
 struct Listener {
@@ -65,14 +64,7 @@ async fn a_receiver_that_plays_nothing_is_not_ticked_and_hears_everything() {
             ticks: Arc::clone(&ticks),
         };
         async move {
-            let call = Call::start(
-                &spec.join,
-                Identity::generate(),
-                CallOptions::default(),
-                media,
-            )
-            .await
-            .expect("listener joins");
+            let call = call_with(&spec.join, media).await;
             (call, frames, ticks)
         }
     };

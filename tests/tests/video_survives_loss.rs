@@ -32,15 +32,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hush_client::audio::{AudioSource, OpusEncoder, audio_level};
-use hush_client::call::{Call, CallOptions, Media};
+use hush_client::call::{Call, Media};
 use hush_client::frame::Codec;
 use hush_client::session::{FrameInfo, Session};
 use hush_client::video::Clip;
-use hush_e2ee::Identity;
 use hush_proto::ParticipantId as SigId;
 use hush_tests::impair::{Impairment, Relay, RelayStats};
 use hush_tests::lossy::server_behind_relay;
-use hush_tests::spec;
+use hush_tests::{call_with, spec};
 
 /// Share of the frames sent during 6 s at 5 % loss each way that must
 /// decrypt: with the client asking at most twice per lost packet, 4 runs
@@ -150,14 +149,7 @@ async fn start(
         index: Arc::clone(index),
         log: Arc::clone(&log),
     };
-    let call = Call::start(
-        &spec.join,
-        Identity::generate(),
-        CallOptions::default(),
-        media,
-    )
-    .await
-    .expect("member starts");
+    let call = call_with(&spec.join, media).await;
     Member { call, log }
 }
 
