@@ -101,6 +101,34 @@ struct PerKind {
     bytes_out: AtomicU64,
 }
 
+/// Packets forwarded in one fan-out, counted locally and added to
+/// [`Metrics`] once ([`Metrics::add_tally`]): a fan-out to hundreds of
+/// subscribers then touches the shared counters a handful of times.
+#[derive(Debug)]
+pub(crate) struct Tally {
+    kind: MediaKind,
+    packets: u64,
+    bytes: u64,
+    hist: [u64; BUCKETS.len()],
+    sum_ns: u64,
+}
+
+impl Tally {
+    /// One packet of `bytes` handed to a subscriber's connection `took`
+    /// after it arrived.
+    pub(crate) fn packet(&mut self, bytes: usize, took: Duration) {
+        self.packets += 1;
+        self.bytes += bytes as u64;
+        let secs = took.as_secs_f64();
+        // Past the last bound: counted in `+Inf` only, as before.
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.hist[i] += 1;
+        }
+        self.sum_ns =
+            (self.sum_ns).saturating_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+    }
+}
+
 /// All of the SFU's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -136,17 +164,32 @@ impl Metrics {
         k.bytes_in.fetch_add(bytes as u64, Relaxed);
     }
 
-    pub(crate) fn packet_out(&self, kind: MediaKind, bytes: usize, took: Duration) {
-        let k = self.kind(kind);
-        k.packets_out.fetch_add(1, Relaxed);
-        k.bytes_out.fetch_add(bytes as u64, Relaxed);
-        let secs = took.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.hist[i].fetch_add(1, Relaxed);
+    /// An empty [`Tally`] of forwarded `kind` packets.
+    pub(crate) fn tally(&self, kind: MediaKind) -> Tally {
+        Tally {
+            kind,
+            packets: 0,
+            bytes: 0,
+            hist: [0; BUCKETS.len()],
+            sum_ns: 0,
         }
-        self.hist_count.fetch_add(1, Relaxed);
-        self.hist_sum_ns
-            .fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// Adds what `tally` counted to the shared counters.
+    pub(crate) fn add_tally(&self, tally: &Tally) {
+        if tally.packets == 0 {
+            return;
+        }
+        let k = self.kind(tally.kind);
+        k.packets_out.fetch_add(tally.packets, Relaxed);
+        k.bytes_out.fetch_add(tally.bytes, Relaxed);
+        for (shared, n) in self.hist.iter().zip(tally.hist) {
+            if n > 0 {
+                shared.fetch_add(n, Relaxed);
+            }
+        }
+        self.hist_count.fetch_add(tally.packets, Relaxed);
+        self.hist_sum_ns.fetch_add(tally.sum_ns, Relaxed);
     }
 
     pub(crate) fn dropped(&self, reason: DropReason) {
@@ -470,7 +513,9 @@ mod tests {
     fn render_lists_every_family_and_rooms_by_label() {
         let m = Metrics::default();
         m.packet_in(MediaKind::Video, 100);
-        m.packet_out(MediaKind::Video, 100, Duration::from_micros(300));
+        let mut tally = m.tally(MediaKind::Video);
+        tally.packet(100, Duration::from_micros(300));
+        m.add_tally(&tally);
         m.dropped(DropReason::NotNegotiated);
         m.tcp_refused(TcpRefusal::FirstContact);
         m.tcp_connections_add(1);

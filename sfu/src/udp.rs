@@ -25,12 +25,13 @@ use std::time::{Duration, Instant};
 
 use hush_proto::MediaKind;
 use hush_proto::capture::CaptureRecord;
+use rustc_hash::FxHashMap;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, Mid, Pt};
 use str0m::net::{Protocol, Receive, TcpType, Transmit};
-use str0m::rtp::{Extension, ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::rtp::{Extension, ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -282,17 +283,43 @@ struct Subscription {
     track_id: String,
     mid: Option<Mid>,
     state: SubState,
-    /// The payload type negotiated with this subscriber for the codec.
+}
+
+/// A subscription that has an m-line, by that m-line: what the forwarding
+/// path reads and writes per packet, one hashed lookup away.
+struct Leg {
+    /// The track it carries (the subscription in [`Peer::subs`]).
+    key: TrackKey,
+    /// The payload type negotiated with this subscriber for the codec
+    /// (`None` until its answer came).
     pt: Option<Pt>,
     /// The RFC 2198 RED payload type negotiated with this subscriber
     /// (audio only); `None`: it gets the primary block of RED packets.
     red_pt: Option<Pt>,
     /// Publisher sequence number that maps to this leg's first (1).
     seq_base: Option<u64>,
+    /// The SSRC of its send stream, once found: str0m finds a stream by
+    /// SSRC with a hashed lookup, by mid with a scan. The SFU never
+    /// changes a leg's SSRC (a new m-line is a new leg).
+    ssrc: Option<Ssrc>,
     /// Packets sent on this leg: with a tamper hook, an audio leg numbers
     /// its packets by this counter (`Tampering` in sfu.rs).
     #[cfg(feature = "test-hooks")]
     written: u64,
+}
+
+impl Leg {
+    fn new(key: TrackKey) -> Self {
+        Self {
+            key,
+            pt: None,
+            red_pt: None,
+            seq_base: None,
+            ssrc: None,
+            #[cfg(feature = "test-hooks")]
+            written: 0,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -320,7 +347,8 @@ struct Peer {
     tcp: Option<ConnId>,
     published: HashMap<Mid, Published>,
     subs: BTreeMap<TrackKey, Subscription>,
-    sub_by_mid: HashMap<Mid, TrackKey>,
+    /// The subscriptions that have an m-line, by it.
+    legs: FxHashMap<Mid, Leg>,
     neg: Negotiation,
     /// The deadline a heap entry exists for.
     scheduled: Option<Instant>,
@@ -359,7 +387,7 @@ struct Worker {
     router: Router,
     /// Boxed: a `Peer` (its `Rtc` inline) is ~10 KiB, and the table keeps
     /// spare slots and, while it grows, two copies of itself.
-    peers: HashMap<u64, Box<Peer>>,
+    peers: FxHashMap<u64, Box<Peer>>,
     by_who: HashMap<Who, u64>,
     by_addr: HashMap<SocketAddr, u64>,
     by_ufrag: HashMap<String, u64>,
@@ -403,7 +431,7 @@ impl Worker {
             tcp: Conns::default(),
             announced: port.announced,
             rtc_config,
-            peers: HashMap::new(),
+            peers: FxHashMap::default(),
             by_who: HashMap::new(),
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
@@ -651,12 +679,21 @@ impl Worker {
     /// Drains one peer's output: datagrams to send, events to handle, and
     /// its next deadline.
     fn drain(&mut self, serial: u64) {
+        self.drain_at(serial, Instant::now(), false);
+    }
+
+    /// [`Worker::drain`] at `now`, first feeding str0m a timeout if `kick`
+    /// (something was just written to the peer).
+    fn drain_at(&mut self, serial: u64, now: Instant, kick: bool) {
         let Some(peer) = self.peers.get_mut(&serial) else {
             return;
         };
+        if kick && let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+            tracing::debug!(error = %e, "timeout refused");
+        }
         let (out, pending, tcp, metrics) =
             (&mut self.out, &mut self.pending, &self.tcp, &self.metrics);
-        let drained = pump::drain(&mut peer.rtc, Instant::now(), |output| match output {
+        let drained = pump::drain(&mut peer.rtc, now, |output| match output {
             Output::Transmit(t) => route(t, out, tcp, metrics),
             Output::Event(e) => pending.push((serial, e)),
             Output::Timeout(_) => {}
@@ -760,8 +797,8 @@ impl Worker {
                 let Some(key) = self
                     .peers
                     .get(&serial)
-                    .and_then(|p| p.sub_by_mid.get(&req.mid))
-                    .cloned()
+                    .and_then(|p| p.legs.get(&req.mid))
+                    .map(|leg| leg.key.clone())
                 else {
                     return;
                 };
@@ -856,6 +893,7 @@ impl Worker {
         };
         let in_seq = *packet.seq_no;
         let mut written = 0usize;
+        let mut tally = self.metrics.tally(kind);
         // The primary block of a RED packet, for subscribers without RED:
         // cut out at most once per packet, on the first that needs it
         // (`None` inside: it does not parse).
@@ -870,17 +908,14 @@ impl Worker {
                 self.metrics.dropped(DropReason::NotNegotiated);
                 continue;
             }
-            let Some(key) = sub_peer.sub_by_mid.get(&sub_mid) else {
+            let Some(leg) = sub_peer.legs.get_mut(&sub_mid) else {
                 continue;
             };
-            let Some(sub) = sub_peer.subs.get_mut(key) else {
-                continue;
-            };
-            let Some(main_pt) = sub.pt else {
+            let Some(main_pt) = leg.pt else {
                 self.metrics.dropped(DropReason::NotNegotiated);
                 continue;
             };
-            let (pt, payload) = match (red, sub.red_pt) {
+            let (pt, payload) = match (red, leg.red_pt) {
                 (None, _) => (main_pt, &packet.payload),
                 // The subscriber checks the RED header itself.
                 (Some(_), Some(red_pt)) => (red_pt, &packet.payload),
@@ -899,19 +934,24 @@ impl Worker {
             // Each leg numbers its packets from 1 (str0m cannot start a
             // stream past the first roll-over), keeping gaps so the
             // subscriber's NACKs name the right packets.
-            let base = sub.seq_base.unwrap_or(in_seq);
+            let base = leg.seq_base.unwrap_or(in_seq);
             let Some(out_seq) = in_seq.checked_sub(base).map(|d| d + 1) else {
                 continue; // reordered from before this leg began
             };
             #[cfg(feature = "test-hooks")]
-            let out_seq = if renumber { sub.written + 1 } else { out_seq };
+            let out_seq = if renumber { leg.written + 1 } else { out_seq };
             let mut api = sub_peer.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(sub_mid, None) else {
+            let tx = match leg.ssrc {
+                Some(ssrc) => api.stream_tx(&ssrc),
+                None => api.stream_tx_by_mid(sub_mid, None),
+            };
+            let Some(tx) = tx else {
                 self.metrics.dropped(DropReason::NotNegotiated);
                 continue;
             };
-            if sub.seq_base.is_none() {
-                sub.seq_base = Some(in_seq);
+            leg.ssrc = Some(tx.ssrc());
+            if leg.seq_base.is_none() {
+                leg.seq_base = Some(in_seq);
                 if kind == MediaKind::Audio {
                     // Audio is never resent (no NACK for Opus): no resend
                     // cache and no resend-ratio history, which str0m keeps
@@ -937,15 +977,15 @@ impl Worker {
             .nackable(kind == MediaKind::Video);
             tx.write_rtp(write);
             written += 1;
-            self.metrics.packet_out(kind, payload.len(), now.elapsed());
+            tally.packet(payload.len(), now.elapsed());
             #[cfg(feature = "test-hooks")]
             if renumber {
-                sub.written += 1;
+                leg.written += 1;
                 for payload in &injected {
-                    sub.written += 1;
+                    leg.written += 1;
                     let write = RtpWrite::new(
                         pt,
-                        SeqNo::from(sub.written),
+                        SeqNo::from(leg.written),
                         packet.header.timestamp,
                         packet.timestamp,
                         Arc::clone(payload),
@@ -953,11 +993,15 @@ impl Worker {
                     .marker(packet.header.marker)
                     .ext_vals(ext_vals.clone());
                     tx.write_rtp(write);
-                    self.metrics.packet_out(kind, payload.len(), now.elapsed());
+                    tally.packet(payload.len(), now.elapsed());
                 }
             }
-            self.drain(sub_serial);
+            // What was written waits in str0m for its next timeout, which
+            // it would report as due at once: feed that timeout here rather
+            // than poll for it first.
+            self.drain_at(sub_serial, Instant::now(), true);
         }
+        self.metrics.add_tally(&tally);
         // The audit holds what was forwarded: once per packet that went to
         // at least one subscriber.
         if written > 0 {
@@ -1149,7 +1193,7 @@ impl Worker {
                 tcp: None,
                 published: HashMap::new(),
                 subs: BTreeMap::new(),
-                sub_by_mid: HashMap::new(),
+                legs: FxHashMap::default(),
                 neg: Negotiation::default(),
                 scheduled: None,
                 created: now,
@@ -1222,7 +1266,7 @@ impl Worker {
                 if sub.state == SubState::InFlight {
                     sub.state = SubState::Pending;
                     if let Some(mid) = sub.mid.take() {
-                        peer.sub_by_mid.remove(&mid);
+                        peer.legs.remove(&mid);
                     }
                 }
             }
@@ -1241,10 +1285,12 @@ impl Worker {
                 MediaKind::Video => Codec::Vp8,
             };
             let params = peer.rtc.codec_config().find(|p| p.spec().codec == codec);
-            sub.pt = params.map(|p| p.pt());
-            // str0m folds RED onto the primary codec's params (audio only).
-            sub.red_pt = params.and_then(|p| p.red());
             if let Some(mid) = sub.mid {
+                if let Some(leg) = peer.legs.get_mut(&mid) {
+                    leg.pt = params.map(|p| p.pt());
+                    // str0m folds RED onto the primary codec's params (audio only).
+                    leg.red_pt = params.and_then(|p| p.red());
+                }
                 opened.push((key.clone(), mid));
             }
         }
@@ -1307,7 +1353,7 @@ impl Worker {
         let sdp = offer.to_sdp_string();
         let mut events = Vec::new();
         for (key, mid) in added {
-            peer.sub_by_mid.insert(mid, key.clone());
+            peer.legs.insert(mid, Leg::new(key.clone()));
             let Some(sub) = peer.subs.get(&key) else {
                 continue;
             };
@@ -1427,11 +1473,6 @@ impl Worker {
                 track_id,
                 mid: None,
                 state: SubState::Pending,
-                pt: None,
-                red_pt: None,
-                seq_base: None,
-                #[cfg(feature = "test-hooks")]
-                written: 0,
             },
         );
         peer.neg.dirty = true;
@@ -1449,7 +1490,7 @@ impl Worker {
         self.metrics.subscriptions_add(-1);
         let mut event = None;
         if let Some(mid) = sub.mid {
-            peer.sub_by_mid.remove(&mid);
+            peer.legs.remove(&mid);
             peer.neg.to_stop.push(mid);
             peer.neg.dirty = true;
             event = Some(SfuEvent::TrackRemoved {
