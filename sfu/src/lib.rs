@@ -139,6 +139,8 @@ pub mod routing;
 mod sfu;
 mod tcp;
 mod udp;
+#[cfg(test)]
+mod written_tests;
 
 pub use error::Error;
 pub use hush_proto::{IceCandidate, MediaKind, ParticipantId, RoomId};

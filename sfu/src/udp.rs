@@ -5,8 +5,11 @@
 //! and nothing waits: a datagram is demultiplexed to its peer (by source
 //! address, or on first contact by the STUN username's local ufrag), fed
 //! in, and the peer drained; a forwarded RTP packet is written to each
-//! subscriber's outgoing stream and that subscriber drained; every
-//! datagram the iteration produced is sent before the next wake-up. A
+//! subscriber's outgoing stream and sent out at once with
+//! `Rtc::poll_written` (the vendored str0m's patch, vendor/str0m/HUSH.md),
+//! or, where that cannot take it, that subscriber fed a timeout and
+//! drained; every datagram the iteration produced is sent before the next
+//! wake-up. A
 //! worker's ICE-TCP connections (`tcp.rs`) feed the same loop, packet by
 //! packet, and what str0m sends on a TCP pair goes to that connection's
 //! writer; UDP's path is the same with or without them. str0m
@@ -996,10 +999,16 @@ impl Worker {
                     tally.packet(payload.len(), now.elapsed());
                 }
             }
-            // What was written waits in str0m for its next timeout, which
-            // it would report as due at once: feed that timeout here rather
-            // than poll for it first.
-            self.drain_at(sub_serial, Instant::now(), true);
+            // Out at once, without the timeout round a write otherwise
+            // waits for (vendor/str0m/HUSH.md). The peer keeps the deadline
+            // it has: sending moves none earlier. Where that path cannot
+            // take the packet (a leg's first, say), the timeout it waits
+            // for is fed here and the peer drained as usual.
+            let (out, tcp, metrics) = (&mut self.out, &self.tcp, &self.metrics);
+            let at = Instant::now();
+            if !(sub_peer.rtc).poll_written(at, |t| route(t, out, tcp, metrics)) {
+                self.drain_at(sub_serial, at, true);
+            }
         }
         self.metrics.add_tally(&tally);
         // The audit holds what was forwarded: once per packet that went to

@@ -1617,6 +1617,47 @@ impl Rtc {
         Ok(o)
     }
 
+    /// hush patch: sends the RTP packets written since the last timeout
+    /// (RTP mode, [`StreamTx::write_rtp`]) at once, encrypted, to the
+    /// nominated address, through `out`.
+    ///
+    /// Without it, a packet written waits for a timeout: the caller feeds
+    /// [`Input::Timeout`] and polls [`Rtc::poll_output`] until the next
+    /// timeout, which visits ICE, DTLS, SCTP, stats and every stream twice
+    /// for each packet. This takes only the steps the packet needs: the
+    /// send queues are timestamped, the pacer sees them, and the packets go
+    /// out. No deadline of the `Rtc` moves earlier by it (sender reports
+    /// keep their schedule), so a caller may keep the timeout it holds.
+    ///
+    /// Returns `true` if all that was written went out. On `false` (not
+    /// connected yet, closing, time going backwards, bandwidth estimation
+    /// on, a stream before its first timeout, or a packet the pacer held
+    /// back) the caller must drive the `Rtc` as usual: feed a timeout and
+    /// poll until [`Output::Timeout`]. Doing that after `true` is harmless.
+    ///
+    /// [`StreamTx::write_rtp`]: crate::rtp::StreamTx::write_rtp
+    pub fn poll_written(&mut self, now: Instant, mut out: impl FnMut(net::Transmit)) -> bool {
+        if self.state != RtcState::Alive || now < self.last_now {
+            return false;
+        }
+        let Some(send) = &self.send_addr else {
+            return false;
+        };
+        let (proto, source, destination) = (send.proto, send.source, send.destination);
+        let mut bytes = 0;
+        let sent = self.session.poll_written(now, |contents| {
+            bytes += contents.len() as u64;
+            out(net::Transmit {
+                proto,
+                source,
+                destination,
+                contents,
+            });
+        });
+        self.peer_bytes_tx += bytes;
+        sent
+    }
+
     /// Conservatively re-poll the whole tree.
     fn wake_all(&mut self) {
         drop(self.readiness.wake());

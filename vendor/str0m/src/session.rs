@@ -1228,6 +1228,24 @@ impl Session {
         Some(protected.into())
     }
 
+    /// hush patch: the RTP packets queued since the last timeout, encrypted,
+    /// through `out`, with only the steps a timeout takes for them:
+    /// timestamp the send queues and show them to the pacer. Returns
+    /// whether every queue is empty afterwards; `false` without sending
+    /// anything if this path cannot take them (closing, bandwidth
+    /// estimation with its leaky-bucket pacer, or a stream's first timeout
+    /// still to come). See [`crate::Rtc::poll_written`].
+    pub fn poll_written(&mut self, now: Instant, mut out: impl FnMut(DatagramSend)) -> bool {
+        if self.rtp_closing || self.bwe.is_some() || !self.streams.stamp_queued(now) {
+            return false;
+        }
+        self.update_queue_state(now, None);
+        while let Some(datagram) = self.poll_packet(now) {
+            out(datagram);
+        }
+        !self.streams.any_queued()
+    }
+
     fn poll_packet(&mut self, now: Instant) -> Option<DatagramSend> {
         let srtp_tx = self.srtp_tx.as_mut()?;
 

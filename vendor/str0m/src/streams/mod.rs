@@ -667,6 +667,23 @@ impl Streams {
         })
     }
 
+    /// hush patch: timestamps every send queue that needs it; `false` if
+    /// one of those streams never had a timeout (then it is left as it was).
+    pub(crate) fn stamp_queued(&mut self, now: Instant) -> bool {
+        let mut stamped = true;
+        for stream in self.streams_tx.values_mut() {
+            if stream.need_timeout() {
+                stamped &= stream.stamp_queued(now);
+            }
+        }
+        stamped
+    }
+
+    /// hush patch: whether any send stream has packets waiting.
+    pub(crate) fn any_queued(&self) -> bool {
+        self.streams_tx.values().any(|s| s.has_queued())
+    }
+
     pub(crate) fn stream_tx_by_midrid(&mut self, midrid: MidRid) -> Option<&mut StreamTx> {
         if midrid == MidRid(MID_PROBE, None) {
             self.probe_media?;

@@ -1278,6 +1278,22 @@ impl StreamTx {
         self.send_queue.need_timeout()
     }
 
+    /// hush patch: timestamps what was queued since the last timeout, as
+    /// [`StreamTx::handle_timeout`] does; `false` (and nothing done) if the
+    /// stream never had a timeout, whose first one also sets it up.
+    pub(crate) fn stamp_queued(&mut self, now: Instant) -> bool {
+        if self.kind.is_none() {
+            return false;
+        }
+        self.send_queue.handle_timeout(now);
+        true
+    }
+
+    /// hush patch: whether packets wait in the send queue.
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.send_queue.is_empty()
+    }
+
     pub(crate) fn handle_timeout<'a>(
         &mut self,
         now: Instant,
