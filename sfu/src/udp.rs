@@ -106,7 +106,6 @@ pub(crate) fn start(
         .udp_addrs
         .first()
         .ok_or_else(|| Error::Config("no UDP address to bind".into()))?;
-    let provider = str0m::crypto::from_feature_flags();
     let workers = config.workers.max(1);
     let mut bound = Bound {
         ctls: Vec::with_capacity(workers),
@@ -174,10 +173,7 @@ pub(crate) fn start(
             }
             None => None,
         };
-        let cert = provider
-            .dtls_provider
-            .generate_certificate()
-            .ok_or_else(|| Error::Transport("no DTLS certificate".into()))?;
+        let cert = dtls_cert().ok_or_else(|| Error::Transport("no DTLS certificate".into()))?;
         let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
         let port = Port {
             socket,
@@ -199,6 +195,15 @@ pub(crate) fn start(
         bound.udp.push(local);
     }
     Ok(bound)
+}
+
+/// A fresh DTLS certificate for a worker's peers, from str0m's crypto
+/// provider (installed as the process default first, if none is).
+pub(crate) fn dtls_cert() -> Option<DtlsCert> {
+    str0m::crypto::from_feature_flags().install_process_default();
+    str0m::crypto::from_feature_flags()
+        .dtls_provider
+        .generate_certificate()
 }
 
 /// Binds a worker's UDP socket at `udp` and, if asked, its ICE-TCP

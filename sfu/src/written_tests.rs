@@ -13,7 +13,7 @@ use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
-use crate::udp::peer_config;
+use crate::udp::{dtls_cert, peer_config};
 
 const SFU: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 7882);
 const CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)), 50_000);
@@ -38,13 +38,8 @@ struct Pair {
 impl Pair {
     /// Negotiated (the client offers, the SFU answers) but not connected.
     fn negotiated() -> Self {
-        str0m::crypto::from_feature_flags().install_process_default();
-        let cert = str0m::crypto::from_feature_flags()
-            .dtls_provider
-            .generate_certificate()
-            .expect("a DTLS certificate");
         let now = Instant::now();
-        let mut sfu = peer_config(cert).build(now);
+        let mut sfu = peer_config(dtls_cert().expect("a DTLS certificate")).build(now);
         sfu.add_local_candidate(Candidate::host(SFU, "udp").expect("a host candidate"));
         let mut client = Rtc::builder()
             .set_rtp_mode(true)
