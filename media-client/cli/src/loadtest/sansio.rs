@@ -275,6 +275,7 @@ impl Hub {
                         timers: Deadlines::new(),
                         events: Vec::new(),
                         out: Vec::new(),
+                        ready: Vec::new(),
                         next_liveness: Instant::now() + LIVENESS_TICK,
                     };
                     hub.run(rx).await;
@@ -507,6 +508,12 @@ struct Peer {
     rtc: Rtc,
     local: SocketAddr,
     events: mpsc::Sender<TransportEvent>,
+    /// Frames for its call's driver not yet handed over: the hub hands
+    /// them over after each batch of datagrams ([`Loop::hand_over`]), so a
+    /// burst wakes the drivers' runtime once rather than once a frame.
+    outbox: Vec<TransportEvent>,
+    /// Listed in [`Loop::ready`].
+    listed: bool,
     connected: Arc<AtomicBool>,
     with_video: bool,
     pending: Option<SdpPendingOffer>,
@@ -529,8 +536,23 @@ impl Peer {
         if !std::mem::replace(&mut self.failed, true) {
             tracing::warn!(local = %self.local, why, "load generator: peer's media failed");
             self.connected.store(false, Ordering::Relaxed);
-            let _ = self.events.try_send(TransportEvent::Failed);
+            self.send_now(TransportEvent::Failed);
         }
+    }
+
+    /// Hands over the frames held in the outbox, in order.
+    fn hand_over(&mut self) {
+        for event in self.outbox.drain(..) {
+            // A driver that fell this far behind loses frames, as a
+            // receiver behind on its socket would.
+            let _ = self.events.try_send(event);
+        }
+    }
+
+    /// Sends `event` now, after the frames held before it.
+    fn send_now(&mut self, event: TransportEvent) {
+        self.hand_over();
+        let _ = self.events.try_send(event);
     }
 
     fn offer(&mut self) -> Result<String, String> {
@@ -661,9 +683,9 @@ impl Peer {
         let Some(inbound) = self.inbound.get_mut(&ssrc) else {
             return;
         };
-        let events = &self.events;
-        let emit = |data: Vec<u8>, timestamp: u32| {
-            let _ = events.try_send(TransportEvent::Frame {
+        let outbox = &mut self.outbox;
+        let mut emit = |data: Vec<u8>, timestamp: u32| {
+            outbox.push(TransportEvent::Frame {
                 stream_id: inbound.stream_id.clone(),
                 codec: inbound.codec,
                 data,
@@ -694,7 +716,7 @@ impl Peer {
             Event::RtpPacket(p) => self.packet(p),
             Event::Connected => {
                 self.connected.store(true, Ordering::Relaxed);
-                let _ = self.events.try_send(TransportEvent::Connected);
+                self.send_now(TransportEvent::Connected);
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.disconnected_since.get_or_insert(now);
@@ -754,6 +776,8 @@ struct Loop {
     events: Vec<Event>,
     /// Datagrams to send before the next wake-up: (from, to, bytes).
     out: Vec<(IpAddr, SocketAddr, Vec<u8>)>,
+    /// Peers with frames in their outbox.
+    ready: Vec<u64>,
     next_liveness: Instant,
 }
 
@@ -788,6 +812,7 @@ impl Loop {
             if self.next_deadline() <= now {
                 self.timeouts(now);
             }
+            self.hand_over();
             self.flush().await;
         }
     }
@@ -897,6 +922,8 @@ impl Loop {
                 rtc,
                 local,
                 events: new.events,
+                outbox: Vec::new(),
+                listed: false,
                 connected: new.connected,
                 with_video: new.with_video,
                 pending: None,
@@ -954,6 +981,7 @@ impl Loop {
                     self.datagram(meta, datagram, now);
                 }
             }
+            self.hand_over();
             if n < BATCH {
                 return;
             }
@@ -997,9 +1025,22 @@ impl Loop {
         for e in self.events.drain(..) {
             peer.event(e, now);
         }
+        if !peer.outbox.is_empty() && !std::mem::replace(&mut peer.listed, true) {
+            self.ready.push(id);
+        }
         match drained {
             Ok(t) => self.timers.schedule(id, t, &mut peer.scheduled),
             Err(e) => peer.fail(&e.to_string()),
+        }
+    }
+
+    /// Hands every held frame to its call's driver.
+    fn hand_over(&mut self) {
+        for id in self.ready.drain(..) {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                peer.listed = false;
+                peer.hand_over();
+            }
         }
     }
 
