@@ -1007,8 +1007,8 @@ impl Worker {
             // Out at once, without the timeout round a write otherwise
             // waits for (vendor/str0m/HUSH.md). The peer keeps the deadline
             // it has: sending moves none earlier. Where that path cannot
-            // take the packet (a leg's first, say), the timeout it waits
-            // for is fed here and the peer drained as usual.
+            // take the packet (a stream before its first timeout, say),
+            // the timeout it waits for is fed here and the peer drained.
             let (out, tcp, metrics) = (&mut self.out, &self.tcp, &self.metrics);
             let at = Instant::now();
             if !(sub_peer.rtc).poll_written(at, |t| route(t, out, tcp, metrics)) {
