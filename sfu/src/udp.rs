@@ -510,6 +510,11 @@ impl Worker {
                 self.remove(serial, Some(reason));
             }
         }
+        self.publish_rooms();
+    }
+
+    /// Sets the rooms gauge if membership changed since it was last set.
+    fn publish_rooms(&mut self) {
         if std::mem::take(&mut self.rooms_changed) {
             let rooms = self.router.rooms().map(|(id, n)| (id.clone(), n)).collect();
             self.metrics.set_rooms(self.index, rooms);
@@ -1119,7 +1124,10 @@ impl Worker {
     fn handle_command(&mut self, cmd: Command) {
         match cmd {
             Command::Add { who, reply } => {
-                let _ = reply.send(self.add(who));
+                let result = self.add(who);
+                // Whoever is told of the join sees it in the metrics too.
+                self.publish_rooms();
+                let _ = reply.send(result);
             }
             Command::Offer { who, sdp, reply } => {
                 let result = self.offer(&who, &sdp);
@@ -1164,6 +1172,7 @@ impl Worker {
                     }
                     None => Err(unknown(&who)),
                 };
+                self.publish_rooms();
                 let _ = reply.send(result);
             }
             // Answered by `run`, which stops the loop.

@@ -164,11 +164,16 @@ impl Pair {
 
     /// Writes packet `seq` (its payload names it) on the SFU's leg.
     fn write(&mut self, seq: u64) {
-        let pt = self.opus();
+        let (mid, pt) = (self.mid, self.opus());
+        self.write_on(mid, pt, seq);
+    }
+
+    /// Writes packet `seq` with payload type `pt` on the SFU's leg `mid`.
+    fn write_on(&mut self, mid: Mid, pt: Pt, seq: u64) {
         let now = self.now;
         let mut api = self.sfu.direct_api();
         let tx = api
-            .stream_tx_by_mid(self.mid, None)
+            .stream_tx_by_mid(mid, None)
             .expect("a send stream on the client's receive-only m-line");
         let payload: Arc<[u8]> = Arc::from(format!("sealed frame {seq}").into_bytes());
         tx.write_rtp(RtpWrite::new(
@@ -216,8 +221,10 @@ fn written_packets_go_out_at_once_and_the_client_decrypts_them() {
         pair.sfu
             .handle_input(Input::Timeout(pair.now))
             .expect("a timeout taken");
-        let (deadline, _) = pair.drain_sfu();
+        pair.drain_sfu();
         pair.deliver_to_sfu();
+        let (deadline, sent) = pair.drain_sfu();
+        assert_eq!(sent, 0, "round {round}: the SFU peer is drained");
         // One packet a round, three in the last.
         let seqs: Vec<u64> = if round == 19 {
             vec![21, 22, 23]
@@ -258,10 +265,98 @@ fn written_packets_go_out_at_once_and_the_client_decrypts_them() {
         );
     }
 
-    // Time going backwards, and a closed peer: not taken.
+    // Time going backwards: not taken, and not touched either: the usual
+    // timeout round sends the packet.
     let earlier = pair.now - Duration::from_millis(1);
     pair.write(200);
     assert!(!pair.sfu.poll_written(earlier, |_| {}), "taken in the past");
+    pair.timeout_round();
+    assert_eq!(pair.received.last(), Some(&b"sealed frame 200".to_vec()));
+
+    // A closed peer: not taken.
     pair.sfu.disconnect();
     assert!(!pair.poll_written().0, "taken after disconnect");
+}
+
+impl Pair {
+    /// A timeout at the current time and the SFU peer drained, as the
+    /// worker does where `poll_written` declines; what it sent delivered.
+    fn timeout_round(&mut self) {
+        self.sfu
+            .handle_input(Input::Timeout(self.now))
+            .expect("a timeout taken");
+        self.drain_sfu();
+        self.deliver_to_sfu();
+    }
+}
+
+#[test]
+fn a_leg_before_its_first_timeout_is_left_to_the_timeout_round() {
+    let mut pair = Pair::negotiated();
+    pair.connect();
+    // The client re-offers with a second receive-only m-line; the SFU
+    // peer's new send stream has had no timeout when the packet comes.
+    let mut api = pair.client.sdp_api();
+    let second = api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    let (offer, pending) = api.apply().expect("a re-offer");
+    let answer = pair.sfu.sdp_api().accept_offer(offer).expect("an answer");
+    pair.client
+        .sdp_api()
+        .accept_answer(pending, answer)
+        .expect("the answer accepted");
+    let pt = pair.opus();
+    pair.write_on(second, pt, 1);
+    let (done, out) = pair.poll_written();
+    assert!(!done, "a stream's first timeout is the caller's to feed");
+    assert!(out.is_empty(), "sent before the stream was set up");
+    pair.timeout_round();
+    assert_eq!(pair.received, vec![b"sealed frame 1".to_vec()]);
+
+    // From then on the leg's packets go out at once.
+    pair.now += Duration::from_millis(20);
+    pair.timeout_round();
+    pair.write_on(second, pt, 2);
+    let (done, out) = pair.poll_written();
+    assert!(done, "a set-up leg's packet went out");
+    pair.deliver_to_client(&out);
+    assert_eq!(pair.received.last(), Some(&b"sealed frame 2".to_vec()));
+}
+
+#[test]
+fn a_packet_the_stream_drops_leaves_the_pacer_to_the_timeout_round() {
+    let mut pair = Pair::negotiated();
+    pair.connect();
+    pair.write(1);
+    pair.timeout_round();
+    assert_eq!(pair.received, vec![b"sealed frame 1".to_vec()]);
+    // A payload type the m-line never negotiated: str0m drops the packet
+    // when it polls it, and its pacer then wants a fresh snapshot, which
+    // only a timeout takes.
+    pair.now += Duration::from_millis(20);
+    pair.timeout_round();
+    let unknown = Pt::from(
+        (96..=127u8)
+            .find(|&pt| {
+                let taken = |p: Option<Pt>| p.is_some_and(|p| *p == pt);
+                (pair.sfu.codec_config().iter())
+                    .all(|p| !taken(Some(p.pt())) && !taken(p.resend()) && !taken(p.red()))
+            })
+            .expect("an unused dynamic payload type"),
+    );
+    pair.write_on(pair.mid, unknown, 2);
+    let (done, out) = pair.poll_written();
+    assert!(!done, "the pacer's timeout left to nobody");
+    assert!(out.is_empty(), "a packet of an unknown payload type sent");
+    pair.timeout_round();
+    // The leg goes on.
+    pair.now += Duration::from_millis(20);
+    pair.timeout_round();
+    pair.write(3);
+    let (done, out) = pair.poll_written();
+    assert!(done);
+    pair.deliver_to_client(&out);
+    assert_eq!(
+        pair.received,
+        vec![b"sealed frame 1".to_vec(), b"sealed frame 3".to_vec()]
+    );
 }

@@ -42,11 +42,12 @@ async fn abrupt_departure_ends_tracks_and_empty_room_leaves_metrics() {
     })
     .await;
     assert_eq!(sfu.metrics().subscriptions(), 4);
-    let text = sfu.metrics().render();
-    assert!(
-        text.contains("hush_sfu_room_participants{room=\"room\"} 2"),
-        "{text}"
-    );
+    // The rooms gauge is set once the worker has settled the departure,
+    // just after the connection count: wait for it, then check it.
+    wait_until("c gone from the room gauge", || {
+        (sfu.metrics().render()).contains("hush_sfu_room_participants{room=\"room\"} 2")
+    })
+    .await;
     // c's own signaling was told why.
     let told = c.events();
     assert!(
@@ -77,6 +78,10 @@ async fn abrupt_departure_ends_tracks_and_empty_room_leaves_metrics() {
     ));
     wait_until("every connection gone", || {
         sfu.metrics().peer_connections() == 0
+    })
+    .await;
+    wait_until("no room left", || {
+        sfu.metrics().render().contains("hush_sfu_rooms 0")
     })
     .await;
     let text = sfu.metrics().render();

@@ -1629,11 +1629,18 @@ impl Rtc {
     /// out. No deadline of the `Rtc` moves earlier by it (sender reports
     /// keep their schedule), so a caller may keep the timeout it holds.
     ///
-    /// Returns `true` if all that was written went out. On `false` (not
-    /// connected yet, closing, time going backwards, bandwidth estimation
-    /// on, a stream before its first timeout, or a packet the pacer held
-    /// back) the caller must drive the `Rtc` as usual: feed a timeout and
-    /// poll until [`Output::Timeout`]. Doing that after `true` is harmless.
+    /// Returns `true` if all that was written went out. On `false` the
+    /// caller must drive the `Rtc` as usual: feed a timeout and poll until
+    /// [`Output::Timeout`]; doing that after `true` is harmless. It is
+    /// `false`, with nothing touched, when not connected yet, in frame
+    /// mode, closing, with time going backwards, with bandwidth estimation
+    /// on, before SRTP keys, or with a stream before its first timeout; and
+    /// `false` after sending what it could when a packet is left queued or
+    /// the pacer asks for a timeout.
+    ///
+    /// Only RTP goes out here: call it on an `Rtc` drained by
+    /// [`Rtc::poll_output`] since its last input, as after any input.
+    /// `now` becomes the `Rtc`'s current time, as with a timeout.
     ///
     /// [`StreamTx::write_rtp`]: crate::rtp::StreamTx::write_rtp
     pub fn poll_written(&mut self, now: Instant, mut out: impl FnMut(net::Transmit)) -> bool {
@@ -1643,7 +1650,13 @@ impl Rtc {
         let Some(send) = &self.send_addr else {
             return false;
         };
+        if !self.session.can_poll_written() {
+            return false;
+        }
         let (proto, source, destination) = (send.proto, send.source, send.destination);
+        // The send queues are stamped at `now`: later input must not be
+        // earlier than that.
+        self.last_now = now;
         let mut bytes = 0;
         let sent = self.session.poll_written(now, |contents| {
             bytes += contents.len() as u64;

@@ -1228,22 +1228,33 @@ impl Session {
         Some(protected.into())
     }
 
+    /// hush patch: whether [`Session::poll_written`] can stand in for a
+    /// timeout: not in frame mode, closing, with bandwidth estimation (its
+    /// leaky-bucket pacer decides when packets go), before SRTP keys, or
+    /// with a stream's first timeout still to come.
+    pub fn can_poll_written(&self) -> bool {
+        self.rtp_mode
+            && !self.rtp_closing
+            && self.bwe.is_none()
+            && self.srtp_tx.is_some()
+            && self.streams.queued_are_set_up()
+    }
+
     /// hush patch: the RTP packets queued since the last timeout, encrypted,
     /// through `out`, with only the steps a timeout takes for them:
     /// timestamp the send queues and show them to the pacer. Returns
-    /// whether every queue is empty afterwards; `false` without sending
-    /// anything if this path cannot take them (closing, bandwidth
-    /// estimation with its leaky-bucket pacer, or a stream's first timeout
-    /// still to come). See [`crate::Rtc::poll_written`].
+    /// whether every queue is empty afterwards and the pacer wants no
+    /// timeout. Only after [`Session::can_poll_written`]; see
+    /// [`crate::Rtc::poll_written`].
     pub fn poll_written(&mut self, now: Instant, mut out: impl FnMut(DatagramSend)) -> bool {
-        if self.rtp_closing || self.bwe.is_some() || !self.streams.stamp_queued(now) {
-            return false;
-        }
+        self.streams.stamp_queued(now);
         self.update_queue_state(now, None);
         while let Some(datagram) = self.poll_packet(now) {
             out(datagram);
         }
-        !self.streams.any_queued()
+        // A packet the stream dropped (an unknown PT, say) leaves the null
+        // pacer asking for a fresh snapshot: the caller's timeout does that.
+        !self.streams.any_queued() && self.pacer.poll_timeout().0.is_none()
     }
 
     fn poll_packet(&mut self, now: Instant) -> Option<DatagramSend> {

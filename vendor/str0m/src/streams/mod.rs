@@ -667,16 +667,23 @@ impl Streams {
         })
     }
 
-    /// hush patch: timestamps every send queue that needs it; `false` if
-    /// one of those streams never had a timeout (then it is left as it was).
-    pub(crate) fn stamp_queued(&mut self, now: Instant) -> bool {
-        let mut stamped = true;
+    /// hush patch: whether every send stream with something to stamp has
+    /// had its first timeout (which sets a stream up).
+    pub(crate) fn queued_are_set_up(&self) -> bool {
+        self.streams_tx
+            .values()
+            .all(|s| !s.need_timeout() || s.is_set_up())
+    }
+
+    /// hush patch: timestamps every send queue that needs it, as
+    /// [`StreamTx::handle_timeout`] does. Check
+    /// [`Streams::queued_are_set_up`] first.
+    pub(crate) fn stamp_queued(&mut self, now: Instant) {
         for stream in self.streams_tx.values_mut() {
             if stream.need_timeout() {
-                stamped &= stream.stamp_queued(now);
+                stream.stamp_queued(now);
             }
         }
-        stamped
     }
 
     /// hush patch: whether any send stream has packets waiting.

@@ -1278,15 +1278,16 @@ impl StreamTx {
         self.send_queue.need_timeout()
     }
 
+    /// hush patch: whether the stream had its first timeout, which sets it
+    /// up (its media kind, its padding and resend state).
+    pub(crate) fn is_set_up(&self) -> bool {
+        self.kind.is_some()
+    }
+
     /// hush patch: timestamps what was queued since the last timeout, as
-    /// [`StreamTx::handle_timeout`] does; `false` (and nothing done) if the
-    /// stream never had a timeout, whose first one also sets it up.
-    pub(crate) fn stamp_queued(&mut self, now: Instant) -> bool {
-        if self.kind.is_none() {
-            return false;
-        }
+    /// [`StreamTx::handle_timeout`] does.
+    pub(crate) fn stamp_queued(&mut self, now: Instant) {
         self.send_queue.handle_timeout(now);
-        true
     }
 
     /// hush patch: whether packets wait in the send queue.
