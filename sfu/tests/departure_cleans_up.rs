@@ -42,10 +42,13 @@ async fn abrupt_departure_ends_tracks_and_empty_room_leaves_metrics() {
     })
     .await;
     assert_eq!(sfu.metrics().subscriptions(), 4);
-    // The rooms gauge is set once the worker has settled the departure,
-    // just after the connection count: wait for it, then check it.
+    // The rooms gauge is set once the worker has settled a departure it
+    // found itself, just after the connection count: wait for it. (A
+    // removal the API asks for is in the gauge before it is answered,
+    // which the end of this test checks without waiting.)
     wait_until("c gone from the room gauge", || {
-        (sfu.metrics().render()).contains("hush_sfu_room_participants{room=\"room\"} 2")
+        let text = sfu.metrics().render();
+        text.contains("hush_sfu_room_participants{room=\"room\"} 2")
     })
     .await;
     // c's own signaling was told why.
@@ -78,10 +81,6 @@ async fn abrupt_departure_ends_tracks_and_empty_room_leaves_metrics() {
     ));
     wait_until("every connection gone", || {
         sfu.metrics().peer_connections() == 0
-    })
-    .await;
-    wait_until("no room left", || {
-        sfu.metrics().render().contains("hush_sfu_rooms 0")
     })
     .await;
     let text = sfu.metrics().render();
